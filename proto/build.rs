@@ -159,7 +159,8 @@ fn window_code(minor: u32, minor_rpcs: &[Rpc], model_rpcs: &[Rpc]) -> Result<Str
     for (service, field) in [("RuntimeService", "runtime"), ("ImageService", "image")] {
         if lacks(service) {
             let m = module(service);
-            model_fields += &format!("model_{field}: model::{m}_client::{service}Client<tonic::transport::Channel>,\n    ");
+            model_fields +=
+                &format!("model_{field}: model::{m}_client::{service}Client<tonic::transport::Channel>,\n    ");
             model_init += &format!(
                 "model_{field}: model::{m}_client::{service}Client::new(channel.clone()).max_decoding_message_size({MAX_MESSAGE}).max_encoding_message_size({MAX_MESSAGE}),\n            "
             );
@@ -191,11 +192,7 @@ fn window_code(minor: u32, minor_rpcs: &[Rpc], model_rpcs: &[Rpc]) -> Result<Str
         let field = if rpc.service == "RuntimeService" { "runtime" } else { "image" };
         let (input, output) = (&rpc.input, &rpc.output);
         let has = minor_rpcs.iter().any(|r| r.service == rpc.service && r.name == rpc.name);
-        let ret = if rpc.server_streaming {
-            format!("StreamOf<model::{output}>")
-        } else {
-            format!("model::{output}")
-        };
+        let ret = if rpc.server_streaming { format!("StreamOf<model::{output}>") } else { format!("model::{output}") };
         writeln!(s, "    pub async fn {f}(&mut self, request: model::{input}) -> Result<{ret}, tonic::Status> {{")?;
         if has && identity {
             writeln!(s, "        let response = self.{field}.{f}(crate::window::deadline(request, self.timeout)).await?.into_inner();")?;

@@ -111,10 +111,9 @@ impl FromStr for Minor {
         let (major, minor) = (parts.next(), parts.next());
         let patch_ok = parts.next().is_none_or(|p| p.parse::<u32>().is_ok()) && parts.next().is_none();
         match (major, minor.and_then(|m| m.parse::<u32>().ok())) {
-            (Some("1"), Some(n)) if patch_ok => Self::ALL
-                .into_iter()
-                .find(|m| m.number() == n)
-                .ok_or_else(|| ParseMinorError(text.to_string())),
+            (Some("1"), Some(n)) if patch_ok => {
+                Self::ALL.into_iter().find(|m| m.number() == n).ok_or_else(|| ParseMinorError(text.to_string()))
+            }
             _ => Err(ParseMinorError(text.to_string())),
         }
     }

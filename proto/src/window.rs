@@ -55,13 +55,15 @@ where
 /// A model request narrowed to a minor (client side: what that minor's kubelet could send).
 #[allow(clippy::result_large_err)]
 pub fn narrow<From: Message, To: Message + Default>(request: &From) -> Result<To, tonic::Status> {
-    transcode(request).map_err(|e| tonic::Status::invalid_argument(format!("request cannot be sent by this minor: {e}")))
+    transcode(request)
+        .map_err(|e| tonic::Status::invalid_argument(format!("request cannot be sent by this minor: {e}")))
 }
 
 /// A minor's response read as the model (client side).
 #[allow(clippy::result_large_err)]
 pub fn widen<From: Message, To: Message + Default>(response: &From) -> Result<To, tonic::Status> {
-    transcode(response).map_err(|e| tonic::Status::internal(format!("response is not valid protobuf for the model: {e}")))
+    transcode(response)
+        .map_err(|e| tonic::Status::internal(format!("response is not valid protobuf for the model: {e}")))
 }
 
 /// A minor's server stream read as the model (client side).

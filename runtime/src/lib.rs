@@ -1,1 +1,15 @@
+//! lockstep-runtime: lockstepd, a CRI runtime in the spirit of CRI-O, pinned to one Kubernetes
+//! minor per build. The library is minor-agnostic (it speaks the model, see lockstep-cri); the
+//! `lockstepd` binary picks the minor from its cargo feature.
+#![deny(unsafe_code)]
 
+pub mod cli;
+pub mod cni;
+pub mod config;
+pub mod daemon;
+pub mod filter;
+pub mod info;
+pub mod oci;
+pub mod persist;
+pub mod server;
+pub mod socket;

@@ -1,0 +1,418 @@
+//! lockstepd's configuration: defaults, then /etc/lockstep/lockstep.toml, then the drop-ins in
+//! lockstep.toml.d (lexical order, each table merged key by key), then command-line flags.
+//! Touches only the files it is told to read.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG: &str = "/etc/lockstep/lockstep.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration (after merging {sources}): {message}")]
+    Invalid { sources: String, message: String },
+}
+
+/// The effective configuration of one lockstepd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent state: images, sandbox and container records.
+    pub root: PathBuf,
+    /// Runtime state, gone at reboot: pinned namespaces, bundles, exit files.
+    pub runroot: PathBuf,
+    /// The CRI socket. Empty means `<runroot>/lockstep.sock`.
+    pub listen: PathBuf,
+    /// tracing filter: error, warn, info, debug, trace, or a full directive.
+    pub log_level: String,
+    /// How pod cgroups are named, as the kubelet's cgroupDriver: "cgroupfs" or "systemd".
+    pub cgroup_driver: CgroupDriver,
+    pub runtime: RuntimeSection,
+    pub network: NetworkSection,
+    pub image: ImageSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// The OCI runtimes, one per runtime handler (RuntimeClass).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// The handler used when a pod names none. Empty: the first configured handler that works.
+    pub default_handler: String,
+    /// The handlers, in order of preference.
+    pub handlers: Vec<Handler>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handler {
+    /// The name a RuntimeClass's handler field uses.
+    pub name: String,
+    /// The OCI runtime binary: an absolute path, or a name looked up in PATH.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Where CNI network configurations live; the first by file name is used.
+    pub cni_config_dir: PathBuf,
+    /// Where CNI plugin binaries are looked up, in order.
+    pub cni_plugin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageSection {
+    /// containers-registries.conf(5) file. Empty: $CONTAINERS_REGISTRIES_CONF, else
+    /// /etc/containers/registries.conf.
+    pub registries_conf: PathBuf,
+    /// A pull that makes no progress for this many seconds is cancelled.
+    pub pull_progress_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/lockstep"),
+            runroot: PathBuf::from("/run/lockstep"),
+            listen: PathBuf::new(),
+            log_level: "info".into(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            runtime: RuntimeSection::default(),
+            network: NetworkSection::default(),
+            image: ImageSection::default(),
+        }
+    }
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            default_handler: String::new(),
+            handlers: vec![
+                Handler { name: "crun".into(), path: PathBuf::from("crun") },
+                Handler { name: "runc".into(), path: PathBuf::from("runc") },
+            ],
+        }
+    }
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            cni_config_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl Default for ImageSection {
+    fn default() -> Self {
+        ImageSection { registries_conf: PathBuf::new(), pull_progress_timeout_secs: 60 }
+    }
+}
+
+/// What the command line says about configuration: files to read and values that win.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`: must exist when given. Absent: /etc/lockstep/lockstep.toml if it exists.
+    pub config_file: Option<PathBuf>,
+    /// `--config-dir DIR`: drop-ins. Absent: `<config file>.d`.
+    pub config_dir: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub runroot: Option<PathBuf>,
+    pub listen: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub cgroup_driver: Option<CgroupDriver>,
+}
+
+impl Config {
+    /// Defaults, then the config file, then its drop-ins, then the flags.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (file, required) = match &overrides.config_file {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let dir = overrides.config_dir.clone().unwrap_or_else(|| {
+            let mut d = file.clone().into_os_string();
+            d.push(".d");
+            PathBuf::from(d)
+        });
+        let mut sources = Vec::new();
+        let mut merged = toml::Table::new();
+        if required || file.exists() {
+            merge(&mut merged, read_table(&file)?);
+            sources.push(file.display().to_string());
+        }
+        for dropin in dropins(&dir)? {
+            merge(&mut merged, read_table(&dropin)?);
+            sources.push(dropin.display().to_string());
+        }
+        let mut config: Config =
+            toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+                sources: if sources.is_empty() { "no files".into() } else { sources.join(", ") },
+                message: e.message().to_string(),
+            })?;
+        config.apply(overrides);
+        config.validate().map_err(|message| ConfigError::Invalid { sources: sources.join(", "), message })?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.root {
+            self.root = v.clone();
+        }
+        if let Some(v) = &o.runroot {
+            self.runroot = v.clone();
+        }
+        if let Some(v) = &o.listen {
+            self.listen = v.clone();
+        }
+        if let Some(v) = &o.log_level {
+            self.log_level = v.clone();
+        }
+        if let Some(v) = o.cgroup_driver {
+            self.cgroup_driver = v;
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, path) in [("root", &self.root), ("runroot", &self.runroot)] {
+            if !path.is_absolute() {
+                return Err(format!("{name} must be an absolute path, not {:?}", path.display().to_string()));
+            }
+        }
+        if !self.listen.as_os_str().is_empty() && !self.listen.is_absolute() {
+            return Err(format!("listen must be an absolute path, not {:?}", self.listen.display().to_string()));
+        }
+        if self.runtime.handlers.is_empty() {
+            return Err("runtime.handlers is empty: lockstepd needs at least one OCI runtime".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for h in &self.runtime.handlers {
+            if h.name.is_empty() {
+                return Err("runtime.handlers: a handler has an empty name".into());
+            }
+            if !seen.insert(&h.name) {
+                return Err(format!("runtime.handlers: handler {:?} is configured twice", h.name));
+            }
+        }
+        let default = &self.runtime.default_handler;
+        if !default.is_empty() && !seen.contains(default) {
+            return Err(format!("runtime.default_handler {default:?} is not one of runtime.handlers"));
+        }
+        if self.image.pull_progress_timeout_secs == 0 {
+            return Err("image.pull_progress_timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The socket path: `listen`, or `<runroot>/lockstep.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        if self.listen.as_os_str().is_empty() {
+            self.runroot.join("lockstep.sock")
+        } else {
+            self.listen.clone()
+        }
+    }
+
+    pub fn pull_progress_timeout(&self) -> Duration {
+        Duration::from_secs(self.image.pull_progress_timeout_secs)
+    }
+
+    /// The effective configuration as a commented TOML file that `load` reads back unchanged.
+    pub fn render(&self) -> String {
+        let q = |p: &Path| toml_string(&p.display().to_string());
+        let mut s = String::new();
+        let _ = writeln!(s, "# lockstepd's effective configuration (defaults, files, drop-ins, flags).\n");
+        let _ = writeln!(s, "# Persistent state: images, sandbox and container records.\nroot = {}", q(&self.root));
+        let _ = writeln!(
+            s,
+            "# Runtime state, gone at reboot: namespaces, bundles, exit files.\nrunroot = {}",
+            q(&self.runroot)
+        );
+        let _ = writeln!(
+            s,
+            "# The CRI socket (the kubelet's --container-runtime-endpoint).\nlisten = {}",
+            q(&self.socket_path())
+        );
+        let _ = writeln!(
+            s,
+            "# error, warn, info, debug, trace, or a tracing directive.\nlog_level = {}",
+            toml_string(&self.log_level)
+        );
+        let driver = match self.cgroup_driver {
+            CgroupDriver::Cgroupfs => "cgroupfs",
+            CgroupDriver::Systemd => "systemd",
+        };
+        let _ =
+            writeln!(s, "# Must match the kubelet's cgroupDriver: cgroupfs or systemd.\ncgroup_driver = \"{driver}\"");
+        let _ = writeln!(
+            s,
+            "\n[runtime]\n# The handler for pods that name none; empty: the first configured one that works."
+        );
+        let _ = writeln!(s, "default_handler = {}", toml_string(&self.runtime.default_handler));
+        for h in &self.runtime.handlers {
+            let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");
+            let _ = writeln!(s, "[[runtime.handlers]]\nname = {}\npath = {}", toml_string(&h.name), q(&h.path));
+        }
+        let _ = writeln!(s, "\n[network]\n# CNI network configurations; the first by file name is used.");
+        let _ = writeln!(s, "cni_config_dir = {}", q(&self.network.cni_config_dir));
+        let dirs: Vec<String> = self.network.cni_plugin_dirs.iter().map(|d| q(d)).collect();
+        let _ =
+            writeln!(s, "# CNI plugin binaries are looked up here, in order.\ncni_plugin_dirs = [{}]", dirs.join(", "));
+        let _ = writeln!(s, "\n[image]\n# containers-registries.conf(5); empty: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf.");
+        let _ = writeln!(s, "registries_conf = {}", q(&self.image.registries_conf));
+        let _ = writeln!(s, "# A pull that makes no progress for this long is cancelled.");
+        let _ = writeln!(s, "pull_progress_timeout_secs = {}", self.image.pull_progress_timeout_secs);
+        s
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })
+}
+
+/// The drop-in files of `dir` (`*.toml`), in lexical order; none when the directory is absent.
+fn dropins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Read { path: dir.into(), source }),
+    };
+    let mut files = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ConfigError::Read { path: dir.into(), source })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.insert(entry.file_name(), path);
+        }
+    }
+    Ok(files.into_values().collect())
+}
+
+/// Merges `over` into `base`: tables key by key, everything else (arrays too) replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load_from(file: &Path) -> Result<Config, ConfigError> {
+        Config::load(&Overrides { config_file: Some(file.into()), ..Default::default() })
+    }
+
+    #[test]
+    fn file_then_dropins_in_order_then_flags() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = write(
+            tmp.path(),
+            "lockstep.toml",
+            "root = \"/srv/a\"\nlog_level = \"debug\"\n[network]\ncni_config_dir = \"/x\"\n",
+        );
+        write(tmp.path(), "lockstep.toml.d/20-b.toml", "root = \"/srv/b\"\n");
+        write(
+            tmp.path(),
+            "lockstep.toml.d/10-a.toml",
+            "root = \"/srv/ignored\"\n[network]\ncni_plugin_dirs = [\"/p\"]\n",
+        );
+        write(tmp.path(), "lockstep.toml.d/README", "not toml at all [[[");
+        let config = Config::load(&Overrides {
+            config_file: Some(file),
+            runroot: Some("/run/flag".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.root, Path::new("/srv/b"), "the later drop-in wins");
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.network.cni_config_dir, Path::new("/x"), "tables merge key by key");
+        assert_eq!(config.network.cni_plugin_dirs, vec![PathBuf::from("/p")]);
+        assert_eq!(config.runroot, Path::new("/run/flag"), "flags win");
+        assert_eq!(config.socket_path(), Path::new("/run/flag/lockstep.sock"));
+    }
+
+    #[test]
+    fn rendered_config_reads_back_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config =
+            Config { listen: "/tmp/x.sock".into(), cgroup_driver: CgroupDriver::Systemd, ..Default::default() };
+        config.runtime.default_handler = "runc".into();
+        config.log_level = "lockstepd=debug,\"quoted\"".into();
+        let file = write(tmp.path(), "effective.toml", &config.render());
+        assert_eq!(load_from(&file).unwrap(), config);
+    }
+
+    #[test]
+    fn malformed_file_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = write(tmp.path(), "bad.toml", "root = [unclosed\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = write(tmp.path(), "c.toml", "rooot = \"/x\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("rooot"), "{err}");
+        let file = write(tmp.path(), "d.toml", "cgroup_driver = \"systemdd\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("systemdd"), "{err}");
+        let file = write(tmp.path(), "e.toml", "root = \"relative/dir\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("root must be an absolute path"), "{err}");
+        let file = write(tmp.path(), "f.toml", "[runtime]\ndefault_handler = \"kata\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("kata"), "{err}");
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist_but_the_default_may_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = load_from(&tmp.path().join("missing.toml")).unwrap_err().to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+        let config =
+            Config::load(&Overrides { config_dir: Some(tmp.path().join("no-such-dir")), ..Default::default() });
+        // The default file is absent on a test machine; either way, no error for its absence.
+        if !Path::new(DEFAULT_CONFIG).exists() {
+            assert_eq!(config.unwrap(), Config::default());
+        }
+    }
+}

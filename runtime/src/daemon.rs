@@ -1,0 +1,101 @@
+//! Starting and stopping lockstepd: state directories, the one-daemon-per-root lock, the
+//! socket, the CRI services of the pinned minor, and a clean stop that leaves containers be.
+
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lockstep_cri::Minor;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::info::RuntimeInfo;
+use crate::persist::PersistError;
+use crate::server::{Containers, Cri, Sandboxes};
+use crate::socket::{self, SocketError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("another lockstepd already uses --root {0}")]
+    RootInUse(PathBuf),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error(transparent)]
+    State(#[from] PersistError),
+    #[error(transparent)]
+    NotCompiled(#[from] lockstep_cri::NotCompiled),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves the CRI of `minor` until `shutdown` completes, then removes the socket.
+pub async fn run(config: Config, minor: Minor, shutdown: impl Future<Output = ()> + Send) -> Result<(), DaemonError> {
+    for dir in [&config.root, &config.runroot] {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
+    }
+    let _lock = lock_root(&config.root)?;
+    let socket_path = config.socket_path();
+    let info = Arc::new(RuntimeInfo::new(minor, config)?);
+    log_handlers(&info);
+    let cri =
+        Arc::new(Cri { info, sandboxes: Arc::new(Sandboxes::default()), containers: Arc::new(Containers::default()) });
+    let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
+    let listener = socket::listen(&socket_path)?;
+    tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");
+    let served = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("lockstepd stopped; containers keep running");
+    Ok(served?)
+}
+
+/// Holds an exclusive lock on `<root>/lockstepd.lock` for the daemon's life: two daemons on
+/// one root would corrupt each other's state.
+fn lock_root(root: &Path) -> Result<File, DaemonError> {
+    let path = root.join("lockstepd.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| DaemonError::StateDir { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::RootInUse(root.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::StateDir { path, source }),
+    }
+}
+
+fn log_handlers(info: &RuntimeInfo) {
+    let handlers = info.handlers();
+    for h in &handlers.handlers {
+        match &h.problem {
+            None => {
+                tracing::info!(handler = %h.name, version = h.version.as_deref().unwrap_or(""), "OCI runtime found")
+            }
+            Some(problem) => tracing::warn!(handler = %h.name, %problem, "OCI runtime unusable"),
+        }
+    }
+    match handlers.default_handler() {
+        Some(h) => tracing::info!(handler = %h.name, "default runtime handler"),
+        None => tracing::warn!("no OCI runtime works: Status reports RuntimeReady=false"),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop lockstepd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

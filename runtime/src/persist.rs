@@ -1,0 +1,156 @@
+//! Crash-safe files: write a temporary sibling, fsync it, rename it over the target, fsync the
+//! directory. A reader sees the old content or the new, never a torn file. Also a directory of
+//! JSON records keyed by id, as the sandbox, container and image stores keep them.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("record {path} is corrupt: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("cannot encode record for {path}: {source}")]
+    Encode { path: PathBuf, source: serde_json::Error },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PersistError + 'a {
+    move |source| PersistError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Replaces `path` with `bytes` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all(bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes a rename or unlink inside `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), PersistError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+}
+
+/// A directory of JSON records, one file `<id>.json` per record.
+#[derive(Debug, Clone)]
+pub struct RecordDir {
+    dir: PathBuf,
+}
+
+impl RecordDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RecordDir { dir: dir.into() }
+    }
+
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn put<T: Serialize>(&self, id: &str, record: &T) -> Result<(), PersistError> {
+        let path = self.path(id);
+        let bytes =
+            serde_json::to_vec_pretty(record).map_err(|source| PersistError::Encode { path: path.clone(), source })?;
+        write_atomic(&path, &bytes)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, PersistError> {
+        let path = self.path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|source| PersistError::Corrupt { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// Removes a record; removing one that is absent succeeds.
+    pub fn remove(&self, id: &str) -> Result<(), PersistError> {
+        let path = self.path(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+
+    /// Every record, with its id. Leftover temporary files of an interrupted write are removed.
+    pub fn load_all<T: DeserializeOwned>(&self) -> Result<Vec<(String, T)>, PersistError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &self.dir)(e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("list", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(id) = name.strip_suffix(".json") {
+                if let Some(record) = self.get(id)? {
+                    records.push((id.to_string(), record));
+                }
+            }
+        }
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_removal_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path().join("records"));
+        dir.put("b", &vec![2u32]).unwrap();
+        dir.put("a", &vec![1u32]).unwrap();
+        dir.put("a", &vec![1u32, 11]).unwrap();
+        let all: Vec<(String, Vec<u32>)> = dir.load_all().unwrap();
+        assert_eq!(all, vec![("a".into(), vec![1, 11]), ("b".into(), vec![2])]);
+        dir.remove("a").unwrap();
+        dir.remove("a").unwrap();
+        assert_eq!(dir.get::<Vec<u32>>("a").unwrap(), None);
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_the_old_record_and_is_cleaned_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path());
+        dir.put("x", &"old").unwrap();
+        // What a kill between create and rename leaves behind.
+        std::fs::write(tmp.path().join(".x.json.tmp-999"), b"{\"half").unwrap();
+        let all: Vec<(String, String)> = dir.load_all().unwrap();
+        assert_eq!(all, vec![("x".into(), "old".into())]);
+        assert!(!tmp.path().join(".x.json.tmp-999").exists());
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_with_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("bad.json"), b"{not json").unwrap();
+        let err = RecordDir::new(tmp.path()).get::<String>("bad").unwrap_err().to_string();
+        assert!(err.contains("bad.json") && err.contains("corrupt"), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! The gRPC face of lockstepd: the model's RuntimeService and ImageService, each RPC routed to
+//! the module of its family. Thin by design: validation and work live in those modules.
+//! An RPC that is not built yet answers UNIMPLEMENTED with a message that names it.
+
+mod container;
+mod runtime_info;
+mod sandbox;
+
+use std::sync::Arc;
+
+use lockstep_cri::model;
+use lockstep_cri::model::image_service_server::ImageService;
+use lockstep_cri::model::runtime_service_server::RuntimeService;
+use lockstep_cri::window::StreamOf;
+use tonic::{Request, Response, Status};
+
+use crate::info::RuntimeInfo;
+pub use container::Containers;
+pub use sandbox::Sandboxes;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The parts of lockstepd that answer CRI calls; each RPC reaches only the part it needs.
+pub struct Cri {
+    pub info: Arc<RuntimeInfo>,
+    pub sandboxes: Arc<Sandboxes>,
+    pub containers: Arc<Containers>,
+}
+
+fn unimplemented<T>(rpc: &str) -> Reply<T> {
+    Err(Status::unimplemented(format!("lockstep does not implement {rpc} yet")))
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(&self, _: Request<model::VersionRequest>) -> Reply<model::VersionResponse> {
+        Ok(Response::new(runtime_info::version(&self.info)))
+    }
+    async fn status(&self, request: Request<model::StatusRequest>) -> Reply<model::StatusResponse> {
+        runtime_info::status(&self.info, request.into_inner()).await.map(Response::new)
+    }
+    async fn runtime_config(&self, _: Request<model::RuntimeConfigRequest>) -> Reply<model::RuntimeConfigResponse> {
+        Ok(Response::new(runtime_info::runtime_config(&self.info)))
+    }
+    async fn update_runtime_config(
+        &self,
+        request: Request<model::UpdateRuntimeConfigRequest>,
+    ) -> Reply<model::UpdateRuntimeConfigResponse> {
+        runtime_info::update_runtime_config(&self.info, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn run_pod_sandbox(&self, _: Request<model::RunPodSandboxRequest>) -> Reply<model::RunPodSandboxResponse> {
+        unimplemented("RunPodSandbox")
+    }
+    async fn stop_pod_sandbox(&self, _: Request<model::StopPodSandboxRequest>) -> Reply<model::StopPodSandboxResponse> {
+        unimplemented("StopPodSandbox")
+    }
+    async fn remove_pod_sandbox(
+        &self,
+        _: Request<model::RemovePodSandboxRequest>,
+    ) -> Reply<model::RemovePodSandboxResponse> {
+        unimplemented("RemovePodSandbox")
+    }
+    async fn pod_sandbox_status(
+        &self,
+        _: Request<model::PodSandboxStatusRequest>,
+    ) -> Reply<model::PodSandboxStatusResponse> {
+        unimplemented("PodSandboxStatus")
+    }
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<model::ListPodSandboxRequest>,
+    ) -> Reply<model::ListPodSandboxResponse> {
+        Ok(Response::new(sandbox::list(&self.sandboxes, request.into_inner())))
+    }
+    type StreamPodSandboxesStream = StreamOf<model::StreamPodSandboxesResponse>;
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<model::StreamPodSandboxesRequest>,
+    ) -> Reply<Self::StreamPodSandboxesStream> {
+        Ok(Response::new(sandbox::stream(&self.sandboxes, request.into_inner())))
+    }
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<model::UpdatePodSandboxResourcesRequest>,
+    ) -> Reply<model::UpdatePodSandboxResourcesResponse> {
+        unimplemented("UpdatePodSandboxResources")
+    }
+
+    async fn create_container(
+        &self,
+        _: Request<model::CreateContainerRequest>,
+    ) -> Reply<model::CreateContainerResponse> {
+        unimplemented("CreateContainer")
+    }
+    async fn start_container(&self, _: Request<model::StartContainerRequest>) -> Reply<model::StartContainerResponse> {
+        unimplemented("StartContainer")
+    }
+    async fn stop_container(&self, _: Request<model::StopContainerRequest>) -> Reply<model::StopContainerResponse> {
+        unimplemented("StopContainer")
+    }
+    async fn remove_container(
+        &self,
+        _: Request<model::RemoveContainerRequest>,
+    ) -> Reply<model::RemoveContainerResponse> {
+        unimplemented("RemoveContainer")
+    }
+    async fn container_status(
+        &self,
+        _: Request<model::ContainerStatusRequest>,
+    ) -> Reply<model::ContainerStatusResponse> {
+        unimplemented("ContainerStatus")
+    }
+    async fn list_containers(
+        &self,
+        request: Request<model::ListContainersRequest>,
+    ) -> Reply<model::ListContainersResponse> {
+        Ok(Response::new(container::list(&self.containers, request.into_inner())))
+    }
+    type StreamContainersStream = StreamOf<model::StreamContainersResponse>;
+    async fn stream_containers(
+        &self,
+        request: Request<model::StreamContainersRequest>,
+    ) -> Reply<Self::StreamContainersStream> {
+        Ok(Response::new(container::stream(&self.containers, request.into_inner())))
+    }
+    async fn update_container_resources(
+        &self,
+        _: Request<model::UpdateContainerResourcesRequest>,
+    ) -> Reply<model::UpdateContainerResourcesResponse> {
+        unimplemented("UpdateContainerResources")
+    }
+    async fn reopen_container_log(
+        &self,
+        _: Request<model::ReopenContainerLogRequest>,
+    ) -> Reply<model::ReopenContainerLogResponse> {
+        unimplemented("ReopenContainerLog")
+    }
+    async fn exec_sync(&self, _: Request<model::ExecSyncRequest>) -> Reply<model::ExecSyncResponse> {
+        unimplemented("ExecSync")
+    }
+    async fn exec(&self, _: Request<model::ExecRequest>) -> Reply<model::ExecResponse> {
+        unimplemented("Exec")
+    }
+    async fn attach(&self, _: Request<model::AttachRequest>) -> Reply<model::AttachResponse> {
+        unimplemented("Attach")
+    }
+    async fn port_forward(&self, _: Request<model::PortForwardRequest>) -> Reply<model::PortForwardResponse> {
+        unimplemented("PortForward")
+    }
+    async fn checkpoint_container(
+        &self,
+        _: Request<model::CheckpointContainerRequest>,
+    ) -> Reply<model::CheckpointContainerResponse> {
+        unimplemented("CheckpointContainer")
+    }
+    type GetContainerEventsStream = StreamOf<model::ContainerEventResponse>;
+    async fn get_container_events(&self, _: Request<model::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn container_stats(&self, _: Request<model::ContainerStatsRequest>) -> Reply<model::ContainerStatsResponse> {
+        unimplemented("ContainerStats")
+    }
+    async fn list_container_stats(
+        &self,
+        _: Request<model::ListContainerStatsRequest>,
+    ) -> Reply<model::ListContainerStatsResponse> {
+        unimplemented("ListContainerStats")
+    }
+    type StreamContainerStatsStream = StreamOf<model::StreamContainerStatsResponse>;
+    async fn stream_container_stats(
+        &self,
+        _: Request<model::StreamContainerStatsRequest>,
+    ) -> Reply<Self::StreamContainerStatsStream> {
+        unimplemented("StreamContainerStats")
+    }
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<model::PodSandboxStatsRequest>,
+    ) -> Reply<model::PodSandboxStatsResponse> {
+        unimplemented("PodSandboxStats")
+    }
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<model::ListPodSandboxStatsRequest>,
+    ) -> Reply<model::ListPodSandboxStatsResponse> {
+        unimplemented("ListPodSandboxStats")
+    }
+    type StreamPodSandboxStatsStream = StreamOf<model::StreamPodSandboxStatsResponse>;
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _: Request<model::StreamPodSandboxStatsRequest>,
+    ) -> Reply<Self::StreamPodSandboxStatsStream> {
+        unimplemented("StreamPodSandboxStats")
+    }
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<model::ListMetricDescriptorsRequest>,
+    ) -> Reply<model::ListMetricDescriptorsResponse> {
+        unimplemented("ListMetricDescriptors")
+    }
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<model::ListPodSandboxMetricsRequest>,
+    ) -> Reply<model::ListPodSandboxMetricsResponse> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+    type StreamPodSandboxMetricsStream = StreamOf<model::StreamPodSandboxMetricsResponse>;
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<model::StreamPodSandboxMetricsRequest>,
+    ) -> Reply<Self::StreamPodSandboxMetricsStream> {
+        unimplemented("StreamPodSandboxMetrics")
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Cri {
+    async fn list_images(&self, _: Request<model::ListImagesRequest>) -> Reply<model::ListImagesResponse> {
+        unimplemented("ListImages")
+    }
+    type StreamImagesStream = StreamOf<model::StreamImagesResponse>;
+    async fn stream_images(&self, _: Request<model::StreamImagesRequest>) -> Reply<Self::StreamImagesStream> {
+        unimplemented("StreamImages")
+    }
+    async fn image_status(&self, _: Request<model::ImageStatusRequest>) -> Reply<model::ImageStatusResponse> {
+        unimplemented("ImageStatus")
+    }
+    async fn pull_image(&self, _: Request<model::PullImageRequest>) -> Reply<model::PullImageResponse> {
+        unimplemented("PullImage")
+    }
+    async fn remove_image(&self, _: Request<model::RemoveImageRequest>) -> Reply<model::RemoveImageResponse> {
+        unimplemented("RemoveImage")
+    }
+    async fn image_fs_info(&self, _: Request<model::ImageFsInfoRequest>) -> Reply<model::ImageFsInfoResponse> {
+        unimplemented("ImageFsInfo")
+    }
+}

@@ -1,0 +1,170 @@
+//! lockstepd in-process, pinned to one minor or another, answering real CRI calls on a real
+//! unix socket: runtime info, version-locked surfaces, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lockstep_cri::model;
+use lockstep_cri::model::runtime_service_client::RuntimeServiceClient;
+use lockstep_cri::Minor;
+use lockstep_runtime::config::Config;
+use tokio::sync::oneshot;
+
+struct Daemon {
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), lockstep_runtime::daemon::DaemonError>>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Daemon {
+    async fn start(minor: Minor) -> Daemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config =
+            Config { root: tmp.path().join("root"), runroot: tmp.path().join("run"), ..Default::default() };
+        config.network.cni_config_dir = tmp.path().join("net.d");
+        let socket = config.socket_path();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(lockstep_runtime::daemon::run(config, minor, async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Daemon { socket, stop: Some(stop), task: Some(task), _tmp: tmp }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        lockstep_cri::connect(&self.endpoint(), Duration::from_secs(5)).await.unwrap()
+    }
+
+    /// A client of the minor's kubelet.
+    async fn kubelet(&self, minor: Minor) -> lockstep_cri::CriClient {
+        lockstep_cri::CriClient::new(minor, self.channel().await).unwrap()
+    }
+
+    /// A client that sends and reads the model's messages unchanged.
+    async fn raw(&self) -> RuntimeServiceClient<tonic::transport::Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        assert!(!self.socket.exists(), "a clean stop removes the socket");
+    }
+}
+
+#[tokio::test]
+async fn version_reports_the_pinned_minor() {
+    let daemon = Daemon::start(Minor::V1_33).await;
+    let v = daemon.kubelet(Minor::V1_33).await.version(Default::default()).await.unwrap();
+    assert_eq!(v.version, "0.1.0", "the kubelet refuses any other");
+    assert_eq!(v.runtime_name, "lockstep");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert!(v.runtime_version.contains("1.33"), "{}", v.runtime_version);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn stream_rpcs_exist_from_1_36_only() {
+    let old = Daemon::start(Minor::V1_35).await;
+    let mut kubelet = old.kubelet(Minor::V1_35).await;
+    let err = match kubelet.stream_containers(Default::default()).await {
+        Ok(_) => panic!("a 1.35 lockstepd has no StreamContainers"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(kubelet.list_containers(Default::default()).await.unwrap().containers.is_empty());
+    old.stop().await;
+
+    let new = Daemon::start(Minor::V1_36).await;
+    let mut kubelet = new.kubelet(Minor::V1_36).await;
+    let mut stream = kubelet.stream_containers(Default::default()).await.unwrap();
+    use futures::StreamExt;
+    let first = stream.next().await.expect("one message").unwrap();
+    assert!(first.containers.is_empty());
+    assert!(stream.next().await.is_none());
+    let listed = kubelet.list_containers(Default::default()).await.unwrap();
+    assert!(listed.containers.is_empty());
+    new.stop().await;
+}
+
+#[tokio::test]
+async fn fields_of_later_minors_are_absent_from_answers() {
+    let daemon = Daemon::start(Minor::V1_30).await;
+    let status = daemon.raw().await.status(model::StatusRequest::default()).await.unwrap().into_inner();
+    assert!(status.status.is_some());
+    assert_eq!(status.features, None, "StatusResponse.features came in 1.31");
+    daemon.stop().await;
+
+    let daemon = Daemon::start(Minor::V1_31).await;
+    let status = daemon.raw().await.status(model::StatusRequest::default()).await.unwrap().into_inner();
+    assert!(status.features.is_some());
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn status_checks_for_real() {
+    let daemon = Daemon::start(Minor::V1_36).await;
+    let status = daemon.kubelet(Minor::V1_36).await.status(model::StatusRequest { verbose: true }).await.unwrap();
+    let conditions = status.status.unwrap().conditions;
+    let get = |kind: &str| conditions.iter().find(|c| c.r#type == kind).unwrap().clone();
+    // ci/setup installs runc; the test's CNI directory is empty.
+    assert!(get("RuntimeReady").status, "{:?}", get("RuntimeReady"));
+    let network = get("NetworkReady");
+    assert!(!network.status);
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(network.message.contains("net.d"), "{}", network.message);
+    assert!(status.runtime_handlers.iter().any(|h| h.name == "runc"));
+    assert!(status.info.contains_key("handlers"));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn runtime_config_and_pod_cidr() {
+    let daemon = Daemon::start(Minor::V1_36).await;
+    let mut kubelet = daemon.kubelet(Minor::V1_36).await;
+    let config = kubelet.runtime_config(Default::default()).await.unwrap();
+    assert_eq!(config.linux.unwrap().cgroup_driver(), model::CgroupDriver::Cgroupfs);
+
+    let update = |cidr: &str| model::UpdateRuntimeConfigRequest {
+        runtime_config: Some(model::RuntimeConfig {
+            network_config: Some(model::NetworkConfig { pod_cidr: cidr.to_string() }),
+        }),
+    };
+    kubelet.update_runtime_config(update("10.88.0.0/16")).await.unwrap();
+    let err = kubelet.update_runtime_config(update("10.88.0.0/99")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("pod_cidr"), "{}", err.message());
+    let status = kubelet.status(model::StatusRequest { verbose: true }).await.unwrap();
+    assert_eq!(status.info["podCIDR"], "10.88.0.0/16");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn rpcs_not_built_yet_say_which() {
+    let daemon = Daemon::start(Minor::V1_36).await;
+    let err = daemon.kubelet(Minor::V1_36).await.run_pod_sandbox(Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn one_daemon_per_root() {
+    let first = Daemon::start(Minor::V1_36).await;
+    let root = first._tmp.path().join("root");
+    let config = Config { root: root.clone(), runroot: first._tmp.path().join("run2"), ..Default::default() };
+    let err = lockstep_runtime::daemon::run(config, Minor::V1_36, async {}).await.unwrap_err();
+    assert!(err.to_string().contains("already uses --root"), "{err}");
+    assert!(Path::new(&first.socket).exists(), "the first daemon's socket is untouched");
+    first.stop().await;
+}
