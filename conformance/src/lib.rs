@@ -1,1 +1,10 @@
+//! lockstep-conformance: drives the CRI calls that the kubelet and critest make, per Kubernetes
+//! minor, against any CRI endpoint (lockstepd, containerd, CRI-O), and reports for people and CI.
+#![deny(unsafe_code)]
 
+pub mod cli;
+pub mod framework;
+pub mod report;
+pub mod suites;
+pub mod surface;
+pub mod target;

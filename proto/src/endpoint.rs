@@ -48,7 +48,10 @@ pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, Endpo
             let mut message = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
-                message = format!("{message}: {cause}");
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message = format!("{message}: {text}");
+                }
                 source = cause.source();
             }
             fail(&message)

@@ -72,8 +72,12 @@ impl Cli {
 
 /// lockstepd's whole main, for the minor the binary was built for.
 pub fn main(minor: Minor) -> anyhow::Result<()> {
+    run(minor, Cli::parse())
+}
+
+/// Runs what the command line asks, as a lockstepd pinned to `minor`.
+pub fn run(minor: Minor, cli: Cli) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let cli = Cli::parse();
     if cli.version {
         println!("lockstepd {} (Kubernetes {minor}, CRI v1)", env!("CARGO_PKG_VERSION"));
         return Ok(());

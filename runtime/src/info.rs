@@ -99,10 +99,14 @@ impl RuntimeInfo {
             Ok(_) => condition("NetworkReady", None),
             Err(e) => condition("NetworkReady", Some(("NetworkPluginNotReady", e.to_string()))),
         };
-        let runtime_handlers = handlers
-            .working()
-            .map(|h| model::RuntimeHandler {
-                name: h.name.clone(),
+        // The default handler is listed under the empty name too: that is what the kubelet
+        // looks up for a pod without a RuntimeClass.
+        let default_entry = handlers.default_handler().map(|_| String::new());
+        let runtime_handlers = default_entry
+            .into_iter()
+            .chain(handlers.working().map(|h| h.name.clone()))
+            .map(|name| model::RuntimeHandler {
+                name,
                 // Neither is built yet: reported false until lockstepd really supports them.
                 features: Some(model::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: false,
@@ -248,7 +252,8 @@ mod tests {
         std::fs::write(tmp.path().join("net.d/10.conflist"), r#"{"name":"n","plugins":[{"type":"bridge"}]}"#).unwrap();
         let status = RuntimeInfo::new(Minor::V1_36, config).unwrap().status(true);
         assert!(status.status.unwrap().conditions.iter().all(|c| c.status));
-        assert_eq!(status.runtime_handlers.len(), 1);
+        let names: Vec<&str> = status.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, vec!["", "fake"], "the default, then each working handler");
         assert!(status.info.contains_key("handlers") && status.info.contains_key("config"));
     }
 

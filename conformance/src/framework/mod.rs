@@ -1,0 +1,114 @@
+//! The test framework: a test is written once against the model, tagged with the first
+//! Kubernetes minor it applies to and what it needs from the runtime; a run for one minor
+//! sends every call through that minor's window, so the runtime sees what that minor's
+//! kubelet would send. Outcomes: Passed, Failed(reason) or Skipped(reason).
+
+mod context;
+mod runner;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use lockstep_cri::Minor;
+
+pub use context::{Ctx, RuntimeIdentity};
+pub use runner::{run, RunOptions, Selection};
+
+/// What a test body returns: Ok is a pass.
+pub type TestResult = Result<(), Failure>;
+pub type TestFuture = Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+/// Why a test did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The runtime did something a kubelet would not accept.
+    Fail(String),
+    /// The test does not apply to this runtime; the reason says why.
+    Skip(String),
+}
+
+impl Failure {
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Failure::Fail(reason.into())
+    }
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Failure::Skip(reason.into())
+    }
+}
+
+/// Fails the test with a formatted reason unless the condition holds.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($reason:tt)+) => {
+        if !$cond {
+            return Err($crate::framework::Failure::Fail(format!($($reason)+)));
+        }
+    };
+}
+
+/// Something a test needs from the runtime beyond the minor's RPCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The runtime says which Kubernetes minor it is pinned to (runtime_version "…+k8s.1.NN").
+    PinnedMinor,
+}
+
+/// One conformance test.
+#[derive(Clone)]
+pub struct Test {
+    /// The area (suite) it belongs to, e.g. "runtime-info".
+    pub area: &'static str,
+    /// What it checks, as a sentence a release engineer can read.
+    pub name: &'static str,
+    /// The first minor it applies to.
+    pub since: Minor,
+    pub needs: &'static [Need],
+    /// How long it may take before it counts as failed.
+    pub timeout: Duration,
+    pub body: fn(Ctx) -> TestFuture,
+}
+
+impl Test {
+    /// `area/name`, what --focus and --skip match against.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.area, self.name)
+    }
+}
+
+/// How one test ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+    pub fn reason(&self) -> &str {
+        match self {
+            Outcome::Passed => "",
+            Outcome::Failed(r) | Outcome::Skipped(r) => r,
+        }
+    }
+}
+
+/// A test's outcome and how long it took.
+#[derive(Debug, Clone)]
+pub struct TestReport {
+    pub area: &'static str,
+    pub name: &'static str,
+    pub since: Minor,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+pub use context::call_failed;
+pub use runner::profile;

@@ -1,0 +1,12 @@
+//! The conformance suites, one module per area.
+
+mod runtime_info;
+
+use crate::framework::Test;
+
+/// Every test, in the order the reports list them.
+pub fn all() -> Vec<Test> {
+    let mut tests = Vec::new();
+    tests.extend(runtime_info::tests());
+    tests
+}

@@ -1,0 +1,131 @@
+//! lockstep-conformance as CI uses it: against an embedded lockstepd, against a daemon that is
+//! not ready (failures are reported and exit 1), and bad input (exit 2 with a clear message).
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
+
+fn conformance(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A lockstepd pinned to `kube`, started as the embedded daemon is, with `config` as its file.
+struct Daemon {
+    child: Child,
+    endpoint: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, kube: &str, config: &str) -> Daemon {
+        std::fs::write(dir.join("lockstep.toml"), config).unwrap();
+        let socket = dir.join("lockstep.sock");
+        let arg = |p: &str| dir.join(p).display().to_string();
+        let mut child = Command::new(BIN)
+            .args(["daemon", "--kube", kube, "--config", &arg("lockstep.toml"), "--root", &arg("root")])
+            .args(["--runroot", &arg("run"), "--listen", &arg("lockstep.sock")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(child.try_wait().unwrap().is_none(), "the daemon exited early");
+            assert!(Instant::now() < deadline, "the daemon never served");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, endpoint: format!("unix://{}", socket.display()) }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_embedded_lockstepd_passes_and_reports_in_three_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("report.xml");
+    let json = tmp.path().join("report.json");
+    let out =
+        conformance(&["run", "--kube", "1.33", "--junit", junit.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("lockstep 0.1.0+k8s.1.33"), "{stdout}");
+    assert!(stdout.contains("PASS  runtime-info/Version answers what the kubelet requires"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuite name=\"runtime-info\"") && xml.contains("failures=\"0\""), "{xml}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["kubernetes"], "1.33");
+    assert_eq!(report["runtime"]["pinned_minor"], "1.33");
+    assert_eq!(report["summary"]["failed"], 0);
+    assert!(report["summary"]["passed"].as_u64().unwrap() >= 6);
+}
+
+#[test]
+fn a_runtime_that_is_not_ready_fails_with_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        tmp.path(),
+        "1.36",
+        "[[runtime.handlers]]\nname = \"ghost\"\npath = \"/nonexistent/oci-runtime\"\n",
+    );
+    let junit = tmp.path().join("report.xml");
+    let out =
+        conformance(&["run", "--kube", "1.36", "--endpoint", &daemon.endpoint, "--junit", junit.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  runtime-info/Status says the runtime is ready"), "{stdout}");
+    assert!(stdout.contains("NoOCIRuntime"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<failure message=") && xml.contains("ghost"), "{xml}");
+}
+
+#[test]
+fn a_runtime_pinned_to_another_minor_is_not_judged_by_its_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(tmp.path(), "1.35", "");
+    let out = conformance(&["run", "--kube", "1.36", "--endpoint", &daemon.endpoint, "--focus", "later minors"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("SKIP") && stdout.contains("pinned to 1.35"), "{stdout}");
+    assert!(stdout.contains("older than Kubernetes 1.36"), "the surface probe tells: {stdout}");
+}
+
+#[test]
+fn focus_and_skip_select_tests() {
+    let out = conformance(&["list", "--kube", "1.36"]);
+    let all = text(&out.stdout).lines().count();
+    assert!(all >= 7, "{}", text(&out.stdout));
+    let out = conformance(&["run", "--kube", "1.36", "--focus", "Status", "--skip", "verbose"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Status says the runtime is ready")
+            && !stdout.contains("verbose")
+            && !stdout.contains("Version")
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_code_2() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["run", "--kube", "1.29"], "unknown Kubernetes minor"),
+        (&["run", "--kube", "1.36", "--endpoint", "unix:///nonexistent/cri.sock"], "cannot connect"),
+        (&["run", "--kube", "1.36", "--endpoint", "tcp://127.0.0.1:1"], "not a unix socket"),
+        (&["run", "--kube", "1.36", "--focus", "(unclosed"], "--focus"),
+    ];
+    for (args, expected) in cases {
+        let out = conformance(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
