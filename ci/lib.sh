@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the ci/ scripts: `source "$(dirname "$0")/lib.sh"`.
 # Kept tiny on purpose: logging, dying, the root check and the repo root.
 

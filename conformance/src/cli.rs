@@ -70,6 +70,10 @@ struct RunArgs {
     /// Leave out tests whose area/name matches this regex.
     #[arg(long, value_name = "REGEX")]
     skip: Option<String>,
+    /// The runtime's expected failures (conformance/expected/<runtime>.toml): listed tests that
+    /// fail do not fail the run; listed tests that pass do.
+    #[arg(long, value_name = "FILE")]
+    expected: Option<PathBuf>,
     /// How many tests run at once.
     #[arg(long, default_value_t = 1, value_name = "N")]
     parallel: usize,
@@ -125,6 +129,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let minor = parse_minor(&args.kube)?;
     let selection = Selection { focus: regex("--focus", &args.focus)?, skip: regex("--skip", &args.skip)? };
     let options = RunOptions { selection, parallel: args.parallel };
+    let expected = match &args.expected {
+        Some(path) => crate::expected::Expected::load(path, &crate::suites::all())?,
+        None => crate::expected::Expected::default(),
+    };
     let embedded = match &args.endpoint {
         Some(_) => None,
         None => Some(Embedded::start(minor).await?),
@@ -137,7 +145,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             stopped?;
         }
     }
-    let report = result?;
+    let mut report = result?;
+    expected.apply(&mut report.tests);
     print!("{}", report::to_table(&report, std::io::stdout().is_terminal()));
     if let Some(path) = &args.junit {
         std::fs::write(path, report::to_junit(&report)).with_context(|| format!("cannot write {}", path.display()))?;

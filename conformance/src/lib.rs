@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod expected;
 pub mod framework;
 pub mod report;
 pub mod suites;

@@ -82,6 +82,11 @@ pub enum Outcome {
     Passed,
     Failed(String),
     Skipped(String),
+    /// Failed, as the runtime's expected-failures list says it does (and why).
+    ExpectedFailure {
+        expected: String,
+        actual: String,
+    },
 }
 
 impl Outcome {
@@ -90,12 +95,14 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::Failed(_) => "failed",
             Outcome::Skipped(_) => "skipped",
+            Outcome::ExpectedFailure { .. } => "expected-failure",
         }
     }
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> String {
         match self {
-            Outcome::Passed => "",
-            Outcome::Failed(r) | Outcome::Skipped(r) => r,
+            Outcome::Passed => String::new(),
+            Outcome::Failed(r) | Outcome::Skipped(r) => r.clone(),
+            Outcome::ExpectedFailure { expected, actual } => format!("expected: {expected} (got: {actual})"),
         }
     }
 }

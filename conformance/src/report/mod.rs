@@ -30,6 +30,7 @@ pub struct Counts {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub expected_failures: usize,
 }
 
 impl RunReport {
@@ -40,6 +41,7 @@ impl RunReport {
                 Outcome::Passed => counts.passed += 1,
                 Outcome::Failed(_) => counts.failed += 1,
                 Outcome::Skipped(_) => counts.skipped += 1,
+                Outcome::ExpectedFailure { .. } => counts.expected_failures += 1,
             }
         }
         counts

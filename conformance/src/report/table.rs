@@ -22,21 +22,27 @@ pub fn to_table(report: &RunReport, colour: bool) -> String {
             Outcome::Passed => ("PASS", "32"),
             Outcome::Failed(_) => ("FAIL", "31"),
             Outcome::Skipped(_) => ("SKIP", "33"),
+            Outcome::ExpectedFailure { .. } => ("XFAIL", "36"),
         };
         let id = format!("{}/{}", t.area, t.name);
-        let _ = writeln!(s, "{}  {id:<width$}  {:>5} ms  since {}", paint(code, mark), t.duration.as_millis(), t.since);
-        if !t.outcome.reason().is_empty() {
-            let _ = writeln!(s, "      {}", t.outcome.reason());
+        let _ = writeln!(
+            s,
+            "{}  {id:<width$}  {:>5} ms  since {}",
+            paint(code, &format!("{mark:<5}")),
+            t.duration.as_millis(),
+            t.since
+        );
+        let reason = t.outcome.reason();
+        if !reason.is_empty() {
+            let _ = writeln!(s, "       {reason}");
         }
     }
     let c = report.counts();
-    let summary = format!(
-        "{} passed, {} failed, {} skipped in {:.1} s",
-        c.passed,
-        c.failed,
-        c.skipped,
-        report.duration.as_secs_f64()
-    );
+    let mut summary = format!("{} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped);
+    if c.expected_failures > 0 {
+        summary += &format!(", {} expected failures", c.expected_failures);
+    }
+    summary += &format!(" in {:.1} s", report.duration.as_secs_f64());
     let _ = writeln!(s, "\n{}", paint(if c.failed > 0 { "31" } else { "32" }, &summary));
     s
 }
