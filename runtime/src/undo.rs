@@ -1,0 +1,96 @@
+//! An undo stack for multi-step creation (a sandbox, a container): each step that changes the
+//! host registers how to reverse itself; on failure the steps are undone newest first, and
+//! on success the stack is disarmed. Every undo runs even if an earlier one fails.
+
+type Step = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+#[derive(Default)]
+pub struct Undo {
+    steps: Vec<(&'static str, Step)>,
+}
+
+impl Undo {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers how to reverse the step that just succeeded.
+    pub fn push(&mut self, what: &'static str, step: impl FnOnce() -> Result<(), String> + Send + 'static) {
+        self.steps.push((what, Box::new(step)));
+    }
+
+    /// Creation succeeded: keep everything.
+    pub fn disarm(mut self) {
+        self.steps.clear();
+    }
+
+    /// Reverses every registered step, newest first; returns what could not be undone.
+    pub fn rollback(mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        while let Some((what, step)) = self.steps.pop() {
+            if let Err(e) = step() {
+                tracing::warn!(step = what, error = %e, "rollback step failed");
+                problems.push(format!("{what}: {e}"));
+            }
+        }
+        problems
+    }
+}
+
+impl Drop for Undo {
+    /// Dropped without disarm (an early return, a panic): roll back.
+    fn drop(&mut self) {
+        if !self.steps.is_empty() {
+            let steps = std::mem::take(&mut self.steps);
+            let _ = Undo { steps }.rollback();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn recorder(
+    ) -> (Arc<Mutex<Vec<&'static str>>>, impl Fn(&'static str) -> Box<dyn FnOnce() -> Result<(), String> + Send>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let make = move |name: &'static str| {
+            let l = l.clone();
+            Box::new(move || {
+                l.lock().unwrap().push(name);
+                if name == "bad" {
+                    Err("stuck".into())
+                } else {
+                    Ok(())
+                }
+            }) as Box<dyn FnOnce() -> Result<(), String> + Send>
+        };
+        (log, make)
+    }
+
+    #[test]
+    fn rollback_runs_every_step_newest_first() {
+        let (log, step) = recorder();
+        let mut undo = Undo::new();
+        undo.push("a", step("a"));
+        undo.push("bad", step("bad"));
+        undo.push("c", step("c"));
+        assert_eq!(undo.rollback(), vec!["bad: stuck".to_string()]);
+        assert_eq!(*log.lock().unwrap(), vec!["c", "bad", "a"]);
+    }
+
+    #[test]
+    fn a_dropped_stack_rolls_back_and_a_disarmed_one_does_not() {
+        let (log, step) = recorder();
+        {
+            let mut undo = Undo::new();
+            undo.push("a", step("a"));
+        }
+        let mut kept = Undo::new();
+        kept.push("b", step("b"));
+        kept.disarm();
+        assert_eq!(*log.lock().unwrap(), vec!["a"]);
+    }
+}
