@@ -52,44 +52,41 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn recorder(
-    ) -> (Arc<Mutex<Vec<&'static str>>>, impl Fn(&'static str) -> Box<dyn FnOnce() -> Result<(), String> + Send>) {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l = log.clone();
-        let make = move |name: &'static str| {
-            let l = l.clone();
-            Box::new(move || {
-                l.lock().unwrap().push(name);
-                if name == "bad" {
-                    Err("stuck".into())
-                } else {
-                    Ok(())
-                }
-            }) as Box<dyn FnOnce() -> Result<(), String> + Send>
-        };
-        (log, make)
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    /// A step that records its name in the log, and fails when it is called "bad".
+    fn step(log: &Log, name: &'static str) -> impl FnOnce() -> Result<(), String> + Send + 'static {
+        let log = log.clone();
+        move || {
+            log.lock().unwrap().push(name);
+            if name == "bad" {
+                Err("stuck".into())
+            } else {
+                Ok(())
+            }
+        }
     }
 
     #[test]
     fn rollback_runs_every_step_newest_first() {
-        let (log, step) = recorder();
+        let log = Log::default();
         let mut undo = Undo::new();
-        undo.push("a", step("a"));
-        undo.push("bad", step("bad"));
-        undo.push("c", step("c"));
+        undo.push("a", step(&log, "a"));
+        undo.push("bad", step(&log, "bad"));
+        undo.push("c", step(&log, "c"));
         assert_eq!(undo.rollback(), vec!["bad: stuck".to_string()]);
         assert_eq!(*log.lock().unwrap(), vec!["c", "bad", "a"]);
     }
 
     #[test]
     fn a_dropped_stack_rolls_back_and_a_disarmed_one_does_not() {
-        let (log, step) = recorder();
+        let log = Log::default();
         {
             let mut undo = Undo::new();
-            undo.push("a", step("a"));
+            undo.push("a", step(&log, "a"));
         }
         let mut kept = Undo::new();
-        kept.push("b", step("b"));
+        kept.push("b", step(&log, "b"));
         kept.disarm();
         assert_eq!(*log.lock().unwrap(), vec!["a"]);
     }
