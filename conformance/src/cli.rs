@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run one minor's profile and report.
     Run(RunArgs),
+    /// Measure per-operation latency percentiles, optionally against a second runtime.
+    Bench(BenchArgs),
     /// List the tests of one minor's profile.
     List {
         /// The Kubernetes minor, e.g. 1.36.
@@ -79,6 +81,37 @@ struct RunArgs {
     parallel: usize,
 }
 
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The Kubernetes minor whose kubelet to speak as.
+    #[arg(long, default_value = "1.36")]
+    kube: String,
+    /// The runtime to measure. Without it, an embedded lockstepd for the minor.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// A second runtime measured in the same run, e.g. containerd's socket; ratios are printed.
+    #[arg(long, value_name = "ENDPOINT")]
+    vs: Option<String>,
+    /// The pid of the --endpoint daemon, for memory readings (known for an embedded one).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The pid of the --vs daemon, for memory readings.
+    #[arg(long)]
+    vs_pid: Option<u32>,
+    /// Iterations per operation.
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Operations in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Run only benchmarks whose name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    focus: Option<String>,
+    /// Write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -91,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
         Command::List { kube } => list(&kube).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
+        Command::Bench(args) => tokio_runtime().and_then(|rt| rt.block_on(bench(args))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("lockstep-conformance: {e:#}");
@@ -158,8 +192,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.counts().failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyhow::Result<RunReport> {
-    let started = Instant::now();
+/// Connects to an endpoint and asks who it is.
+async fn connect(minor: Minor, endpoint: &str) -> anyhow::Result<Ctx> {
     let channel = lockstep_cri::connect(endpoint, Duration::from_secs(10)).await?;
     let mut client = lockstep_cri::CriClient::new(minor, channel.clone())?;
     client.set_timeout(Some(Duration::from_secs(10)));
@@ -167,9 +201,59 @@ async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyh
         .version(Default::default())
         .await
         .map_err(|e| anyhow!("{endpoint} does not answer Version: {:?}: {}", e.code(), e.message()))?;
-    let runtime = RuntimeIdentity::from_version(&version);
-    let surface = crate::surface::probe(channel.clone()).await;
-    let ctx = Ctx::new(minor, endpoint.to_string(), runtime.clone(), channel);
+    Ok(Ctx::new(minor, endpoint.to_string(), RuntimeIdentity::from_version(&version), channel))
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::run::{self as bench_run, Options, Runtime};
+    let minor = parse_minor(&args.kube)?;
+    let options = Options {
+        iterations: args.iterations.max(1),
+        concurrency: args.concurrency.max(1),
+        focus: regex("--focus", &args.focus)?,
+    };
+    let embedded = match &args.endpoint {
+        Some(_) => None,
+        None => Some(Embedded::start(minor).await?),
+    };
+    let primary = args.endpoint.clone().or_else(|| embedded.as_ref().map(|e| e.endpoint.clone())).unwrap_or_default();
+    let primary_pid = args.pid.or_else(|| embedded.as_ref().and_then(|e| e.pid()));
+    let measured = async {
+        let mut runtimes = vec![];
+        let ctx = connect(minor, &primary).await?;
+        runtimes.push(Runtime { label: ctx.runtime.name.clone(), ctx, daemon_pid: primary_pid });
+        if let Some(vs) = &args.vs {
+            let ctx = connect(minor, vs).await?;
+            let mut label = ctx.runtime.name.clone();
+            if label == runtimes[0].label {
+                label.push_str(" (vs)");
+            }
+            runtimes.push(Runtime { label, ctx, daemon_pid: args.vs_pid });
+        }
+        anyhow::Ok(bench_run::run(&crate::bench::all(), &runtimes, &options).await)
+    }
+    .await;
+    if let Some(embedded) = embedded {
+        let stopped = embedded.stop().await;
+        if measured.is_ok() {
+            stopped?;
+        }
+    }
+    let report = measured?;
+    print!("{}", bench_run::to_table(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&bench_run::to_json(&report))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed = report.results.iter().flat_map(|(_, r)| r).any(|r| r.is_err());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let ctx = connect(minor, endpoint).await?;
+    let runtime = ctx.runtime.clone();
+    let surface = crate::surface::probe(ctx.channel()).await;
     let tests = framework::run(&crate::suites::all(), &ctx, options).await;
     Ok(RunReport {
         kube: minor.to_string(),

@@ -2,6 +2,7 @@
 //! minor, against any CRI endpoint (lockstepd, containerd, CRI-O), and reports for people and CI.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod expected;
 pub mod framework;

@@ -60,6 +60,11 @@ impl Embedded {
         Ok(embedded)
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The last lines of the daemon's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("lockstepd.log")).unwrap_or_default();

@@ -44,6 +44,11 @@ impl Ctx {
         Ctx { minor, endpoint, runtime, channel }
     }
 
+    /// The connection, for clients of other kinds (the model's own, unwindowed).
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone()
+    }
+
     /// A client that speaks as this run's kubelet.
     pub fn kubelet(&self) -> CriClient {
         let mut client =

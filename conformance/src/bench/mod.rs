@@ -1,0 +1,109 @@
+//! `lockstep-conformance bench`: per-operation latency percentiles (p50/p95/p99, min, max),
+//! N iterations at a concurrency level, on one endpoint and optionally a second one (`--vs`)
+//! in the same run, with the ratios between them. A benchmark is written once against the
+//! model, like a test, and sent through the run's minor. Progress goes to stderr.
+
+pub mod run;
+mod runtime_info;
+mod stats;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use lockstep_cri::Minor;
+
+use crate::framework::Ctx;
+pub use stats::{percentiles, Percentiles};
+
+/// What a benchmark gets: the test context, the iteration count and concurrency, and the pid
+/// of the daemon under test when it is known (for memory readings).
+#[derive(Clone)]
+pub struct BenchCtx {
+    pub ctx: Ctx,
+    pub iterations: usize,
+    pub concurrency: usize,
+    pub daemon_pid: Option<u32>,
+    /// The label of the runtime in progress lines.
+    pub label: String,
+}
+
+impl BenchCtx {
+    /// Progress on stderr: one line per tenth of the iterations.
+    pub fn progress(&self, bench: &str, done: usize) {
+        let step = (self.iterations / 10).max(1);
+        if done.is_multiple_of(step) || done == self.iterations {
+            eprintln!("bench {}: {bench} {done}/{}", self.label, self.iterations);
+        }
+    }
+}
+
+/// The samples of one operation.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub op: String,
+    pub samples: Vec<Duration>,
+}
+
+/// A benchmark's findings: latency series and other readings (peak memory, …), by name.
+#[derive(Debug, Clone, Default)]
+pub struct BenchResult {
+    pub series: Vec<Series>,
+    pub readings: Vec<(String, String)>,
+}
+
+pub type BenchFuture = Pin<Box<dyn Future<Output = anyhow::Result<BenchResult>> + Send>>;
+
+#[derive(Clone)]
+pub struct Bench {
+    pub name: &'static str,
+    pub since: Minor,
+    pub body: fn(BenchCtx) -> BenchFuture,
+}
+
+/// Every benchmark, in the order the report lists them.
+pub fn all() -> Vec<Bench> {
+    let mut benches = Vec::new();
+    benches.extend(runtime_info::benches());
+    benches
+}
+
+/// Runs `op` `iterations` times with `concurrency` calls in flight and records each latency.
+pub async fn measure<F, Fut>(bench: &BenchCtx, name: &str, op: F) -> anyhow::Result<Series>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    use futures::StreamExt;
+    let mut samples = Vec::with_capacity(bench.iterations);
+    let mut timed = futures::stream::iter(0..bench.iterations)
+        .map(|i| {
+            let call = op(i);
+            async move {
+                let started = Instant::now();
+                call.await.map(|()| started.elapsed())
+            }
+        })
+        .buffer_unordered(bench.concurrency.max(1));
+    while let Some(sample) = timed.next().await {
+        samples.push(sample?);
+        bench.progress(name, samples.len());
+    }
+    Ok(Series { op: name.to_string(), samples })
+}
+
+/// The peak resident memory (VmHWM) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_field_kib(pid, "VmHWM:")
+}
+
+/// The current resident memory (VmRSS) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_field_kib(pid, "VmRSS:")
+}
+
+fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
