@@ -1,5 +1,6 @@
 //! The command line: `run` (one minor's profile against an endpoint, or an embedded lockstepd),
-//! `list`, and the hidden `daemon` that the embedded lockstepd runs as.
+//! `skew` (every minor's profile), `bench`, `list`, and the hidden `daemon` that the embedded
+//! lockstepd runs as.
 //! Exit codes: 0 all passed, 1 some failed, 2 the run could not happen.
 
 use std::ffi::OsString;
@@ -15,7 +16,7 @@ use regex::Regex;
 
 use crate::framework::{self, Ctx, RunOptions, RuntimeIdentity, Selection};
 use crate::report::{self, RunReport};
-use crate::target::Embedded;
+use crate::target::Target;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,8 @@ enum Command {
     Run(RunArgs),
     /// Measure per-operation latency percentiles, optionally against a second runtime.
     Bench(BenchArgs),
+    /// Run every minor's profile against one endpoint and print the matrix.
+    Skew(SkewArgs),
     /// List the tests of one minor's profile.
     List {
         /// The Kubernetes minor, e.g. 1.36.
@@ -82,6 +85,28 @@ struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct SkewArgs {
+    /// The CRI endpoint. Without it, an embedded lockstepd pinned to --kube.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The minor of the embedded lockstepd (ignored with --endpoint).
+    #[arg(long, default_value = "1.36")]
+    kube: String,
+    /// Write the matrix, with every run's report, as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The runtime's expected failures (as for `run`).
+    #[arg(long, value_name = "FILE")]
+    expected: Option<PathBuf>,
+    #[arg(long, value_name = "REGEX")]
+    focus: Option<String>,
+    #[arg(long, value_name = "REGEX")]
+    skip: Option<String>,
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    parallel: usize,
+}
+
+#[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// The Kubernetes minor whose kubelet to speak as.
     #[arg(long, default_value = "1.36")]
@@ -125,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::List { kube } => list(&kube).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Bench(args) => tokio_runtime().and_then(|rt| rt.block_on(bench(args))),
+        Command::Skew(args) => tokio_runtime().and_then(|rt| rt.block_on(skew(args))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("lockstep-conformance: {e:#}");
@@ -163,22 +189,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let minor = parse_minor(&args.kube)?;
     let selection = Selection { focus: regex("--focus", &args.focus)?, skip: regex("--skip", &args.skip)? };
     let options = RunOptions { selection, parallel: args.parallel };
-    let expected = match &args.expected {
-        Some(path) => crate::expected::Expected::load(path, &crate::suites::all())?,
-        None => crate::expected::Expected::default(),
-    };
-    let embedded = match &args.endpoint {
-        Some(_) => None,
-        None => Some(Embedded::start(minor).await?),
-    };
-    let endpoint = args.endpoint.clone().or_else(|| embedded.as_ref().map(|e| e.endpoint.clone())).unwrap_or_default();
-    let result = run_against(minor, &endpoint, &options).await;
-    if let Some(embedded) = embedded {
-        let stopped = embedded.stop().await;
-        if result.is_ok() {
-            stopped?;
-        }
-    }
+    let expected = load_expected(&args.expected)?;
+    let target = Target::open(minor, args.endpoint.clone(), None).await?;
+    let result = run_against(minor, &target.endpoint, &options).await;
+    let result = target.close(result).await;
     let mut report = result?;
     expected.apply(&mut report.tests);
     print!("{}", report::to_table(&report, std::io::stdout().is_terminal()));
@@ -192,6 +206,39 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.counts().failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
+    let embedded_minor = parse_minor(&args.kube)?;
+    let selection = Selection { focus: regex("--focus", &args.focus)?, skip: regex("--skip", &args.skip)? };
+    let options = RunOptions { selection, parallel: args.parallel };
+    let expected = load_expected(&args.expected)?;
+    let target = Target::open(embedded_minor, args.endpoint.clone(), None).await?;
+    let rows = async {
+        let mut rows = Vec::new();
+        for minor in Minor::ALL {
+            eprintln!("skew: Kubernetes {minor}");
+            let mut report = run_against(minor, &target.endpoint, &options).await?;
+            expected.apply(&mut report.tests);
+            rows.push(crate::skew::Row { minor, report });
+        }
+        anyhow::Ok(rows)
+    }
+    .await;
+    let rows = target.close(rows).await?;
+    print!("{}", crate::skew::to_table(&rows));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&crate::skew::to_json(&rows))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_expected(path: &Option<PathBuf>) -> anyhow::Result<crate::expected::Expected> {
+    match path {
+        Some(path) => crate::expected::Expected::load(path, &crate::suites::all()),
+        None => Ok(crate::expected::Expected::default()),
+    }
+}
+
 /// Connects to an endpoint and asks who it is.
 async fn connect(minor: Minor, endpoint: &str) -> anyhow::Result<Ctx> {
     let channel = lockstep_cri::connect(endpoint, Duration::from_secs(10)).await?;
@@ -201,7 +248,8 @@ async fn connect(minor: Minor, endpoint: &str) -> anyhow::Result<Ctx> {
         .version(Default::default())
         .await
         .map_err(|e| anyhow!("{endpoint} does not answer Version: {:?}: {}", e.code(), e.message()))?;
-    Ok(Ctx::new(minor, endpoint.to_string(), RuntimeIdentity::from_version(&version), channel))
+    let surface = crate::surface::probe(channel.clone()).await;
+    Ok(Ctx::new(minor, endpoint.to_string(), RuntimeIdentity::from_version(&version), surface, channel))
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -212,16 +260,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         focus: regex("--focus", &args.focus)?,
     };
-    let embedded = match &args.endpoint {
-        Some(_) => None,
-        None => Some(Embedded::start(minor).await?),
-    };
-    let primary = args.endpoint.clone().or_else(|| embedded.as_ref().map(|e| e.endpoint.clone())).unwrap_or_default();
-    let primary_pid = args.pid.or_else(|| embedded.as_ref().and_then(|e| e.pid()));
+    let target = Target::open(minor, args.endpoint.clone(), args.pid).await?;
     let measured = async {
         let mut runtimes = vec![];
-        let ctx = connect(minor, &primary).await?;
-        runtimes.push(Runtime { label: ctx.runtime.name.clone(), ctx, daemon_pid: primary_pid });
+        let ctx = connect(minor, &target.endpoint).await?;
+        runtimes.push(Runtime { label: ctx.runtime.name.clone(), ctx, daemon_pid: target.pid });
         if let Some(vs) = &args.vs {
             let ctx = connect(minor, vs).await?;
             let mut label = ctx.runtime.name.clone();
@@ -233,12 +276,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(bench_run::run(&crate::bench::all(), &runtimes, &options).await)
     }
     .await;
-    if let Some(embedded) = embedded {
-        let stopped = embedded.stop().await;
-        if measured.is_ok() {
-            stopped?;
-        }
-    }
+    let measured = target.close(measured).await;
     let report = measured?;
     print!("{}", bench_run::to_table(&report));
     if let Some(path) = &args.json {
@@ -253,7 +291,7 @@ async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyh
     let started = Instant::now();
     let ctx = connect(minor, endpoint).await?;
     let runtime = ctx.runtime.clone();
-    let surface = crate::surface::probe(ctx.channel()).await;
+    let surface = ctx.surface.clone();
     let tests = framework::run(&crate::suites::all(), &ctx, options).await;
     Ok(RunReport {
         kube: minor.to_string(),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod expected;
 pub mod framework;
 pub mod report;
+pub mod skew;
 pub mod suites;
 pub mod surface;
 pub mod target;

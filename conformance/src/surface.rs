@@ -52,6 +52,13 @@ async fn stream_served<M>(
     }
 }
 
+impl Surface {
+    /// Whether the runtime serves `rpc`: false only when the probe found it absent.
+    pub fn serves(&self, rpc: &str) -> bool {
+        self.probes.iter().find(|p| p.rpc == rpc).is_none_or(|p| p.served)
+    }
+}
+
 pub async fn probe(channel: Channel) -> Surface {
     let mut runtime = RuntimeServiceClient::new(channel.clone());
     let mut image = ImageServiceClient::new(channel);

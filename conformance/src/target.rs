@@ -92,3 +92,35 @@ impl Embedded {
         Ok(())
     }
 }
+
+/// The runtime a command works against: the given endpoint, or an embedded lockstepd for the
+/// command's minor that `close` stops.
+pub struct Target {
+    pub endpoint: String,
+    /// The daemon's pid when known (always for an embedded one), for memory readings.
+    pub pid: Option<u32>,
+    embedded: Option<Embedded>,
+}
+
+impl Target {
+    pub async fn open(minor: Minor, endpoint: Option<String>, pid: Option<u32>) -> anyhow::Result<Target> {
+        match endpoint {
+            Some(endpoint) => Ok(Target { endpoint, pid, embedded: None }),
+            None => {
+                let embedded = Embedded::start(minor).await?;
+                Ok(Target { endpoint: embedded.endpoint.clone(), pid: embedded.pid(), embedded: Some(embedded) })
+            }
+        }
+    }
+
+    /// Stops the embedded daemon, if any. The work's own error wins over a failed stop.
+    pub async fn close<T>(self, work: anyhow::Result<T>) -> anyhow::Result<T> {
+        let stopped = match self.embedded {
+            Some(embedded) => embedded.stop().await,
+            None => Ok(()),
+        };
+        let value = work?;
+        stopped?;
+        Ok(value)
+    }
+}

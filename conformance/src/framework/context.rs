@@ -36,12 +36,20 @@ pub struct Ctx {
     pub minor: Minor,
     pub endpoint: String,
     pub runtime: RuntimeIdentity,
+    /// Which optional RPCs the runtime serves (probed once per run).
+    pub surface: crate::surface::Surface,
     channel: tonic::transport::Channel,
 }
 
 impl Ctx {
-    pub fn new(minor: Minor, endpoint: String, runtime: RuntimeIdentity, channel: tonic::transport::Channel) -> Self {
-        Ctx { minor, endpoint, runtime, channel }
+    pub fn new(
+        minor: Minor,
+        endpoint: String,
+        runtime: RuntimeIdentity,
+        surface: crate::surface::Surface,
+        channel: tonic::transport::Channel,
+    ) -> Self {
+        Ctx { minor, endpoint, runtime, surface, channel }
     }
 
     /// The connection, for clients of other kinds (the model's own, unwindowed).

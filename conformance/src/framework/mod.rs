@@ -52,6 +52,10 @@ macro_rules! check {
 pub enum Need {
     /// The runtime says which Kubernetes minor it is pinned to (runtime_version "…+k8s.1.NN").
     PinnedMinor,
+    /// An RPC whose absence the kubelet tolerates (it falls back): RuntimeConfig, Stream*,
+    /// UpdatePodSandboxResources. A runtime without it is skipped, not failed; the report's
+    /// RPC surface line says what it lacks.
+    Rpc(&'static str),
 }
 
 /// One conformance test.

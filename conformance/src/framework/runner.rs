@@ -69,7 +69,21 @@ fn unmet_need(test: &Test, ctx: &Ctx) -> Option<String> {
             ctx.runtime.name, ctx.runtime.version
         )),
         Need::PinnedMinor => None,
+        Need::Rpc(rpc) if !ctx.surface.serves(rpc) => {
+            Some(format!("the runtime has no {rpc}; a kubelet of this minor falls back ({})", fallback(rpc)))
+        }
+        Need::Rpc(_) => None,
     })
+}
+
+/// What the kubelet does without an optional RPC (../shared/KUBELET.md).
+fn fallback(rpc: &str) -> &'static str {
+    match rpc {
+        "RuntimeConfig" => "to its own cgroupDriver setting",
+        "UpdatePodSandboxResources" => "resizes the containers alone",
+        r if r.starts_with("Stream") => "to the unary List RPC",
+        _ => "as the CRI allows",
+    }
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -25,7 +25,9 @@ pub fn tests() -> Vec<Test> {
         test("Status lists runtime handlers, the default under the empty name", Minor::V1_30, &[], |c| {
             Box::pin(runtime_handlers(c))
         }),
-        test("RuntimeConfig reports a cgroup driver", Minor::V1_30, &[], |c| Box::pin(runtime_config(c))),
+        test("RuntimeConfig reports a cgroup driver", Minor::V1_30, &[Need::Rpc("RuntimeConfig")], |c| {
+            Box::pin(runtime_config(c))
+        }),
         test(
             "RPCs of later minors are absent, those of its own minor present",
             Minor::V1_30,
@@ -117,14 +119,11 @@ async fn runtime_handlers(ctx: Ctx) -> TestResult {
 }
 
 async fn runtime_config(ctx: Ctx) -> TestResult {
-    let config = ctx.kubelet().runtime_config(model::RuntimeConfigRequest {}).await.map_err(|e| {
-        match call_failed("RuntimeConfig", &e) {
-            Failure::Fail(reason) if e.code() == tonic::Code::Unimplemented => {
-                Failure::fail(format!("{reason}; a kubelet then falls back to its own cgroupDriver setting"))
-            }
-            other => other,
-        }
-    })?;
+    let config = ctx
+        .kubelet()
+        .runtime_config(model::RuntimeConfigRequest {})
+        .await
+        .map_err(|e| call_failed("RuntimeConfig", &e))?;
     let linux = config.linux.ok_or_else(|| Failure::fail("RuntimeConfigResponse.linux is absent"))?;
     check!(
         model::CgroupDriver::try_from(linux.cgroup_driver).is_ok(),
