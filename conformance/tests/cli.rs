@@ -136,3 +136,30 @@ fn bad_input_is_refused_with_exit_code_2() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn skew_prints_a_row_per_minor_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("skew.json");
+    let out = conformance(&["skew", "--kube", "1.35", "--json", json.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for minor in 30..=37 {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("1.{minor} "))), "no row for 1.{minor}: {stdout}");
+    }
+    let matrix: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(matrix["matrix"].as_array().unwrap().len(), 8);
+    assert_eq!(matrix["runtime"]["pinned_minor"], "1.35");
+}
+
+#[test]
+fn bench_prints_percentiles_for_each_operation() {
+    let out = conformance(&["bench", "--iterations", "5", "--focus", "runtime-info"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let version = stdout.lines().find(|l| l.trim_start().starts_with("Version")).expect(&stdout);
+    let columns: Vec<&str> = version.split_whitespace().collect();
+    assert_eq!(columns[1], "lockstep");
+    assert_eq!(columns[2], "5", "n = iterations: {version}");
+    assert!(text(&out.stderr).contains("5/5"), "progress on stderr");
+}
