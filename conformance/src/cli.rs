@@ -37,6 +37,8 @@ enum Command {
     Bench(BenchArgs),
     /// Run every minor's profile against one endpoint and print the matrix.
     Skew(SkewArgs),
+    /// Run one Pod manifest through the CRI calls a kubelet of the minor makes, and report them.
+    Kubelet(KubeletArgs),
     /// List the tests of one minor's profile.
     List {
         /// The Kubernetes minor, e.g. 1.36.
@@ -82,6 +84,34 @@ struct RunArgs {
     /// How many tests run at once.
     #[arg(long, default_value_t = 1, value_name = "N")]
     parallel: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct KubeletArgs {
+    /// The Kubernetes minor whose kubelet to emulate.
+    #[arg(long)]
+    kube: String,
+    /// The Pod manifest (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pod: PathBuf,
+    /// The CRI endpoint. Without it, an embedded lockstepd for the minor.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The kubelet's root for pod volumes and files (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    kubelet_dir: Option<PathBuf>,
+    /// Where pod log directories are made (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pod_logs_dir: Option<PathBuf>,
+    /// The kubelet's clusterDNS (repeatable); without it pods get the host's resolv.conf.
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Vec<String>,
+    /// Keep the pod running this many seconds before deleting it.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    hold: u64,
+    /// Write the calls and checks as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +181,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Bench(args) => tokio_runtime().and_then(|rt| rt.block_on(bench(args))),
         Command::Skew(args) => tokio_runtime().and_then(|rt| rt.block_on(skew(args))),
+        Command::Kubelet(args) => tokio_runtime().and_then(|rt| rt.block_on(kubelet(args))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("lockstep-conformance: {e:#}");
@@ -230,6 +261,41 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn kubelet(args: KubeletArgs) -> anyhow::Result<ExitCode> {
+    use crate::kubelet;
+    let minor = parse_minor(&args.kube)?;
+    let pod = kubelet::manifest::load(&args.pod)?;
+    let scratch = tempfile::Builder::new().prefix("lockstep-kubelet-").tempdir().context("cannot make a temp dir")?;
+    let kubelet_dir = args.kubelet_dir.clone().unwrap_or_else(|| scratch.path().join("kubelet"));
+    let pod_logs_dir = args.pod_logs_dir.clone().unwrap_or_else(|| scratch.path().join("pods"));
+    let target = Target::open(minor, args.endpoint.clone(), None).await?;
+    let result = async {
+        let ctx = connect(minor, &target.endpoint).await?;
+        let mut client = ctx.kubelet();
+        // The kubelet takes its cgroup driver from the runtime when the runtime says.
+        let systemd = match client.runtime_config(lockstep_cri::model::RuntimeConfigRequest {}).await {
+            Ok(r) => r.linux.is_some_and(|l| l.cgroup_driver == lockstep_cri::model::CgroupDriver::Systemd as i32),
+            Err(_) => false,
+        };
+        let node = kubelet::Node::new(kubelet_dir, pod_logs_dir, systemd, args.cluster_dns.clone());
+        let emulation = kubelet::emulate(ctx.kubelet(), &pod, &node, Duration::from_secs(args.hold)).await;
+        anyhow::Ok((ctx.runtime.name.clone(), emulation))
+    }
+    .await;
+    let (runtime, emulation) = target.close(result).await?;
+    let name = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    print!("{}", kubelet::report::to_table(&emulation, &name, &runtime, &minor.to_string()));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&emulation)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if emulation.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn load_expected(path: &Option<PathBuf>) -> anyhow::Result<crate::expected::Expected> {

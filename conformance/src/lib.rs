@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod expected;
 pub mod framework;
+pub mod kubelet;
 pub mod report;
 pub mod skew;
 pub mod suites;
