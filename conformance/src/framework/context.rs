@@ -38,6 +38,8 @@ pub struct Ctx {
     pub runtime: RuntimeIdentity,
     /// Which optional RPCs the runtime serves (probed once per run).
     pub surface: crate::surface::Surface,
+    /// The runtime's Status at the start of the run (features and handlers), as this minor sees it.
+    pub status: model::StatusResponse,
     channel: tonic::transport::Channel,
 }
 
@@ -47,9 +49,10 @@ impl Ctx {
         endpoint: String,
         runtime: RuntimeIdentity,
         surface: crate::surface::Surface,
+        status: model::StatusResponse,
         channel: tonic::transport::Channel,
     ) -> Self {
-        Ctx { minor, endpoint, runtime, surface, channel }
+        Ctx { minor, endpoint, runtime, surface, status, channel }
     }
 
     /// The connection, for clients of other kinds (the model's own, unwindowed).

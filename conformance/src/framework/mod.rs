@@ -56,6 +56,43 @@ pub enum Need {
     /// UpdatePodSandboxResources. A runtime without it is skipped, not failed; the report's
     /// RPC surface line says what it lacks.
     Rpc(&'static str),
+    /// A feature the runtime reports in Status (features, or its default handler's features).
+    Feature(Feature),
+    /// A runtime handler (RuntimeClass) the runtime reports in Status.
+    Handler(&'static str),
+}
+
+/// The runtime features that Status reports (1.30+ handler features, 1.31+ runtime features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    SupplementalGroupsPolicy,
+    UserNamespacesHostNetwork,
+    RecursiveReadOnlyMounts,
+    UserNamespaces,
+}
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::SupplementalGroupsPolicy => "supplemental_groups_policy",
+            Feature::UserNamespacesHostNetwork => "user_namespaces_host_network",
+            Feature::RecursiveReadOnlyMounts => "recursive_read_only_mounts (default handler)",
+            Feature::UserNamespaces => "user_namespaces (default handler)",
+        }
+    }
+
+    /// Whether a Status answer reports the feature.
+    pub fn reported_by(self, status: &lockstep_cri::model::StatusResponse) -> bool {
+        let features = status.features.as_ref();
+        let default_handler =
+            status.runtime_handlers.iter().find(|h| h.name.is_empty()).and_then(|h| h.features.as_ref());
+        match self {
+            Feature::SupplementalGroupsPolicy => features.is_some_and(|f| f.supplemental_groups_policy),
+            Feature::UserNamespacesHostNetwork => features.is_some_and(|f| f.user_namespaces_host_network),
+            Feature::RecursiveReadOnlyMounts => default_handler.is_some_and(|f| f.recursive_read_only_mounts),
+            Feature::UserNamespaces => default_handler.is_some_and(|f| f.user_namespaces),
+        }
+    }
 }
 
 /// One conformance test.

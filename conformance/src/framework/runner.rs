@@ -73,6 +73,14 @@ fn unmet_need(test: &Test, ctx: &Ctx) -> Option<String> {
             Some(format!("the runtime has no {rpc}; a kubelet of this minor falls back ({})", fallback(rpc)))
         }
         Need::Rpc(_) => None,
+        Need::Feature(feature) if !feature.reported_by(&ctx.status) => {
+            Some(format!("the runtime does not report {} in Status", feature.name()))
+        }
+        Need::Feature(_) => None,
+        Need::Handler(name) if !ctx.status.runtime_handlers.iter().any(|h| h.name == *name) => {
+            Some(format!("the runtime reports no runtime handler {name:?} in Status"))
+        }
+        Need::Handler(_) => None,
     })
 }
 
@@ -109,6 +117,28 @@ mod tests {
         let at_1_35: Vec<_> = profile(&tests, Minor::V1_35, &Selection::default()).iter().map(|t| t.name).collect();
         assert_eq!(at_1_35, vec!["old"]);
         assert_eq!(profile(&tests, Minor::V1_36, &Selection::default()).len(), 2);
+    }
+
+    #[test]
+    fn features_are_read_from_status() {
+        use super::super::Feature;
+        use lockstep_cri::model;
+        let status = model::StatusResponse {
+            features: Some(model::RuntimeFeatures { supplemental_groups_policy: true, ..Default::default() }),
+            runtime_handlers: vec![model::RuntimeHandler {
+                name: String::new(),
+                features: Some(model::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: true,
+                    user_namespaces: false,
+                }),
+            }],
+            ..Default::default()
+        };
+        assert!(Feature::SupplementalGroupsPolicy.reported_by(&status));
+        assert!(Feature::RecursiveReadOnlyMounts.reported_by(&status));
+        assert!(!Feature::UserNamespaces.reported_by(&status));
+        assert!(!Feature::UserNamespacesHostNetwork.reported_by(&status));
+        assert!(!Feature::SupplementalGroupsPolicy.reported_by(&model::StatusResponse::default()));
     }
 
     #[test]
