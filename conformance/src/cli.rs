@@ -169,12 +169,19 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let embedded = match &args.endpoint {
         Some(_) => None,
-        None => Some(Embedded::start(minor).await?),
+        None => Some(std::sync::Arc::new(tokio::sync::Mutex::new(Embedded::start(minor).await?))),
     };
-    let endpoint = args.endpoint.clone().or_else(|| embedded.as_ref().map(|e| e.endpoint.clone())).unwrap_or_default();
-    let result = run_against(minor, &endpoint, &options).await;
+    let endpoint = match (&args.endpoint, &embedded) {
+        (Some(e), _) => e.clone(),
+        (None, Some(e)) => e.lock().await.endpoint.clone(),
+        (None, None) => String::new(),
+    };
+    let restarter = embedded
+        .clone()
+        .map(|e| std::sync::Arc::new(crate::target::SharedEmbedded(e)) as std::sync::Arc<dyn crate::target::Restarter>);
+    let result = run_against(minor, &endpoint, &options, restarter).await;
     if let Some(embedded) = embedded {
-        let stopped = embedded.stop().await;
+        let stopped = embedded.lock().await.stop_in_place().await;
         if result.is_ok() {
             stopped?;
         }
@@ -249,9 +256,17 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyhow::Result<RunReport> {
+async fn run_against(
+    minor: Minor,
+    endpoint: &str,
+    options: &RunOptions,
+    restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
+) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let ctx = connect(minor, endpoint).await?;
+    let mut ctx = connect(minor, endpoint).await?;
+    if let Some(restarter) = restarter {
+        ctx = ctx.with_restarter(restarter);
+    }
     let runtime = ctx.runtime.clone();
     let surface = crate::surface::probe(ctx.channel()).await;
     let tests = framework::run(&crate::suites::all(), &ctx, options).await;

@@ -37,11 +37,28 @@ pub struct Ctx {
     pub endpoint: String,
     pub runtime: RuntimeIdentity,
     channel: tonic::transport::Channel,
+    restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
 }
 
 impl Ctx {
     pub fn new(minor: Minor, endpoint: String, runtime: RuntimeIdentity, channel: tonic::transport::Channel) -> Self {
-        Ctx { minor, endpoint, runtime, channel }
+        Ctx { minor, endpoint, runtime, channel, restarter: None }
+    }
+
+    /// Lets tests kill and restart the runtime (an embedded lockstepd; not a given endpoint).
+    pub fn with_restarter(mut self, restarter: std::sync::Arc<dyn crate::target::Restarter>) -> Self {
+        self.restarter = Some(restarter);
+        self
+    }
+
+    pub fn can_restart(&self) -> bool {
+        self.restarter.is_some()
+    }
+
+    /// Kills the runtime (SIGKILL) and starts it again on the same state.
+    pub async fn restart_runtime(&self) -> Result<(), Failure> {
+        let restarter = self.restarter.as_ref().ok_or_else(|| Failure::skip("the runtime cannot be restarted"))?;
+        restarter.restart().await.map_err(|e| Failure::fail(format!("restarting the runtime failed: {e:#}")))
     }
 
     /// The connection, for clients of other kinds (the model's own, unwindowed).

@@ -52,6 +52,11 @@ macro_rules! check {
 pub enum Need {
     /// The runtime says which Kubernetes minor it is pinned to (runtime_version "…+k8s.1.NN").
     PinnedMinor,
+    /// The harness can kill and restart the runtime: only an embedded lockstepd, not a given
+    /// endpoint (whose process the harness does not own).
+    Restart,
+    /// A way to run a command inside a pod (ExecSync in a container): needs containers (issue 5).
+    ExecInPod,
 }
 
 /// One conformance test.
