@@ -62,7 +62,9 @@ async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, Dae
     let recovered = tokio::task::spawn_blocking(move || Sandboxes::start(info)).await;
     match recovered {
         Ok(result) => Ok(result?),
-        Err(e) => Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::Internal(format!("recovery panicked: {e}")))),
+        Err(e) => {
+            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::Internal(format!("recovery panicked: {e}"))))
+        }
     }
 }
 

@@ -108,3 +108,39 @@ async fn a_kill_before_the_bridge_ran_is_rolled_back() {
 async fn a_kill_after_the_bridge_ran_is_rolled_back_with_a_cni_del() {
     kill_during_add_of("portmap").await;
 }
+
+#[tokio::test]
+async fn a_failing_del_keeps_the_pod_attached_until_a_retry_succeeds() {
+    // A portmap whose DEL fails while a "broken" file exists: a real plugin failure.
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("flaky-plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = scratch.path().join("broken");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$CNI_COMMAND\" = DEL ] && [ -e {broken} ]; then\n  echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"DEL refused for the test\"}}'; exit 1\nfi\nexec {CNI_BIN}/portmap \"$@\"\n",
+        broken = broken.display()
+    );
+    std::fs::write(dir.join("portmap"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.join("portmap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut daemon = Lockstepd::start_with_plugins(vec![dir, PathBuf::from(CNI_BIN)]).await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(pod(&unique("flaky-del")))).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+
+    std::fs::write(&broken, "").unwrap();
+    let err = kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("DEL refused for the test"), "{}", err.message());
+    assert!(daemon.root().join("cni").join(format!("{id}.json")).exists(), "the cache stays for the retry");
+    // Still refused after a crash and restart: the pod stays, attached, for the kubelet's retry.
+    daemon.kill();
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    assert_eq!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.len(), 1);
+
+    std::fs::remove_file(&broken).unwrap();
+    kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
+    kubelet.remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
+    assert_no_leaks(&daemon, &pod_traces);
+}

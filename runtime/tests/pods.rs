@@ -60,7 +60,10 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
         nsenter(&[format!("--net={}", net.display())], &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]);
     assert_eq!(port_start.trim(), "80");
     let ipc = ns_path(&daemon, &id, "ipc");
-    assert_eq!(nsenter(&[format!("--ipc={}", ipc.display())], &["cat", "/proc/sys/kernel/shm_rmid_forced"]).trim(), "1");
+    assert_eq!(
+        nsenter(&[format!("--ipc={}", ipc.display())], &["cat", "/proc/sys/kernel/shm_rmid_forced"]).trim(),
+        "1"
+    );
     let host_port_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
     assert_ne!(host_port_start.trim(), "80", "the node's own sysctl is untouched");
 
@@ -122,8 +125,16 @@ async fn a_kubelet_retry_gets_the_same_sandbox() {
     let kubelet = daemon.kubelet().await;
     let config = pod(&unique("retry"));
     let (a, b) = tokio::join!(
-        { let mut k = kubelet.clone(); let r = run_request(config.clone()); async move { k.run_pod_sandbox(r).await } },
-        { let mut k = kubelet.clone(); let r = run_request(config.clone()); async move { k.run_pod_sandbox(r).await } },
+        {
+            let mut k = kubelet.clone();
+            let r = run_request(config.clone());
+            async move { k.run_pod_sandbox(r).await }
+        },
+        {
+            let mut k = kubelet.clone();
+            let r = run_request(config.clone());
+            async move { k.run_pod_sandbox(r).await }
+        },
     );
     let (a, b) = (a.unwrap().pod_sandbox_id, b.unwrap().pod_sandbox_id);
     assert_eq!(a, b, "a retry while the first runs gets its id");
@@ -136,12 +147,15 @@ async fn a_kubelet_retry_gets_the_same_sandbox() {
     assert_no_leaks(&daemon, &pod_traces);
 }
 
+/// Spoils one field of a good request.
+type Breaker = Box<dyn Fn(&mut model::RunPodSandboxRequest)>;
+
 #[tokio::test]
 async fn bad_requests_name_the_field_and_create_nothing() {
     let daemon = Lockstepd::start().await;
     let mut kubelet = daemon.kubelet().await;
     let name = unique("bad");
-    let cases: Vec<(&str, Box<dyn Fn(&mut model::RunPodSandboxRequest)>)> = vec![
+    let cases: Vec<(&str, Breaker)> = vec![
         ("config.metadata", Box::new(|r| r.config.as_mut().unwrap().metadata = None)),
         ("config.metadata.name", Box::new(|r| r.config.as_mut().unwrap().metadata.as_mut().unwrap().name.clear())),
         ("config.metadata.uid", Box::new(|r| r.config.as_mut().unwrap().metadata.as_mut().unwrap().uid.clear())),
@@ -149,14 +163,19 @@ async fn bad_requests_name_the_field_and_create_nothing() {
         (
             "config.port_mappings[0].protocol",
             Box::new(|r| {
-                r.config.as_mut().unwrap().port_mappings =
-                    vec![model::PortMapping { protocol: 9, container_port: 80, host_port: 8080, host_ip: String::new() }]
+                r.config.as_mut().unwrap().port_mappings = vec![model::PortMapping {
+                    protocol: 9,
+                    container_port: 80,
+                    host_port: 8080,
+                    host_ip: String::new(),
+                }]
             }),
         ),
         (
             "config.port_mappings[0].container_port",
             Box::new(|r| {
-                r.config.as_mut().unwrap().port_mappings = vec![model::PortMapping { container_port: 0, ..Default::default() }]
+                r.config.as_mut().unwrap().port_mappings =
+                    vec![model::PortMapping { container_port: 0, ..Default::default() }]
             }),
         ),
         (
@@ -184,7 +203,14 @@ async fn bad_requests_name_the_field_and_create_nothing() {
             // found missing inside the pod's namespace, after creation began; all is undone.
             "net.core.rmem_max",
             Box::new(|r| {
-                r.config.as_mut().unwrap().linux.as_mut().unwrap().sysctls.insert("net.core.rmem_max".into(), "1".into());
+                r.config
+                    .as_mut()
+                    .unwrap()
+                    .linux
+                    .as_mut()
+                    .unwrap()
+                    .sysctls
+                    .insert("net.core.rmem_max".into(), "1".into());
             }),
         ),
     ];
@@ -202,11 +228,13 @@ async fn bad_requests_name_the_field_and_create_nothing() {
     }
     let ids = ["", "../x"];
     for id in ids {
-        let err = kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap_err();
+        let err =
+            kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
     }
     let unknown = "0".repeat(64);
-    let err = kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: unknown.clone() }).await.unwrap_err();
+    let err =
+        kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: unknown.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     kubelet.remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: unknown }).await.unwrap();
 }

@@ -1,7 +1,7 @@
 //! The conformance suites, one module per area.
 
 mod networking;
-mod podkit;
+pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
 

@@ -50,7 +50,10 @@ async fn ip_on_eth0(ctx: Ctx) -> TestResult {
             "eth0 does not carry the reported IP {} inside the pod:\n{addrs}",
             pod.ip
         );
-        check!(addrs.lines().any(|l| l.contains(" lo ") && l.contains("127.0.0.1/8")), "lo is not up in the pod:\n{addrs}");
+        check!(
+            addrs.lines().any(|l| l.contains(" lo ") && l.contains("127.0.0.1/8")),
+            "lo is not up in the pod:\n{addrs}"
+        );
         Ok(())
     })
     .await
@@ -130,7 +133,9 @@ async fn host_port(ctx: Ctx, via_loopback: bool) -> TestResult {
                 check!(text == "hello through the host port", "the pod echoed {text:?}");
                 Ok(())
             }
-            Err(e) => Err(Failure::fail(format!("{target} (host port {port} -> pod {}:8080) does not answer: {e}", pod.ip))),
+            Err(e) => {
+                Err(Failure::fail(format!("{target} (host port {port} -> pod {}:8080) does not answer: {e}", pod.ip)))
+            }
         }
     })
     .await

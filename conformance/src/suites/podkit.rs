@@ -38,7 +38,11 @@ pub fn pod_config(purpose: &str) -> model::PodSandboxConfig {
         annotations: [("lockstep.conformance/purpose".to_string(), purpose.to_string())].into(),
         linux: Some(model::LinuxPodSandboxConfig {
             security_context: Some(model::LinuxSandboxSecurityContext {
-                namespace_options: Some(model::NamespaceOption::default()),
+                // As the kubelet sends it without shareProcessNamespace: a PID namespace per container.
+                namespace_options: Some(model::NamespaceOption {
+                    pid: model::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -100,11 +104,7 @@ pub async fn describe(client: &mut CriClient, id: &str) -> Result<Pod, Failure> 
 /// A pod namespace from verbose info: lockstepd's pinned path, else a path in containerd's
 /// runtime spec, else the pause process's /proc/<pid>/ns/<proc_name>.
 fn namespace_path(info: &serde_json::Value, spec_type: &str, proc_name: &str) -> Option<PathBuf> {
-    let lockstep_key = match spec_type {
-        "network" => "network",
-        other => other,
-    };
-    if let Some(p) = info["record"]["namespaces"][lockstep_key].as_str() {
+    if let Some(p) = info["record"]["namespaces"][spec_type].as_str() {
         return Some(PathBuf::from(p));
     }
     if info.get("record").is_some() {

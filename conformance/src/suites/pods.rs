@@ -112,19 +112,30 @@ async fn list_filters(ctx: Ctx) -> TestResult {
         let by_id = list(&ctx, model::PodSandboxFilter { id: id_a.clone(), ..Default::default() }).await?;
         check!(by_id.len() == 1 && by_id[0].id == id_a, "filter by id returned {:?}", ids(&by_id));
         let selector = [("io.kubernetes.pod.uid".to_string(), uid_a.clone())].into();
-        let by_label =
-            list(&ctx, model::PodSandboxFilter { label_selector: selector, ..Default::default() }).await?;
+        let by_label = list(&ctx, model::PodSandboxFilter { label_selector: selector, ..Default::default() }).await?;
         check!(by_label.len() == 1 && by_label[0].id == id_a, "filter by pod uid label returned {:?}", ids(&by_label));
-        let ready = list(&ctx, model::PodSandboxFilter { state: state(model::PodSandboxState::SandboxReady), ..Default::default() })
-            .await?;
+        let ready = list(
+            &ctx,
+            model::PodSandboxFilter { state: state(model::PodSandboxState::SandboxReady), ..Default::default() },
+        )
+        .await?;
         check!(ready.iter().any(|s| s.id == id_a), "{id_a} is missing from the READY list");
         check!(!ready.iter().any(|s| s.id == id_b), "stopped {id_b} is in the READY list");
-        let not_ready =
-            list(&ctx, model::PodSandboxFilter { state: state(model::PodSandboxState::SandboxNotready), ..Default::default() })
-                .await?;
+        let not_ready = list(
+            &ctx,
+            model::PodSandboxFilter { state: state(model::PodSandboxState::SandboxNotready), ..Default::default() },
+        )
+        .await?;
         check!(not_ready.iter().any(|s| s.id == id_b), "stopped {id_b} is missing from the NOTREADY list");
-        let nothing = list(&ctx, model::PodSandboxFilter { id: id_b.clone(), state: state(model::PodSandboxState::SandboxReady), ..Default::default() })
-            .await?;
+        let nothing = list(
+            &ctx,
+            model::PodSandboxFilter {
+                id: id_b.clone(),
+                state: state(model::PodSandboxState::SandboxReady),
+                ..Default::default()
+            },
+        )
+        .await?;
         check!(nothing.is_empty(), "id {id_b} and state READY together matched {:?}", ids(&nothing));
         Ok(())
     }
@@ -231,10 +242,14 @@ async fn bad_metadata(ctx: Ctx) -> TestResult {
     no_metadata.metadata = None;
     refused(&ctx, request(no_metadata), "metadata").await?;
     let mut no_name = pod_config("bad");
-    no_name.metadata.as_mut().map(|m| m.name.clear());
+    if let Some(m) = no_name.metadata.as_mut() {
+        m.name.clear();
+    }
     refused(&ctx, request(no_name), "name").await?;
     let mut no_uid = pod_config("bad");
-    no_uid.metadata.as_mut().map(|m| m.uid.clear());
+    if let Some(m) = no_uid.metadata.as_mut() {
+        m.uid.clear();
+    }
     refused(&ctx, request(no_uid), "uid").await
 }
 
@@ -306,7 +321,11 @@ async fn dns_config(ctx: Ctx) -> TestResult {
 
 async fn sysctls(ctx: Ctx) -> TestResult {
     let mut config = pod_config("sysctl");
-    config.linux.get_or_insert_with(Default::default).sysctls.insert("net.ipv4.ip_unprivileged_port_start".into(), "81".into());
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .sysctls
+        .insert("net.ipv4.ip_unprivileged_port_start".into(), "81".into());
     with_pod(&ctx.clone(), config, |pod| async move {
         let netns = podkit::netns(&pod)?;
         let inside = within(&netns, podkit::net_flag(), || {

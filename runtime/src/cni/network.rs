@@ -135,7 +135,9 @@ pub fn add(attachment: &mut Attachment, plugin_dirs: &[PathBuf]) -> Result<(), C
     for plugin in attachment.plugins() {
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("").to_string();
         let stdin = attachment.plugin_stdin(&plugin, prev.as_ref());
+        let started = std::time::Instant::now();
         prev = exec::run(&kind, &attachment.invocation("ADD", &netns, plugin_dirs), &stdin)?;
+        tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI ADD");
     }
     attachment.result = prev;
     Ok(())
@@ -152,7 +154,9 @@ pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniEr
     for plugin in attachment.plugins().iter().rev() {
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
         let stdin = attachment.plugin_stdin(plugin, attachment.result.as_ref());
+        let started = std::time::Instant::now();
         exec::run(kind, &attachment.invocation("DEL", &netns, plugin_dirs), &stdin)?;
+        tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI DEL");
     }
     Ok(())
 }

@@ -33,7 +33,11 @@ pub fn write_resolv_conf(path: &Path, dns: Option<&DnsSettings>) -> Result<(), F
         Some(dns) => resolv_conf(dns),
         None => {
             let node = Path::new("/etc/resolv.conf");
-            std::fs::read_to_string(node).map_err(|source| FilesError::Io { what: "read", path: node.into(), source })?
+            std::fs::read_to_string(node).map_err(|source| FilesError::Io {
+                what: "read",
+                path: node.into(),
+                source,
+            })?
         }
     };
     write(path, &text)
@@ -75,8 +79,11 @@ pub fn mount_shm(path: &Path) -> Result<(), FilesError> {
     std::fs::create_dir_all(path).map_err(|source| FilesError::Io { what: "create", path: path.into(), source })?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let data = format!("mode=1777,size={SHM_SIZE}");
-    mount(Some("shm"), path, Some("tmpfs"), flags, Some(data.as_str()))
-        .map_err(|source| FilesError::Mount { what: "mount a tmpfs on", path: path.into(), source })
+    mount(Some("shm"), path, Some("tmpfs"), flags, Some(data.as_str())).map_err(|source| FilesError::Mount {
+        what: "mount a tmpfs on",
+        path: path.into(),
+        source,
+    })
 }
 
 /// Unmounts whatever is mounted at `path` (detached); not mounted is fine.

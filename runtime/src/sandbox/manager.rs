@@ -242,16 +242,20 @@ impl SandboxManager {
             .map_err(|problem| BadField { field: "config.annotations".into(), problem })?;
 
         let mut undo = Undo::new();
+        let mut timer = StepTimer::new();
         // 1. The record first: a crash from here on is rolled back at the next start.
         self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
         let records = self.records.clone();
         let record_id = id.clone();
         undo.push("remove the sandbox record", move || records.remove(&record_id).map_err(|e| e.to_string()));
+        timer.mark("record");
 
         // 2. The sandbox directory; its sweep unmounts anything left under it.
-        std::fs::create_dir_all(&ns_dir).map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", ns_dir.display())))?;
+        std::fs::create_dir_all(&ns_dir)
+            .map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", ns_dir.display())))?;
         let swept = dir.clone();
         undo.push("remove the sandbox directory", move || remove_sandbox_dir(&swept));
+        timer.mark("dir");
 
         // 3. Namespaces, pinned.
         let kinds: Vec<NsKind> = [(plan.network, NsKind::Net), (plan.ipc, NsKind::Ipc), (plan.uts, NsKind::Uts)]
@@ -264,9 +268,11 @@ impl SandboxManager {
         undo.push("unpin the namespaces", move || {
             unpinned.iter().try_for_each(|p| namespaces::unpin(p)).map_err(|e| e.to_string())
         });
+        timer.mark("pin");
 
         // 4. Inside them: hostname, lo up, sysctls.
         self.configure_namespaces(&record, &plan)?;
+        timer.mark("configure");
 
         // 5. /dev/shm and the files containers mount.
         if plan.ipc == HostOrPod::Pod {
@@ -283,6 +289,7 @@ impl SandboxManager {
         } else {
             files::copy_node_hosts(&record.files.hosts).map_err(internal("cannot write hosts"))?;
         }
+        timer.mark("files");
 
         // 6. The pause process, only for a shared PID namespace.
         if plan.pid == PidMode::Pod {
@@ -299,6 +306,7 @@ impl SandboxManager {
             undo.push("kill the pause process", move || pause::kill(&killed).map_err(|e| e.to_string()));
             record.namespaces.pause = Some(started);
         }
+        timer.mark("pause");
 
         // 7. The network.
         if let Some(netns) = record.namespaces.network.clone() {
@@ -311,11 +319,14 @@ impl SandboxManager {
             files::write_hosts(&record.files.hosts, &hostname, record.network.ips.first().map(String::as_str))
                 .map_err(internal("cannot write hosts"))?;
         }
+        timer.mark("cni");
 
         // 8. Ready, on disk before the answer.
         record.state = SandboxState::Ready;
         self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
         undo.disarm();
+        timer.mark("ready");
+        tracing::debug!(sandbox = %id, steps = %timer, "RunPodSandbox step times");
         tracing::info!(sandbox = %id, pod = %format!("{}/{}", plan.metadata.namespace, plan.metadata.name),
             ip = record.network.ips.first().map(String::as_str).unwrap_or(""), "pod sandbox ready");
         Ok(record)
@@ -493,7 +504,12 @@ impl SandboxManager {
             let cni_result = self.cni_cache.get(id).ok().flatten().and_then(|a| a.result);
             info.insert("info".to_string(), verbose_info(&record, cni_result));
         }
-        Ok(model::PodSandboxStatusResponse { status: Some(status), info, containers_statuses: vec![], timestamp: now_nanos() })
+        Ok(model::PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            containers_statuses: vec![],
+            timestamp: now_nanos(),
+        })
     }
 
     pub fn list(&self, filter: Option<&model::PodSandboxFilter>) -> Vec<model::PodSandbox> {
@@ -546,11 +562,13 @@ pub(super) fn del_with_retries(attachment: &Attachment, dirs: &[PathBuf]) -> Res
             }
         }
     }
-    Err(last.unwrap_or_else(|| network::CniError::Cache(crate::persist::PersistError::Io {
-        what: "DEL",
-        path: PathBuf::new(),
-        source: std::io::Error::other("no attempt made"),
-    })))
+    Err(last.unwrap_or_else(|| {
+        network::CniError::Cache(crate::persist::PersistError::Io {
+            what: "DEL",
+            path: PathBuf::new(),
+            source: std::io::Error::other("no attempt made"),
+        })
+    }))
 }
 
 /// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it.
@@ -589,8 +607,31 @@ fn node_hostname() -> String {
 }
 
 pub(super) fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}
+
+/// Where creation spends its time, for the debug log (profile before optimising).
+struct StepTimer {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StepTimer {
+    fn new() -> Self {
+        StepTimer { last: std::time::Instant::now(), steps: Vec::new() }
+    }
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StepTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, took)) in self.steps.iter().enumerate() {
+            write!(f, "{}{step} {:.1}ms", if i > 0 { ", " } else { "" }, took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
 }

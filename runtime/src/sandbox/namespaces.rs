@@ -125,7 +125,8 @@ pub fn within<T: Send>(
 ) -> Result<T, NsError> {
     let mut files = Vec::new();
     for (kind, path) in paths {
-        let file = std::fs::File::open(path).map_err(|source| NsError::Io { what: "open", path: path.into(), source })?;
+        let file =
+            std::fs::File::open(path).map_err(|source| NsError::Io { what: "open", path: path.into(), source })?;
         files.push((*kind, path, file));
     }
     std::thread::scope(|scope| {
@@ -198,6 +199,9 @@ mod tests {
     #[test]
     fn sysctl_names_map_to_proc_sys() {
         assert_eq!(sysctl_path("net.ipv4.ip_forward"), Path::new("/proc/sys/net/ipv4/ip_forward"));
-        assert_eq!(sysctl_path("net/ipv4/conf/eth0.1/forwarding"), Path::new("/proc/sys/net/ipv4/conf/eth0.1/forwarding"));
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.1/forwarding"),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.1/forwarding")
+        );
     }
 }

@@ -134,12 +134,8 @@ pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Resu
     }
 
     let dns = config.dns_config.as_ref().map(dns_settings).transpose()?;
-    let port_mappings = config
-        .port_mappings
-        .iter()
-        .enumerate()
-        .map(|(i, p)| port_mapping(i, p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let port_mappings =
+        config.port_mappings.iter().enumerate().map(|(i, p)| port_mapping(i, p)).collect::<Result<Vec<_>, _>>()?;
     if network == HostOrPod::Host && !port_mappings.is_empty() {
         // The kubelet drops them for host-network pods; a port of the host is the pod's port.
         tracing::debug!("port mappings of a host-network pod are ignored");
@@ -254,7 +250,9 @@ fn cgroup_parent(parent: &str, driver: CgroupDriver) -> Result<String, BadField>
     match driver {
         CgroupDriver::Cgroupfs if !parent.starts_with('/') => Err(bad(
             FIELD,
-            format!("{parent:?} is not a cgroupfs path (the cgroup driver is cgroupfs; a systemd slice name was sent?)"),
+            format!(
+                "{parent:?} is not a cgroupfs path (the cgroup driver is cgroupfs; a systemd slice name was sent?)"
+            ),
         )),
         CgroupDriver::Systemd if parent.contains('/') || !parent.ends_with(".slice") => Err(bad(
             FIELD,
@@ -376,7 +374,10 @@ mod tests {
             ..Default::default()
         });
         let p = plan(&r, CgroupDriver::Cgroupfs).unwrap();
-        assert_eq!((p.network, p.ipc, p.uts, p.pid), (HostOrPod::Host, HostOrPod::Host, HostOrPod::Host, PidMode::Node));
+        assert_eq!(
+            (p.network, p.ipc, p.uts, p.pid),
+            (HostOrPod::Host, HostOrPod::Host, HostOrPod::Host, PidMode::Node)
+        );
         r.config.as_mut().unwrap().linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options =
             Some(model::NamespaceOption { network: model::NamespaceMode::Target as i32, ..Default::default() });
         assert_eq!(field_of(r), "config.linux.security_context.namespace_options.network");

@@ -129,11 +129,10 @@ impl Drop for Lockstepd {
         for (_, attachment) in cache.all().unwrap_or_default() {
             let _ = lockstep_runtime::cni::network::del(&attachment, &self.plugin_dirs);
         }
-        for (_, pause) in std::fs::read_dir(self.runroot().join("sandboxes"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| lockstep_runtime::sandbox::pause::read_pid_file(&e.path()).ok().flatten().map(|p| ((), p)))
+        for (_, pause) in
+            std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten().filter_map(|e| {
+                lockstep_runtime::sandbox::pause::read_pid_file(&e.path()).ok().flatten().map(|p| ((), p))
+            })
         {
             let _ = lockstep_runtime::sandbox::pause::kill(&pause);
         }
@@ -171,7 +170,11 @@ pub fn pod(name: &str) -> model::PodSandboxConfig {
         annotations: [("lockstep.test/owner".to_string(), "runtime-tests".to_string())].into(),
         linux: Some(model::LinuxPodSandboxConfig {
             security_context: Some(model::LinuxSandboxSecurityContext {
-                namespace_options: Some(model::NamespaceOption::default()),
+                // As the kubelet sends it without shareProcessNamespace.
+                namespace_options: Some(model::NamespaceOption {
+                    pid: model::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
