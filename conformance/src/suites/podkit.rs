@@ -184,3 +184,22 @@ pub fn netns(pod: &Pod) -> Result<PathBuf, Failure> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn namespaces_are_found_in_lockstepd_s_and_containerd_s_verbose_info() {
+        let lockstep = json!({"pid": 0, "record": {"namespaces": {"network": "/run/l/ns/net", "uts": "/run/l/ns/uts", "ipc": null}}});
+        assert_eq!(namespace_path(&lockstep, "network", "net"), Some(PathBuf::from("/run/l/ns/net")));
+        assert_eq!(namespace_path(&lockstep, "ipc", "ipc"), None, "null: the node's IPC namespace");
+        let containerd = json!({"pid": 4242, "runtimeSpec": {"linux": {"namespaces": [
+            {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network", "path": "/x/netns/cni-1"}]}}});
+        assert_eq!(namespace_path(&containerd, "network", "net"), Some(PathBuf::from("/x/netns/cni-1")));
+        assert_eq!(namespace_path(&containerd, "uts", "uts"), Some(PathBuf::from("/proc/4242/ns/uts")));
+        let host_network = json!({"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}]}}});
+        assert_eq!(namespace_path(&host_network, "network", "net"), None);
+    }
+}
