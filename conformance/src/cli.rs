@@ -222,7 +222,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions { selection, parallel: args.parallel };
     let expected = load_expected(&args.expected)?;
     let target = Target::open(minor, args.endpoint.clone(), None).await?;
-    let result = run_against(minor, &target.endpoint, &options).await;
+    let result = run_against(minor, &target.endpoint, &options, target.restarter()).await;
     let result = target.close(result).await;
     let mut report = result?;
     expected.apply(&mut report.tests);
@@ -247,7 +247,7 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
         let mut rows = Vec::new();
         for minor in Minor::ALL {
             eprintln!("skew: Kubernetes {minor}");
-            let mut report = run_against(minor, &target.endpoint, &options).await?;
+            let mut report = run_against(minor, &target.endpoint, &options, target.restarter()).await?;
             expected.apply(&mut report.tests);
             rows.push(crate::skew::Row { minor, report });
         }
@@ -355,9 +355,17 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyhow::Result<RunReport> {
+async fn run_against(
+    minor: Minor,
+    endpoint: &str,
+    options: &RunOptions,
+    restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
+) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let ctx = connect(minor, endpoint).await?;
+    let mut ctx = connect(minor, endpoint).await?;
+    if let Some(restarter) = restarter {
+        ctx = ctx.with_restarter(restarter);
+    }
     let runtime = ctx.runtime.clone();
     let surface = ctx.surface.clone();
     let tests = framework::run(&crate::suites::all(), &ctx, options).await;

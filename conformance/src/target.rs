@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 pub struct Embedded {
     child: tokio::process::Child,
     dir: tempfile::TempDir,
+    minor: Minor,
     pub endpoint: String,
 }
 
@@ -22,42 +23,66 @@ impl Embedded {
     pub async fn start(minor: Minor) -> anyhow::Result<Embedded> {
         let dir =
             tempfile::Builder::new().prefix("lockstep-conformance-").tempdir().context("cannot create a temp dir")?;
-        let socket = dir.path().join("lockstep.sock");
         let config = dir.path().join("lockstep.toml");
         std::fs::write(&config, "# empty: lockstepd's defaults\n").context("cannot write the embedded config")?;
-        let log = std::fs::File::create(dir.path().join("lockstepd.log")).context("cannot create the daemon log")?;
+        let socket = dir.path().join("lockstep.sock");
+        let child = Self::spawn(dir.path(), minor)?;
+        let mut embedded = Embedded { child, dir, minor, endpoint: format!("unix://{}", socket.display()) };
+        embedded.wait_serving().await?;
+        Ok(embedded)
+    }
+
+    /// Kills lockstepd with SIGKILL, as a crash, and starts it again on the same state.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("cannot kill the embedded lockstepd")?;
+        let _ = std::fs::remove_file(self.dir.path().join("lockstep.sock"));
+        self.child = Self::spawn(self.dir.path(), self.minor)?;
+        self.wait_serving().await
+    }
+
+    fn spawn(dir: &std::path::Path, minor: Minor) -> anyhow::Result<tokio::process::Child> {
+        let socket = dir.join("lockstep.sock");
+        let config = dir.join("lockstep.toml");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("lockstepd.log"))
+            .context("cannot open the daemon log")?;
         let exe = std::env::current_exe().context("cannot find this executable")?;
         let path = |p: PathBuf| p.into_os_string();
-        let child = tokio::process::Command::new(exe)
+        tokio::process::Command::new(exe)
             .arg("daemon")
             .arg("--kube")
             .arg(minor.to_string())
             .arg("--config")
             .arg(path(config))
             .arg("--root")
-            .arg(path(dir.path().join("root")))
+            .arg(path(dir.join("root")))
             .arg("--runroot")
-            .arg(path(dir.path().join("run")))
+            .arg(path(dir.join("run")))
             .arg("--listen")
-            .arg(path(socket.clone()))
+            .arg(path(socket))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .context("cannot start the embedded lockstepd")?;
-        let mut embedded = Embedded { child, dir, endpoint: format!("unix://{}", socket.display()) };
+            .context("cannot start the embedded lockstepd")
+    }
+
+    async fn wait_serving(&mut self) -> anyhow::Result<()> {
+        let socket = self.dir.path().join("lockstep.sock");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !socket.exists() {
-            if let Some(status) = embedded.child.try_wait()? {
-                bail!("the embedded lockstepd exited ({status}) before serving:\n{}", embedded.log_tail());
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the embedded lockstepd exited ({status}) before serving:\n{}", self.log_tail());
             }
             if Instant::now() > deadline {
-                bail!("the embedded lockstepd did not serve within 30 s:\n{}", embedded.log_tail());
+                bail!("the embedded lockstepd did not serve within 30 s:\n{}", self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(embedded)
+        Ok(())
     }
 
     /// The daemon's process id, while it runs.
@@ -74,6 +99,11 @@ impl Embedded {
 
     /// SIGTERM, then SIGKILL after 10 s; the temporary directory goes with it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_in_place().await
+    }
+
+    /// As `stop`, for an embedded daemon shared with the tests (behind a lock).
+    pub async fn stop_in_place(&mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
@@ -93,13 +123,27 @@ impl Embedded {
     }
 }
 
+/// Restarts a runtime under test (kill and start on the same state), for tests that need it.
+pub trait Restarter: Send + Sync {
+    fn restart(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>>;
+}
+
+/// The embedded lockstepd, shared between the run and the tests that restart it.
+pub struct SharedEmbedded(pub std::sync::Arc<tokio::sync::Mutex<Embedded>>);
+
+impl Restarter for SharedEmbedded {
+    fn restart(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move { self.0.lock().await.restart().await })
+    }
+}
+
 /// The runtime a command works against: the given endpoint, or an embedded lockstepd for the
-/// command's minor that `close` stops.
+/// command's minor that `close` stops (and that tests may restart).
 pub struct Target {
     pub endpoint: String,
     /// The daemon's pid when known (always for an embedded one), for memory readings.
     pub pid: Option<u32>,
-    embedded: Option<Embedded>,
+    embedded: Option<std::sync::Arc<tokio::sync::Mutex<Embedded>>>,
 }
 
 impl Target {
@@ -108,15 +152,21 @@ impl Target {
             Some(endpoint) => Ok(Target { endpoint, pid, embedded: None }),
             None => {
                 let embedded = Embedded::start(minor).await?;
-                Ok(Target { endpoint: embedded.endpoint.clone(), pid: embedded.pid(), embedded: Some(embedded) })
+                let (endpoint, pid) = (embedded.endpoint.clone(), embedded.pid());
+                Ok(Target { endpoint, pid, embedded: Some(std::sync::Arc::new(tokio::sync::Mutex::new(embedded))) })
             }
         }
     }
 
+    /// What lets tests restart the runtime: only an embedded lockstepd has one.
+    pub fn restarter(&self) -> Option<std::sync::Arc<dyn Restarter>> {
+        self.embedded.clone().map(|e| std::sync::Arc::new(SharedEmbedded(e)) as std::sync::Arc<dyn Restarter>)
+    }
+
     /// Stops the embedded daemon, if any. The work's own error wins over a failed stop.
     pub async fn close<T>(self, work: anyhow::Result<T>) -> anyhow::Result<T> {
-        let stopped = match self.embedded {
-            Some(embedded) => embedded.stop().await,
+        let stopped = match &self.embedded {
+            Some(embedded) => embedded.lock().await.stop_in_place().await,
             None => Ok(()),
         };
         let value = work?;

@@ -27,6 +27,8 @@ pub enum DaemonError {
     State(#[from] PersistError),
     #[error(transparent)]
     NotCompiled(#[from] lockstep_cri::NotCompiled),
+    #[error("sandbox recovery failed: {0}")]
+    Sandboxes(#[from] crate::sandbox::SandboxError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -40,8 +42,8 @@ pub async fn run(config: Config, minor: Minor, shutdown: impl Future<Output = ()
     let socket_path = config.socket_path();
     let info = Arc::new(RuntimeInfo::new(minor, config)?);
     log_handlers(&info);
-    let cri =
-        Arc::new(Cri { info, sandboxes: Arc::new(Sandboxes::default()), containers: Arc::new(Containers::default()) });
+    let sandboxes = recover_sandboxes(info.clone()).await?;
+    let cri = Arc::new(Cri { info, sandboxes, containers: Arc::new(Containers::default()) });
     let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
     let listener = socket::listen(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");
@@ -52,6 +54,18 @@ pub async fn run(config: Config, minor: Minor, shutdown: impl Future<Output = ()
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("lockstepd stopped; containers keep running");
     Ok(served?)
+}
+
+/// Loads the sandbox records and recovers them (rollback of half-made ones, checks of ready
+/// ones) before the socket opens, so that no RPC sees a half state.
+async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, DaemonError> {
+    let recovered = tokio::task::spawn_blocking(move || Sandboxes::start(info)).await;
+    match recovered {
+        Ok(result) => Ok(result?),
+        Err(e) => {
+            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::Internal(format!("recovery panicked: {e}"))))
+        }
+    }
 }
 
 /// Holds an exclusive lock on `<root>/lockstepd.lock` for the daemon's life: two daemons on

@@ -152,9 +152,9 @@ async fn runtime_config_and_pod_cidr() {
 #[tokio::test]
 async fn rpcs_not_built_yet_say_which() {
     let daemon = Daemon::start(Minor::V1_36).await;
-    let err = daemon.kubelet(Minor::V1_36).await.run_pod_sandbox(Default::default()).await.unwrap_err();
+    let err = daemon.kubelet(Minor::V1_36).await.create_container(Default::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(err.message().contains("CreateContainer"), "{}", err.message());
     daemon.stop().await;
 }
 

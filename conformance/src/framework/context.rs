@@ -41,6 +41,7 @@ pub struct Ctx {
     /// The runtime's Status at the start of the run (features and handlers), as this minor sees it.
     pub status: model::StatusResponse,
     channel: tonic::transport::Channel,
+    restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
 }
 
 impl Ctx {
@@ -52,7 +53,23 @@ impl Ctx {
         status: model::StatusResponse,
         channel: tonic::transport::Channel,
     ) -> Self {
-        Ctx { minor, endpoint, runtime, surface, status, channel }
+        Ctx { minor, endpoint, runtime, surface, status, channel, restarter: None }
+    }
+
+    /// Lets tests kill and restart the runtime (an embedded lockstepd; not a given endpoint).
+    pub fn with_restarter(mut self, restarter: std::sync::Arc<dyn crate::target::Restarter>) -> Self {
+        self.restarter = Some(restarter);
+        self
+    }
+
+    pub fn can_restart(&self) -> bool {
+        self.restarter.is_some()
+    }
+
+    /// Kills the runtime (SIGKILL) and starts it again on the same state.
+    pub async fn restart_runtime(&self) -> Result<(), Failure> {
+        let restarter = self.restarter.as_ref().ok_or_else(|| Failure::skip("the runtime cannot be restarted"))?;
+        restarter.restart().await.map_err(|e| Failure::fail(format!("restarting the runtime failed: {e:#}")))
     }
 
     /// The connection, for clients of other kinds (the model's own, unwindowed).

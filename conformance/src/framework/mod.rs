@@ -60,6 +60,11 @@ pub enum Need {
     Feature(Feature),
     /// A runtime handler (RuntimeClass) the runtime reports in Status.
     Handler(&'static str),
+    /// The harness can kill and restart the runtime: only an embedded lockstepd, not a given
+    /// endpoint (whose process the harness does not own).
+    Restart,
+    /// A way to run a command inside a pod (ExecSync in a container): needs containers (issue 5).
+    ExecInPod,
 }
 
 /// The runtime features that Status reports (1.30+ handler features, 1.31+ runtime features).

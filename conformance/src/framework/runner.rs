@@ -81,6 +81,15 @@ fn unmet_need(test: &Test, ctx: &Ctx) -> Option<String> {
             Some(format!("the runtime reports no runtime handler {name:?} in Status"))
         }
         Need::Handler(_) => None,
+        Need::Restart if !ctx.can_restart() => {
+            Some(format!("the harness does not own {}'s process, so it cannot restart it", ctx.endpoint))
+        }
+        Need::Restart => None,
+        Need::ExecInPod => Some(
+            "needs ExecSync in a container of the pod, which lockstep-conformance has no test \
+            image for yet (containers come with issue 5)"
+                .into(),
+        ),
     })
 }
 

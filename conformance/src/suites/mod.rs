@@ -1,5 +1,8 @@
 //! The conformance suites, one module per area.
 
+mod networking;
+pub(crate) mod podkit;
+mod pods;
 mod runtime_info;
 
 use crate::framework::Test;
@@ -8,5 +11,7 @@ use crate::framework::Test;
 pub fn all() -> Vec<Test> {
     let mut tests = Vec::new();
     tests.extend(runtime_info::tests());
+    tests.extend(pods::tests());
+    tests.extend(networking::tests());
     tests
 }

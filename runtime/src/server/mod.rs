@@ -49,23 +49,29 @@ impl RuntimeService for Cri {
         runtime_info::update_runtime_config(&self.info, request.into_inner()).await.map(Response::new)
     }
 
-    async fn run_pod_sandbox(&self, _: Request<model::RunPodSandboxRequest>) -> Reply<model::RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<model::RunPodSandboxRequest>,
+    ) -> Reply<model::RunPodSandboxResponse> {
+        sandbox::run(&self.sandboxes, request.into_inner()).await.map(Response::new)
     }
-    async fn stop_pod_sandbox(&self, _: Request<model::StopPodSandboxRequest>) -> Reply<model::StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<model::StopPodSandboxRequest>,
+    ) -> Reply<model::StopPodSandboxResponse> {
+        sandbox::stop(&self.sandboxes, request.into_inner()).await.map(Response::new)
     }
     async fn remove_pod_sandbox(
         &self,
-        _: Request<model::RemovePodSandboxRequest>,
+        request: Request<model::RemovePodSandboxRequest>,
     ) -> Reply<model::RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
+        sandbox::remove(&self.sandboxes, request.into_inner()).await.map(Response::new)
     }
     async fn pod_sandbox_status(
         &self,
-        _: Request<model::PodSandboxStatusRequest>,
+        request: Request<model::PodSandboxStatusRequest>,
     ) -> Reply<model::PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
+        sandbox::status(&self.sandboxes, request.into_inner()).map(Response::new)
     }
     async fn list_pod_sandbox(
         &self,

@@ -1,0 +1,313 @@
+//! Attaches a pod to the CNI network and detaches it, by the CNI spec: ADD through the list's
+//! plugins in order (each gets the previous result as prevResult), DEL in reverse order with
+//! the cached result, CHECK in order. An attachment is cached crash-safely under
+//! `<root>/cni/<id>.json` before ADD runs and with its result after, so DEL works after a crash
+//! or a restart even when the configuration on disk has changed since.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::config::NetworkConfig;
+use super::exec::{self, CniExecError, Invocation};
+use crate::persist::{PersistError, RecordDir};
+
+/// The file name of lockstep's own default network (written by ci/setup). Only this network's
+/// host-local range follows UpdateRuntimeConfig's pod CIDR; an operator's own file is never
+/// changed.
+pub const DEFAULT_NETWORK_FILE: &str = "10-lockstep.conflist";
+/// The interface the pod gets, as every Kubernetes runtime names it.
+pub const POD_IFNAME: &str = "eth0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    #[error(transparent)]
+    Exec(#[from] CniExecError),
+    #[error(transparent)]
+    Cache(#[from] PersistError),
+}
+
+/// One pod's attachment to one network: what ADD ran with, and its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub container_id: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    /// The network configuration list exactly as ADD used it (pod CIDR applied).
+    pub config: Value,
+    /// CNI_ARGS.
+    pub args: Vec<(String, String)>,
+    /// Capability arguments (portMappings, bandwidth), given to plugins that declare them.
+    pub capabilities: serde_json::Map<String, Value>,
+    /// ADD's result; None while ADD has not finished.
+    pub result: Option<Value>,
+}
+
+impl Attachment {
+    pub fn network_name(&self) -> &str {
+        self.config.get("name").and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn cni_version(&self) -> &str {
+        self.config.get("cniVersion").and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn plugins(&self) -> Vec<Value> {
+        self.config.get("plugins").and_then(Value::as_array).cloned().unwrap_or_default()
+    }
+
+    /// A plugin's stdin, as libcni builds it: its own config, the list's name and version,
+    /// the previous result, and the capability arguments it declared.
+    fn plugin_stdin(&self, plugin: &Value, prev: Option<&Value>) -> Value {
+        let mut conf = plugin.as_object().cloned().unwrap_or_default();
+        conf.insert("name".into(), json!(self.network_name()));
+        conf.insert("cniVersion".into(), json!(self.cni_version()));
+        if let Some(prev) = prev {
+            conf.insert("prevResult".into(), prev.clone());
+        }
+        let wanted = plugin.get("capabilities").and_then(Value::as_object);
+        let runtime: serde_json::Map<String, Value> = self
+            .capabilities
+            .iter()
+            .filter(|(cap, _)| wanted.is_some_and(|w| w.get(*cap).and_then(Value::as_bool) == Some(true)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !runtime.is_empty() {
+            conf.insert("runtimeConfig".into(), Value::Object(runtime));
+        }
+        Value::Object(conf)
+    }
+
+    fn invocation<'a>(&'a self, command: &'a str, netns: &'a Path, plugin_dirs: &'a [PathBuf]) -> Invocation<'a> {
+        Invocation {
+            command,
+            container_id: &self.container_id,
+            netns,
+            ifname: &self.ifname,
+            args: &self.args,
+            plugin_dirs,
+        }
+    }
+
+    /// The IPs ADD assigned, IPv4 first, without prefix lengths.
+    pub fn ips(&self) -> Vec<String> {
+        let Some(result) = &self.result else { return Vec::new() };
+        let mut ips: Vec<std::net::IpAddr> = result
+            .get("ips")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip.get("address").and_then(Value::as_str))
+            .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+            .collect();
+        ips.sort_by_key(|ip| ip.is_ipv6());
+        ips.dedup();
+        ips.into_iter().map(|ip| ip.to_string()).collect()
+    }
+}
+
+/// The configuration list ADD will use: the found one, with the pod CIDR as host-local's range
+/// when the list is lockstep's own default network and a CIDR is known.
+pub fn effective_config(found: &NetworkConfig, pod_cidr: &str) -> Value {
+    let mut plugins = found.plugins.clone();
+    let ours = found.file.file_name().is_some_and(|f| f == DEFAULT_NETWORK_FILE);
+    let cidrs: Vec<&str> = pod_cidr.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
+    if ours && !cidrs.is_empty() {
+        for plugin in &mut plugins {
+            if let Some(ipam) = plugin.get_mut("ipam").and_then(Value::as_object_mut) {
+                if ipam.get("type").and_then(Value::as_str) == Some("host-local") {
+                    let ranges: Vec<Value> = cidrs.iter().map(|c| json!([{ "subnet": c }])).collect();
+                    ipam.remove("subnet");
+                    ipam.insert("ranges".into(), Value::Array(ranges));
+                }
+            }
+        }
+    }
+    json!({ "cniVersion": found.cni_version, "name": found.name, "plugins": plugins })
+}
+
+/// ADD through every plugin; on success the attachment holds the final result. On failure the
+/// plugins that succeeded are not undone here: the caller DELs (a DEL is safe either way).
+pub fn add(attachment: &mut Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+    let mut prev: Option<Value> = None;
+    let netns = attachment.netns.clone();
+    for plugin in attachment.plugins() {
+        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        let stdin = attachment.plugin_stdin(&plugin, prev.as_ref());
+        let started = std::time::Instant::now();
+        prev = exec::run(&kind, &attachment.invocation("ADD", &netns, plugin_dirs), &stdin)?;
+        tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI ADD");
+    }
+    attachment.result = prev;
+    Ok(())
+}
+
+/// DEL through every plugin in reverse order with the cached result. Idempotent by the spec:
+/// plugins succeed on what is already gone. A namespace that is gone is passed as empty.
+pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+    let netns = if crate::sandbox::namespaces::is_pinned(&attachment.netns) {
+        attachment.netns.clone()
+    } else {
+        PathBuf::new()
+    };
+    for plugin in attachment.plugins().iter().rev() {
+        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
+        let stdin = attachment.plugin_stdin(plugin, attachment.result.as_ref());
+        let started = std::time::Instant::now();
+        exec::run(kind, &attachment.invocation("DEL", &netns, plugin_dirs), &stdin)?;
+        tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI DEL");
+    }
+    Ok(())
+}
+
+/// CHECK through every plugin (CNI 0.4.0 and later; earlier versions have no CHECK).
+pub fn check(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+    let version = attachment.cni_version();
+    if version.is_empty() || version.starts_with("0.1") || version.starts_with("0.2") || version.starts_with("0.3") {
+        return Ok(());
+    }
+    let Some(result) = attachment.result.as_ref() else { return Ok(()) };
+    for plugin in attachment.plugins() {
+        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
+        let stdin = attachment.plugin_stdin(&plugin, Some(result));
+        exec::run(kind, &attachment.invocation("CHECK", &attachment.netns, plugin_dirs), &stdin)?;
+    }
+    Ok(())
+}
+
+/// The cached attachments, one per sandbox id, under `<root>/cni`.
+#[derive(Debug, Clone)]
+pub struct AttachmentCache {
+    dir: RecordDir,
+}
+
+impl AttachmentCache {
+    pub fn new(root: &Path) -> Self {
+        AttachmentCache { dir: RecordDir::new(root.join("cni")) }
+    }
+    pub fn put(&self, id: &str, attachment: &Attachment) -> Result<(), PersistError> {
+        self.dir.put(id, attachment)
+    }
+    pub fn get(&self, id: &str) -> Result<Option<Attachment>, PersistError> {
+        self.dir.get(id)
+    }
+    pub fn remove(&self, id: &str) -> Result<(), PersistError> {
+        self.dir.remove(id)
+    }
+    pub fn all(&self) -> Result<Vec<(String, Attachment)>, PersistError> {
+        self.dir.load_all()
+    }
+}
+
+/// The bandwidth capability from the pod annotations the kubelet passes through
+/// (kubernetes.io/ingress-bandwidth, kubernetes.io/egress-bandwidth: quantities in bits/s).
+pub fn bandwidth(annotations: &std::collections::BTreeMap<String, String>) -> Result<Option<Value>, String> {
+    let mut out = serde_json::Map::new();
+    for (key, rate, burst) in [
+        ("kubernetes.io/ingress-bandwidth", "ingressRate", "ingressBurst"),
+        ("kubernetes.io/egress-bandwidth", "egressRate", "egressBurst"),
+    ] {
+        if let Some(text) = annotations.get(key) {
+            let bits = parse_quantity(text).ok_or_else(|| format!("annotation {key}: {text:?} is not a quantity"))?;
+            out.insert(rate.into(), json!(bits));
+            // As containerd does: no burst limit to speak of.
+            out.insert(burst.into(), json!(i32::MAX));
+        }
+    }
+    Ok((!out.is_empty()).then_some(Value::Object(out)))
+}
+
+/// A Kubernetes quantity such as 10M, 1Gi or 500k, as a whole number.
+fn parse_quantity(text: &str) -> Option<u64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(factor).filter(|n| *n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(file: &str) -> NetworkConfig {
+        NetworkConfig {
+            file: PathBuf::from("/etc/cni/net.d").join(file),
+            name: "lockstep".into(),
+            cni_version: "1.0.0".into(),
+            plugins: vec![
+                json!({"type": "bridge", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}}),
+                json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_pod_cidr_changes_only_lockstep_s_own_network() {
+        let ours = effective_config(&found(DEFAULT_NETWORK_FILE), "10.77.1.0/24");
+        assert_eq!(ours["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.77.1.0/24"}]]));
+        let theirs = effective_config(&found("20-operator.conflist"), "10.77.1.0/24");
+        assert_eq!(theirs["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.88.0.0/16"}]]));
+        let unset = effective_config(&found(DEFAULT_NETWORK_FILE), "");
+        assert_eq!(unset["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.88.0.0/16"}]]));
+    }
+
+    #[test]
+    fn capability_arguments_go_only_to_plugins_that_declare_them() {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("portMappings".into(), json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]));
+        let attachment = Attachment {
+            container_id: "c".into(),
+            netns: PathBuf::from("/x"),
+            ifname: "eth0".into(),
+            config: effective_config(&found(DEFAULT_NETWORK_FILE), ""),
+            args: vec![],
+            capabilities,
+            result: None,
+        };
+        let plugins = attachment.plugins();
+        let bridge = attachment.plugin_stdin(&plugins[0], None);
+        assert!(bridge.get("runtimeConfig").is_none());
+        assert_eq!(bridge["name"], "lockstep");
+        let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.88.0.9/16"}]});
+        let portmap = attachment.plugin_stdin(&plugins[1], Some(&prev));
+        assert_eq!(portmap["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
+        assert_eq!(portmap["prevResult"], prev);
+    }
+
+    #[test]
+    fn ips_come_ipv4_first_without_prefix() {
+        let attachment = Attachment {
+            container_id: "c".into(),
+            netns: PathBuf::new(),
+            ifname: "eth0".into(),
+            config: json!({}),
+            args: vec![],
+            capabilities: Default::default(),
+            result: Some(json!({"ips": [{"address": "fd00::5/64"}, {"address": "10.88.0.5/16"}]})),
+        };
+        assert_eq!(attachment.ips(), vec!["10.88.0.5".to_string(), "fd00::5".to_string()]);
+    }
+
+    #[test]
+    fn bandwidth_annotations_become_the_capability() {
+        let annotations = [("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())].into();
+        let bw = bandwidth(&annotations).unwrap().unwrap();
+        assert_eq!(bw["ingressRate"], 10_000_000);
+        assert!(bw.get("egressRate").is_none());
+        let bad = [("kubernetes.io/egress-bandwidth".to_string(), "lots".to_string())].into();
+        assert!(bandwidth(&bad).unwrap_err().contains("egress"));
+    }
+}

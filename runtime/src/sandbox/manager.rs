@@ -1,0 +1,637 @@
+//! The sandbox manager: creation as a straight line of steps, each registering its undo; stop,
+//! remove, status and list; kubelet retries with the same metadata answered with the same id.
+//! May touch: `<root>/sandboxes`, `<root>/cni`, `<runroot>/sandboxes/<id>`, the pods'
+//! namespaces and pause processes, and the CNI plugins it runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use lockstep_cri::model;
+
+use super::namespaces::{self, NsKind};
+use super::record::*;
+use super::validate::{self, BadField, PodPlan};
+use super::{files, pause};
+use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
+use crate::filter::sandbox_matches;
+use crate::info::RuntimeInfo;
+use crate::persist::RecordDir;
+use crate::undo::Undo;
+
+/// What went wrong, by the gRPC code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    InvalidArgument(#[from] BadField),
+    #[error("pod sandbox {0:?} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
+    move |e| SandboxError::Internal(format!("{what}: {e}"))
+}
+
+/// What a sandbox's containers must go through before the sandbox stops or goes; containers
+/// (CreateContainer and the rest) implement it.
+pub trait PodContainers: Send + Sync {
+    /// Stops every container of the sandbox.
+    fn stop_all(&self, sandbox_id: &str) -> Result<(), String>;
+    /// Removes every container of the sandbox.
+    fn remove_all(&self, sandbox_id: &str) -> Result<(), String>;
+}
+
+/// Until containers exist: nothing to stop or remove.
+pub struct NoContainers;
+
+impl PodContainers for NoContainers {
+    fn stop_all(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn remove_all(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// One sandbox held in memory: `op` serialises the operations on it, `record` is what readers see.
+pub(super) struct Entry {
+    op: Mutex<()>,
+    record: RwLock<SandboxRecord>,
+}
+
+impl Entry {
+    pub(super) fn new(record: SandboxRecord) -> Arc<Entry> {
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record) })
+    }
+    fn read(&self) -> SandboxRecord {
+        self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct SandboxManager {
+    pub(super) info: Arc<RuntimeInfo>,
+    pub(super) records: RecordDir,
+    pub(super) cni_cache: AttachmentCache,
+    pub(super) runroot_sandboxes: PathBuf,
+    pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// One lock per pod metadata: a retried RunPodSandbox waits for the first, then finds it.
+    reservations: Mutex<HashMap<Metadata, Arc<Mutex<()>>>>,
+    containers: RwLock<Arc<dyn PodContainers>>,
+}
+
+impl SandboxManager {
+    /// Loads the records and recovers: half-made sandboxes are rolled back, ready ones checked.
+    pub fn start(info: Arc<RuntimeInfo>) -> Result<Arc<SandboxManager>, SandboxError> {
+        let config = info.config();
+        let manager = SandboxManager {
+            records: RecordDir::new(config.root.join("sandboxes")),
+            cni_cache: AttachmentCache::new(&config.root),
+            runroot_sandboxes: config.runroot.join("sandboxes"),
+            info,
+            index: RwLock::new(BTreeMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+            containers: RwLock::new(Arc::new(NoContainers)),
+        };
+        manager.recover()?;
+        Ok(Arc::new(manager))
+    }
+
+    /// Installs what stops and removes a sandbox's containers.
+    pub fn set_containers(&self, containers: Arc<dyn PodContainers>) {
+        *self.containers.write().unwrap_or_else(|p| p.into_inner()) = containers;
+    }
+
+    fn containers(&self) -> Arc<dyn PodContainers> {
+        self.containers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn plugin_dirs(&self) -> &[PathBuf] {
+        &self.info.config().network.cni_plugin_dirs
+    }
+
+    fn entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// The record of a sandbox, for containers to build their specs from.
+    pub fn get(&self, id: &str) -> Option<SandboxRecord> {
+        self.entry(id).map(|e| e.read())
+    }
+
+    // ---- RunPodSandbox ------------------------------------------------------------------
+
+    pub fn run(&self, request: &model::RunPodSandboxRequest) -> Result<String, SandboxError> {
+        let plan = validate::plan(request, self.info.config().cgroup_driver)?;
+        let oci_handler = self.resolve_handler(&request.runtime_handler)?;
+        let security = security(request);
+        let key_lock = {
+            let mut reservations = lock(&self.reservations);
+            reservations.entry(plan.metadata.clone()).or_default().clone()
+        };
+        let _reserved = lock(&key_lock);
+        let existing = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.read())
+            .find(|r| r.metadata == plan.metadata);
+        if let Some(found) = existing {
+            return match found.state {
+                // The kubelet retried a call that timed out: the finished result.
+                SandboxState::Ready => Ok(found.id),
+                _ => Err(SandboxError::AlreadyExists(format!(
+                    "pod sandbox {} of {}/{} (uid {}, attempt {}) exists and is not ready; remove it or raise \
+                     config.metadata.attempt",
+                    found.id, found.metadata.namespace, found.metadata.name, found.metadata.uid, found.metadata.attempt
+                ))),
+            };
+        }
+        let record = self.create(plan, request.runtime_handler.clone(), oci_handler, security)?;
+        let id = record.id.clone();
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Entry::new(record));
+        Ok(id)
+    }
+
+    fn resolve_handler(&self, name: &str) -> Result<String, SandboxError> {
+        let handlers = self.info.handlers();
+        match handlers.get(name) {
+            Some(h) if h.works() => Ok(h.name.clone()),
+            Some(h) => Err(SandboxError::FailedPrecondition(format!(
+                "runtime_handler {:?}: the OCI runtime does not work on this node: {}",
+                h.name,
+                h.problem.as_deref().unwrap_or("")
+            ))),
+            None if name.is_empty() => {
+                Err(SandboxError::FailedPrecondition("runtime_handler \"\": no configured OCI runtime works".into()))
+            }
+            None => {
+                let known: Vec<&str> = handlers.handlers.iter().map(|h| h.name.as_str()).collect();
+                Err(SandboxError::InvalidArgument(BadField {
+                    field: "runtime_handler".into(),
+                    problem: format!("{name:?} is not a configured runtime handler (configured: {known:?})"),
+                }))
+            }
+        }
+    }
+
+    fn create(
+        &self,
+        plan: PodPlan,
+        runtime_handler: String,
+        oci_handler: String,
+        security: SecuritySettings,
+    ) -> Result<SandboxRecord, SandboxError> {
+        let id = crate::ids::random_id().map_err(|e| internal("cannot make a sandbox id")(e))?;
+        let dir = self.runroot_sandboxes.join(&id);
+        let ns_dir = dir.join("ns");
+        let own = |mode: HostOrPod, kind: NsKind| (mode == HostOrPod::Pod).then(|| ns_dir.join(kind.name()));
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            state: SandboxState::Creating,
+            created_at: now_nanos(),
+            metadata: plan.metadata.clone(),
+            labels: plan.labels.clone(),
+            annotations: plan.annotations.clone(),
+            runtime_handler,
+            oci_handler,
+            hostname: plan.hostname.clone(),
+            log_directory: plan.log_directory.clone(),
+            cgroup_parent: plan.cgroup_parent.clone(),
+            dns: plan.dns.clone(),
+            port_mappings: plan.port_mappings.clone(),
+            sysctls: plan.sysctls.clone(),
+            security,
+            namespace_modes: NamespaceModes {
+                network: plan.namespace_options.network,
+                pid: plan.namespace_options.pid,
+                ipc: plan.namespace_options.ipc,
+                target_id: plan.namespace_options.target_id.clone(),
+            },
+            namespaces: Namespaces {
+                network: own(plan.network, NsKind::Net),
+                ipc: own(plan.ipc, NsKind::Ipc),
+                uts: own(plan.uts, NsKind::Uts),
+                pid_mode: plan.pid,
+                pause: None,
+            },
+            files: SandboxFiles {
+                hostname: dir.join("hostname"),
+                resolv_conf: dir.join("resolv.conf"),
+                hosts: dir.join("hosts"),
+                shm: if plan.ipc == HostOrPod::Pod { dir.join("shm") } else { PathBuf::from("/dev/shm") },
+                dir: dir.clone(),
+            },
+            network: NetworkState::default(),
+            problem: None,
+        };
+        let bandwidth = network::bandwidth(&plan.annotations)
+            .map_err(|problem| BadField { field: "config.annotations".into(), problem })?;
+
+        let mut undo = Undo::new();
+        let mut timer = StepTimer::new();
+        // 1. The record first: a crash from here on is rolled back at the next start.
+        self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
+        let records = self.records.clone();
+        let record_id = id.clone();
+        undo.push("remove the sandbox record", move || records.remove(&record_id).map_err(|e| e.to_string()));
+        timer.mark("record");
+
+        // 2. The sandbox directory; its sweep unmounts anything left under it.
+        std::fs::create_dir_all(&ns_dir)
+            .map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", ns_dir.display())))?;
+        let swept = dir.clone();
+        undo.push("remove the sandbox directory", move || remove_sandbox_dir(&swept));
+        timer.mark("dir");
+
+        // 3. Namespaces, pinned.
+        let kinds: Vec<NsKind> = [(plan.network, NsKind::Net), (plan.ipc, NsKind::Ipc), (plan.uts, NsKind::Uts)]
+            .into_iter()
+            .filter(|(mode, _)| *mode == HostOrPod::Pod)
+            .map(|(_, k)| k)
+            .collect();
+        let pinned = namespaces::pin(&ns_dir, &kinds).map_err(internal("cannot create the pod's namespaces"))?;
+        let unpinned: Vec<PathBuf> = pinned.values().cloned().collect();
+        undo.push("unpin the namespaces", move || {
+            unpinned.iter().try_for_each(|p| namespaces::unpin(p)).map_err(|e| e.to_string())
+        });
+        timer.mark("pin");
+
+        // 4. Inside them: hostname, lo up, sysctls.
+        self.configure_namespaces(&record, &plan)?;
+        timer.mark("configure");
+
+        // 5. /dev/shm and the files containers mount.
+        if plan.ipc == HostOrPod::Pod {
+            files::mount_shm(&record.files.shm).map_err(internal("cannot make the pod's /dev/shm"))?;
+            let shm = record.files.shm.clone();
+            undo.push("unmount /dev/shm", move || files::unmount(&shm).map_err(|e| e.to_string()));
+        }
+        let hostname = if plan.uts == HostOrPod::Pod { plan.hostname.clone() } else { node_hostname() };
+        files::write_hostname(&record.files.hostname, &hostname).map_err(internal("cannot write hostname"))?;
+        files::write_resolv_conf(&record.files.resolv_conf, plan.dns.as_ref())
+            .map_err(internal("cannot write resolv.conf"))?;
+        if plan.network == HostOrPod::Pod {
+            files::write_hosts(&record.files.hosts, &hostname, None).map_err(internal("cannot write hosts"))?;
+        } else {
+            files::copy_node_hosts(&record.files.hosts).map_err(internal("cannot write hosts"))?;
+        }
+        timer.mark("files");
+
+        // 6. The pause process, only for a shared PID namespace.
+        if plan.pid == PidMode::Pod {
+            let joins: Vec<(&str, &Path)> = [
+                ("net", record.namespaces.network.as_deref()),
+                ("ipc", record.namespaces.ipc.as_deref()),
+                ("uts", record.namespaces.uts.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(k, p)| Some((k, p?)))
+            .collect();
+            let started = pause::start(&dir, &joins).map_err(internal("cannot start the pause process"))?;
+            let killed = started.clone();
+            undo.push("kill the pause process", move || pause::kill(&killed).map_err(|e| e.to_string()));
+            record.namespaces.pause = Some(started);
+        }
+        timer.mark("pause");
+
+        // 7. The network.
+        if let Some(netns) = record.namespaces.network.clone() {
+            let attachment = self.attach(&record, &netns, bandwidth, &mut undo)?;
+            record.network = NetworkState {
+                cni_network: attachment.network_name().to_string(),
+                attached: true,
+                ips: attachment.ips(),
+            };
+            files::write_hosts(&record.files.hosts, &hostname, record.network.ips.first().map(String::as_str))
+                .map_err(internal("cannot write hosts"))?;
+        }
+        timer.mark("cni");
+
+        // 8. Ready, on disk before the answer.
+        record.state = SandboxState::Ready;
+        self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
+        undo.disarm();
+        timer.mark("ready");
+        tracing::debug!(sandbox = %id, steps = %timer, "RunPodSandbox step times");
+        tracing::info!(sandbox = %id, pod = %format!("{}/{}", plan.metadata.namespace, plan.metadata.name),
+            ip = record.network.ips.first().map(String::as_str).unwrap_or(""), "pod sandbox ready");
+        Ok(record)
+    }
+
+    fn configure_namespaces(&self, record: &SandboxRecord, plan: &PodPlan) -> Result<(), SandboxError> {
+        let mut enter: Vec<(NsKind, &Path)> = Vec::new();
+        for (kind, path) in [
+            (NsKind::Net, &record.namespaces.network),
+            (NsKind::Ipc, &record.namespaces.ipc),
+            (NsKind::Uts, &record.namespaces.uts),
+        ] {
+            if let Some(p) = path {
+                enter.push((kind, p.as_path()));
+            }
+        }
+        if enter.is_empty() {
+            return Ok(());
+        }
+        let hostname = (plan.uts == HostOrPod::Pod && !plan.hostname.is_empty()).then_some(plan.hostname.as_str());
+        let net = plan.network == HostOrPod::Pod;
+        let sysctls = &plan.sysctls;
+        let outcome = namespaces::within(&enter, || {
+            if let Some(h) = hostname {
+                namespaces::set_hostname(h)?;
+            }
+            if net {
+                namespaces::loopback_up()?;
+            }
+            let mut refused = None;
+            for (name, value) in sysctls {
+                if let Err(e) = namespaces::write_sysctl(name, value) {
+                    refused = Some((name.clone(), e.to_string()));
+                    break;
+                }
+            }
+            Ok(refused)
+        })
+        .map_err(internal("cannot set up the pod's namespaces"))?;
+        if let Some((name, problem)) = outcome {
+            return Err(SandboxError::InvalidArgument(BadField {
+                field: format!("config.linux.sysctls[{name:?}]"),
+                problem: format!("cannot be set in the pod's namespaces: {problem}"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// CNI ADD, cached before it runs and after; registers the DEL.
+    fn attach(
+        &self,
+        record: &SandboxRecord,
+        netns: &Path,
+        bandwidth: Option<serde_json::Value>,
+        undo: &mut Undo,
+    ) -> Result<Attachment, SandboxError> {
+        let net = &self.info.config().network;
+        let found = crate::cni::config::find(&net.cni_config_dir, &net.cni_plugin_dirs)
+            .map_err(|e| SandboxError::Unavailable(format!("the pod network is not ready: {e}")))?;
+        let mut capabilities = serde_json::Map::new();
+        let ports: Vec<serde_json::Value> = record
+            .port_mappings
+            .iter()
+            .filter(|p| p.host_port != 0)
+            .map(|p| {
+                serde_json::json!({"hostPort": p.host_port, "containerPort": p.container_port,
+                    "protocol": p.protocol.name(), "hostIP": p.host_ip})
+            })
+            .collect();
+        if !ports.is_empty() {
+            capabilities.insert("portMappings".into(), serde_json::Value::Array(ports));
+        }
+        if let Some(bw) = bandwidth {
+            capabilities.insert("bandwidth".into(), bw);
+        }
+        let mut attachment = Attachment {
+            container_id: record.id.clone(),
+            netns: netns.to_path_buf(),
+            ifname: POD_IFNAME.into(),
+            config: network::effective_config(&found, &self.info.network_settings().pod_cidr),
+            args: vec![
+                ("IgnoreUnknown".into(), "1".into()),
+                ("K8S_POD_NAMESPACE".into(), record.metadata.namespace.clone()),
+                ("K8S_POD_NAME".into(), record.metadata.name.clone()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), record.id.clone()),
+                ("K8S_POD_UID".into(), record.metadata.uid.clone()),
+            ],
+            capabilities,
+            result: None,
+        };
+        self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI attachment"))?;
+        let cache = self.cni_cache.clone();
+        let dirs = self.plugin_dirs().to_vec();
+        let cached = attachment.clone();
+        let id = record.id.clone();
+        undo.push("CNI DEL", move || {
+            // The cache holds the result once ADD finished: DEL with it.
+            let latest = cache.get(&id).ok().flatten().unwrap_or(cached);
+            del_with_retries(&latest, &dirs).map_err(|e| e.to_string())?;
+            cache.remove(&id).map_err(|e| e.to_string())
+        });
+        network::add(&mut attachment, self.plugin_dirs())
+            .map_err(|e| SandboxError::Internal(format!("cannot attach the pod to network {:?}: {e}", found.name)))?;
+        self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI result"))?;
+        Ok(attachment)
+    }
+
+    // ---- StopPodSandbox -------------------------------------------------------------------
+
+    pub fn stop(&self, id: &str) -> Result<(), SandboxError> {
+        let entry = self.entry(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        let _op = lock(&entry.op);
+        let mut record = entry.read();
+        self.containers()
+            .stop_all(id)
+            .map_err(|e| SandboxError::Internal(format!("cannot stop the containers of {id}: {e}")))?;
+        self.release(&mut record)?;
+        if record.state != SandboxState::NotReady {
+            record.state = SandboxState::NotReady;
+        }
+        self.records.put(id, &record).map_err(internal("cannot write the sandbox record"))?;
+        *entry.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+        Ok(())
+    }
+
+    /// What stopping releases: the pause process, the network (DEL, retried), /dev/shm.
+    /// Each step is idempotent; the record says what is still held.
+    pub(super) fn release(&self, record: &mut SandboxRecord) -> Result<(), SandboxError> {
+        if let Some(p) = &record.namespaces.pause {
+            pause::kill(p).map_err(internal("cannot stop the pause process"))?;
+        }
+        if record.network.attached {
+            if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
+                del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| {
+                    SandboxError::Unavailable(format!("cannot detach pod sandbox {} from its network: {e}", record.id))
+                })?;
+            }
+            self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
+            record.network.attached = false;
+            // Persist at once: a DEL that succeeded must not be needed again after a crash.
+            self.records.put(&record.id, record).map_err(internal("cannot write the sandbox record"))?;
+        }
+        if record.files.shm.starts_with(&record.files.dir) {
+            files::unmount(&record.files.shm).map_err(internal("cannot unmount /dev/shm"))?;
+        }
+        Ok(())
+    }
+
+    // ---- RemovePodSandbox -----------------------------------------------------------------
+
+    pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let Some(entry) = self.entry(id) else { return Ok(()) };
+        let _op = lock(&entry.op);
+        let mut record = entry.read();
+        self.containers()
+            .remove_all(id)
+            .map_err(|e| SandboxError::Internal(format!("cannot remove the containers of {id}: {e}")))?;
+        self.release(&mut record)?;
+        remove_sandbox_dir(&record.files.dir).map_err(|e| SandboxError::Internal(e.to_string()))?;
+        self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
+        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        lock(&self.reservations).remove(&record.metadata);
+        tracing::info!(sandbox = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    // ---- PodSandboxStatus and ListPodSandbox ----------------------------------------------
+
+    pub fn status(&self, id: &str, verbose: bool) -> Result<model::PodSandboxStatusResponse, SandboxError> {
+        let record = self.entry(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?.read();
+        let mut status = record.to_status();
+        status.state = live_state(&record) as i32;
+        let mut info = HashMap::new();
+        if verbose {
+            let cni_result = self.cni_cache.get(id).ok().flatten().and_then(|a| a.result);
+            info.insert("info".to_string(), verbose_info(&record, cni_result));
+        }
+        Ok(model::PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            containers_statuses: vec![],
+            timestamp: now_nanos(),
+        })
+    }
+
+    pub fn list(&self, filter: Option<&model::PodSandboxFilter>) -> Vec<model::PodSandbox> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .values()
+            .map(|e| {
+                let record = e.read();
+                let mut s = record.to_pod_sandbox();
+                s.state = live_state(&record) as i32;
+                s
+            })
+            .filter(|s| sandbox_matches(s, filter))
+            .collect()
+    }
+}
+
+/// READY only while the record says so and the pause process (if any) lives.
+fn live_state(record: &SandboxRecord) -> model::PodSandboxState {
+    let pause_ok = record.namespaces.pause.as_ref().is_none_or(pause::alive);
+    if record.state == SandboxState::Ready && pause_ok {
+        model::PodSandboxState::SandboxReady
+    } else {
+        model::PodSandboxState::SandboxNotready
+    }
+}
+
+/// PodSandboxStatus's verbose `info`: the record, the namespace paths (the network one is
+/// what `ip netns exec`-like tools enter) and the pause pid.
+fn verbose_info(record: &SandboxRecord, cni_result: Option<serde_json::Value>) -> String {
+    serde_json::json!({
+        "sandboxID": record.id,
+        "cniResult": cni_result,
+        "pid": record.namespaces.pause.as_ref().map(|p| p.pid).unwrap_or(0),
+        "netns": record.namespaces.network,
+        "record": record,
+    })
+    .to_string()
+}
+
+pub(super) fn del_with_retries(attachment: &Attachment, dirs: &[PathBuf]) -> Result<(), network::CniError> {
+    let mut last = None;
+    for attempt in 0..3 {
+        match network::del(attachment, dirs) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(sandbox = %attachment.container_id, attempt, error = %e, "CNI DEL failed");
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        network::CniError::Cache(crate::persist::PersistError::Io {
+            what: "DEL",
+            path: PathBuf::new(),
+            source: std::io::Error::other("no attempt made"),
+        })
+    }))
+}
+
+/// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it.
+pub(super) fn remove_sandbox_dir(dir: &Path) -> Result<(), String> {
+    for mount in files::mounts_under(dir) {
+        files::unmount(&mount).map_err(|e| e.to_string())?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+    }
+}
+
+fn security(request: &model::RunPodSandboxRequest) -> SecuritySettings {
+    let sc = request
+        .config
+        .as_ref()
+        .and_then(|c| c.linux.as_ref())
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    SecuritySettings {
+        privileged: sc.privileged,
+        run_as_user: sc.run_as_user.map(|v| v.value),
+        run_as_group: sc.run_as_group.map(|v| v.value),
+        supplemental_groups: sc.supplemental_groups.clone(),
+        readonly_rootfs: sc.readonly_rootfs,
+        seccomp: profile_string(sc.seccomp.as_ref()),
+        apparmor: profile_string(sc.apparmor.as_ref()),
+        selinux: sc.selinux_options.map(|s| [s.user, s.role, s.r#type, s.level]),
+    }
+}
+
+fn node_hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
+}
+
+pub(super) fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}
+
+/// Where creation spends its time, for the debug log (profile before optimising).
+struct StepTimer {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StepTimer {
+    fn new() -> Self {
+        StepTimer { last: std::time::Instant::now(), steps: Vec::new() }
+    }
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StepTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, took)) in self.steps.iter().enumerate() {
+            write!(f, "{}{step} {:.1}ms", if i > 0 { ", " } else { "" }, took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}

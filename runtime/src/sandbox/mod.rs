@@ -1,0 +1,14 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus and
+//! ListPodSandbox over crash-safe records (`<root>/sandboxes/<id>.json`), and the recovery that
+//! runs before lockstepd serves. Blocking code: the gRPC layer calls it off the async workers.
+
+pub mod files;
+mod manager;
+pub mod namespaces;
+pub mod pause;
+pub mod record;
+mod recovery;
+pub mod validate;
+
+pub use manager::{NoContainers, PodContainers, SandboxError, SandboxManager};
+pub use record::SandboxRecord;

@@ -1,0 +1,118 @@
+//! Recovery before lockstepd serves: a sandbox whose creation a crash interrupted is rolled
+//! back completely (pause killed, CNI DEL from the cache, mounts and files removed, record
+//! gone); a ready one is checked (pinned namespaces, pause, CNI CHECK) and kept, or marked not
+//! ready with the reason; a stopped one whose DEL failed is DELeted again. Leftover sandbox
+//! directories without a record are swept.
+
+use super::manager::{del_with_retries, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
+use super::namespaces;
+use super::pause;
+use super::record::{SandboxRecord, SandboxState};
+use crate::cni::network;
+
+impl SandboxManager {
+    pub(super) fn recover(&self) -> Result<(), SandboxError> {
+        let records: Vec<(String, SandboxRecord)> = self
+            .records
+            .load_all()
+            .map_err(|e| SandboxError::Internal(format!("cannot load the sandbox records: {e}")))?;
+        let mut kept = std::collections::BTreeMap::new();
+        for (id, mut record) in records {
+            match record.state {
+                SandboxState::Creating => match self.roll_back(&mut record) {
+                    Ok(()) => {
+                        tracing::info!(sandbox = %id, "rolled back a sandbox whose creation was interrupted");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(sandbox = %id, error = %e, "cannot roll back an interrupted sandbox; kept as not ready");
+                        record.state = SandboxState::NotReady;
+                        record.problem = Some(format!("creation was interrupted and rollback failed: {e}"));
+                    }
+                },
+                SandboxState::Ready => {
+                    if let Some(problem) = self.check_ready(&record) {
+                        tracing::warn!(sandbox = %id, %problem, "sandbox no longer ready");
+                        record.state = SandboxState::NotReady;
+                        record.problem = Some(problem);
+                        // Its namespaces may be gone (a reboot): release what still can be.
+                        if let Err(e) = self.release(&mut record) {
+                            tracing::warn!(sandbox = %id, error = %e, "cannot release the broken sandbox yet");
+                        }
+                    }
+                }
+                SandboxState::NotReady => {
+                    if record.network.attached {
+                        if let Err(e) = self.release(&mut record) {
+                            tracing::warn!(sandbox = %id, error = %e, "CNI DEL still fails; StopPodSandbox retries");
+                        }
+                    }
+                }
+            }
+            self.records
+                .put(&id, &record)
+                .map_err(|e| SandboxError::Internal(format!("cannot write the sandbox record: {e}")))?;
+            kept.insert(id, Entry::new(record));
+        }
+        self.sweep_orphans(&kept);
+        let count = kept.len();
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = kept;
+        if count > 0 {
+            tracing::info!(sandboxes = count, "sandboxes recovered");
+        }
+        Ok(())
+    }
+
+    /// Undoes every step creation may have taken, whichever it reached.
+    fn roll_back(&self, record: &mut SandboxRecord) -> Result<(), String> {
+        if let Some(p) = pause::read_pid_file(&record.files.dir).map_err(|e| e.to_string())? {
+            pause::kill(&p).map_err(|e| e.to_string())?;
+        }
+        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(|e| e.to_string())? {
+            del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| e.to_string())?;
+            self.cni_cache.remove(&record.id).map_err(|e| e.to_string())?;
+        }
+        remove_sandbox_dir(&record.files.dir)?;
+        self.records.remove(&record.id).map_err(|e| e.to_string())
+    }
+
+    /// Why a ready sandbox is not ready any more, if it is not.
+    fn check_ready(&self, record: &SandboxRecord) -> Option<String> {
+        let ns = &record.namespaces;
+        for path in [&ns.network, &ns.ipc, &ns.uts].into_iter().flatten() {
+            if !namespaces::is_pinned(path) {
+                return Some(format!("namespace {} is no longer pinned (a reboot?)", path.display()));
+            }
+        }
+        if let Some(p) = &ns.pause {
+            if !pause::alive(p) {
+                return Some(format!("the pause process {} has exited", p.pid));
+            }
+        }
+        if record.network.attached {
+            match self.cni_cache.get(&record.id) {
+                Ok(Some(attachment)) => {
+                    if let Err(e) = network::check(&attachment, self.plugin_dirs()) {
+                        return Some(format!("CNI CHECK failed: {e}"));
+                    }
+                }
+                Ok(None) => return Some("its CNI result is missing from the cache".into()),
+                Err(e) => return Some(format!("its CNI result cannot be read: {e}")),
+            }
+        }
+        None
+    }
+
+    /// Sandbox directories under the runroot that no record names: unmount and remove them.
+    fn sweep_orphans(&self, kept: &std::collections::BTreeMap<String, std::sync::Arc<Entry>>) {
+        let Ok(entries) = std::fs::read_dir(&self.runroot_sandboxes) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !kept.contains_key(&name) {
+                if let Err(e) = remove_sandbox_dir(&entry.path()) {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot sweep a leftover sandbox directory");
+                }
+            }
+        }
+    }
+}

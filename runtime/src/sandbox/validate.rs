@@ -1,0 +1,385 @@
+//! Checks a RunPodSandbox request before anything is created and turns it into a `PodPlan`:
+//! metadata, hostname, DNS, port mappings, namespace modes, sysctls (each must belong to a
+//! namespace the pod owns), cgroup parent per driver. Pure: touches nothing.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use lockstep_cri::model;
+
+use super::record::{DnsSettings, HostOrPod, Metadata, PidMode, PortMapping, Protocol};
+use crate::config::CgroupDriver;
+
+/// A request field that is wrong, and why. Becomes InvalidArgument naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct BadField {
+    pub field: String,
+    pub problem: String,
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> BadField {
+    BadField { field: field.into(), problem: problem.into() }
+}
+
+/// What a valid request asks for.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    pub metadata: Metadata,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<DnsSettings>,
+    pub port_mappings: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub network: HostOrPod,
+    pub ipc: HostOrPod,
+    /// UTS follows the network: a host-network pod has the node's hostname.
+    pub uts: HostOrPod,
+    pub pid: PidMode,
+    pub sysctls: BTreeMap<String, String>,
+    pub namespace_options: model::NamespaceOption,
+}
+
+/// Which namespace a sysctl lives in, by the kernel's (and the kubelet's) rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SysctlNamespace {
+    Net,
+    Ipc,
+    Uts,
+}
+
+pub fn sysctl_namespace(name: &str) -> Option<SysctlNamespace> {
+    let dotted = name.replace('/', ".");
+    if dotted.starts_with("net.") {
+        Some(SysctlNamespace::Net)
+    } else if dotted == "kernel.sem"
+        || dotted.starts_with("kernel.shm")
+        || dotted.starts_with("kernel.msg")
+        || dotted.starts_with("fs.mqueue.")
+    {
+        Some(SysctlNamespace::Ipc)
+    } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
+        Some(SysctlNamespace::Uts)
+    } else {
+        None
+    }
+}
+
+/// Characters that would break CNI_ARGS (`K=V;K=V`) or a file name, or are invisible.
+fn plain_text(s: &str) -> bool {
+    !s.chars().any(|c| c == ';' || c == '=' || c.is_whitespace() || c.is_control())
+}
+
+pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Result<PodPlan, BadField> {
+    let config = request.config.as_ref().ok_or_else(|| bad("config", "is missing"))?;
+    let meta = config.metadata.as_ref().ok_or_else(|| bad("config.metadata", "is missing"))?;
+    for (field, value) in [("name", &meta.name), ("uid", &meta.uid), ("namespace", &meta.namespace)] {
+        if value.is_empty() {
+            return Err(bad(format!("config.metadata.{field}"), "is empty"));
+        }
+        if !plain_text(value) || value.len() > 253 {
+            return Err(bad(
+                format!("config.metadata.{field}"),
+                format!("{value:?} has whitespace, control characters, ';' or '=', or is longer than 253 bytes"),
+            ));
+        }
+    }
+    let metadata = Metadata {
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        namespace: meta.namespace.clone(),
+        attempt: meta.attempt,
+    };
+
+    let linux = config.linux.clone().unwrap_or_default();
+    let security = linux.security_context.clone().unwrap_or_default();
+    let options = security.namespace_options.clone().unwrap_or_default();
+    if options.userns_options.as_ref().is_some_and(|u| u.mode != model::NamespaceMode::Node as i32) {
+        return Err(bad(
+            "config.linux.security_context.namespace_options.userns_options",
+            "user namespaces are not supported (Status reports user_namespaces=false)",
+        ));
+    }
+    let network = host_or_pod(options.network, "network")?;
+    let ipc = host_or_pod(options.ipc, "ipc")?;
+    let pid = match model::NamespaceMode::try_from(options.pid) {
+        Ok(model::NamespaceMode::Pod) => PidMode::Pod,
+        Ok(model::NamespaceMode::Container) => PidMode::Container,
+        Ok(model::NamespaceMode::Node) => PidMode::Node,
+        Ok(model::NamespaceMode::Target) => {
+            return Err(bad(
+                "config.linux.security_context.namespace_options.pid",
+                "TARGET applies to containers, not to a pod sandbox",
+            ))
+        }
+        Err(_) => {
+            return Err(bad(
+                "config.linux.security_context.namespace_options.pid",
+                format!("{} is not a NamespaceMode", options.pid),
+            ))
+        }
+    };
+    let uts = network;
+
+    if !config.hostname.is_empty() {
+        let h = &config.hostname;
+        if h.len() > 64 || !plain_text(h) || h.contains('/') {
+            return Err(bad("config.hostname", format!("{h:?} is not a valid hostname (at most 64 bytes, no '/')")));
+        }
+    }
+    if !config.log_directory.is_empty() && !config.log_directory.starts_with('/') {
+        return Err(bad("config.log_directory", format!("{:?} is not an absolute path", config.log_directory)));
+    }
+
+    let dns = config.dns_config.as_ref().map(dns_settings).transpose()?;
+    let port_mappings =
+        config.port_mappings.iter().enumerate().map(|(i, p)| port_mapping(i, p)).collect::<Result<Vec<_>, _>>()?;
+    if network == HostOrPod::Host && !port_mappings.is_empty() {
+        // The kubelet drops them for host-network pods; a port of the host is the pod's port.
+        tracing::debug!("port mappings of a host-network pod are ignored");
+    }
+
+    let cgroup_parent = cgroup_parent(&linux.cgroup_parent, driver)?;
+
+    let mut sysctls = BTreeMap::new();
+    for (name, value) in &linux.sysctls {
+        let field = format!("config.linux.sysctls[{name:?}]");
+        if name.is_empty() || name.contains("..") || name.starts_with(['.', '/']) || !plain_text(name) {
+            return Err(bad(field, "is not a sysctl name"));
+        }
+        if value.contains('\n') || value.contains('\0') {
+            return Err(bad(field, "the value has a newline or NUL"));
+        }
+        let owned = match sysctl_namespace(name) {
+            None => return Err(bad(field, "is not a namespaced sysctl: setting it would change the whole node")),
+            Some(SysctlNamespace::Net) => network == HostOrPod::Pod,
+            Some(SysctlNamespace::Ipc) => ipc == HostOrPod::Pod,
+            Some(SysctlNamespace::Uts) => uts == HostOrPod::Pod,
+        };
+        if !owned {
+            return Err(bad(field, "belongs to a namespace the pod shares with the node (host network or host IPC)"));
+        }
+        sysctls.insert(name.clone(), value.clone());
+    }
+
+    Ok(PodPlan {
+        metadata,
+        hostname: config.hostname.clone(),
+        log_directory: config.log_directory.clone(),
+        dns,
+        port_mappings,
+        labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        annotations: config.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        cgroup_parent,
+        network,
+        ipc,
+        uts,
+        pid,
+        sysctls,
+        namespace_options: options,
+    })
+}
+
+fn host_or_pod(mode: i32, kind: &str) -> Result<HostOrPod, BadField> {
+    let field = format!("config.linux.security_context.namespace_options.{kind}");
+    match model::NamespaceMode::try_from(mode) {
+        // A sandbox is the pod: CONTAINER means the same as POD here, as in containerd and CRI-O.
+        Ok(model::NamespaceMode::Pod | model::NamespaceMode::Container) => Ok(HostOrPod::Pod),
+        Ok(model::NamespaceMode::Node) => Ok(HostOrPod::Host),
+        Ok(model::NamespaceMode::Target) => Err(bad(field, "TARGET applies to a container's PID namespace only")),
+        Err(_) => Err(bad(field, format!("{mode} is not a NamespaceMode"))),
+    }
+}
+
+fn dns_settings(dns: &model::DnsConfig) -> Result<DnsSettings, BadField> {
+    for (i, server) in dns.servers.iter().enumerate() {
+        if server.parse::<IpAddr>().is_err() {
+            return Err(bad(format!("config.dns_config.servers[{i}]"), format!("{server:?} is not an IP address")));
+        }
+    }
+    for (list, values) in [("searches", &dns.searches), ("options", &dns.options)] {
+        for (i, value) in values.iter().enumerate() {
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) || value.len() > 253 {
+                return Err(bad(
+                    format!("config.dns_config.{list}[{i}]"),
+                    format!("{value:?} must be one non-empty word without whitespace"),
+                ));
+            }
+        }
+    }
+    Ok(DnsSettings { servers: dns.servers.clone(), searches: dns.searches.clone(), options: dns.options.clone() })
+}
+
+fn port_mapping(i: usize, p: &model::PortMapping) -> Result<PortMapping, BadField> {
+    let field = |f: &str| format!("config.port_mappings[{i}].{f}");
+    let protocol = match model::Protocol::try_from(p.protocol) {
+        Ok(model::Protocol::Tcp) => Protocol::Tcp,
+        Ok(model::Protocol::Udp) => Protocol::Udp,
+        Ok(model::Protocol::Sctp) => Protocol::Sctp,
+        Err(_) => return Err(bad(field("protocol"), format!("{} is not TCP (0), UDP (1) or SCTP (2)", p.protocol))),
+    };
+    if !(1..=65535).contains(&p.container_port) {
+        return Err(bad(field("container_port"), format!("{} is not a port between 1 and 65535", p.container_port)));
+    }
+    if !(0..=65535).contains(&p.host_port) {
+        return Err(bad(field("host_port"), format!("{} is not a port between 1 and 65535 (or 0: none)", p.host_port)));
+    }
+    if !p.host_ip.is_empty() && p.host_ip.parse::<IpAddr>().is_err() {
+        return Err(bad(field("host_ip"), format!("{:?} is not an IP address", p.host_ip)));
+    }
+    Ok(PortMapping {
+        protocol,
+        container_port: p.container_port as u16,
+        host_port: p.host_port as u16,
+        host_ip: p.host_ip.clone(),
+    })
+}
+
+/// cgroupfs: an absolute path (`/kubepods/burstable/pod<uid>`); systemd: a slice name
+/// (`kubepods-burstable-pod<uid>.slice`). Empty: none.
+fn cgroup_parent(parent: &str, driver: CgroupDriver) -> Result<String, BadField> {
+    const FIELD: &str = "config.linux.cgroup_parent";
+    if parent.is_empty() {
+        return Ok(String::new());
+    }
+    if !plain_text(parent) || parent.split('/').any(|part| part == "..") {
+        return Err(bad(FIELD, format!("{parent:?} is not a cgroup name")));
+    }
+    match driver {
+        CgroupDriver::Cgroupfs if !parent.starts_with('/') => Err(bad(
+            FIELD,
+            format!(
+                "{parent:?} is not a cgroupfs path (the cgroup driver is cgroupfs; a systemd slice name was sent?)"
+            ),
+        )),
+        CgroupDriver::Systemd if parent.contains('/') || !parent.ends_with(".slice") => Err(bad(
+            FIELD,
+            format!("{parent:?} is not a systemd slice name like kubepods-pod1.slice (the cgroup driver is systemd)"),
+        )),
+        _ => Ok(parent.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> model::RunPodSandboxRequest {
+        model::RunPodSandboxRequest {
+            config: Some(model::PodSandboxConfig {
+                metadata: Some(model::PodSandboxMetadata {
+                    name: "web".into(),
+                    uid: "u1".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                hostname: "web".into(),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        }
+    }
+
+    fn field_of(r: model::RunPodSandboxRequest) -> String {
+        plan(&r, CgroupDriver::Cgroupfs).unwrap_err().field
+    }
+
+    #[test]
+    fn a_minimal_request_is_a_pod_with_its_own_namespaces() {
+        let p = plan(&request(), CgroupDriver::Cgroupfs).unwrap();
+        assert_eq!((p.network, p.ipc, p.uts, p.pid), (HostOrPod::Pod, HostOrPod::Pod, HostOrPod::Pod, PidMode::Pod));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut r = request();
+        r.config = None;
+        assert_eq!(field_of(r), "config");
+        let mut r = request();
+        r.config.as_mut().unwrap().metadata = None;
+        assert_eq!(field_of(r), "config.metadata");
+        let mut r = request();
+        r.config.as_mut().unwrap().metadata.as_mut().unwrap().uid.clear();
+        assert_eq!(field_of(r), "config.metadata.uid");
+        let mut r = request();
+        r.config.as_mut().unwrap().metadata.as_mut().unwrap().name = "a;b".into();
+        assert_eq!(field_of(r), "config.metadata.name");
+        for (port, field) in [(0, "container_port"), (65536, "container_port")] {
+            let mut r = request();
+            r.config.as_mut().unwrap().port_mappings =
+                vec![model::PortMapping { container_port: port, ..Default::default() }];
+            assert_eq!(field_of(r), format!("config.port_mappings[0].{field}"));
+        }
+        let mut r = request();
+        r.config.as_mut().unwrap().port_mappings =
+            vec![model::PortMapping { container_port: 80, host_port: 70000, ..Default::default() }];
+        assert_eq!(field_of(r), "config.port_mappings[0].host_port");
+        let mut r = request();
+        r.config.as_mut().unwrap().port_mappings =
+            vec![model::PortMapping { protocol: 7, container_port: 80, ..Default::default() }];
+        assert_eq!(field_of(r), "config.port_mappings[0].protocol");
+        let mut r = request();
+        r.config.as_mut().unwrap().dns_config =
+            Some(model::DnsConfig { options: vec!["ndots:5".into(), "a\nb".into()], ..Default::default() });
+        assert_eq!(field_of(r), "config.dns_config.options[1]");
+        let mut r = request();
+        r.config.as_mut().unwrap().dns_config =
+            Some(model::DnsConfig { servers: vec!["dns.example".into()], ..Default::default() });
+        assert_eq!(field_of(r), "config.dns_config.servers[0]");
+    }
+
+    #[test]
+    fn sysctls_must_belong_to_a_namespace_the_pod_owns() {
+        let with = |name: &str, network: model::NamespaceMode| {
+            let mut r = request();
+            let linux = r.config.as_mut().unwrap().linux.get_or_insert_with(Default::default);
+            linux.sysctls.insert(name.into(), "1".into());
+            linux.security_context = Some(model::LinuxSandboxSecurityContext {
+                namespace_options: Some(model::NamespaceOption { network: network as i32, ..Default::default() }),
+                ..Default::default()
+            });
+            plan(&r, CgroupDriver::Cgroupfs)
+        };
+        assert!(with("net.ipv4.ip_unprivileged_port_start", model::NamespaceMode::Pod).is_ok());
+        assert!(with("kernel.shm_rmid_forced", model::NamespaceMode::Pod).is_ok());
+        let err = with("kernel.panic", model::NamespaceMode::Pod).unwrap_err();
+        assert!(err.field.contains("kernel.panic") && err.problem.contains("not a namespaced"), "{err}");
+        assert!(with("net.ipv4.ip_forward", model::NamespaceMode::Node).is_err(), "host network: net.* is the node's");
+    }
+
+    #[test]
+    fn cgroup_parents_follow_the_driver() {
+        assert!(cgroup_parent("/kubepods/pod1", CgroupDriver::Cgroupfs).is_ok());
+        assert!(cgroup_parent("kubepods-pod1.slice", CgroupDriver::Cgroupfs).is_err());
+        assert!(cgroup_parent("kubepods-pod1.slice", CgroupDriver::Systemd).is_ok());
+        assert!(cgroup_parent("/kubepods/pod1", CgroupDriver::Systemd).is_err());
+        assert!(cgroup_parent("/kubepods/../etc", CgroupDriver::Cgroupfs).is_err());
+    }
+
+    #[test]
+    fn host_modes_and_target() {
+        let mut r = request();
+        r.config.as_mut().unwrap().linux = Some(model::LinuxPodSandboxConfig {
+            security_context: Some(model::LinuxSandboxSecurityContext {
+                namespace_options: Some(model::NamespaceOption {
+                    network: model::NamespaceMode::Node as i32,
+                    ipc: model::NamespaceMode::Node as i32,
+                    pid: model::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let p = plan(&r, CgroupDriver::Cgroupfs).unwrap();
+        assert_eq!(
+            (p.network, p.ipc, p.uts, p.pid),
+            (HostOrPod::Host, HostOrPod::Host, HostOrPod::Host, PidMode::Node)
+        );
+        r.config.as_mut().unwrap().linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options =
+            Some(model::NamespaceOption { network: model::NamespaceMode::Target as i32, ..Default::default() });
+        assert_eq!(field_of(r), "config.linux.security_context.namespace_options.network");
+    }
+}
