@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cni;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod filter;
 pub mod helpers;
