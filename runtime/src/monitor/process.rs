@@ -228,8 +228,10 @@ impl Monitor {
             exited_at_ns: exited_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0),
             oom_killed: self.oom.as_ref().is_some_and(OomWatch::oom_killed),
         };
-        let written = files::write_json(&self.dir.exit(), &record);
+        // No control requests once the exit is recorded: whoever reads the record finds the
+        // monitor done.
         let _ = std::fs::remove_file(ContainerDir::CONTROL);
+        let written = files::write_json(&self.dir.exit(), &record);
         reap_orphans();
         match written {
             Ok(()) => ExitCode::SUCCESS,
