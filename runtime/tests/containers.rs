@@ -64,7 +64,8 @@ fn a_create_failure_carries_the_runtimes_message_and_leaves_nothing() {
     assert!(matches!(err, monitor::MonitorError::CreateFailed { .. }), "{text}");
     assert!(text.contains("/no/such/binary") && text.contains("no such file"), "{text}");
     assert_eq!(lab.runtime.state("bad").unwrap(), None, "the runtime keeps no half-created container");
-    let cgroup = Path::new("/sys/fs/cgroup/memory").join(lab.cgroup_parent.trim_start_matches('/')).join("lockstep-bad");
+    let cgroup =
+        Path::new("/sys/fs/cgroup/memory").join(lab.cgroup_parent.trim_start_matches('/')).join("lockstep-bad");
     assert!(!cgroup.exists(), "no cgroup left: {}", cgroup.display());
     let identity = lab.dir("bad").read_identity().unwrap().unwrap();
     assert!(wait_gone(identity.pid, Duration::from_secs(10)), "the monitor is gone");
@@ -106,7 +107,8 @@ fn an_oom_kill_is_detected_from_the_memory_cgroup() {
 #[test]
 fn reopening_after_a_rename_loses_no_line() {
     let lab = Lab::new("runc");
-    let config = Lab::config(&["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); usleep 2000; done"]);
+    let config =
+        Lab::config(&["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); usleep 2000; done"]);
     lab.run("rotate", &config);
     std::thread::sleep(Duration::from_millis(250));
     let path = lab.log_path("rotate");
@@ -117,11 +119,8 @@ fn reopening_after_a_rename_loses_no_line() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&path).unwrap();
     assert!(!old.is_empty() && !new.is_empty(), "both files hold lines");
-    let numbers: Vec<u32> = old
-        .lines()
-        .chain(new.lines())
-        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-        .collect();
+    let numbers: Vec<u32> =
+        old.lines().chain(new.lines()).map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
     assert_eq!(numbers, (0..400).collect::<Vec<_>>(), "every line once, in order");
     let err = monitor::reopen_log(&lab.dir("rotate")).unwrap_err();
     assert!(err.to_string().contains("not running"), "{err}");
@@ -207,7 +206,10 @@ fn exec_captures_output_and_exit_code_and_caps_the_size() {
     let options = ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1 << 20 };
     let process = exec_process(&lab, "exec", &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
     let outcome = lab.runtime.exec("exec", &process, options).unwrap();
-    assert_eq!((outcome.exit_code, outcome.stdout.as_slice(), outcome.stderr.as_slice()), (5, &b"hi\n"[..], &b"oops\n"[..]));
+    assert_eq!(
+        (outcome.exit_code, outcome.stdout.as_slice(), outcome.stderr.as_slice()),
+        (5, &b"hi\n"[..], &b"oops\n"[..])
+    );
     assert!(!outcome.timed_out && !outcome.truncated);
     let big = exec_process(&lab, "exec", &["sh", "-c", "head -c 100000 /dev/zero"]);
     let outcome = lab.runtime.exec("exec", &big, ExecOptions { output_cap: 1000, ..options }).unwrap();
@@ -260,12 +262,14 @@ fn run_to_end(lab: &Lab, id: &str, config: &model::ContainerConfig) -> (i32, Vec
 fn the_default_capabilities_and_seccomp_profile_apply() {
     let lab = Lab::new("runc");
     // A user namespace needs no capability, so only seccomp can refuse it.
-    let script = "grep CapEff /proc/self/status; unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied";
+    let script = "grep -E 'CapEff|SigIgn' /proc/self/status; unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied";
     let (code, lines) = run_to_end(&lab, "defaults", &Lab::config(&["sh", "-c", script]));
     assert_eq!(code, 0, "{lines:?}");
     // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
     assert!(lines.contains(&"stdout F CapEff:\t00000000000005fb".to_string()), "{lines:?}");
     assert!(lines.contains(&"stdout F userns-denied".to_string()), "{lines:?}");
+    // The monitor (a Rust program, which ignores SIGPIPE) hands on no ignored signal.
+    assert!(lines.contains(&"stdout F SigIgn:\t0000000000000000".to_string()), "{lines:?}");
 
     let mut unconfined = Lab::config(&["sh", "-c", script]);
     security(&mut unconfined).seccomp = Some(model::SecurityProfile {
@@ -340,12 +344,17 @@ fn resources_apply_and_update() {
         Some(model::LinuxContainerResources { memory_limit_in_bytes: 64 << 20, cpu_shares: 512, ..Default::default() });
     lab.run("limits", &config);
     let cgroup = |controller: &str, file: &str| {
-        let path = Path::new("/sys/fs/cgroup").join(controller).join(lab.cgroup_parent.trim_start_matches('/')).join("lockstep-limits").join(file);
+        let path = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(lab.cgroup_parent.trim_start_matches('/'))
+            .join("lockstep-limits")
+            .join(file);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_string()
     };
     assert_eq!(cgroup("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
     assert_eq!(cgroup("cpu", "cpu.shares"), "512");
-    let update = model::LinuxContainerResources { memory_limit_in_bytes: 128 << 20, cpu_shares: 1024, ..Default::default() };
+    let update =
+        model::LinuxContainerResources { memory_limit_in_bytes: 128 << 20, cpu_shares: 1024, ..Default::default() };
     let resources = lockstep_runtime::container::resources::linux_resources(&update, "resources").unwrap();
     lab.runtime.update("limits", &resources).unwrap();
     assert_eq!(cgroup("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
@@ -387,7 +396,8 @@ fn the_probe_reports_what_this_hosts_cgroup_layout_allows() {
     let runc = lockstep_runtime::oci::probe_one("runc", Path::new("runc"), &oci, false, busybox);
     assert!(runc.works(), "{runc:?}");
     assert!(runc.features.recursive_read_only_mounts, "runc 1.1 lists rro");
-    let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").is_ok_and(|c| !c.trim().is_empty());
+    let hybrid =
+        std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").is_ok_and(|c| !c.trim().is_empty());
     if hybrid {
         let problem = crun.problem.as_deref().unwrap_or("");
         assert!(problem.contains("cgroups in hybrid mode not supported"), "crun's own words: {crun:?}");

@@ -89,6 +89,7 @@ impl CommandRuntime {
             source,
         })?;
         let mut cmd = Command::new(&self.command.binary);
+        super::spawn::with_default_signals(&mut cmd);
         cmd.arg("--root").arg(&self.command.root).arg("--log").arg(log).arg("--log-format").arg("json");
         if self.command.systemd_cgroup {
             cmd.arg("--systemd-cgroup");

@@ -4,6 +4,7 @@
 
 mod command;
 mod probe;
+mod spawn;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -11,7 +11,9 @@ use std::time::Duration;
 use lockstep_cri::model;
 use lockstep_runtime::config::CgroupDriver;
 use lockstep_runtime::container::host::{self, HostFacts};
-use lockstep_runtime::container::spec::{self, BuiltSpec, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
+use lockstep_runtime::container::spec::{
+    self, BuiltSpec, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput,
+};
 use lockstep_runtime::monitor::{self, ContainerDir, ExitRecord, MonitorConfig, Spawned};
 use lockstep_runtime::oci::{CommandRuntime, OciRuntime, RuntimeCommand};
 
@@ -39,7 +41,14 @@ impl Lab {
         let features = lockstep_runtime::oci::HandlerFeatures { recursive_read_only_mounts: handler == "runc" };
         let settings = RuntimeSettings::new(CgroupDriver::Cgroupfs, features, HostFacts::read().unwrap());
         let suffix = tmp.path().file_name().unwrap().to_string_lossy().replace('.', "");
-        Lab { tmp, rootfs, runtime, settings, cgroup_parent: format!("/lockstep-test-{suffix}"), ids: Mutex::new(Vec::new()) }
+        Lab {
+            tmp,
+            rootfs,
+            runtime,
+            settings,
+            cgroup_parent: format!("/lockstep-test-{suffix}"),
+            ids: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn dir(&self, id: &str) -> ContainerDir {
@@ -70,7 +79,11 @@ impl Lab {
     }
 
     /// The spec of `config` in this lab: its own network, IPC, UTS and pid namespaces.
-    pub fn spec(&self, id: &str, config: &model::ContainerConfig) -> Result<BuiltSpec, lockstep_runtime::container::SpecError> {
+    pub fn spec(
+        &self,
+        id: &str,
+        config: &model::ContainerConfig,
+    ) -> Result<BuiltSpec, lockstep_runtime::container::SpecError> {
         let sandbox = SandboxView {
             id: "lab".into(),
             pod_name: "lab".into(),
@@ -90,7 +103,14 @@ impl Lab {
         };
         let image = ImageView { name: "lab/busybox".into(), rootfs: self.rootfs.clone(), ..Default::default() };
         let resolved = host::resolve(config, &self.rootfs, &image.user)?;
-        spec::build(&SpecInput { id, config, sandbox: &sandbox, image: &image, runtime: &self.settings, resolved: &resolved })
+        spec::build(&SpecInput {
+            id,
+            config,
+            sandbox: &sandbox,
+            image: &image,
+            runtime: &self.settings,
+            resolved: &resolved,
+        })
     }
 
     /// Writes the bundle and starts the monitor, which creates the container.
@@ -99,7 +119,13 @@ impl Lab {
         self.create_from(id, &built, config.tty, config.stdin)
     }
 
-    pub fn create_from(&self, id: &str, built: &BuiltSpec, tty: bool, stdin: bool) -> Result<Spawned, monitor::MonitorError> {
+    pub fn create_from(
+        &self,
+        id: &str,
+        built: &BuiltSpec,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<Spawned, monitor::MonitorError> {
         let dir = self.dir(id);
         let bundle = dir.path().join("bundle");
         std::fs::create_dir_all(&bundle).unwrap();
@@ -198,7 +224,11 @@ fn make_rootfs(rootfs: &Path) {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
     }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n").unwrap();
 }
 
