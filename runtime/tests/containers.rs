@@ -406,3 +406,19 @@ fn the_probe_reports_what_this_hosts_cgroup_layout_allows() {
     }
     assert!(std::fs::read_dir(&oci).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("probe")));
 }
+
+#[test]
+fn output_without_a_log_path_is_drained_and_dropped() {
+    let lab = Lab::new("runc");
+    // More than a pipe holds: the container would block if nobody read its output.
+    let built = lab.spec("quiet", &Lab::config(&["sh", "-c", "head -c 300000 /dev/zero; exit 2"])).unwrap();
+    let dir = lab.dir("quiet");
+    std::fs::create_dir_all(dir.path().join("bundle")).unwrap();
+    std::fs::write(dir.path().join("bundle/config.json"), serde_json::to_vec(&built.spec).unwrap()).unwrap();
+    lab.register("quiet");
+    let config = MonitorConfig { log_path: None, ..lab.monitor_config("quiet", false, false) };
+    monitor::spawn(Path::new(support::MONITOR), &dir, &config, Duration::from_secs(30)).unwrap();
+    lab.runtime.start("quiet").unwrap();
+    assert_eq!(lab.wait_exit("quiet").exit_code, 2);
+    assert!(!lab.tmp.path().join("logs").exists(), "no log was written anywhere");
+}

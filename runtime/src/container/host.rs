@@ -22,6 +22,8 @@ pub struct HostFacts {
     pub bounding: CapSet,
     pub oom: OomPolicy,
     pub apparmor: AppArmor,
+    /// /sys/fs/cgroup is the cgroup v2 hierarchy itself (no v1 controllers).
+    pub pure_cgroup_v2: bool,
 }
 
 /// Whether the kernel enforces AppArmor, and which profiles are loaded.
@@ -51,7 +53,12 @@ impl HostFacts {
         } else {
             AppArmor::Disabled
         };
-        Ok(HostFacts { bounding, oom: OomPolicy { own_score, can_lower }, apparmor })
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let pure_cgroup_v2 = mountinfo.lines().any(|l| {
+            l.split(' ').nth(4) == Some("/sys/fs/cgroup")
+                && l.split_once(" - ").is_some_and(|(_, r)| r.starts_with("cgroup2 "))
+        });
+        Ok(HostFacts { bounding, oom: OomPolicy { own_score, can_lower }, apparmor, pure_cgroup_v2 })
     }
 }
 
@@ -219,6 +226,8 @@ mod tests {
     fn this_hosts_facts_read() {
         let facts = HostFacts::read().unwrap();
         assert!(facts.bounding.contains(0), "root holds CAP_CHOWN");
+        let v2_root = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok();
+        assert_eq!(facts.pure_cgroup_v2, v2_root);
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl RuntimeSettings {
     pub fn new(cgroup_driver: CgroupDriver, features: HandlerFeatures, host: HostFacts) -> Self {
         RuntimeSettings {
             cgroup_driver,
-            cgroup_namespace: false,
+            // As containerd: a private cgroup namespace where the host is pure cgroup v2.
+            cgroup_namespace: host.pure_cgroup_v2,
             default_capabilities: CapSet::from_names(capabilities::DEFAULT),
             default_seccomp: Profile::runtime_default(),
             features,
@@ -771,6 +772,29 @@ fn annotations(input: &SpecInput<'_>) -> HashMap<String, String> {
         out.insert(k.to_string(), v);
     }
     out
+}
+
+/// The container's log file: the sandbox's log_directory joined with the request's log_path,
+/// which must be relative and stay inside it. None when either is empty: the output is
+/// then read and dropped.
+pub fn log_file(log_directory: &str, log_path: &str) -> Result<Option<PathBuf>, SpecError> {
+    if log_directory.is_empty() || log_path.is_empty() {
+        return Ok(None);
+    }
+    if !log_directory.starts_with('/') {
+        return Err(SpecError::invalid(
+            "sandbox_config.log_directory",
+            format!("{log_directory:?} is not an absolute path"),
+        ));
+    }
+    let relative = Path::new(log_path);
+    if relative.is_absolute() || relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(SpecError::invalid(
+            "config.log_path",
+            format!("{log_path:?} must be a relative path inside the pod's log directory"),
+        ));
+    }
+    Ok(Some(Path::new(log_directory).join(relative)))
 }
 
 /// The request's stop signal (1.33+), else the image's STOPSIGNAL, else SIGTERM.

@@ -17,6 +17,7 @@ fn host() -> HostFacts {
         bounding: CapSet(CapSet::all().0 & !(1 << 24)),
         oom: OomPolicy { own_score: 0, can_lower: false },
         apparmor: AppArmor::Disabled,
+        pure_cgroup_v2: false,
     }
 }
 
@@ -458,4 +459,15 @@ fn stop_signal_precedence() {
     config.stop_signal = 0;
     image.stop_signal = "SIGNOPE".into();
     assert_eq!(stop_signal(&config, &image).unwrap_err().field, "image.stop_signal");
+}
+
+#[test]
+fn log_files_stay_inside_the_pods_log_directory() {
+    let dir = "/var/log/pods/ns_web_uid";
+    assert_eq!(log_file(dir, "app/0.log").unwrap(), Some(PathBuf::from("/var/log/pods/ns_web_uid/app/0.log")));
+    assert_eq!(log_file("", "app/0.log").unwrap(), None);
+    assert_eq!(log_file(dir, "").unwrap(), None);
+    assert_eq!(log_file(dir, "../other/0.log").unwrap_err().field, "config.log_path");
+    assert_eq!(log_file(dir, "/etc/passwd").unwrap_err().field, "config.log_path");
+    assert_eq!(log_file("relative", "0.log").unwrap_err().field, "sandbox_config.log_directory");
 }

@@ -92,7 +92,7 @@ pub fn serve(listener: UnixListener, log: Arc<CriLog>) {
         let reply = match line.trim() {
             "reopen" => match log.reopen() {
                 Ok(()) => "ok\n".to_string(),
-                Err(e) => format!("error cannot reopen {}: {e}\n", log.path().display()),
+                Err(e) => format!("error cannot reopen {}: {e}\n", log.path().unwrap_or(Path::new("")).display()),
             },
             "ping" => format!("ok {}\n", std::process::id()),
             other => format!("error unknown command {other:?}\n"),

@@ -18,8 +18,9 @@ pub struct MonitorConfig {
     pub runtime: RuntimeCommand,
     /// The OCI bundle (config.json; the rootfs it names).
     pub bundle: PathBuf,
-    /// The CRI log file (absolute: the pod's log_directory joined with the container's log_path).
-    pub log_path: PathBuf,
+    /// The CRI log file (absolute: the pod's log_directory joined with the container's
+    /// log_path, see container::spec::log_file); None discards the output.
+    pub log_path: Option<PathBuf>,
     /// A terminal instead of pipes (CRI tty).
     pub tty: bool,
     /// Keep stdin open for attach (CRI stdin); otherwise stdin is /dev/null.

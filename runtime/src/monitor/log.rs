@@ -31,36 +31,45 @@ impl Stream {
     }
 }
 
-/// The container's log file, shared by its streams.
+/// The container's log file, shared by its streams; or nowhere, when the container has no
+/// log path (its output is read and dropped).
 #[derive(Debug)]
 pub struct CriLog {
-    path: PathBuf,
-    file: Mutex<File>,
+    path: Option<PathBuf>,
+    file: Mutex<Option<File>>,
 }
 
 impl CriLog {
     /// Opens (appending) or creates the log at `path`, creating its directories.
     pub fn open(path: &Path) -> std::io::Result<CriLog> {
-        Ok(CriLog { path: path.to_path_buf(), file: Mutex::new(open_log(path)?) })
+        Ok(CriLog { path: Some(path.to_path_buf()), file: Mutex::new(Some(open_log(path)?)) })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A log that keeps nothing.
+    pub fn discard() -> CriLog {
+        CriLog { path: None, file: Mutex::new(None) }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Appends one entry with one write, so streams never interleave inside an entry.
     pub fn write_entry(&self, stream: Stream, partial: bool, content: &[u8], at: SystemTime) -> std::io::Result<()> {
-        let entry = format_entry(stream, partial, content, at);
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&entry)
+        match file.as_mut() {
+            Some(file) => file.write_all(&format_entry(stream, partial, content, at)),
+            None => Ok(()),
+        }
     }
 
     /// Opens the path again (a new file when the old one was renamed away); entries written
     /// before went to the old file, entries after go to the new one.
     pub fn reopen(&self) -> std::io::Result<()> {
-        let fresh = open_log(&self.path)?;
+        let Some(path) = &self.path else { return Ok(()) };
+        let fresh = open_log(path)?;
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        *file = fresh;
+        *file = Some(fresh);
         Ok(())
     }
 }

@@ -108,8 +108,12 @@ struct Monitor {
 impl Monitor {
     /// Opens the log and the control socket, then runs the OCI runtime's `create`.
     fn create(dir: &ContainerDir, config: &MonitorConfig) -> Result<Monitor, String> {
-        let log = CriLog::open(&config.log_path)
-            .map_err(|e| format!("cannot open the container log {}: {e}", config.log_path.display()))?;
+        let log = match &config.log_path {
+            Some(path) => {
+                CriLog::open(path).map_err(|e| format!("cannot open the container log {}: {e}", path.display()))?
+            }
+            None => CriLog::discard(),
+        };
         let control = control::bind_here(ContainerDir::CONTROL)
             .map_err(|e| format!("cannot bind {}: {e}", dir.path().join(ContainerDir::CONTROL).display()))?;
         let runtime = CommandRuntime::new(config.runtime.clone());
@@ -312,7 +316,8 @@ impl Sink {
     fn write(&mut self, content: &[u8], partial: bool, at: SystemTime) {
         if let Err(e) = self.log.write_entry(self.stream, partial, content, at) {
             if !self.failed {
-                eprintln!("lockstep-monitor: cannot write {}: {e}", self.log.path().display());
+                let path = self.log.path().map(|p| p.display().to_string()).unwrap_or_default();
+                eprintln!("lockstep-monitor: cannot write {path}: {e}");
                 self.failed = true;
             }
         }

@@ -46,6 +46,12 @@ impl ProbedHandler {
     pub fn works(&self) -> bool {
         self.problem.is_none()
     }
+
+    /// How to run this handler, in lockstepd's layout (`<runroot>/oci`); None when its binary
+    /// was not found.
+    pub fn command(&self, oci_dir: &Path, systemd_cgroup: bool) -> Option<RuntimeCommand> {
+        Some(RuntimeCommand::under(oci_dir, &self.name, self.path.as_deref()?, systemd_cgroup))
+    }
 }
 
 /// Every configured handler, probed, and the one used when a pod names none.

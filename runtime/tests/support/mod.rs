@@ -145,7 +145,7 @@ impl Lab {
             container_id: id.to_string(),
             runtime: self.runtime.command().clone(),
             bundle: self.dir(id).path().join("bundle"),
-            log_path: self.log_path(id),
+            log_path: Some(self.log_path(id)),
             tty,
             stdin,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
