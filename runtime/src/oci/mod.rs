@@ -65,6 +65,10 @@ pub struct CreateOptions<'a> {
     pub stderr: Stdio,
 }
 
+/// What ExecSync keeps of each stream: 16 MiB, the limit CRI-O and conmon adopted for
+/// CVE-2022-1708 (unbounded exec output exhausting the runtime's memory).
+pub const DEFAULT_EXEC_OUTPUT_CAP: usize = 16 << 20;
+
 /// How `exec` runs a process and what it keeps of the output.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecOptions {
