@@ -380,6 +380,9 @@ fn crun_runs_containers_in_a_pure_cgroup_v1_view() {
         let exit = lab.wait_exit("crun");
         assert_eq!(exit.exit_code, 9);
         assert_eq!(lab.log_entries("crun"), vec!["stdout F from crun"]);
+        assert!(matches!(lab.runtime.kill("crun", 15, false), Err(OciError::NotRunning { .. })));
+        lab.runtime.delete("crun").unwrap();
+        assert_eq!(lab.runtime.state("crun").unwrap(), None);
         lab.clean_up();
     });
     if ran.is_none() {

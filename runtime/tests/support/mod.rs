@@ -281,6 +281,8 @@ pub fn in_pure_v1_view<T: Send>(body: impl FnOnce() -> T + Send) -> Option<T> {
                 body()
             })
             .join()
-            .ok()
+            // A failed assertion inside must fail the test, not look like "no hybrid host".
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+    .into()
 }
