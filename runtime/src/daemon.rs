@@ -90,9 +90,17 @@ fn log_handlers(info: &RuntimeInfo) {
     for h in &handlers.handlers {
         match &h.problem {
             None => {
-                tracing::info!(handler = %h.name, version = h.version.as_deref().unwrap_or(""), "OCI runtime found")
+                tracing::info!(
+                    handler = %h.name,
+                    version = h.version.as_deref().unwrap_or(""),
+                    checked_by = %h.checked_by,
+                    probe_ms = h.took.as_millis() as u64,
+                    "OCI runtime works"
+                )
             }
-            Some(problem) => tracing::warn!(handler = %h.name, %problem, "OCI runtime unusable"),
+            Some(problem) => {
+                tracing::warn!(handler = %h.name, %problem, probe_ms = h.took.as_millis() as u64, "OCI runtime unusable")
+            }
         }
     }
     match handlers.default_handler() {

@@ -37,7 +37,7 @@ pub struct NetworkSettings {
 impl RuntimeInfo {
     /// Probes the configured OCI runtimes and reads the stored network settings.
     pub fn new(minor: Minor, config: Config) -> Result<Self, PersistError> {
-        let handlers = probe_handlers(&config.runtime);
+        let handlers = probe_handlers(&config);
         let network_file = config.root.join("network.json");
         let network = match std::fs::read(&network_file) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -76,7 +76,7 @@ impl RuntimeInfo {
             let mut handlers = lock(&self.handlers);
             // A runtime installed after start makes the node ready without a restart.
             if handlers.default_handler().is_none() {
-                *handlers = probe_handlers(&self.config.runtime);
+                *handlers = probe_handlers(&self.config);
             }
             handlers.clone()
         };
@@ -101,15 +101,16 @@ impl RuntimeInfo {
         };
         // The default handler is listed under the empty name too: that is what the kubelet
         // looks up for a pod without a RuntimeClass.
-        let default_entry = handlers.default_handler().map(|_| String::new());
+        let default_entry = handlers.default_handler().map(|h| (String::new(), h));
         let runtime_handlers = default_entry
             .into_iter()
-            .chain(handlers.working().map(|h| h.name.clone()))
-            .map(|name| model::RuntimeHandler {
+            .chain(handlers.working().map(|h| (h.name.clone(), h)))
+            .map(|(name, h)| model::RuntimeHandler {
                 name,
-                // Neither is built yet: reported false until lockstepd really supports them.
                 features: Some(model::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    // What the runtime itself supports (`<runtime> features`).
+                    recursive_read_only_mounts: h.features.recursive_read_only_mounts,
+                    // Not built yet: reported false until lockstepd really supports it.
                     user_namespaces: false,
                 }),
             })
@@ -126,6 +127,9 @@ impl RuntimeInfo {
                         "path": h.path,
                         "version": h.version,
                         "problem": h.problem,
+                        "checked_by": h.checked_by,
+                        "probe_ms": h.took.as_secs_f64() * 1000.0,
+                        "recursive_read_only_mounts": h.features.recursive_read_only_mounts,
                         "default": handlers.default_handler().is_some_and(|d| d.name == h.name),
                     })
                 })
@@ -245,7 +249,7 @@ mod tests {
     fn status_is_ready_with_a_runtime_and_a_network() {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = config(tmp.path());
-        config.runtime.handlers = vec![Handler { name: "fake".into(), path: "true".into() }];
+        config.runtime.handlers = vec![Handler { name: "runc".into(), path: "runc".into() }];
         std::fs::create_dir_all(tmp.path().join("net.d")).unwrap();
         std::fs::create_dir_all(tmp.path().join("bin")).unwrap();
         std::fs::write(tmp.path().join("bin/bridge"), "").unwrap();
@@ -253,7 +257,7 @@ mod tests {
         let status = RuntimeInfo::new(Minor::V1_36, config).unwrap().status(true);
         assert!(status.status.unwrap().conditions.iter().all(|c| c.status));
         let names: Vec<&str> = status.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, vec!["", "fake"], "the default, then each working handler");
+        assert_eq!(names, vec!["", "runc"], "the default, then each working handler");
         assert!(status.info.contains_key("handlers") && status.info.contains_key("config"));
     }
 

@@ -6,11 +6,13 @@
 pub mod cli;
 pub mod cni;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod filter;
 pub mod helpers;
 pub mod ids;
 pub mod info;
+pub mod monitor;
 pub mod oci;
 pub mod persist;
 pub mod sandbox;

@@ -1,6 +1,117 @@
 //! The OCI runtimes that lockstepd can run containers with, one per runtime handler
-//! (RuntimeClass), and which of them work on this host.
+//! (RuntimeClass): the small trait every container operation goes through, its implementation
+//! over a runc-compatible command line (crun, runc), and which handlers work on this host.
 
+mod command;
 mod probe;
+mod spawn;
 
-pub use probe::{probe_handlers, HandlerSet, ProbedHandler};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use oci_spec::runtime::{LinuxResources, Process};
+use serde::{Deserialize, Serialize};
+
+pub use command::{CommandRuntime, RuntimeCommand};
+pub use probe::{probe_handlers, probe_one, resolve, HandlerFeatures, HandlerSet, ProbedHandler, PROBE_BINARY};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("cannot run {binary}: {source}")]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    /// The runtime ran and refused; `message` is its own words (from its JSON log or stderr).
+    #[error("{handler} {op} {id}: {message}")]
+    Failed { handler: String, op: &'static str, id: String, message: String },
+    #[error("{handler}: container {id} does not exist")]
+    NotFound { handler: String, id: String },
+    #[error("{handler}: container {id} is not running")]
+    NotRunning { handler: String, id: String },
+    #[error("{handler} {op} {id}: the runtime's answer is not understood: {message}")]
+    Parse { handler: String, op: &'static str, id: String, message: String },
+    #[error("cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+/// A container's state as the OCI runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciState {
+    pub id: String,
+    pub status: OciStatus,
+    /// The init process on the host; 0 once stopped.
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OciStatus {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+    Paused,
+}
+
+/// How `create` wires the container: where the runtime writes the init pid, the console socket
+/// for a terminal, and the stdio the init process inherits when there is no terminal.
+pub struct CreateOptions<'a> {
+    pub pid_file: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+/// What ExecSync keeps of each stream: 16 MiB, the limit CRI-O and conmon adopted for
+/// CVE-2022-1708 (unbounded exec output exhausting the runtime's memory).
+pub const DEFAULT_EXEC_OUTPUT_CAP: usize = 16 << 20;
+
+/// How `exec` runs a process and what it keeps of the output.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecOptions {
+    /// Kill the process (and wait for it) when it runs longer; None waits forever.
+    pub timeout: Option<Duration>,
+    /// At most this many bytes of stdout and of stderr each are kept; the rest is read and dropped.
+    pub output_cap: usize,
+}
+
+/// What an `exec` produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The exit code, 128 + n for a process killed by signal n.
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    /// Output beyond `output_cap` was dropped.
+    pub truncated: bool,
+}
+
+/// The boundary to an OCI runtime: what the container RPCs need, nothing more. Calls block
+/// (an OCI runtime is a process to run); async callers use spawn_blocking.
+pub trait OciRuntime: Send + Sync + std::fmt::Debug {
+    /// The handler name (the RuntimeClass handler) this runtime serves.
+    fn handler(&self) -> &str;
+    /// Creates the container from `bundle` (its config.json and rootfs); the init process waits
+    /// for `start`. The caller (lockstep-monitor) becomes the init's parent once create returns.
+    fn create(&self, id: &str, bundle: &Path, options: CreateOptions<'_>) -> Result<(), OciError>;
+    /// Runs the container's process.
+    fn start(&self, id: &str) -> Result<(), OciError>;
+    /// The container's state; None when the runtime does not know it.
+    fn state(&self, id: &str) -> Result<Option<OciState>, OciError>;
+    /// Sends `signal` to the init process (`all`: to every process of the container).
+    /// A container that is not running is `OciError::NotRunning`.
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError>;
+    /// Forgets a stopped or never-started container and removes its cgroup. A container the
+    /// runtime does not know is already deleted: Ok. Never forced: runc's `delete -f` sleeps
+    /// 100 ms, so callers kill, wait for the exit, then delete.
+    fn delete(&self, id: &str) -> Result<(), OciError>;
+    /// Runs `process` inside the running container and waits for it (killing it at the timeout,
+    /// and reaping it either way).
+    fn exec(&self, id: &str, process: &Process, options: ExecOptions) -> Result<ExecOutcome, OciError>;
+    /// Changes the container's cgroup limits.
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError>;
+}

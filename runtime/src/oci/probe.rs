@@ -1,11 +1,28 @@
-//! Finds each configured OCI runtime and checks that it runs on this host; the default
-//! handler is the configured default, or else the first one that works.
-//! Runs the runtime binaries with `--version` only.
+//! Finds each configured OCI runtime and checks that it really runs containers on this host:
+//! a throwaway container (a read-only rootfs holding only busybox, `sh -c "exit 42"`, in a
+//! cgroup of its own) is run with each handler, so a runtime that refuses this host's cgroup
+//! layout is reported with its own message. The default handler is the configured default,
+//! or else the first one that works. Touches `<runroot>/oci/probe*` and the probe's cgroups.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use crate::config::RuntimeSection;
+use super::command::{CommandRuntime, RuntimeCommand};
+use super::OciRuntime;
+use crate::config::{CgroupDriver, Config, RuntimeSection};
+
+/// The static binary the probe container runs (Debian's busybox-static).
+pub const PROBE_BINARY: &str = "/bin/busybox";
+/// What the probe container exits with: no stand-in that merely exits 0 passes.
+const PROBE_EXIT: i32 = 42;
+
+/// What a handler can do beyond the basics, as CRI's RuntimeHandlerFeatures reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFeatures {
+    /// The runtime knows the `rro` mount option (`<runtime> features` lists it).
+    pub recursive_read_only_mounts: bool,
+}
 
 /// One configured handler and what the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,11 +34,23 @@ pub struct ProbedHandler {
     pub version: Option<String>,
     /// Why the handler cannot be used; None when it works.
     pub problem: Option<String>,
+    pub features: HandlerFeatures,
+    /// How the handler was checked: "container" (a probe container ran) or why only its
+    /// `--version` could be checked.
+    pub checked_by: String,
+    /// How long the probe took.
+    pub took: Duration,
 }
 
 impl ProbedHandler {
     pub fn works(&self) -> bool {
         self.problem.is_none()
+    }
+
+    /// How to run this handler, in lockstepd's layout (`<runroot>/oci`); None when its binary
+    /// was not found.
+    pub fn command(&self, oci_dir: &Path, systemd_cgroup: bool) -> Option<RuntimeCommand> {
+        Some(RuntimeCommand::under(oci_dir, &self.name, self.path.as_deref()?, systemd_cgroup))
     }
 }
 
@@ -52,9 +81,36 @@ impl HandlerSet {
     }
 }
 
-/// Probes every configured handler.
-pub fn probe_handlers(section: &RuntimeSection) -> HandlerSet {
-    let handlers: Vec<ProbedHandler> = section.handlers.iter().map(|h| probe_one(&h.name, &h.path)).collect();
+/// Probes every configured handler of `config`, in parallel.
+pub fn probe_handlers(config: &Config) -> HandlerSet {
+    let oci_dir = config.runroot.join("oci");
+    let systemd = config.cgroup_driver == CgroupDriver::Systemd;
+    let section: &RuntimeSection = &config.runtime;
+    let handlers: Vec<ProbedHandler> = std::thread::scope(|scope| {
+        let probes: Vec<_> = section
+            .handlers
+            .iter()
+            .map(|h| {
+                let oci_dir = &oci_dir;
+                scope.spawn(move || probe_one(&h.name, &h.path, oci_dir, systemd, Path::new(PROBE_BINARY)))
+            })
+            .collect();
+        probes
+            .into_iter()
+            .zip(&section.handlers)
+            .map(|(probe, h)| {
+                probe.join().unwrap_or_else(|_| ProbedHandler {
+                    name: h.name.clone(),
+                    path: None,
+                    version: None,
+                    problem: Some("the probe panicked".into()),
+                    features: HandlerFeatures::default(),
+                    checked_by: "nothing".into(),
+                    took: Duration::ZERO,
+                })
+            })
+            .collect()
+    });
     let default = if section.default_handler.is_empty() {
         handlers.iter().position(ProbedHandler::works)
     } else {
@@ -63,16 +119,26 @@ pub fn probe_handlers(section: &RuntimeSection) -> HandlerSet {
     HandlerSet { handlers, default }
 }
 
-fn probe_one(name: &str, binary: &Path) -> ProbedHandler {
-    let mut probed = ProbedHandler { name: name.to_string(), path: None, version: None, problem: None };
+/// Probes one handler: its binary, its version, then a real container.
+pub fn probe_one(name: &str, binary: &Path, oci_dir: &Path, systemd: bool, busybox: &Path) -> ProbedHandler {
+    let started = Instant::now();
+    let mut probed = ProbedHandler {
+        name: name.to_string(),
+        path: None,
+        version: None,
+        problem: None,
+        features: HandlerFeatures::default(),
+        checked_by: "nothing".into(),
+        took: Duration::ZERO,
+    };
     let Some(path) = resolve(binary) else {
         probed.problem = Some(format!("{} not found (PATH and absolute path checked)", binary.display()));
         return probed;
     };
+    probed.path = Some(path.clone());
     match Command::new(&path).arg("--version").output() {
         Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            probed.version = text.lines().next().map(str::to_string);
+            probed.version = String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string);
         }
         Ok(out) => {
             probed.problem = Some(format!(
@@ -80,12 +146,115 @@ fn probe_one(name: &str, binary: &Path) -> ProbedHandler {
                 path.display(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            ));
+            probed.took = started.elapsed();
+            return probed;
         }
-        Err(e) => probed.problem = Some(format!("cannot run {}: {e}", path.display())),
+        Err(e) => {
+            probed.problem = Some(format!("cannot run {}: {e}", path.display()));
+            probed.took = started.elapsed();
+            return probed;
+        }
     }
-    probed.path = Some(path);
+    let runtime = CommandRuntime::new(RuntimeCommand::under(oci_dir, name, &path, systemd));
+    if busybox.is_file() {
+        probed.checked_by = "container".into();
+        if let Err(problem) = run_probe_container(&runtime, oci_dir, busybox, systemd) {
+            probed.problem = Some(problem);
+        }
+    } else {
+        probed.checked_by =
+            format!("--version only: {} (busybox-static) is missing, so no probe container ran", busybox.display());
+    }
+    if probed.works() {
+        probed.features = features(&runtime);
+    }
+    probed.took = started.elapsed();
     probed
+}
+
+/// The handler's features from `<runtime> features`; a runtime without the command (crun
+/// 1.8) is reported without them rather than guessed.
+fn features(runtime: &CommandRuntime) -> HandlerFeatures {
+    let Some(features) = runtime.features() else {
+        return HandlerFeatures::default();
+    };
+    let mount_options = features.get("mountOptions").and_then(|o| o.as_array()).cloned().unwrap_or_default();
+    HandlerFeatures { recursive_read_only_mounts: mount_options.iter().any(|o| o.as_str() == Some("rro")) }
+}
+
+/// Runs the probe container and removes every trace of it; Err is the runtime's own message.
+fn run_probe_container(runtime: &CommandRuntime, oci_dir: &Path, busybox: &Path, systemd: bool) -> Result<(), String> {
+    let handler = &runtime.command().handler;
+    let id = format!("lockstep-probe-{handler}-{}", std::process::id());
+    let bundle = oci_dir.join(format!("probe-{handler}"));
+    let cgroup = if systemd {
+        format!("system.slice:lockstep-probe:{handler}-{}", std::process::id())
+    } else {
+        format!("/lockstep-probe-{handler}-{}", std::process::id())
+    };
+    let result = (|| {
+        write_probe_bundle(&bundle, busybox, &cgroup).map_err(|e| format!("cannot write the probe bundle: {e}"))?;
+        match runtime.run(&id, &bundle) {
+            Ok(PROBE_EXIT) => Ok(()),
+            Ok(code) => Err(format!(
+                "the probe container exited with {code} instead of {PROBE_EXIT}: {} does not run containers",
+                runtime.command().binary.display()
+            )),
+            Err(e) => Err(match e {
+                super::OciError::Failed { message, .. } => message,
+                other => other.to_string(),
+            }),
+        }
+    })();
+    let _ = runtime.delete(&id);
+    let _ = std::fs::remove_dir_all(&bundle);
+    if !systemd {
+        remove_cgroup_dirs(cgroup.trim_start_matches('/'));
+    }
+    result
+}
+
+/// A bundle whose read-only rootfs holds empty mount points; busybox is bind-mounted as sh.
+fn write_probe_bundle(bundle: &Path, busybox: &Path, cgroup: &str) -> std::io::Result<()> {
+    let rootfs = bundle.join("rootfs");
+    for dir in ["bin", "proc", "dev"] {
+        std::fs::create_dir_all(rootfs.join(dir))?;
+    }
+    std::fs::write(rootfs.join("bin/sh"), b"")?;
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", format!("exit {PROBE_EXIT}")],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755", "size=64k"]},
+            {"destination": "/bin/sh", "type": "bind", "source": busybox, "options": ["rbind", "ro", "nosuid", "nodev"]}
+        ],
+        "linux": {
+            "cgroupsPath": cgroup,
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore"],
+            "readonlyPaths": ["/proc/sys"]
+        }
+    });
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)
+}
+
+/// Removes a cgroupfs cgroup from every mounted hierarchy (the runtime usually has already).
+pub(crate) fn remove_cgroup_dirs(relative: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    for hierarchy in hierarchies.flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join(relative));
+    }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(relative));
 }
 
 /// An absolute path as is (if it exists); a bare name through PATH.
@@ -103,34 +272,53 @@ mod tests {
     use super::*;
     use crate::config::Handler;
 
-    fn section(handlers: &[(&str, &str)], default: &str) -> RuntimeSection {
-        RuntimeSection {
+    fn config(tmp: &Path, handlers: &[(&str, &str)], default: &str) -> Config {
+        let mut config = Config { root: tmp.join("root"), runroot: tmp.join("run"), ..Default::default() };
+        config.runtime = RuntimeSection {
             default_handler: default.into(),
             handlers: handlers.iter().map(|(n, p)| Handler { name: n.to_string(), path: p.into() }).collect(),
-        }
+        };
+        config
     }
 
     #[test]
     fn the_default_is_the_first_handler_that_works() {
-        // `true` exists on every machine and accepts --version; the other does not exist.
-        let set = probe_handlers(&section(&[("ghost", "/nonexistent/ghost-runtime"), ("truth", "true")], ""));
+        let tmp = tempfile::tempdir().unwrap();
+        let set = probe_handlers(&config(tmp.path(), &[("ghost", "/nonexistent/ghost-runtime"), ("runc", "runc")], ""));
         assert!(!set.handlers[0].works());
         assert!(set.handlers[0].problem.as_ref().unwrap().contains("not found"));
-        assert_eq!(set.default_handler().unwrap().name, "truth");
-        assert_eq!(set.get("").unwrap().name, "truth");
+        assert_eq!(set.default_handler().unwrap().name, "runc");
+        assert_eq!(set.get("").unwrap().name, "runc");
         assert_eq!(set.working().count(), 1);
+        assert_eq!(set.handlers[1].checked_by, "container");
+        assert!(std::fs::read_dir(tmp.path().join("run/oci")).unwrap().all(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            !name.starts_with("probe")
+        }));
     }
 
     #[test]
     fn a_configured_default_that_does_not_work_leaves_no_default() {
-        let set = probe_handlers(&section(&[("ghost", "/nonexistent/ghost-runtime"), ("truth", "true")], "ghost"));
+        let tmp = tempfile::tempdir().unwrap();
+        let set =
+            probe_handlers(&config(tmp.path(), &[("ghost", "/nonexistent/ghost-runtime"), ("runc", "runc")], "ghost"));
         assert!(set.default_handler().is_none());
     }
 
     #[test]
     fn a_binary_that_fails_its_version_check_does_not_work() {
-        let set = probe_handlers(&section(&[("liar", "false")], ""));
+        let tmp = tempfile::tempdir().unwrap();
+        let set = probe_handlers(&config(tmp.path(), &[("liar", "false")], ""));
         assert!(set.handlers[0].problem.as_ref().unwrap().contains("--version failed"));
         assert!(set.default_handler().is_none());
+    }
+
+    #[test]
+    fn a_binary_that_only_exits_zero_is_not_a_runtime() {
+        // `true` accepts --version and every command line, and runs no container.
+        let tmp = tempfile::tempdir().unwrap();
+        let set = probe_handlers(&config(tmp.path(), &[("pretender", "true")], ""));
+        let problem = set.handlers[0].problem.as_deref().unwrap();
+        assert!(problem.contains("exited with 0 instead of 42"), "{problem}");
     }
 }

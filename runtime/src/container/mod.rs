@@ -1,0 +1,48 @@
+//! Containers: the OCI runtime spec as a pure function of the CRI request, the sandbox, the
+//! image and the runtime settings (`spec`), and the parts it is made of — capabilities,
+//! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
+//! the pure part needs from the host (the image's passwd, device nodes, mount sources).
+
+pub mod capabilities;
+pub mod host;
+pub mod resources;
+pub mod seccomp;
+pub mod signal;
+pub mod spec;
+pub mod user;
+
+/// What kind of gRPC status a bad request deserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong (a relative path, an unknown capability name).
+    InvalidArgument,
+    /// Something the request names does not exist (a mount source, a device, a profile).
+    NotFound,
+    /// The request is fine but this host or sandbox cannot honour it (AppArmor off, a
+    /// capability the host lacks, a pid namespace the sandbox does not have).
+    FailedPrecondition,
+}
+
+/// A request lockstepd cannot turn into a container; `field` names the part of the request
+/// at fault the way the CRI does (`linux.security_context.capabilities.add_capabilities[0]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub kind: ErrorKind,
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { kind: ErrorKind::InvalidArgument, field: field.into(), message: message.into() }
+    }
+
+    pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { kind: ErrorKind::NotFound, field: field.into(), message: message.into() }
+    }
+
+    pub fn precondition(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { kind: ErrorKind::FailedPrecondition, field: field.into(), message: message.into() }
+    }
+}

@@ -1,0 +1,473 @@
+//! Tests of spec::build: snapshots (insta) of the whole spec for representative requests,
+//! and the rules one by one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lockstep_cri::model;
+
+use super::*;
+use crate::container::host::{AppArmor, HostFacts, ResolvedDevice};
+use crate::container::resources::OomPolicy;
+use crate::container::ErrorKind;
+
+/// This VM's facts: no CAP_SYS_RESOURCE, score 0 and no way to lower it, no AppArmor.
+fn host() -> HostFacts {
+    HostFacts {
+        bounding: CapSet(CapSet::all().0 & !(1 << 24)),
+        oom: OomPolicy { own_score: 0, can_lower: false },
+        apparmor: AppArmor::Disabled,
+        pure_cgroup_v2: false,
+    }
+}
+
+fn runtime() -> RuntimeSettings {
+    let mut settings =
+        RuntimeSettings::new(CgroupDriver::Cgroupfs, HandlerFeatures { recursive_read_only_mounts: true }, host());
+    settings.arch = "x86_64".into();
+    settings
+}
+
+fn sandbox() -> SandboxView {
+    SandboxView {
+        id: "sb1".into(),
+        pod_name: "web".into(),
+        pod_namespace: "default".into(),
+        pod_uid: "uid-1".into(),
+        hostname: "web-0".into(),
+        network: NamespaceSource::Join("/run/lockstep/ns/net/sb1".into()),
+        ipc: NamespaceSource::Join("/run/lockstep/ns/ipc/sb1".into()),
+        uts: NamespaceSource::Join("/run/lockstep/ns/uts/sb1".into()),
+        pod_pid: None,
+        resolv_conf: Some("/run/lockstep/sandboxes/sb1/resolv.conf".into()),
+        hosts: Some("/run/lockstep/sandboxes/sb1/hosts".into()),
+        hostname_file: Some("/run/lockstep/sandboxes/sb1/hostname".into()),
+        shm: Some("/run/lockstep/sandboxes/sb1/shm".into()),
+        cgroup_parent: "/kubepods/besteffort/poduid-1".into(),
+        privileged: false,
+    }
+}
+
+fn image() -> ImageView {
+    ImageView {
+        name: "registry.local/busybox:1".into(),
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo hello".into()],
+        env: vec!["PATH=/bin:/usr/bin".into(), "IMAGE_ONLY=1".into(), "SHARED=image".into()],
+        working_dir: "/srv".into(),
+        user: String::new(),
+        stop_signal: String::new(),
+        rootfs: "/var/lib/lockstep/containers/c1/rootfs".into(),
+    }
+}
+
+fn config() -> model::ContainerConfig {
+    model::ContainerConfig {
+        metadata: Some(model::ContainerMetadata { name: "app".into(), attempt: 0 }),
+        image: Some(model::ImageSpec { image: "registry.local/busybox:1".into(), ..Default::default() }),
+        envs: vec![
+            model::KeyValue { key: "SHARED".into(), value: b"config".to_vec() },
+            model::KeyValue { key: "ONLY_CONFIG".into(), value: b"2".to_vec() },
+        ],
+        labels: [("io.kubernetes.container.name".to_string(), "app".to_string())].into(),
+        annotations: [("io.kubernetes.container.restartCount".to_string(), "0".to_string())].into(),
+        log_path: "app/0.log".into(),
+        linux: Some(model::LinuxContainerConfig {
+            resources: Some(model::LinuxContainerResources::default()),
+            security_context: Some(model::LinuxContainerSecurityContext {
+                seccomp: Some(model::SecurityProfile::default()),
+                // What the kubelet sends for a pod that does not share its process namespace.
+                namespace_options: Some(model::NamespaceOption {
+                    pid: model::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resolved() -> Resolved {
+    Resolved { user: ResolvedUser { uid: 0, gid: 0, additional_gids: vec![0] }, ..Default::default() }
+}
+
+fn security(config: &mut model::ContainerConfig) -> &mut model::LinuxContainerSecurityContext {
+    config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)
+}
+
+fn build_with(
+    config: &model::ContainerConfig,
+    sandbox: &SandboxView,
+    image: &ImageView,
+    runtime: &RuntimeSettings,
+    resolved: &Resolved,
+) -> Result<BuiltSpec, SpecError> {
+    build(&SpecInput { id: "c1", config, sandbox, image, runtime, resolved })
+}
+
+fn built(config: &model::ContainerConfig) -> BuiltSpec {
+    build_with(config, &sandbox(), &image(), &runtime(), &resolved()).unwrap()
+}
+
+fn error(config: &model::ContainerConfig) -> SpecError {
+    build_with(config, &sandbox(), &image(), &runtime(), &resolved()).unwrap_err()
+}
+
+/// The spec as stable JSON: maps sorted (serde_json's Map is ordered), capability sets sorted,
+/// and unless `full_seccomp`, the RuntimeDefault syscall list reduced to its size.
+fn snapshot(built: &BuiltSpec, full_seccomp: bool) -> String {
+    let mut json = serde_json::to_value(&built.spec).unwrap();
+    if let Some(caps) = json.pointer_mut("/process/capabilities").and_then(|c| c.as_object_mut()) {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    if !full_seccomp {
+        if let Some(syscalls) = json.pointer_mut("/linux/seccomp/syscalls") {
+            let rules = syscalls.as_array().map(|a| a.len()).unwrap_or(0);
+            *syscalls = format!("<RuntimeDefault: {rules} rules>").into();
+        }
+    }
+    let extra = serde_json::json!({
+        "stop_signal": built.stop_signal,
+        "user": [built.user.uid, built.user.gid, &built.user.additional_gids],
+        "warnings": &built.warnings,
+    });
+    format!("{}\n{}", serde_json::to_string_pretty(&json).unwrap(), serde_json::to_string_pretty(&extra).unwrap())
+}
+
+#[test]
+fn snapshot_plain_container() {
+    let mut config = config();
+    config.mounts = vec![
+        model::Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            readonly: true,
+            ..Default::default()
+        },
+        model::Mount {
+            container_path: "/data/cache".into(),
+            host_path: "/srv/cache".into(),
+            propagation: model::MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        },
+        model::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: "/var/lib/kubelet/pods/uid-1/etc-hosts".into(),
+            ..Default::default()
+        },
+    ];
+    insta::assert_snapshot!(snapshot(&built(&config), true));
+}
+
+#[test]
+fn snapshot_privileged_container() {
+    let mut config = config();
+    security(&mut config).privileged = true;
+    let sandbox = SandboxView { privileged: true, ..sandbox() };
+    let device = |path: &str, kind, major, minor| ResolvedDevice {
+        path: PathBuf::from(path),
+        kind,
+        major,
+        minor,
+        file_mode: 0o660,
+        uid: 0,
+        gid: 6,
+        permissions: "rwm".into(),
+    };
+    let resolved =
+        Resolved { host_devices: vec![device("/dev/null", 'c', 1, 3), device("/dev/vda", 'b', 253, 0)], ..resolved() };
+    let built = build_with(&config, &sandbox, &image(), &runtime(), &resolved).unwrap();
+    insta::assert_snapshot!(snapshot(&built, false));
+}
+
+#[test]
+fn snapshot_run_as_user_with_groups() {
+    let mut config = config();
+    let sc = security(&mut config);
+    sc.run_as_user = Some(model::Int64Value { value: 1000 });
+    sc.run_as_group = Some(model::Int64Value { value: 3000 });
+    sc.supplemental_groups = vec![4000];
+    sc.no_new_privs = true;
+    sc.readonly_rootfs = true;
+    sc.capabilities = Some(model::Capability {
+        add_capabilities: vec!["NET_RAW".into()],
+        drop_capabilities: vec!["ALL".into()],
+        add_ambient_capabilities: vec!["NET_RAW".into()],
+    });
+    let resolved =
+        Resolved { user: ResolvedUser { uid: 1000, gid: 3000, additional_gids: vec![3000, 4000] }, ..resolved() };
+    let built = build_with(&config, &sandbox(), &image(), &runtime(), &resolved).unwrap();
+    insta::assert_snapshot!(snapshot(&built, false));
+}
+
+#[test]
+fn snapshot_tty_container() {
+    let mut config = config();
+    config.tty = true;
+    config.stdin = true;
+    config.command = vec!["/bin/sh".into()];
+    insta::assert_snapshot!(snapshot(&built(&config), false));
+}
+
+#[test]
+fn snapshot_resources() {
+    let mut config = config();
+    config.linux.as_mut().unwrap().resources = Some(model::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: 128 << 20,
+        memory_swap_limit_in_bytes: 128 << 20,
+        oom_score_adj: -998,
+        cpuset_cpus: "0".into(),
+        cpuset_mems: "0".into(),
+        hugepage_limits: vec![model::HugepageLimit { page_size: "2MB".into(), limit: 0 }],
+        unified: [("memory.high".to_string(), "100000000".to_string())].into(),
+    });
+    config.stop_signal = model::Signal::Sigusr1 as i32;
+    insta::assert_snapshot!(snapshot(&built(&config), false));
+}
+
+#[test]
+fn snapshot_host_namespaces() {
+    let mut config = config();
+    security(&mut config).namespace_options =
+        Some(model::NamespaceOption { pid: model::NamespaceMode::Node as i32, ..Default::default() });
+    let sandbox = SandboxView {
+        network: NamespaceSource::Host,
+        ipc: NamespaceSource::Host,
+        uts: NamespaceSource::Host,
+        shm: None,
+        hostname_file: None,
+        ..sandbox()
+    };
+    let built = build_with(&config, &sandbox, &image(), &runtime(), &resolved()).unwrap();
+    insta::assert_snapshot!(snapshot(&built, false));
+}
+
+#[test]
+fn snapshot_seccomp_localhost() {
+    let mut config = config();
+    security(&mut config).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "/etc/lockstep/seccomp/no-mkdir.json".into(),
+    });
+    let profile = Profile::parse(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let resolved = Resolved { seccomp_localhost: Some(profile), ..resolved() };
+    let built = build_with(&config, &sandbox(), &image(), &runtime(), &resolved).unwrap();
+    insta::assert_snapshot!(snapshot(&built, true));
+}
+
+#[test]
+fn command_and_args_merge_as_the_kubelet_expects() {
+    let image = image();
+    let run = |command: &[&str], args: &[&str], image: &ImageView| {
+        let config = model::ContainerConfig {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        command_line(&config, image)
+    };
+    assert_eq!(run(&[], &[], &image).unwrap(), vec!["/bin/sh", "-c", "echo hello"]);
+    assert_eq!(run(&[], &["echo bye"], &image).unwrap(), vec!["/bin/sh", "-c", "echo bye"]);
+    assert_eq!(run(&["/app"], &[], &image).unwrap(), vec!["/app"], "a command drops the image's CMD");
+    assert_eq!(run(&["/app"], &["-v"], &image).unwrap(), vec!["/app", "-v"]);
+    let no_entrypoint = ImageView { entrypoint: vec!["".into()], ..image.clone() };
+    assert_eq!(run(&[], &[], &no_entrypoint).unwrap(), vec!["echo hello"]);
+    let empty = ImageView { entrypoint: vec![], cmd: vec![], ..image };
+    assert_eq!(run(&[], &[], &empty).unwrap_err().field, "config.command");
+}
+
+#[test]
+fn env_comes_from_image_then_config_and_survives_bad_bytes() {
+    let mut config = config();
+    config.envs.push(model::KeyValue { key: "BINARY".into(), value: vec![b'a', 0xff, b'b'] });
+    let built = built(&config);
+    let env = built.spec.process().as_ref().unwrap().env().clone().unwrap();
+    assert_eq!(env[0], "PATH=/bin:/usr/bin", "the image's PATH replaces the default in place");
+    assert!(env.contains(&"SHARED=config".to_string()) && !env.contains(&"SHARED=image".to_string()));
+    assert!(env.contains(&"HOSTNAME=web-0".to_string()) && env.contains(&"IMAGE_ONLY=1".to_string()));
+    assert!(env.contains(&"BINARY=a\u{fffd}b".to_string()));
+    assert!(built.warnings.iter().any(|w| w.contains("BINARY") && w.contains("UTF-8")));
+    let mut config = self::config();
+    config.envs.push(model::KeyValue { key: "A=B".into(), value: vec![] });
+    assert_eq!(error(&config).field, "config.envs[2].key");
+}
+
+#[test]
+fn mount_rules() {
+    let with_mount = |m: model::Mount| {
+        let mut config = config();
+        config.mounts = vec![m];
+        config
+    };
+    let base = model::Mount { container_path: "/data".into(), host_path: "/srv".into(), ..Default::default() };
+    let err = error(&with_mount(model::Mount { container_path: "data".into(), ..base.clone() }));
+    assert_eq!((err.kind, err.field.as_str()), (ErrorKind::InvalidArgument, "config.mounts[0].container_path"));
+    let err = error(&with_mount(model::Mount { recursive_read_only: true, ..base.clone() }));
+    assert_eq!(err.field, "config.mounts[0].recursive_read_only");
+    let rro = model::Mount { recursive_read_only: true, readonly: true, ..base.clone() };
+    let no_rro = RuntimeSettings { features: HandlerFeatures { recursive_read_only_mounts: false }, ..runtime() };
+    let err = build_with(&with_mount(rro.clone()), &sandbox(), &image(), &no_rro, &resolved()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+    let options = built(&with_mount(rro)).spec.mounts().clone().unwrap().last().unwrap().options().clone().unwrap();
+    assert!(options.contains(&"rro".to_string()));
+    let shared = model::Mount { propagation: model::MountPropagation::PropagationBidirectional as i32, ..base.clone() };
+    let spec = built(&with_mount(shared)).spec;
+    assert_eq!(spec.linux().as_ref().unwrap().rootfs_propagation().as_deref(), Some("rshared"));
+    let mut twice = config();
+    twice.mounts = vec![base.clone(), model::Mount { container_path: "/data/".into(), ..base.clone() }];
+    assert!(error(&twice).message.contains("already mounted by config.mounts[0]"));
+    let image_volume = model::Mount {
+        host_path: String::new(),
+        image: Some(model::ImageSpec { image: "registry.local/data:1".into(), ..Default::default() }),
+        image_sub_path: "sub/dir".into(),
+        ..base.clone()
+    };
+    let err = error(&with_mount(image_volume.clone()));
+    assert_eq!(err.field, "config.mounts[0].image");
+    let resolved = Resolved {
+        image_volumes: BTreeMap::from([("registry.local/data:1".to_string(), PathBuf::from("/vol/data"))]),
+        ..resolved()
+    };
+    let spec = build_with(&with_mount(image_volume.clone()), &sandbox(), &image(), &runtime(), &resolved).unwrap().spec;
+    let last = spec.mounts().clone().unwrap().pop().unwrap();
+    assert_eq!(last.source().as_deref(), Some(std::path::Path::new("/vol/data/sub/dir")));
+    assert!(last.options().clone().unwrap().contains(&"ro".to_string()));
+    let escape = model::Mount { image_sub_path: "../etc".into(), ..image_volume };
+    let err = build_with(&with_mount(escape), &sandbox(), &image(), &runtime(), &resolved).unwrap_err();
+    assert_eq!(err.field, "config.mounts[0].image_sub_path");
+}
+
+#[test]
+fn security_rules() {
+    let mut config = config();
+    security(&mut config).privileged = true;
+    let err = error(&config);
+    assert_eq!(
+        (err.kind, err.field.as_str()),
+        (ErrorKind::FailedPrecondition, "config.linux.security_context.privileged")
+    );
+
+    let mut config = self::config();
+    security(&mut config).capabilities =
+        Some(model::Capability { add_capabilities: vec!["CAP_NOPE".into()], ..Default::default() });
+    assert_eq!(error(&config).field, "config.linux.security_context.capabilities.add_capabilities[0]");
+
+    let mut config = self::config();
+    security(&mut config).capabilities =
+        Some(model::Capability { add_ambient_capabilities: vec!["NET_ADMIN".into()], ..Default::default() });
+    assert_eq!(error(&config).field, "config.linux.security_context.capabilities.add_ambient_capabilities[0]");
+
+    let mut config = self::config();
+    security(&mut config).apparmor = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "my-profile".into(),
+    });
+    let err = error(&config);
+    assert_eq!(err.field, "config.linux.security_context.apparmor");
+    assert!(err.message.contains("AppArmor is not enabled"), "{}", err.message);
+    security(&mut config).apparmor = Some(model::SecurityProfile::default());
+    assert!(
+        built(&config).spec.process().as_ref().unwrap().apparmor_profile().is_none(),
+        "RuntimeDefault: nothing to apply"
+    );
+
+    let mut config = self::config();
+    security(&mut config).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Unconfined as i32,
+        ..Default::default()
+    });
+    assert!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_none());
+    security(&mut config).seccomp = None;
+    assert!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_some(), "secure by default when unset");
+
+    let mut config = self::config();
+    security(&mut config).masked_paths = vec!["/proc/only-this".into()];
+    let linux = built(&config).spec.linux().clone().unwrap();
+    assert_eq!(linux.masked_paths().clone().unwrap(), vec!["/proc/only-this"]);
+    assert_eq!(linux.readonly_paths().clone().unwrap().len(), DEFAULT_READONLY_PATHS.len());
+}
+
+#[test]
+fn namespace_rules() {
+    let with_pid = |mode: model::NamespaceMode| {
+        let mut config = config();
+        security(&mut config).namespace_options =
+            Some(model::NamespaceOption { pid: mode as i32, target_id: "other".into(), ..Default::default() });
+        config
+    };
+    let err = error(&with_pid(model::NamespaceMode::Pod));
+    assert_eq!(err.field, "config.linux.security_context.namespace_options.pid");
+    let sandbox = SandboxView { pod_pid: Some("/proc/42/ns/pid".into()), ..sandbox() };
+    let spec =
+        build_with(&with_pid(model::NamespaceMode::Pod), &sandbox, &image(), &runtime(), &resolved()).unwrap().spec;
+    let pid = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Pid);
+    assert_eq!(pid.unwrap().path().as_deref(), Some(std::path::Path::new("/proc/42/ns/pid")));
+    assert_eq!(
+        error(&with_pid(model::NamespaceMode::Target)).field,
+        "config.linux.security_context.namespace_options.target_id"
+    );
+    let mut config = config();
+    security(&mut config).namespace_options = Some(model::NamespaceOption {
+        pid: model::NamespaceMode::Container as i32,
+        userns_options: Some(model::UserNamespace { mode: model::NamespaceMode::Pod as i32, ..Default::default() }),
+        ..Default::default()
+    });
+    assert_eq!(error(&config).kind, ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn cgroup_paths_follow_the_driver() {
+    assert_eq!(cgroups_path(CgroupDriver::Cgroupfs, "/kubepods/pod1", "c1").unwrap(), "/kubepods/pod1/lockstep-c1");
+    assert_eq!(cgroups_path(CgroupDriver::Cgroupfs, "", "c1").unwrap(), "/lockstep/lockstep-c1");
+    assert_eq!(
+        cgroups_path(CgroupDriver::Systemd, "kubepods-besteffort-pod1.slice", "c1").unwrap(),
+        "kubepods-besteffort-pod1.slice:lockstep:c1"
+    );
+    assert!(cgroups_path(CgroupDriver::Systemd, "/kubepods/pod1", "c1").unwrap_err().message.contains("systemd slice"));
+    assert!(cgroups_path(CgroupDriver::Cgroupfs, "kubepods.slice", "c1").is_err());
+}
+
+#[test]
+fn stop_signal_precedence() {
+    let mut config = config();
+    let mut image = image();
+    assert_eq!(stop_signal(&config, &image).unwrap(), 15);
+    image.stop_signal = "SIGQUIT".into();
+    assert_eq!(stop_signal(&config, &image).unwrap(), 3);
+    config.stop_signal = model::Signal::Sigint as i32;
+    assert_eq!(stop_signal(&config, &image).unwrap(), 2);
+    config.stop_signal = 0;
+    image.stop_signal = "SIGNOPE".into();
+    assert_eq!(stop_signal(&config, &image).unwrap_err().field, "image.stop_signal");
+}
+
+#[test]
+fn log_files_stay_inside_the_pods_log_directory() {
+    let dir = "/var/log/pods/ns_web_uid";
+    assert_eq!(log_file(dir, "app/0.log").unwrap(), Some(PathBuf::from("/var/log/pods/ns_web_uid/app/0.log")));
+    assert_eq!(log_file("", "app/0.log").unwrap(), None);
+    assert_eq!(log_file(dir, "").unwrap(), None);
+    assert_eq!(log_file(dir, "../other/0.log").unwrap_err().field, "config.log_path");
+    assert_eq!(log_file(dir, "/etc/passwd").unwrap_err().field, "config.log_path");
+    assert_eq!(log_file("relative", "0.log").unwrap_err().field, "sandbox_config.log_directory");
+}

@@ -1,0 +1,150 @@
+//! Whether the kernel's OOM killer struck a container: the `oom_kill` counter of its memory
+//! cgroup (cgroup v1 `memory.oom_control`, v2 `memory.events`), read when the container starts
+//! and again when it exits. The cgroup is found from /proc/<pid>/cgroup and the mount table,
+//! so it works for either cgroup driver. Reads /proc and the cgroup file system only.
+
+use std::path::{Path, PathBuf};
+
+/// The OOM counter of one container's memory cgroup, and its value at the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomWatch {
+    counter_file: PathBuf,
+    baseline: u64,
+}
+
+impl OomWatch {
+    /// Watches the memory cgroup that `pid` is in; None when no memory controller is found.
+    pub fn for_pid(pid: i32) -> Option<OomWatch> {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let counter_file = memory_counter_file(&cgroups, &mountinfo)?;
+        let baseline = read_oom_kills(&counter_file)?;
+        Some(OomWatch { counter_file, baseline })
+    }
+
+    pub fn counter_file(&self) -> &Path {
+        &self.counter_file
+    }
+
+    /// Whether an OOM kill happened in the cgroup since the watch began.
+    pub fn oom_killed(&self) -> bool {
+        read_oom_kills(&self.counter_file).is_some_and(|n| n > self.baseline)
+    }
+}
+
+/// The `oom_kill` line of memory.oom_control (v1) or memory.events (v2).
+fn read_oom_kills(file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
+}
+
+/// The file holding the OOM counter of the memory cgroup named in `cgroups` (the text of
+/// /proc/<pid>/cgroup), located through `mountinfo`: the v1 memory hierarchy when mounted
+/// (hybrid hosts keep memory there), else the v2 unified hierarchy.
+pub fn memory_counter_file(cgroups: &str, mountinfo: &str) -> Option<PathBuf> {
+    let mut v1 = None;
+    let mut v2 = None;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            v1 = Some(path.to_string());
+        } else if controllers.is_empty() {
+            v2 = Some(path.to_string());
+        }
+    }
+    if let Some(path) = v1 {
+        let (mount, root) =
+            find_mount(mountinfo, |fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == "memory"))?;
+        return Some(join_cgroup(&mount, &root, &path).join("memory.oom_control"));
+    }
+    let path = v2?;
+    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
+    let dir = join_cgroup(&mount, &root, &path);
+    // A v2 hierarchy without the memory controller has no memory.events.
+    Some(dir.join("memory.events"))
+}
+
+/// The mount point and mounted root of the first mount whose type and super options match.
+fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
+    mountinfo.lines().find_map(|line| {
+        // <id> <parent> <maj:min> <root> <mount point> <options> [optional…] - <type> <source> <super options>
+        let (left, right) = line.split_once(" - ")?;
+        let fields: Vec<&str> = left.split(' ').collect();
+        let mut right = right.split(' ');
+        let (fstype, _source, options) = (right.next()?, right.next()?, right.next().unwrap_or(""));
+        if !matches(fstype, options) {
+            return None;
+        }
+        Some((PathBuf::from(unescape(fields.get(4)?)), unescape(fields.get(3)?)))
+    })
+}
+
+/// `<mount point>/<cgroup path relative to the mounted root>`.
+fn join_cgroup(mount: &Path, root: &str, path: &str) -> PathBuf {
+    let relative = path.strip_prefix(root).filter(|_| root != "/").unwrap_or(path);
+    mount.join(relative.trim_start_matches('/'))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(n);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn the_v1_memory_hierarchy_wins_on_a_hybrid_host() {
+        let cgroups = "4:memory:/pods/c1\n1:cpu:/pods/c1\n0::/pods/c1\n";
+        assert_eq!(
+            memory_counter_file(cgroups, HYBRID).unwrap(),
+            Path::new("/sys/fs/cgroup/memory/pods/c1/memory.oom_control")
+        );
+    }
+
+    #[test]
+    fn a_pure_v2_host_uses_memory_events() {
+        let mountinfo = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            memory_counter_file("0::/kubepods/c1\n", mountinfo).unwrap(),
+            Path::new("/sys/fs/cgroup/kubepods/c1/memory.events")
+        );
+    }
+
+    #[test]
+    fn a_mount_of_a_sub_tree_is_accounted_for() {
+        let mountinfo = "35 31 0:32 /outer /mnt/mem rw - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            memory_counter_file("4:memory:/outer/c1\n", mountinfo).unwrap(),
+            Path::new("/mnt/mem/c1/memory.oom_control")
+        );
+        assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn this_process_has_a_readable_counter() {
+        let watch = OomWatch::for_pid(std::process::id() as i32).expect("a memory cgroup");
+        assert!(!watch.oom_killed());
+    }
+}

@@ -1,0 +1,443 @@
+//! The OCI runtime trait over a runc-compatible command line (crun, runc): every call runs the
+//! binary with `--root <state dir>`, `--log <file> --log-format json` (so a failure carries the
+//! runtime's own message, even when its stderr is the container's), and `--systemd-cgroup`
+//! with the systemd cgroup driver. Touches the runtime's state dir and its own log dir.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use oci_spec::runtime::{LinuxResources, Process};
+use serde::{Deserialize, Serialize};
+
+use super::{CreateOptions, ExecOptions, ExecOutcome, OciError, OciRuntime, OciState};
+
+/// How to run one handler's binary; serializable, because lockstep-monitor runs `create` too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeCommand {
+    /// The handler (RuntimeClass) name.
+    pub handler: String,
+    /// The runtime binary, resolved.
+    pub binary: PathBuf,
+    /// The runtime's state directory (`--root`), one per handler.
+    pub root: PathBuf,
+    /// Where the per-call JSON logs go (each removed after its call).
+    pub log_dir: PathBuf,
+    /// Pass `--systemd-cgroup` (the cgroup driver is systemd).
+    pub systemd_cgroup: bool,
+}
+
+impl RuntimeCommand {
+    /// The layout lockstepd uses: `<oci_dir>/<handler>` for state, `<oci_dir>/<handler>.log`
+    /// for the per-call logs.
+    pub fn under(oci_dir: &Path, handler: &str, binary: &Path, systemd_cgroup: bool) -> Self {
+        RuntimeCommand {
+            handler: handler.to_string(),
+            binary: binary.to_path_buf(),
+            root: oci_dir.join(handler),
+            log_dir: oci_dir.join(format!("{handler}.log")),
+            systemd_cgroup,
+        }
+    }
+}
+
+/// An OCI runtime driven through its command line.
+#[derive(Debug, Clone)]
+pub struct CommandRuntime {
+    command: RuntimeCommand,
+}
+
+/// What one runtime call left behind: its exit status, stdout, stderr and JSON log.
+struct CallOutput {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    log: String,
+}
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+impl CommandRuntime {
+    pub fn new(command: RuntimeCommand) -> Self {
+        CommandRuntime { command }
+    }
+
+    pub fn command(&self) -> &RuntimeCommand {
+        &self.command
+    }
+
+    /// Whether the runtime keeps state for `id` (both crun and runc keep `<root>/<id>/`).
+    fn knows(&self, id: &str) -> bool {
+        self.command.root.join(id).exists()
+    }
+
+    /// A fresh log file name for one call.
+    fn log_file(&self, op: &str) -> PathBuf {
+        let n = CALLS.fetch_add(1, Ordering::Relaxed);
+        self.command.log_dir.join(format!("{op}-{}-{n}.json", std::process::id()))
+    }
+
+    /// The binary with the global flags, `op` and its arguments.
+    fn base(&self, log: &Path, op: &str) -> Result<Command, OciError> {
+        std::fs::create_dir_all(&self.command.log_dir).map_err(|source| OciError::Io {
+            what: "create directory",
+            path: self.command.log_dir.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&self.command.binary);
+        super::spawn::with_default_signals(&mut cmd);
+        cmd.arg("--root").arg(&self.command.root).arg("--log").arg(log).arg("--log-format").arg("json");
+        if self.command.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.arg(op);
+        Ok(cmd)
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<Child, OciError> {
+        cmd.spawn().map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })
+    }
+
+    /// Runs `op` with `args`, stdin closed and stdout/stderr captured.
+    fn call(&self, op: &'static str, args: &[OsString]) -> Result<CallOutput, OciError> {
+        let log = self.log_file(op);
+        let mut cmd = self.base(&log, op)?;
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output = self.spawn(&mut cmd)?.wait_with_output();
+        let log_text = take_log(&log);
+        let output = output.map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })?;
+        Ok(CallOutput { status: output.status, stdout: output.stdout, stderr: output.stderr, log: log_text })
+    }
+
+    /// `call` that must succeed.
+    fn call_ok(&self, op: &'static str, id: &str, args: &[OsString]) -> Result<CallOutput, OciError> {
+        let out = self.call(op, args)?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(self.failed(op, id, &out.log, &out.stderr, out.status))
+        }
+    }
+
+    fn failed(&self, op: &'static str, id: &str, log: &str, stderr: &[u8], status: ExitStatus) -> OciError {
+        let message = runtime_message(log, stderr).unwrap_or_else(|| format!("exited with {status}"));
+        let handler = self.command.handler.clone();
+        let id = id.to_string();
+        if matches!(op, "kill" | "state" | "delete" | "start" | "update" | "exec") && !self.knows(&id) {
+            return OciError::NotFound { handler, id };
+        }
+        if op == "kill" && (message.contains("not running") || message.contains("No such process")) {
+            return OciError::NotRunning { handler, id };
+        }
+        OciError::Failed { handler, op, id, message }
+    }
+
+    /// `<runtime> run --bundle B id` in the foreground: the container's exit code (the probe).
+    pub fn run(&self, id: &str, bundle: &Path) -> Result<i32, OciError> {
+        let args = [OsString::from("--bundle"), bundle.into(), id.into()];
+        let out = self.call("run", &args)?;
+        match out.status.code() {
+            Some(0) => Ok(0),
+            // A runtime that fails to set the container up says why in its log.
+            _ => match runtime_message(&out.log, &[]) {
+                Some(message) => {
+                    Err(OciError::Failed { handler: self.command.handler.clone(), op: "run", id: id.into(), message })
+                }
+                None => Ok(exit_code(out.status)),
+            },
+        }
+    }
+
+    /// `<runtime> features`, when the runtime has the command (runc 1.1+).
+    pub fn features(&self) -> Option<serde_json::Value> {
+        let out = self.call("features", &[]).ok()?;
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+}
+
+impl OciRuntime for CommandRuntime {
+    fn handler(&self) -> &str {
+        &self.command.handler
+    }
+
+    fn create(&self, id: &str, bundle: &Path, options: CreateOptions<'_>) -> Result<(), OciError> {
+        let log = self.log_file("create");
+        let mut cmd = self.base(&log, "create")?;
+        cmd.arg("--bundle").arg(bundle).arg("--pid-file").arg(options.pid_file);
+        if let Some(socket) = options.console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(id).stdin(options.stdin).stdout(options.stdout).stderr(options.stderr);
+        let mut child = self.spawn(&mut cmd)?;
+        // The runtime's stdio belongs to the container: drop our copies of the pipe ends now.
+        drop(cmd);
+        let status = child.wait();
+        let log_text = take_log(&log);
+        let status = status.map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })?;
+        if status.success() {
+            Ok(())
+        } else {
+            let message = runtime_message(&log_text, &[]).unwrap_or_else(|| format!("exited with {status}"));
+            Err(OciError::Failed { handler: self.command.handler.clone(), op: "create", id: id.into(), message })
+        }
+    }
+
+    fn start(&self, id: &str) -> Result<(), OciError> {
+        self.call_ok("start", id, &[id.into()]).map(drop)
+    }
+
+    fn state(&self, id: &str) -> Result<Option<OciState>, OciError> {
+        if !self.knows(id) {
+            return Ok(None);
+        }
+        let out = match self.call_ok("state", id, &[id.into()]) {
+            Ok(out) => out,
+            Err(OciError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&out.stdout).map(Some).map_err(|e| OciError::Parse {
+            handler: self.command.handler.clone(),
+            op: "state",
+            id: id.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+        if !self.knows(id) {
+            return Err(OciError::NotFound { handler: self.command.handler.clone(), id: id.into() });
+        }
+        let mut args: Vec<OsString> = Vec::new();
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.call_ok("kill", id, &args).map(drop)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), OciError> {
+        if !self.knows(id) {
+            return Ok(());
+        }
+        match self.call_ok("delete", id, &[id.into()]) {
+            Ok(_) | Err(OciError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exec(&self, id: &str, process: &Process, options: ExecOptions) -> Result<ExecOutcome, OciError> {
+        let log = self.log_file("exec");
+        let process_file = log.with_extension("process.json");
+        let pid_file = log.with_extension("pid");
+        let json = serde_json::to_vec(process).map_err(|e| OciError::Parse {
+            handler: self.command.handler.clone(),
+            op: "exec",
+            id: id.into(),
+            message: format!("cannot encode the process: {e}"),
+        })?;
+        let result = (|| {
+            std::fs::write(&process_file, json).map_err(|source| OciError::Io {
+                what: "write",
+                path: process_file.clone(),
+                source,
+            })?;
+            let mut cmd = self.base(&log, "exec")?;
+            cmd.arg("--process").arg(&process_file).arg("--pid-file").arg(&pid_file).arg(id);
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let child = self.spawn(&mut cmd)?;
+            self.wait_exec(id, child, &pid_file, options)
+        })();
+        let log_text = take_log(&log);
+        let _ = std::fs::remove_file(&process_file);
+        let _ = std::fs::remove_file(&pid_file);
+        match result {
+            Err(e) => Err(e),
+            // runc and crun exit 255 (crun) or 1 (runc) with a log message when they could not
+            // run the process at all (no such container, not running, bad binary).
+            Ok(outcome) if !outcome.timed_out && has_error(&log_text) => {
+                let status_text = format!("exited with {}", outcome.exit_code);
+                let message = runtime_message(&log_text, &outcome.stderr).unwrap_or(status_text);
+                if !self.knows(id) {
+                    return Err(OciError::NotFound { handler: self.command.handler.clone(), id: id.into() });
+                }
+                Err(OciError::Failed { handler: self.command.handler.clone(), op: "exec", id: id.into(), message })
+            }
+            Ok(outcome) => Ok(outcome),
+        }
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError> {
+        let file = self.log_file("update").with_extension("resources.json");
+        let json = serde_json::to_vec(resources).map_err(|e| OciError::Parse {
+            handler: self.command.handler.clone(),
+            op: "update",
+            id: id.into(),
+            message: format!("cannot encode the resources: {e}"),
+        })?;
+        std::fs::write(&file, json).map_err(|source| OciError::Io { what: "write", path: file.clone(), source })?;
+        let result = self.call_ok("update", id, &["--resources".into(), file.clone().into(), id.into()]);
+        let _ = std::fs::remove_file(&file);
+        result.map(drop)
+    }
+}
+
+impl CommandRuntime {
+    /// Waits for an exec'd runtime, collecting its output; at the timeout kills the process it
+    /// runs (its pid is in `pid_file`), so that the runtime reaps it and exits, and reaps the
+    /// runtime itself: nothing is left for PID 1 to collect.
+    fn wait_exec(
+        &self,
+        id: &str,
+        mut child: Child,
+        pid_file: &Path,
+        options: ExecOptions,
+    ) -> Result<ExecOutcome, OciError> {
+        let cap = options.output_cap;
+        let stdout = child.stdout.take().map(|s| std::thread::spawn(move || read_capped(s, cap)));
+        let stderr = child.stderr.take().map(|s| std::thread::spawn(move || read_capped(s, cap)));
+        let runtime_pid = child.id();
+        let (done_tx, done) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = done_tx.send(());
+            status
+        });
+        let mut timed_out = false;
+        let finished = match options.timeout {
+            None => done.recv().is_ok(),
+            Some(timeout) => done.recv_timeout(timeout).is_ok(),
+        };
+        if !finished {
+            timed_out = true;
+            // The process inside the container; the runtime waits for it and then exits.
+            match read_pid(pid_file) {
+                Some(pid) => signal(pid, libc::SIGKILL),
+                None => signal(runtime_pid as i32, libc::SIGKILL),
+            }
+            if done.recv_timeout(Duration::from_secs(10)).is_err() {
+                tracing::warn!(container = id, "exec: the runtime did not exit after its process was killed");
+                signal(runtime_pid as i32, libc::SIGKILL);
+            }
+        }
+        let status = waiter
+            .join()
+            .map_err(|_| OciError::Parse {
+                handler: self.command.handler.clone(),
+                op: "exec",
+                id: id.into(),
+                message: "the waiting thread panicked".into(),
+            })?
+            .map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })?;
+        let (stdout, out_cut) = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
+        let (stderr, err_cut) = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+        Ok(ExecOutcome { exit_code: exit_code(status), stdout, stderr, timed_out, truncated: out_cut || err_cut })
+    }
+}
+
+/// Reads everything, keeping at most `cap` bytes; whether some were dropped.
+fn read_capped(mut reader: impl Read, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    (kept, truncated)
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|pid| *pid > 0)
+}
+
+fn signal(pid: i32, sig: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::try_from(sig).unwrap_or(nix::sys::signal::Signal::SIGKILL),
+    );
+}
+
+/// 0–255 for an exit, 128 + n for death by signal n (as shells and kubelets read it).
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(255)
+}
+
+/// Reads and removes a call's log file.
+fn take_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let _ = std::fs::remove_file(path);
+    text
+}
+
+fn has_error(log: &str) -> bool {
+    log_errors(log).next().is_some()
+}
+
+/// The error messages of a runtime's JSON log, oldest first.
+fn log_errors(log: &str) -> impl Iterator<Item = String> + '_ {
+    log.lines().filter_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        let level = entry.get("level")?.as_str()?;
+        matches!(level, "error" | "fatal" | "panic").then(|| entry.get("msg")?.as_str().map(str::to_string)).flatten()
+    })
+}
+
+/// The runtime's own explanation: the last error of its JSON log, else its stderr.
+pub(crate) fn runtime_message(log: &str, stderr: &[u8]) -> Option<String> {
+    if let Some(last) = log_errors(log).last() {
+        return Some(last);
+    }
+    let text = String::from_utf8_lossy(stderr).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_of_the_json_log_is_the_message() {
+        let log = concat!(
+            "{\"level\":\"warning\",\"msg\":\"ignored\",\"time\":\"t\"}\n",
+            "{\"level\":\"error\",\"msg\":\"first\",\"time\":\"t\"}\n",
+            "not json at all\n",
+            "{\"msg\":\"cgroups in hybrid mode not supported\",\"level\":\"error\",\"time\":\"t\"}\n",
+        );
+        assert_eq!(runtime_message(log, b"stderr text").unwrap(), "cgroups in hybrid mode not supported");
+        assert_eq!(runtime_message("", b"  from stderr \n").unwrap(), "from stderr");
+        assert_eq!(runtime_message("", b""), None);
+    }
+
+    #[test]
+    fn output_beyond_the_cap_is_read_and_dropped() {
+        let data = vec![7u8; 20_000];
+        let (kept, cut) = read_capped(&data[..], 1000);
+        assert_eq!((kept.len(), cut), (1000, true));
+        let (kept, cut) = read_capped(&data[..100], 1000);
+        assert_eq!((kept.len(), cut), (100, false));
+    }
+
+    #[test]
+    fn a_missing_binary_is_a_spawn_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt =
+            CommandRuntime::new(RuntimeCommand::under(tmp.path(), "ghost", Path::new("/nonexistent/ghost"), false));
+        std::fs::create_dir_all(tmp.path().join("ghost/c1")).unwrap();
+        let err = rt.start("c1").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ghost"), "{err}");
+    }
+}
