@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod filter;
 pub mod ids;
+pub mod image;
 pub mod info;
 pub mod oci;
 pub mod persist;
