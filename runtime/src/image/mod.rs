@@ -4,4 +4,7 @@
 pub mod reference;
 pub mod registries_conf;
 pub mod registry;
+pub mod service;
+pub mod snapshot;
+pub mod store;
 pub mod unpack;

@@ -162,6 +162,17 @@ impl Session<'_> {
         &self.reference
     }
 
+    /// A second session with the auth this one earned, for a parallel download.
+    pub fn fork(&self) -> Session<'_> {
+        Session {
+            registry: self.registry,
+            reference: self.reference.clone(),
+            insecure: self.insecure,
+            credentials: self.credentials.clone(),
+            authorization: self.authorization.clone(),
+        }
+    }
+
     fn host(&self) -> &str {
         api_host(&self.reference.registry)
     }
