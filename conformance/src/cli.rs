@@ -34,6 +34,16 @@ enum Command {
     Run(RunArgs),
     /// Measure per-operation latency percentiles, optionally against a second runtime.
     Bench(BenchArgs),
+    /// Build the test images from busybox-static and push them to a registry (for air-gapped
+    /// CI): then `run --registry HOST:PORT` pulls from it.
+    Fixtures {
+        /// The registry, HOST:PORT, reached over plain HTTP.
+        #[arg(long)]
+        registry: String,
+        /// Leave out the ~200 MB benchmark image.
+        #[arg(long)]
+        without_large: bool,
+    },
     /// List the tests of one minor's profile.
     List {
         /// The Kubernetes minor, e.g. 1.36.
@@ -79,6 +89,10 @@ struct RunArgs {
     /// How many tests run at once.
     #[arg(long, default_value_t = 1, value_name = "N")]
     parallel: usize,
+    /// A registry holding the fixtures (`lockstep-conformance fixtures`). Without it, the
+    /// image tests start private docker-registries for the run.
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +137,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
         Command::List { kube } => list(&kube).map(|()| ExitCode::SUCCESS),
+        Command::Fixtures { registry, without_large } => {
+            tokio_runtime().and_then(|rt| rt.block_on(fixtures(&registry, !without_large))).map(|()| ExitCode::SUCCESS)
+        }
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Bench(args) => tokio_runtime().and_then(|rt| rt.block_on(bench(args))),
     };
@@ -155,6 +172,36 @@ fn list(kube: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn fixtures(registry: &str, with_large: bool) -> anyhow::Result<()> {
+    let pushed = crate::fixtures::env::push_everything(registry, with_large).await?;
+    for line in pushed {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The registries for the image tests, when the selected tests pull.
+async fn registry_env(
+    minor: Minor,
+    options: &RunOptions,
+    given: Option<&str>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>> {
+    use crate::fixtures::env::RegistryEnv;
+    use framework::Need;
+    let selected = framework::profile(&crate::suites::all(), minor, &options.selection);
+    let pulls = selected
+        .iter()
+        .any(|t| t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry)));
+    if !pulls {
+        return Ok(None);
+    }
+    let env = match given {
+        Some(host) => RegistryEnv::existing(host)?,
+        None => RegistryEnv::start().await.context("cannot start the fixture registries")?,
+    };
+    Ok(Some(std::sync::Arc::new(env)))
+}
+
 fn regex(flag: &str, text: &Option<String>) -> anyhow::Result<Option<Regex>> {
     text.as_deref().map(|t| Regex::new(t).map_err(|e| anyhow!("{flag}: {e}"))).transpose()
 }
@@ -172,7 +219,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => Some(Embedded::start(minor).await?),
     };
     let endpoint = args.endpoint.clone().or_else(|| embedded.as_ref().map(|e| e.endpoint.clone())).unwrap_or_default();
-    let result = run_against(minor, &endpoint, &options).await;
+    let registry = match registry_env(minor, &options, args.registry.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(embedded) = embedded {
+                let _ = embedded.stop().await;
+            }
+            return Err(e);
+        }
+    };
+    let result = run_against(minor, &endpoint, &options, registry).await;
     if let Some(embedded) = embedded {
         let stopped = embedded.stop().await;
         if result.is_ok() {
@@ -249,9 +305,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn run_against(minor: Minor, endpoint: &str, options: &RunOptions) -> anyhow::Result<RunReport> {
+async fn run_against(
+    minor: Minor,
+    endpoint: &str,
+    options: &RunOptions,
+    registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>,
+) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let ctx = connect(minor, endpoint).await?;
+    let ctx = connect(minor, endpoint).await?.with_registry(registry);
     let runtime = ctx.runtime.clone();
     let surface = crate::surface::probe(ctx.channel()).await;
     let tests = framework::run(&crate::suites::all(), &ctx, options).await;

@@ -37,11 +37,18 @@ pub struct Ctx {
     pub endpoint: String,
     pub runtime: RuntimeIdentity,
     channel: tonic::transport::Channel,
+    /// The registries of the run, for tests that pull.
+    pub registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>,
 }
 
 impl Ctx {
     pub fn new(minor: Minor, endpoint: String, runtime: RuntimeIdentity, channel: tonic::transport::Channel) -> Self {
-        Ctx { minor, endpoint, runtime, channel }
+        Ctx { minor, endpoint, runtime, channel, registry: None }
+    }
+
+    pub fn with_registry(mut self, registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// The connection, for clients of other kinds (the model's own, unwindowed).

@@ -52,6 +52,12 @@ macro_rules! check {
 pub enum Need {
     /// The runtime says which Kubernetes minor it is pinned to (runtime_version "…+k8s.1.NN").
     PinnedMinor,
+    /// A registry holding the fixture images (started for the run, or `--registry`).
+    Registry,
+    /// A registry started for this run, whose storage the test may tamper with.
+    LocalRegistry,
+    /// A registry that wants credentials (started for this run).
+    AuthRegistry,
 }
 
 /// One conformance test.

@@ -1,5 +1,6 @@
 //! The conformance suites, one module per area.
 
+mod images;
 mod runtime_info;
 
 use crate::framework::Test;
@@ -8,5 +9,6 @@ use crate::framework::Test;
 pub fn all() -> Vec<Test> {
     let mut tests = Vec::new();
     tests.extend(runtime_info::tests());
+    tests.extend(images::tests());
     tests
 }
