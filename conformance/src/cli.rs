@@ -274,12 +274,19 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let primary = args.endpoint.clone().or_else(|| embedded.as_ref().map(|e| e.endpoint.clone())).unwrap_or_default();
     let primary_pid = args.pid.or_else(|| embedded.as_ref().and_then(|e| e.pid()));
+    let pulls = options.focus.as_ref().is_none_or(|f| f.is_match(crate::bench::images::PULL_BENCH));
     let measured = async {
+        let registry = if pulls {
+            eprintln!("bench: building the large image and pushing it to a private registry");
+            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_bench().await?))
+        } else {
+            None
+        };
         let mut runtimes = vec![];
-        let ctx = connect(minor, &primary).await?;
+        let ctx = connect(minor, &primary).await?.with_registry(registry.clone());
         runtimes.push(Runtime { label: ctx.runtime.name.clone(), ctx, daemon_pid: primary_pid });
         if let Some(vs) = &args.vs {
-            let ctx = connect(minor, vs).await?;
+            let ctx = connect(minor, vs).await?.with_registry(registry.clone());
             let mut label = ctx.runtime.name.clone();
             if label == runtimes[0].label {
                 label.push_str(" (vs)");

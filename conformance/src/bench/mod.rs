@@ -3,6 +3,7 @@
 //! in the same run, with the ratios between them. A benchmark is written once against the
 //! model, like a test, and sent through the run's minor. Progress goes to stderr.
 
+pub mod images;
 pub mod run;
 mod runtime_info;
 mod stats;
@@ -65,6 +66,7 @@ pub struct Bench {
 pub fn all() -> Vec<Bench> {
     let mut benches = Vec::new();
     benches.extend(runtime_info::benches());
+    benches.extend(images::benches());
     benches
 }
 

@@ -27,7 +27,7 @@ use crate::persist::{PersistError, RecordDir};
 /// Layers downloaded and unpacked at once per pull.
 const PARALLEL_LAYERS: usize = 3;
 /// Chunks buffered between a download and its unpacker (each up to a few tens of KiB).
-const CHANNEL_CHUNKS: usize = 32;
+const CHANNEL_CHUNKS: usize = 8;
 /// Image configs above this size are refused.
 const MAX_CONFIG_BYTES: usize = 8 << 20;
 
@@ -420,7 +420,7 @@ impl ImageService {
         let snapshots = self.snapshots.clone();
         let expected = Expected { digest: layer.digest.clone(), size: layer.size, diff_id: layer.diff_id.clone() };
         let unpacker = tokio::task::spawn_blocking(move || {
-            snapshots.create(&expected, ChannelReader { rx, current: Vec::new(), pos: 0, ended: false })
+            snapshots.create(&expected, ChannelReader { rx, current: bytes::Bytes::new(), pos: 0, ended: false })
         });
         let mut received: u64 = 0;
         let download: Result<(), ImageError> = async {
@@ -600,7 +600,7 @@ impl Drop for InFlight<'_> {
 
 /// What a download hands to its unpacker.
 enum Chunk {
-    Data(Vec<u8>),
+    Data(bytes::Bytes),
     End,
     Failed(String),
 }
@@ -608,7 +608,7 @@ enum Chunk {
 /// The blocking side of a download: bytes arrive through a channel.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Chunk>,
-    current: Vec<u8>,
+    current: bytes::Bytes,
     pos: usize,
     ended: bool,
 }

@@ -425,7 +425,7 @@ pub struct Blob {
 
 impl Blob {
     /// The next piece, None at the end; a stall longer than the progress timeout is an error.
-    pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>, RegistryError> {
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
         match tokio::time::timeout(self.progress_timeout, self.response.chunk()).await {
             Err(_) => Err(RegistryError::Stalled {
                 host: self.host.clone(),
@@ -433,7 +433,7 @@ impl Blob {
                 after: self.progress_timeout,
             }),
             Ok(Err(e)) => Err(RegistryError::Unreachable { host: self.host.clone(), detail: error_chain(&e) }),
-            Ok(Ok(c)) => Ok(c.map(|b| b.to_vec())),
+            Ok(Ok(c)) => Ok(c),
         }
     }
 }
