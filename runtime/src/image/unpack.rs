@@ -645,4 +645,67 @@ mod tests {
         assert_eq!(mode, 0o4755, "chmod after chown keeps setuid");
         std::fs::set_permissions(tmp.path().join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn component() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("a".to_string()),
+                Just("b".to_string()),
+                Just("..".to_string()),
+                Just(".".to_string()),
+                Just(".wh.a".to_string())
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            (proptest::bool::ANY, proptest::collection::vec(component(), 1..4))
+                .prop_map(|(absolute, parts)| format!("{}{}", if absolute { "/" } else { "" }, parts.join("/")))
+        }
+
+        /// Link targets that a broken unpacker would follow to just beside the root (and never
+        /// further, so a failing run cannot touch the host).
+        fn target() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_string()),
+                Just("../a".to_string()),
+                Just("../b".to_string()),
+                Just("a".to_string()),
+                Just(".".to_string())
+            ]
+        }
+
+        fn entry() -> impl Strategy<Value = (String, u8, String)> {
+            (path(), 0u8..4, target())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+            /// Whatever the layer holds, nothing appears beside the root, and no panic.
+            #[test]
+            fn nothing_is_written_outside_the_root(entries in proptest::collection::vec(entry(), 1..8)) {
+                let outer = tempfile::tempdir().unwrap();
+                let root = outer.path().join("root");
+                std::fs::create_dir(&root).unwrap();
+                let mut b = tar::Builder::new(Vec::new());
+                for (name, kind, target) in &entries {
+                    let kind = [T::Regular, T::Directory, T::Symlink, T::Link][*kind as usize];
+                    let mut h = header(name, kind, if kind == T::Regular { 1 } else { 0 }, 0o755);
+                    if matches!(kind, T::Symlink | T::Link) {
+                        let raw = &mut h.as_old_mut().linkname;
+                        raw[..target.len()].copy_from_slice(target.as_bytes());
+                        h.set_cksum();
+                    }
+                    let data: &[u8] = if kind == T::Regular { b"x" } else { b"" };
+                    b.append(&h, data).unwrap();
+                }
+                let bytes = b.into_inner().unwrap();
+                let _ = extract(&bytes[..], &root);
+                let beside: Vec<_> = std::fs::read_dir(outer.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+                prop_assert_eq!(beside, vec![std::ffi::OsString::from("root")]);
+            }
+        }
+    }
 }

@@ -255,8 +255,11 @@ impl Session<'_> {
             if let Some(a) = &self.authorization {
                 request = request.header(AUTHORIZATION, a);
             }
+            let last_scheme = scheme == schemes.last().unwrap_or(&"https");
             match tokio::time::timeout(self.registry.progress_timeout, request.send()).await {
-                Err(_) => return Err(self.stalled(what)),
+                Err(_) if last_scheme => return Err(self.stalled(what)),
+                // A plain-HTTP server that never answers a TLS hello: try HTTP.
+                Err(_) => {}
                 Ok(Ok(response)) => {
                     if *scheme == "http" {
                         self.registry
