@@ -53,6 +53,8 @@ pub enum ImageError {
     Store(#[from] PersistError),
     #[error("{0}")]
     Several(String, Box<ImageError>),
+    #[error("holder {0:?} is not a valid container ID")]
+    InvalidHolder(String),
 }
 
 impl ImageError {
@@ -223,8 +225,11 @@ impl ImageService {
                 }
             }
         };
-        let result = shared.await;
-        lock(&self.pulls).remove(&key);
+        let result = shared.clone().await;
+        let mut pulls = lock(&self.pulls);
+        if pulls.get(&key).is_some_and(|running| running.ptr_eq(&shared)) {
+            pulls.remove(&key);
+        }
         result
     }
 
@@ -468,13 +473,21 @@ impl ImageService {
     }
 
     /// Removes an image (all its tags and digests); absent is fine. Returns whether one was removed.
-    pub async fn remove(&self, image: &str) -> Result<bool, ImageError> {
+    pub async fn remove(self: &Arc<Self>, image: &str) -> Result<bool, ImageError> {
         let Some(record) = self.resolve(image)? else { return Ok(false) };
         let _commit = self.commit.lock().await;
         self.records_mut().remove(&record.id)?;
-        self.collect_garbage();
+        self.collect_garbage_off_thread().await;
         tracing::info!(image, id = %record.id, "removed image");
         Ok(true)
+    }
+
+    /// Garbage collection on a blocking thread: deleting a large layer takes a while.
+    async fn collect_garbage_off_thread(self: &Arc<Self>) {
+        let this = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || this.collect_garbage()).await {
+            tracing::warn!(error = %e, "garbage collection failed; it runs again at the next start");
+        }
     }
 
     /// Removes snapshots and blobs that no image, container hold or running pull needs.
@@ -483,10 +496,14 @@ impl ImageService {
             let records = self.records();
             (records.layers_in_use(), records.blobs_in_use())
         };
-        let in_flight: BTreeSet<Digest> = lock(&self.layers_in_flight).keys().cloned().collect();
-        let removed = self.snapshots.remove_unused(&layers, &in_flight);
-        if !removed.is_empty() {
-            tracing::debug!(count = removed.len(), "removed unused layer snapshots");
+        let detached = {
+            let in_flight = lock(&self.layers_in_flight);
+            let keep: BTreeSet<Digest> = in_flight.keys().cloned().collect();
+            self.snapshots.detach_unused(&layers, &keep)
+        };
+        if !detached.is_empty() {
+            tracing::debug!(count = detached.len(), "removing unused layer snapshots");
+            super::snapshot::delete(detached);
         }
         if let Ok(entries) = std::fs::read_dir(self.layout.blobs()) {
             for entry in entries.flatten() {
@@ -522,11 +539,7 @@ impl ImageService {
     /// layers stay until `release(holder)`. Holding again replaces the previous hold.
     pub async fn hold(&self, holder: &str, image: &str) -> Result<HeldImage, ImageError> {
         if !crate::ids::is_safe_id(holder) {
-            return Err(ImageError::Store(PersistError::Io {
-                what: "hold layers for",
-                path: PathBuf::from(holder),
-                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            }));
+            return Err(ImageError::InvalidHolder(holder.to_string()));
         }
         let _commit = self.commit.lock().await;
         let record = self.resolve(image)?.ok_or_else(|| ImageError::NotFound(image.to_string()))?;
@@ -537,13 +550,13 @@ impl ImageService {
     }
 
     /// Ends a container's hold; layers no image needs any more are removed. Idempotent.
-    pub async fn release(&self, holder: &str) -> Result<(), ImageError> {
+    pub async fn release(self: &Arc<Self>, holder: &str) -> Result<(), ImageError> {
         if !crate::ids::is_safe_id(holder) {
             return Ok(());
         }
         let _commit = self.commit.lock().await;
         self.records_mut().release(holder)?;
-        self.collect_garbage();
+        self.collect_garbage_off_thread().await;
         Ok(())
     }
 

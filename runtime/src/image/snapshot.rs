@@ -153,10 +153,11 @@ impl Snapshots {
             .collect()
     }
 
-    /// Removes the snapshots that nothing uses; returns them. Each leaves its name atomically
-    /// (a rename into tmp/) before its files are deleted.
-    pub fn remove_unused(&self, in_use: &BTreeSet<Digest>, also_keep: &BTreeSet<Digest>) -> Vec<Digest> {
-        let mut removed = Vec::new();
+    /// Takes the snapshots that nothing uses out of sight, atomically each (a rename into tmp/),
+    /// and returns their new paths for [`delete`]. Callers hold the lock that pulls take to
+    /// mark layers in flight, so a layer a pull has just found cannot vanish under it.
+    pub fn detach_unused(&self, in_use: &BTreeSet<Digest>, also_keep: &BTreeSet<Digest>) -> Vec<PathBuf> {
+        let mut detached = Vec::new();
         for diff_id in self.list() {
             if in_use.contains(&diff_id) || also_keep.contains(&diff_id) {
                 continue;
@@ -164,16 +165,20 @@ impl Snapshots {
             let doomed = self.layout.tmp_path("removed");
             let from = self.layout.snapshot(&diff_id);
             match std::fs::rename(&from, &doomed) {
-                Ok(()) => {
-                    if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                        tracing::warn!(path = %doomed.display(), error = %e, "cannot delete a removed snapshot; it goes at the next start");
-                    }
-                    removed.push(diff_id);
-                }
+                Ok(()) => detached.push(doomed),
                 Err(e) => tracing::warn!(path = %from.display(), error = %e, "cannot remove an unused snapshot"),
             }
         }
-        removed
+        detached
+    }
+}
+
+/// Deletes detached snapshots; what cannot be deleted goes at the next start (tmp/ is emptied).
+pub fn delete(detached: Vec<PathBuf>) {
+    for path in detached {
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a removed snapshot; it goes at the next start");
+        }
     }
 }
 
@@ -230,8 +235,12 @@ mod tests {
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
 
         let keep = BTreeSet::from([good.diff_id.clone()]);
-        assert!(snapshots.remove_unused(&keep, &BTreeSet::new()).is_empty());
-        assert_eq!(snapshots.remove_unused(&BTreeSet::new(), &BTreeSet::new()), vec![good.diff_id.clone()]);
-        assert!(!snapshots.exists(&good.diff_id));
+        assert!(snapshots.detach_unused(&keep, &BTreeSet::new()).is_empty());
+        assert!(snapshots.detach_unused(&BTreeSet::new(), &keep).is_empty(), "in flight: kept");
+        let detached = snapshots.detach_unused(&BTreeSet::new(), &BTreeSet::new());
+        assert_eq!(detached.len(), 1);
+        assert!(!snapshots.exists(&good.diff_id), "gone from sight at once");
+        delete(detached);
+        assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
     }
 }

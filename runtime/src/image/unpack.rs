@@ -584,22 +584,46 @@ mod tests {
 
     #[test]
     fn escapes_are_refused() {
+        // Where a broken unpacker would write: beside the root (it sits two levels down, so
+        // `..` twice stays inside our temporary directory) or, for absolute paths, in /tmp.
+        let marker = format!("/tmp/lockstep-unpack-escape-{}", std::process::id());
+        let marker_name = marker.trim_start_matches("/tmp/").to_string();
         for (entries, why) in [
-            (vec![("../evil", T::Regular, &b"x"[..], "")], "`..`"),
-            (vec![("a/../../evil", T::Regular, &b"x"[..], "")], "`..`"),
-            (vec![("/etc/evil", T::Regular, &b"x"[..], "")], "absolute"),
-            (vec![("esc", T::Symlink, &b""[..], "/"), ("esc/evil", T::Regular, &b"x"[..], "")], "symlink"),
-            (vec![("esc", T::Symlink, &b""[..], "../.."), ("esc/x/evil", T::Directory, &b""[..], "")], "symlink"),
-            (vec![("hl", T::Link, &b""[..], "../../etc/passwd")], "hardlink target"),
+            (vec![("../evil".to_string(), T::Regular, &b"x"[..], String::new())], "`..`"),
+            (vec![("a/../../evil".to_string(), T::Regular, &b"x"[..], String::new())], "`..`"),
+            (vec![(marker.clone(), T::Regular, &b"x"[..], String::new())], "absolute"),
+            (
+                vec![
+                    ("esc".to_string(), T::Symlink, &b""[..], "/tmp".to_string()),
+                    (format!("esc/{marker_name}"), T::Regular, &b"x"[..], String::new()),
+                ],
+                "symlink",
+            ),
+            (
+                vec![
+                    ("esc".to_string(), T::Symlink, &b""[..], "../..".to_string()),
+                    ("esc/x/evil".to_string(), T::Directory, &b""[..], String::new()),
+                ],
+                "symlink",
+            ),
+            (vec![("hl".to_string(), T::Link, &b""[..], "../../etc/passwd".to_string())], "hardlink target"),
         ] {
-            let outside = tempfile::tempdir().unwrap();
-            let bytes = layer(&entries);
-            let (tmp, result) = unpack(&bytes);
-            let err = result.unwrap_err();
+            let outer = tempfile::tempdir().unwrap();
+            let root = outer.path().join("d1/root");
+            std::fs::create_dir_all(&root).unwrap();
+            let borrowed: Vec<(&str, T, &[u8], &str)> =
+                entries.iter().map(|(p, k, d, l)| (p.as_str(), *k, *d, l.as_str())).collect();
+            let bytes = layer(&borrowed);
+            let err = extract(&bytes[..], &root).map(|(u, _)| u).unwrap_err();
+            let escaped = Path::new(&marker).exists();
+            let _ = std::fs::remove_file(&marker);
+            assert!(!escaped, "wrote {marker}");
             assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
             assert!(err.to_string().contains(why), "{err}");
-            assert!(!tmp.path().parent().unwrap().join("evil").exists());
-            assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+            let top: Vec<_> = std::fs::read_dir(outer.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+            let beside: Vec<_> =
+                std::fs::read_dir(outer.path().join("d1")).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert_eq!((top, beside), (vec!["d1".into()], vec!["root".into()]), "nothing beside the root");
         }
     }
 
@@ -686,9 +710,12 @@ mod tests {
             /// Whatever the layer holds, nothing appears beside the root, and no panic.
             #[test]
             fn nothing_is_written_outside_the_root(entries in proptest::collection::vec(entry(), 1..8)) {
+                // The root sits four levels down: paths have at most three components, so even
+                // a broken unpacker could climb no higher than the first level, where we look.
                 let outer = tempfile::tempdir().unwrap();
-                let root = outer.path().join("root");
-                std::fs::create_dir(&root).unwrap();
+                let chain = ["d1", "d2", "d3", "root"];
+                let root = chain.iter().fold(outer.path().to_path_buf(), |p, c| p.join(c));
+                std::fs::create_dir_all(&root).unwrap();
                 let mut b = tar::Builder::new(Vec::new());
                 for (name, kind, target) in &entries {
                     let kind = [T::Regular, T::Directory, T::Symlink, T::Link][*kind as usize];
@@ -703,8 +730,12 @@ mod tests {
                 }
                 let bytes = b.into_inner().unwrap();
                 let _ = extract(&bytes[..], &root);
-                let beside: Vec<_> = std::fs::read_dir(outer.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-                prop_assert_eq!(beside, vec![std::ffi::OsString::from("root")]);
+                let mut dir = outer.path().to_path_buf();
+                for child in chain {
+                    let beside: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+                    prop_assert_eq!(beside, vec![std::ffi::OsString::from(child)], "in {}", dir.display());
+                    dir = dir.join(child);
+                }
             }
         }
     }

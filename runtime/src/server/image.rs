@@ -17,7 +17,9 @@ use crate::image::store::records::ImageRecord;
 fn status(e: &ImageError) -> Status {
     let message = e.to_string();
     match e.root() {
-        ImageError::Reference(_) | ImageError::Auth(_) => Status::invalid_argument(message),
+        ImageError::Reference(_) | ImageError::Auth(_) | ImageError::InvalidHolder(_) => {
+            Status::invalid_argument(message)
+        }
         ImageError::NotFound(_) => Status::not_found(message),
         ImageError::Blocked(_) | ImageError::RegistriesConf(_) => Status::failed_precondition(message),
         ImageError::Registry(r) => match r {
