@@ -39,6 +39,16 @@ enum Command {
     Skew(SkewArgs),
     /// Run one Pod manifest through the CRI calls a kubelet of the minor makes, and report them.
     Kubelet(KubeletArgs),
+    /// Build the test images from busybox-static and push them to a registry (for air-gapped
+    /// CI): then `run --registry HOST:PORT` pulls from it.
+    Fixtures {
+        /// The registry, HOST:PORT, reached over plain HTTP.
+        #[arg(long)]
+        registry: String,
+        /// Leave out the ~200 MB benchmark image.
+        #[arg(long)]
+        without_large: bool,
+    },
     /// List the tests of one minor's profile.
     List {
         /// The Kubernetes minor, e.g. 1.36.
@@ -84,6 +94,10 @@ struct RunArgs {
     /// How many tests run at once.
     #[arg(long, default_value_t = 1, value_name = "N")]
     parallel: usize,
+    /// A registry holding the fixtures (`lockstep-conformance fixtures`). Without it, the
+    /// image tests start private docker-registries for the run.
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +142,9 @@ struct SkewArgs {
     /// The runtime's expected failures (as for `run`).
     #[arg(long, value_name = "FILE")]
     expected: Option<PathBuf>,
+    /// A registry holding the fixtures (as for `run`).
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
     #[arg(long, value_name = "REGEX")]
     focus: Option<String>,
     #[arg(long, value_name = "REGEX")]
@@ -178,6 +195,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
         Command::List { kube } => list(&kube).map(|()| ExitCode::SUCCESS),
+        Command::Fixtures { registry, without_large } => {
+            tokio_runtime().and_then(|rt| rt.block_on(fixtures(&registry, !without_large))).map(|()| ExitCode::SUCCESS)
+        }
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Bench(args) => tokio_runtime().and_then(|rt| rt.block_on(bench(args))),
         Command::Skew(args) => tokio_runtime().and_then(|rt| rt.block_on(skew(args))),
@@ -212,6 +232,36 @@ fn list(kube: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn fixtures(registry: &str, with_large: bool) -> anyhow::Result<()> {
+    let pushed = crate::fixtures::env::push_everything(registry, with_large).await?;
+    for line in pushed {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The registries for the image tests, when the selected tests pull.
+async fn registry_env(
+    minor: Minor,
+    options: &RunOptions,
+    given: Option<&str>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>> {
+    use crate::fixtures::env::RegistryEnv;
+    use framework::Need;
+    let selected = framework::profile(&crate::suites::all(), minor, &options.selection);
+    let pulls = selected
+        .iter()
+        .any(|t| t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry)));
+    if !pulls {
+        return Ok(None);
+    }
+    let env = match given {
+        Some(host) => RegistryEnv::existing(host)?,
+        None => RegistryEnv::start().await.context("cannot start the fixture registries")?,
+    };
+    Ok(Some(std::sync::Arc::new(env)))
+}
+
 fn regex(flag: &str, text: &Option<String>) -> anyhow::Result<Option<Regex>> {
     text.as_deref().map(|t| Regex::new(t).map_err(|e| anyhow!("{flag}: {e}"))).transpose()
 }
@@ -222,7 +272,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions { selection, parallel: args.parallel };
     let expected = load_expected(&args.expected)?;
     let target = Target::open(minor, args.endpoint.clone(), None).await?;
-    let result = run_against(minor, &target.endpoint, &options, target.restarter()).await;
+    let result = async {
+        let registry = registry_env(minor, &options, args.registry.as_deref()).await?;
+        run_against(minor, &target.endpoint, &options, target.restarter(), registry).await
+    }
+    .await;
     let result = target.close(result).await;
     let mut report = result?;
     expected.apply(&mut report.tests);
@@ -244,10 +298,13 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
     let expected = load_expected(&args.expected)?;
     let target = Target::open(embedded_minor, args.endpoint.clone(), None).await?;
     let rows = async {
+        // One set of registries for every minor: the newest profile holds every test that pulls.
+        let registry = registry_env(Minor::MODEL, &options, args.registry.as_deref()).await?;
         let mut rows = Vec::new();
         for minor in Minor::ALL {
             eprintln!("skew: Kubernetes {minor}");
-            let mut report = run_against(minor, &target.endpoint, &options, target.restarter()).await?;
+            let mut report =
+                run_against(minor, &target.endpoint, &options, target.restarter(), registry.clone()).await?;
             expected.apply(&mut report.tests);
             rows.push(crate::skew::Row { minor, report });
         }
@@ -329,12 +386,19 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         focus: regex("--focus", &args.focus)?,
     };
     let target = Target::open(minor, args.endpoint.clone(), args.pid).await?;
+    let pulls = options.focus.as_ref().is_none_or(|f| f.is_match(crate::bench::images::PULL_BENCH));
     let measured = async {
+        let registry = if pulls {
+            eprintln!("bench: building the large image and pushing it to a private registry");
+            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_bench().await?))
+        } else {
+            None
+        };
         let mut runtimes = vec![];
-        let ctx = connect(minor, &target.endpoint).await?;
+        let ctx = connect(minor, &target.endpoint).await?.with_registry(registry.clone());
         runtimes.push(Runtime { label: ctx.runtime.name.clone(), ctx, daemon_pid: target.pid });
         if let Some(vs) = &args.vs {
-            let ctx = connect(minor, vs).await?;
+            let ctx = connect(minor, vs).await?.with_registry(registry.clone());
             let mut label = ctx.runtime.name.clone();
             if label == runtimes[0].label {
                 label.push_str(" (vs)");
@@ -360,9 +424,10 @@ async fn run_against(
     endpoint: &str,
     options: &RunOptions,
     restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
+    registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let mut ctx = connect(minor, endpoint).await?;
+    let mut ctx = connect(minor, endpoint).await?.with_registry(registry);
     if let Some(restarter) = restarter {
         ctx = ctx.with_restarter(restarter);
     }

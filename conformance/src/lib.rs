@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod expected;
+pub mod fixtures;
 pub mod framework;
 pub mod kubelet;
 pub mod report;

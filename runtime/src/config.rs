@@ -83,6 +83,9 @@ pub struct ImageSection {
     pub registries_conf: PathBuf,
     /// A pull that makes no progress for this many seconds is cancelled.
     pub pull_progress_timeout_secs: u64,
+    /// Per-registry CAs (HOST[:PORT]/*.crt) and client certificates (*.cert + *.key).
+    /// Empty: /etc/containers/certs.d.
+    pub certs_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -123,7 +126,7 @@ impl Default for NetworkSection {
 
 impl Default for ImageSection {
     fn default() -> Self {
-        ImageSection { registries_conf: PathBuf::new(), pull_progress_timeout_secs: 60 }
+        ImageSection { registries_conf: PathBuf::new(), pull_progress_timeout_secs: 60, certs_dir: PathBuf::new() }
     }
 }
 
@@ -280,6 +283,11 @@ impl Config {
         let _ = writeln!(s, "registries_conf = {}", q(&self.image.registries_conf));
         let _ = writeln!(s, "# A pull that makes no progress for this long is cancelled.");
         let _ = writeln!(s, "pull_progress_timeout_secs = {}", self.image.pull_progress_timeout_secs);
+        let _ = writeln!(
+            s,
+            "# Per-registry CAs (HOST[:PORT]/*.crt) and client certificates; empty: /etc/containers/certs.d."
+        );
+        let _ = writeln!(s, "certs_dir = {}", q(&self.image.certs_dir));
         s
     }
 }

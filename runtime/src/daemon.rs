@@ -10,6 +10,7 @@ use lockstep_cri::Minor;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
 use crate::persist::PersistError;
 use crate::server::{Containers, Cri, Sandboxes};
@@ -40,10 +41,11 @@ pub async fn run(config: Config, minor: Minor, shutdown: impl Future<Output = ()
     }
     let _lock = lock_root(&config.root)?;
     let socket_path = config.socket_path();
+    let images = Arc::new(ImageService::open(&config)?);
     let info = Arc::new(RuntimeInfo::new(minor, config)?);
     log_handlers(&info);
     let sandboxes = recover_sandboxes(info.clone()).await?;
-    let cri = Arc::new(Cri { info, sandboxes, containers: Arc::new(Containers::default()) });
+    let cri = Arc::new(Cri { info, sandboxes, containers: Arc::new(Containers::default()), images });
     let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
     let listener = socket::listen(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");

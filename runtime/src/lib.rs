@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod filter;
 pub mod helpers;
 pub mod ids;
+pub mod image;
 pub mod info;
 pub mod monitor;
 pub mod oci;

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub status: model::StatusResponse,
     channel: tonic::transport::Channel,
     restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
+    /// The registries of the run, for tests that pull.
+    pub registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>,
 }
 
 impl Ctx {
@@ -53,7 +55,12 @@ impl Ctx {
         status: model::StatusResponse,
         channel: tonic::transport::Channel,
     ) -> Self {
-        Ctx { minor, endpoint, runtime, surface, status, channel, restarter: None }
+        Ctx { minor, endpoint, runtime, surface, status, channel, restarter: None, registry: None }
+    }
+
+    pub fn with_registry(mut self, registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Lets tests kill and restart the runtime (an embedded lockstepd; not a given endpoint).

@@ -65,6 +65,12 @@ pub enum Need {
     Restart,
     /// A way to run a command inside a pod (ExecSync in a container): needs containers (issue 5).
     ExecInPod,
+    /// A registry holding the fixture images (started for the run, or `--registry`).
+    Registry,
+    /// A registry started for this run, whose storage the test may tamper with.
+    LocalRegistry,
+    /// A registry that wants credentials (started for this run).
+    AuthRegistry,
 }
 
 /// The runtime features that Status reports (1.30+ handler features, 1.31+ runtime features).

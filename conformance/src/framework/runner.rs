@@ -90,6 +90,16 @@ fn unmet_need(test: &Test, ctx: &Ctx) -> Option<String> {
             image for yet (containers come with issue 5)"
                 .into(),
         ),
+        Need::Registry if ctx.registry.is_none() => {
+            Some("no registry: the run started none (and --registry was not given)".into())
+        }
+        Need::LocalRegistry if ctx.registry.as_ref().is_none_or(|r| r.tampered.is_none()) => {
+            Some("needs a registry started by this run (its storage is tampered with); --registry was given".into())
+        }
+        Need::AuthRegistry if ctx.registry.as_ref().is_none_or(|r| r.auth_host.is_none()) => {
+            Some("needs a registry with auth started by this run; --registry was given".into())
+        }
+        Need::Registry | Need::LocalRegistry | Need::AuthRegistry => None,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The conformance suites, one module per area.
 
+mod images;
 mod networking;
 pub(crate) mod podkit;
 mod pods;
@@ -13,5 +14,6 @@ pub fn all() -> Vec<Test> {
     tests.extend(runtime_info::tests());
     tests.extend(pods::tests());
     tests.extend(networking::tests());
+    tests.extend(images::tests());
     tests
 }

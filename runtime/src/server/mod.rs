@@ -3,6 +3,7 @@
 //! An RPC that is not built yet answers UNIMPLEMENTED with a message that names it.
 
 mod container;
+pub mod image;
 mod runtime_info;
 mod sandbox;
 
@@ -25,6 +26,7 @@ pub struct Cri {
     pub info: Arc<RuntimeInfo>,
     pub sandboxes: Arc<Sandboxes>,
     pub containers: Arc<Containers>,
+    pub images: Arc<crate::image::service::ImageService>,
 }
 
 fn unimplemented<T>(rpc: &str) -> Reply<T> {
@@ -223,23 +225,23 @@ impl RuntimeService for Cri {
 
 #[tonic::async_trait]
 impl ImageService for Cri {
-    async fn list_images(&self, _: Request<model::ListImagesRequest>) -> Reply<model::ListImagesResponse> {
-        unimplemented("ListImages")
+    async fn list_images(&self, request: Request<model::ListImagesRequest>) -> Reply<model::ListImagesResponse> {
+        image::list(&self.images, request.into_inner()).map(Response::new)
     }
     type StreamImagesStream = StreamOf<model::StreamImagesResponse>;
-    async fn stream_images(&self, _: Request<model::StreamImagesRequest>) -> Reply<Self::StreamImagesStream> {
-        unimplemented("StreamImages")
+    async fn stream_images(&self, request: Request<model::StreamImagesRequest>) -> Reply<Self::StreamImagesStream> {
+        image::stream(&self.images, request.into_inner()).map(Response::new)
     }
-    async fn image_status(&self, _: Request<model::ImageStatusRequest>) -> Reply<model::ImageStatusResponse> {
-        unimplemented("ImageStatus")
+    async fn image_status(&self, request: Request<model::ImageStatusRequest>) -> Reply<model::ImageStatusResponse> {
+        image::image_status(&self.images, request.into_inner()).await.map(Response::new)
     }
-    async fn pull_image(&self, _: Request<model::PullImageRequest>) -> Reply<model::PullImageResponse> {
-        unimplemented("PullImage")
+    async fn pull_image(&self, request: Request<model::PullImageRequest>) -> Reply<model::PullImageResponse> {
+        image::pull(&self.images, request.into_inner()).await.map(Response::new)
     }
-    async fn remove_image(&self, _: Request<model::RemoveImageRequest>) -> Reply<model::RemoveImageResponse> {
-        unimplemented("RemoveImage")
+    async fn remove_image(&self, request: Request<model::RemoveImageRequest>) -> Reply<model::RemoveImageResponse> {
+        image::remove(&self.images, request.into_inner()).await.map(Response::new)
     }
     async fn image_fs_info(&self, _: Request<model::ImageFsInfoRequest>) -> Reply<model::ImageFsInfoResponse> {
-        unimplemented("ImageFsInfo")
+        image::fs_info(&self.images).await.map(Response::new)
     }
 }

@@ -1,0 +1,324 @@
+//! lockstepd's image store against a real registry (Debian's docker-registry) holding images
+//! built by the fixtures: pulls of every kind, sharing, concurrency, auth, registries.conf,
+//! restarts, container holds, and faults caused for real (tampered blobs, truncated gzip,
+//! escaping layers, a stopped or frozen registry), after each of which nothing is left behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_conformance::fixtures::{self, hostile, registry::LocalRegistry, Fixture};
+use lockstep_runtime::config::Config;
+use lockstep_runtime::image::registry::auth::Credentials;
+use lockstep_runtime::image::service::{ImageError, ImageService};
+
+struct Store {
+    service: Arc<ImageService>,
+    dir: tempfile::TempDir,
+}
+
+fn config(dir: &Path, registries_conf: &str, timeout: u64) -> Config {
+    let conf = dir.join("registries.conf");
+    std::fs::write(&conf, registries_conf).unwrap();
+    let mut config = Config { root: dir.join("root"), runroot: dir.join("run"), ..Default::default() };
+    config.image.registries_conf = conf;
+    config.image.certs_dir = dir.join("certs.d");
+    config.image.pull_progress_timeout_secs = timeout;
+    config
+}
+
+impl Store {
+    fn open(registries_conf: &str) -> Store {
+        Self::open_with_timeout(registries_conf, 20)
+    }
+    fn open_with_timeout(registries_conf: &str, timeout: u64) -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Arc::new(ImageService::open(&config(dir.path(), registries_conf, timeout)).unwrap());
+        Store { service, dir }
+    }
+    fn reopen(self) -> Store {
+        let Store { service, dir } = self;
+        drop(service);
+        let conf = std::fs::read_to_string(dir.path().join("registries.conf")).unwrap();
+        let service = Arc::new(ImageService::open(&config(dir.path(), &conf, 20)).unwrap());
+        Store { service, dir }
+    }
+    fn images_dir(&self) -> PathBuf {
+        self.dir.path().join("root/images")
+    }
+    fn count(&self, sub: &str) -> usize {
+        std::fs::read_dir(self.images_dir().join(sub)).map(|d| d.count()).unwrap_or(0)
+    }
+    /// Nothing half-made: no temp files, and exactly `snapshots` snapshots and `records` records.
+    fn assert_clean(&self, records: usize, snapshots: usize) {
+        assert_eq!(
+            self.count("tmp"),
+            0,
+            "temp files left: {:?}",
+            std::fs::read_dir(self.images_dir().join("tmp")).unwrap().collect::<Vec<_>>()
+        );
+        assert_eq!(self.count("records"), records, "records");
+        assert_eq!(self.count("snapshots"), snapshots, "snapshots");
+        assert_eq!(self.service.list().len(), records);
+    }
+}
+
+async fn registry_with(fixtures: &[Fixture]) -> LocalRegistry {
+    let registry = LocalRegistry::start().unwrap();
+    fixtures::push_all(&registry.host, fixtures).await.unwrap();
+    registry
+}
+
+fn find<'a>(set: &'a [Fixture], repo: &str) -> &'a Fixture {
+    set.iter().find(|f| f.repo == repo).unwrap()
+}
+
+async fn pull(
+    store: &Store,
+    image: &str,
+) -> Result<lockstep_runtime::image::store::records::ImageRecord, Arc<ImageError>> {
+    store.service.pull(image, Credentials::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_by_tag_and_digest_share_layers_and_survive_a_restart() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let host = &registry.host;
+    let store = Store::open("");
+
+    let shell = find(&set, fixtures::SHELL);
+    let record = pull(&store, &shell.reference(host)).await.unwrap();
+    assert_eq!(record.id.to_string(), shell.id());
+    assert_eq!(record.repo_tags, vec![shell.reference(host)]);
+    assert_eq!(record.repo_digests, vec![shell.digest_reference(host)]);
+    assert!(store.service.layer_dirs(&record)[0].join("bin/busybox").is_file());
+    assert_eq!(store.service.layers_unpacked(), 1);
+
+    // The same base layer in another image is not unpacked again.
+    let uid = find(&set, fixtures::USER_UID);
+    let by_digest = pull(&store, &uid.digest_reference(host)).await.unwrap();
+    assert_eq!(by_digest.id.to_string(), uid.id());
+    assert!(by_digest.repo_tags.is_empty(), "pulled by digest: no tag");
+    assert_eq!(store.service.layers_unpacked(), 1);
+    let again = pull(&store, &uid.reference(host)).await.unwrap();
+    assert_eq!(again.id, by_digest.id, "tag and digest name the same image");
+    assert_eq!(again.repo_tags, vec![uid.reference(host)]);
+
+    // An index: the host's platform, by its config digest.
+    let multi = find(&set, fixtures::MULTIARCH);
+    let record = pull(&store, &multi.reference(host)).await.unwrap();
+    assert_eq!(record.id.to_string(), multi.id());
+    assert_eq!(record.repo_digests, vec![multi.digest_reference(host)], "the repo digest is the index's");
+
+    // zstd and uncompressed layers.
+    let zstd = pull(&store, &find(&set, fixtures::ZSTD).reference(host)).await.unwrap();
+    let dirs = store.service.layer_dirs(&zstd);
+    assert_eq!(std::fs::read_to_string(dirs[1].join("z/zstd")).unwrap(), "zstd layer\n");
+    assert_eq!(std::fs::read_to_string(dirs[2].join("p/plain")).unwrap(), "plain layer\n");
+
+    // Whiteouts in overlay form, hardlinks.
+    let wh = pull(&store, &find(&set, fixtures::WHITEOUT).reference(host)).await.unwrap();
+    let dirs = store.service.layer_dirs(&wh);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let whiteout = std::fs::symlink_metadata(dirs[2].join("data/deleted")).unwrap();
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+    assert_eq!(std::fs::metadata(dirs[1].join("data/kept")).unwrap().nlink(), 2);
+    let opaque = std::process::Command::new("getfattr")
+        .args(["-n", "trusted.overlay.opaque", "--only-values"])
+        .arg(dirs[2].join("opaque"))
+        .output();
+    if let Ok(out) = opaque {
+        if out.status.success() {
+            assert_eq!(out.stdout, b"y");
+        }
+    }
+
+    let images = store.service.list().len();
+    let snapshots = store.count("snapshots");
+    let store = store.reopen();
+    store.assert_clean(images, snapshots);
+    assert!(store.service.resolve(&shell.reference(host)).unwrap().is_some());
+    assert!(store.service.resolve(shell.id()).unwrap().is_some(), "by ID");
+    assert!(store.service.resolve(shell.id().trim_start_matches("sha256:")).unwrap().is_some(), "by bare ID");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_one_image_do_the_work_once() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let store = Store::open("");
+    let web = find(&set, fixtures::WEB).reference(&registry.host);
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            let s = store.service.clone();
+            let w = web.clone();
+            tokio::spawn(async move { s.pull(&w, Credentials::default()).await })
+        })
+        .collect();
+    for p in pulls {
+        p.await.unwrap().unwrap();
+    }
+    assert_eq!(store.service.layers_unpacked(), 2, "two layers, unpacked once");
+    store.assert_clean(1, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removal_is_whole_idempotent_and_spares_held_layers() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let host = &registry.host;
+    let store = Store::open("");
+    let tags = find(&set, fixtures::TAGS);
+    for t in fixtures::TAG_NAMES {
+        pull(&store, &format!("{host}/{}:{t}", tags.repo)).await.unwrap();
+    }
+    let record = store.service.resolve(&format!("{host}/{}:b", tags.repo)).unwrap().unwrap();
+    assert_eq!(record.repo_tags.len(), 3);
+    pull(&store, &find(&set, fixtures::SHELL).reference(host)).await.unwrap();
+
+    let held = store.service.hold("container-1", &format!("{host}/{}:a", tags.repo)).await.unwrap();
+    assert_eq!(held.layer_dirs.len(), 1);
+    assert!(store.service.remove(&format!("{host}/{}:b", tags.repo)).await.unwrap());
+    assert!(store.service.resolve(&format!("{host}/{}:a", tags.repo)).unwrap().is_none(), "every tag went with it");
+    assert!(!store.service.remove(&format!("{host}/{}:b", tags.repo)).await.unwrap(), "idempotent");
+    store.assert_clean(1, 1);
+    assert!(held.layer_dirs[0].join("bin/busybox").exists(), "the held layer stays");
+
+    store.service.remove(&find(&set, fixtures::SHELL).reference(host)).await.unwrap();
+    assert!(held.layer_dirs[0].exists(), "still held after every image using it is gone");
+    let store = store.reopen();
+    assert_eq!(store.count("snapshots"), 1, "the hold survives a restart");
+    store.service.release("container-1").await.unwrap();
+    store.service.release("container-1").await.unwrap();
+    store.assert_clean(0, 0);
+    assert_eq!(store.count("blobs/sha256"), 0, "no blob left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_and_hostile_layers_fail_the_pull_and_leave_nothing() {
+    let _ = std::fs::remove_file("/tmp/lockstep-escaped");
+    let mut bad = hostile::escapes();
+    bad.push(hostile::truncated());
+    let tampered = hostile::tampered();
+    bad.push(tampered.clone());
+    let registry = registry_with(&bad).await;
+    hostile::tamper(&registry, &tampered.image.layers[0].digest).unwrap();
+    let host = &registry.host;
+    let store = Store::open("");
+    for (repo, expected) in [
+        (hostile::DOTDOT, "`..`"),
+        (hostile::ABSOLUTE, "absolute"),
+        (hostile::SYMLINK, "symlink"),
+        (hostile::TRUNCATED, "gzip"),
+        (hostile::TAMPERED, "digest mismatch"),
+    ] {
+        let image = format!("{host}/{repo}:1");
+        let err = pull(&store, &image).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{repo}: {err}");
+        store.assert_clean(0, 0);
+    }
+    assert!(!Path::new("/tmp/lockstep-escaped").exists(), "nothing escaped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_or_frozen_registry_is_reported() {
+    let set = vec![find(&fixtures::standard().unwrap(), fixtures::SHELL).clone()];
+    let mut registry = registry_with(&set).await;
+    let image = set[0].reference(&registry.host);
+    let store = Store::open_with_timeout("", 1);
+
+    registry.pause().unwrap();
+    let started = std::time::Instant::now();
+    let err = pull(&store, &image).await.unwrap_err();
+    assert!(
+        matches!(err.root(), ImageError::Registry(lockstep_runtime::image::registry::RegistryError::Stalled { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no progress"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    registry.resume().unwrap();
+
+    registry.stop();
+    let err = pull(&store, &image).await.unwrap_err();
+    assert!(
+        matches!(
+            err.root(),
+            ImageError::Registry(lockstep_runtime::image::registry::RegistryError::Unreachable { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&registry.host), "{err}");
+    store.assert_clean(0, 0);
+
+    let err = pull(&store, &format!("{}/lockstep/absent:1", registry.host)).await.unwrap_err();
+    assert!(err.to_string().contains("unreachable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_are_used_when_the_registry_wants_them() {
+    let shell = find(&fixtures::standard().unwrap(), fixtures::SHELL).clone();
+    let registry = LocalRegistry::start_with(true).unwrap();
+    let pusher = fixtures::push::Pusher::new(
+        &registry.host,
+        Some((fixtures::registry::AUTH_USER, fixtures::registry::AUTH_PASSWORD)),
+    )
+    .unwrap();
+    shell.push(&pusher).await.unwrap();
+    let image = shell.reference(&registry.host);
+    let store = Store::open("");
+
+    let err = pull(&store, &image).await.unwrap_err();
+    assert!(err.to_string().contains("none were given"), "{err}");
+    let wrong = Credentials { username: "lockstep".into(), password: "wrong".into(), ..Default::default() };
+    let err = store.service.pull(&image, wrong).await.unwrap_err();
+    assert!(
+        matches!(err.root(), ImageError::Registry(lockstep_runtime::image::registry::RegistryError::Denied { .. })),
+        "{err}"
+    );
+    use base64::Engine as _;
+    let auth = lockstep_cri::model::AuthConfig {
+        auth: base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            fixtures::registry::AUTH_USER,
+            fixtures::registry::AUTH_PASSWORD
+        )),
+        ..Default::default()
+    };
+    let record = store.service.pull(&image, Credentials::from_cri(Some(&auth)).unwrap()).await.unwrap();
+    assert_eq!(record.id.to_string(), shell.id());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registries_conf_rewrites_mirrors_search_and_blocks() {
+    let shell = find(&fixtures::standard().unwrap(), fixtures::SHELL).clone();
+    let registry = registry_with(std::slice::from_ref(&shell)).await;
+    let host = &registry.host;
+    let dead = format!("127.0.0.1:{}", fixtures::registry::free_port().unwrap());
+    let conf = format!(
+        r#"unqualified-search-registries = ["{dead}", "{host}"]
+
+[[registry]]
+prefix = "registry.example.invalid/team"
+location = "{host}/lockstep"
+[[registry.mirror]]
+location = "{dead}/lockstep"
+
+[[registry]]
+prefix = "blocked.example.invalid"
+blocked = true
+"#
+    );
+    let store = Store::open(&conf);
+    // A short name: the first search registry is down, the second has it.
+    let record = pull(&store, "lockstep/shell:1").await.unwrap();
+    assert_eq!(record.repo_tags, vec![shell.reference(host)]);
+    assert!(store.service.resolve("lockstep/shell:1").unwrap().is_some(), "short names resolve the same way");
+    // A prefix rewritten to another location, after a dead mirror; the tag keeps the name asked for.
+    let record = pull(&store, "registry.example.invalid/team/shell:1").await.unwrap();
+    assert!(record.repo_tags.contains(&"registry.example.invalid/team/shell:1".to_string()), "{:?}", record.repo_tags);
+    let err = pull(&store, "blocked.example.invalid/x:1").await.unwrap_err().to_string();
+    assert!(err.contains("blocked"), "{err}");
+    let err = pull(&store, "Not A Reference").await.unwrap_err();
+    assert!(matches!(err.root(), ImageError::Reference(_)), "{err}");
+}

@@ -1,0 +1,10 @@
+//! Images: references, registries configuration, the distribution client, the store of
+//! image records and blobs, layer snapshots and their safe unpacking, and the ImageService core.
+
+pub mod reference;
+pub mod registries_conf;
+pub mod registry;
+pub mod service;
+pub mod snapshot;
+pub mod store;
+pub mod unpack;

@@ -1,0 +1,478 @@
+//! The OCI distribution client: manifests and blobs over HTTP(S), with Basic and bearer-token
+//! auth, per-host CAs and client certificates from certs.d, and plain HTTP for insecure and
+//! loopback registries. Every wait is bounded by the pull's progress timeout. Touches only the
+//! network and reads certs.d.
+
+pub mod auth;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+
+use super::reference::{Digest, Reference};
+use auth::{Challenge, Credentials};
+
+/// Manifests above this size are refused (containerd uses the same limit).
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {host} is unreachable: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("{what} not found in registry {host}")]
+    NotFound { host: String, what: String },
+    #[error("registry {host} refused access to {what}: {detail}")]
+    Denied { host: String, what: String, detail: String },
+    #[error("registry {host}: {detail}")]
+    Protocol { host: String, detail: String },
+    #[error("no progress from registry {host} for {} s while {what}; the pull was cancelled", .after.as_secs())]
+    Stalled { host: String, what: String, after: Duration },
+    #[error("cannot set up a client for registry {host}: {detail}")]
+    Setup { host: String, detail: String },
+}
+
+/// HTTP clients per registry host, built once: each carries that host's CAs from certs.d.
+pub struct Registry {
+    certs_dir: PathBuf,
+    progress_timeout: Duration,
+    clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
+    /// Hosts found to speak plain HTTP (insecure or loopback ones only).
+    plain_http: Mutex<HashMap<String, bool>>,
+}
+
+/// A manifest as fetched: its bytes, digest and the media type the registry said.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub content_type: String,
+}
+
+/// One conversation with one repository on one registry: the auth it earned is reused.
+pub struct Session<'a> {
+    registry: &'a Registry,
+    reference: Reference,
+    insecure: bool,
+    credentials: Credentials,
+    authorization: Option<String>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
+    }
+    let bare =
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let bare = bare.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The API host of a registry name (docker.io is served from registry-1.docker.io).
+fn api_host(registry: &str) -> &str {
+    if registry == super::reference::DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+impl Registry {
+    pub fn new(certs_dir: PathBuf, progress_timeout: Duration) -> Registry {
+        Registry { certs_dir, progress_timeout, clients: Mutex::default(), plain_http: Mutex::default() }
+    }
+
+    pub fn progress_timeout(&self) -> Duration {
+        self.progress_timeout
+    }
+
+    pub fn session(&self, reference: Reference, insecure: bool, credentials: Credentials) -> Session<'_> {
+        let authorization =
+            (!credentials.registry_token.is_empty()).then(|| format!("Bearer {}", credentials.registry_token));
+        Session { registry: self, reference, insecure, credentials, authorization }
+    }
+
+    fn client(&self, host: &str, insecure: bool) -> Result<reqwest::Client, RegistryError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&(host.to_string(), insecure)) {
+            return Ok(c.clone());
+        }
+        let setup = |detail: String| RegistryError::Setup { host: host.to_string(), detail };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.progress_timeout)
+            .no_proxy()
+            .user_agent(concat!("lockstep/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(insecure);
+        let (cas, identity) = host_certs(&self.certs_dir.join(host)).map_err(setup)?;
+        for ca in cas {
+            builder = builder.add_root_certificate(ca);
+        }
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        let client = builder.build().map_err(|e| setup(e.to_string()))?;
+        clients.insert((host.to_string(), insecure), client.clone());
+        Ok(client)
+    }
+}
+
+/// The `*.crt` CAs and the optional `*.cert` + `*.key` client identity of a certs.d/HOST dir.
+fn host_certs(dir: &Path) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>), String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
+        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut cas = Vec::new();
+    let mut identity = None;
+    for p in &paths {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("crt") => {
+                let bundle = reqwest::Certificate::from_pem_bundle(&read(p)?)
+                    .map_err(|e| format!("{} is not a PEM certificate: {e}", p.display()))?;
+                if bundle.is_empty() {
+                    return Err(format!("{} holds no PEM certificate", p.display()));
+                }
+                cas.extend(bundle);
+            }
+            Some("cert") => {
+                let key = p.with_extension("key");
+                let mut pem = read(p)?;
+                pem.extend(read(&key)?);
+                identity = Some(
+                    reqwest::Identity::from_pem(&pem)
+                        .map_err(|e| format!("{} with {}: not a client identity: {e}", p.display(), key.display()))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok((cas, identity))
+}
+
+impl Session<'_> {
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// A second session with the auth this one earned, for a parallel download.
+    pub fn fork(&self) -> Session<'_> {
+        Session {
+            registry: self.registry,
+            reference: self.reference.clone(),
+            insecure: self.insecure,
+            credentials: self.credentials.clone(),
+            authorization: self.authorization.clone(),
+        }
+    }
+
+    fn host(&self) -> &str {
+        api_host(&self.reference.registry)
+    }
+
+    fn stalled(&self, what: &str) -> RegistryError {
+        RegistryError::Stalled {
+            host: self.reference.registry.clone(),
+            what: what.to_string(),
+            after: self.registry.progress_timeout,
+        }
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> RegistryError {
+        RegistryError::Unreachable { host: self.reference.registry.clone(), detail: e.to_string() }
+    }
+
+    /// GET `path` under /v2/<repository>/, answering challenges once.
+    async fn get(&mut self, path: &str, accept: Option<&str>, what: &str) -> Result<reqwest::Response, RegistryError> {
+        let host = self.host().to_string();
+        let url_path = format!("/v2/{}/{path}", self.reference.repository);
+        let mut response = self.send(&host, &url_path, accept, what).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let challenge =
+                response.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).and_then(auth::parse_challenge);
+            let tried_before = self.authorization.is_some();
+            match challenge {
+                Some(c) if !tried_before || !matches!(c, Challenge::Basic) => {
+                    self.authorize(c).await?;
+                    response = self.send(&host, &url_path, accept, what).await?;
+                }
+                _ => {}
+            }
+        }
+        match response.status() {
+            s if s.is_success() => Ok(response),
+            StatusCode::NOT_FOUND => {
+                Err(RegistryError::NotFound { host: self.reference.registry.clone(), what: what.to_string() })
+            }
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(RegistryError::Denied {
+                host: self.reference.registry.clone(),
+                what: what.to_string(),
+                detail: format!(
+                    "HTTP {s}{}",
+                    if self.credentials == Credentials::default() { " (no credentials were given)" } else { "" }
+                ),
+            }),
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Err(self.unreachable(format!("HTTP {s} for {what}")))
+            }
+            s => Err(RegistryError::Protocol {
+                host: self.reference.registry.clone(),
+                detail: format!("unexpected HTTP {s} for {what}"),
+            }),
+        }
+    }
+
+    /// One request, choosing HTTPS or (insecure or loopback registries only) plain HTTP.
+    async fn send(
+        &self,
+        host: &str,
+        path: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let may_be_plain = self.insecure || is_loopback(host);
+        let known_plain =
+            *self.registry.plain_http.lock().unwrap_or_else(|p| p.into_inner()).get(host).unwrap_or(&false);
+        let schemes: &[&str] = match (may_be_plain, known_plain) {
+            (true, true) => &["http"],
+            (true, false) => &["https", "http"],
+            (false, _) => &["https"],
+        };
+        let client = self.registry.client(host, self.insecure)?;
+        let mut last_error = None;
+        for scheme in schemes {
+            let mut request = client.get(format!("{scheme}://{host}{path}"));
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if let Some(a) = &self.authorization {
+                request = request.header(AUTHORIZATION, a);
+            }
+            let last_scheme = scheme == schemes.last().unwrap_or(&"https");
+            match tokio::time::timeout(self.registry.progress_timeout, request.send()).await {
+                Err(_) if last_scheme => return Err(self.stalled(what)),
+                // A plain-HTTP server that never answers a TLS hello: try HTTP.
+                Err(_) => {}
+                Ok(Ok(response)) => {
+                    if *scheme == "http" {
+                        self.registry
+                            .plain_http
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(host.to_string(), true);
+                    }
+                    return Ok(response);
+                }
+                Ok(Err(e)) => last_error = Some(e),
+            }
+        }
+        let detail = last_error.map(|e| error_chain(&e)).unwrap_or_default();
+        Err(self.unreachable(detail))
+    }
+
+    /// Earns an Authorization header for the challenge.
+    async fn authorize(&mut self, challenge: Challenge) -> Result<(), RegistryError> {
+        let host = self.reference.registry.clone();
+        match challenge {
+            Challenge::Basic => {
+                if !self.credentials.has_basic() {
+                    return Err(RegistryError::Denied {
+                        host,
+                        what: self.reference.name(),
+                        detail: "the registry wants a user name and password and none were given".into(),
+                    });
+                }
+                self.authorization = Some(self.credentials.basic_header());
+            }
+            Challenge::Bearer { realm, service, scope } => {
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.reference.repository));
+                let token = self.fetch_token(&realm, service.as_deref(), &scope).await?;
+                self.authorization = Some(format!("Bearer {token}"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String, RegistryError> {
+        let host = self.reference.registry.clone();
+        let realm_url = reqwest::Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            host: host.clone(),
+            detail: format!("bad token realm {realm:?}: {e}"),
+        })?;
+        let realm_host = realm_url.host_str().unwrap_or_default().to_string();
+        let realm_host = match realm_url.port() {
+            Some(p) => format!("{realm_host}:{p}"),
+            None => realm_host,
+        };
+        let client = self.registry.client(&realm_host, self.insecure)?;
+        let mut pairs = vec![("scope", scope)];
+        if let Some(s) = service {
+            pairs.push(("service", s));
+        }
+        let request = if !self.credentials.identity_token.is_empty() {
+            pairs.extend([
+                ("grant_type", "refresh_token"),
+                ("refresh_token", self.credentials.identity_token.as_str()),
+                ("client_id", "lockstep"),
+            ]);
+            client
+                .post(realm_url)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(auth::form_encode(&pairs))
+        } else {
+            let mut url = realm_url;
+            url.set_query(Some(&auth::form_encode(&pairs)));
+            let request = client.get(url);
+            if self.credentials.has_basic() {
+                request.header(AUTHORIZATION, self.credentials.basic_header())
+            } else {
+                request
+            }
+        };
+        let response = match tokio::time::timeout(self.registry.progress_timeout, request.send()).await {
+            Err(_) => return Err(self.stalled("fetching a token")),
+            Ok(Err(e)) => return Err(RegistryError::Unreachable { host: realm_host, detail: error_chain(&e) }),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let body = match tokio::time::timeout(self.registry.progress_timeout, response.bytes()).await {
+            Err(_) => return Err(self.stalled("reading a token")),
+            Ok(Err(e)) => return Err(RegistryError::Unreachable { host: realm_host, detail: error_chain(&e) }),
+            Ok(Ok(b)) => b,
+        };
+        if !status.is_success() {
+            return Err(RegistryError::Denied {
+                host,
+                what: self.reference.name(),
+                detail: format!("the token service {realm} answered HTTP {status}"),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            host: host.clone(),
+            detail: format!("the token service {realm} sent no JSON: {e}"),
+        })?;
+        answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or(RegistryError::Protocol { host, detail: format!("the token service {realm} sent no token") })
+    }
+
+    /// The manifest (or index) for a tag or digest, checked against the digest when one is known.
+    pub async fn manifest(&mut self, target: &str, expected: Option<&Digest>) -> Result<Fetched, RegistryError> {
+        let what = format!("manifest {}:{target}", self.reference.name());
+        let mut response = self.get(&format!("manifests/{target}"), Some(manifest::ACCEPT), &what).await?;
+        let content_type =
+            response.headers().get(CONTENT_TYPE).and_then(|h: &HeaderValue| h.to_str().ok()).unwrap_or("").to_string();
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = match tokio::time::timeout(self.registry.progress_timeout, response.chunk()).await {
+                Err(_) => return Err(self.stalled(&format!("reading {what}"))),
+                Ok(Err(e)) => return Err(self.unreachable(error_chain(&e))),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_MANIFEST_BYTES {
+                return Err(RegistryError::Protocol {
+                    host: self.reference.registry.clone(),
+                    detail: format!("{what} is larger than {MAX_MANIFEST_BYTES} bytes"),
+                });
+            }
+        }
+        use sha2::Digest as _;
+        let digest = Digest::from_sha256(&sha2::Sha256::digest(&bytes));
+        if let Some(expected) = expected {
+            if &digest != expected {
+                return Err(RegistryError::Protocol {
+                    host: self.reference.registry.clone(),
+                    detail: format!("digest mismatch for {what}: expected {expected}, got {digest}"),
+                });
+            }
+        }
+        Ok(Fetched { bytes, digest, content_type })
+    }
+
+    /// Starts a blob download; read it with [`Blob::chunk`].
+    pub async fn blob(&mut self, digest: &Digest) -> Result<Blob, RegistryError> {
+        let what = format!("blob {digest} of {}", self.reference.name());
+        let response = self.get(&format!("blobs/{digest}"), None, &what).await?;
+        Ok(Blob {
+            response,
+            progress_timeout: self.registry.progress_timeout,
+            host: self.reference.registry.clone(),
+            what,
+        })
+    }
+}
+
+/// A blob being downloaded.
+pub struct Blob {
+    response: reqwest::Response,
+    progress_timeout: Duration,
+    host: String,
+    what: String,
+}
+
+impl Blob {
+    /// The next piece, None at the end; a stall longer than the progress timeout is an error.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
+        match tokio::time::timeout(self.progress_timeout, self.response.chunk()).await {
+            Err(_) => Err(RegistryError::Stalled {
+                host: self.host.clone(),
+                what: format!("downloading {}", self.what),
+                after: self.progress_timeout,
+            }),
+            Ok(Err(e)) => Err(RegistryError::Unreachable { host: self.host.clone(), detail: error_chain(&e) }),
+            Ok(Ok(c)) => Ok(c),
+        }
+    }
+}
+
+/// An error with its causes, which reqwest keeps apart ("error sending request" alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.3.4.5", "[::1]:5000", "::1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["registry.io", "10.0.0.1:5000", "localhost.evil.io", "[::2]:80"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn certs_dir_reads_cas_and_reports_bad_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(host_certs(&tmp.path().join("absent")).unwrap().0.is_empty());
+        std::fs::write(tmp.path().join("ca.crt"), "not a certificate").unwrap();
+        let err = host_certs(tmp.path()).err().unwrap();
+        assert!(err.contains("ca.crt"), "{err}");
+    }
+}

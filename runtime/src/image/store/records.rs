@@ -1,0 +1,223 @@
+//! Image records (what ListImages shows: id, tags, digests, config, layers) and container
+//! holds on layers, each a crash-safe JSON file through `persist::RecordDir`, with an in-memory
+//! index for lookups by ID, tag or digest. Touches `<root>/images/{records,holds}`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::reference::Digest;
+use crate::image::registry::manifest::ImageConfig;
+use crate::persist::{PersistError, RecordDir};
+
+/// One image as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The config digest: the image ID.
+    pub id: Digest,
+    /// `registry/repository:tag`, normalised.
+    pub repo_tags: Vec<String>,
+    /// `registry/repository@sha256:…` of the manifest (or index) the image was pulled by.
+    pub repo_digests: Vec<String>,
+    /// The platform manifest that was unpacked.
+    pub manifest: Digest,
+    /// The config, parsed (its bytes are the blob `id`).
+    pub config: ImageConfig,
+    /// The layers, lowest first.
+    pub layers: Vec<LayerRecord>,
+    /// Bytes as the registry counts them: config plus compressed layers.
+    pub size: u64,
+    /// Unix seconds of the pull that created the record.
+    pub pulled_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Digest of the uncompressed tar: names the snapshot.
+    pub diff_id: Digest,
+    /// Digest of the blob as the registry stores it.
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl ImageRecord {
+    /// Blobs the record needs: config and manifests.
+    pub fn blobs(&self) -> Vec<Digest> {
+        let mut blobs = vec![self.id.clone(), self.manifest.clone()];
+        for d in &self.repo_digests {
+            if let Some(Ok(digest)) = d.split_once('@').map(|(_, d)| Digest::parse(d)) {
+                blobs.push(digest);
+            }
+        }
+        blobs
+    }
+
+    pub fn diff_ids(&self) -> impl Iterator<Item = &Digest> {
+        self.layers.iter().map(|l| &l.diff_id)
+    }
+}
+
+/// A container's hold on an image's layers: while it exists, RemoveImage leaves them be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub image: Digest,
+    pub layers: Vec<Digest>,
+}
+
+/// The records, persisted and indexed.
+#[derive(Debug)]
+pub struct Records {
+    dir: RecordDir,
+    holds_dir: RecordDir,
+    by_id: BTreeMap<Digest, ImageRecord>,
+    holds: BTreeMap<String, Hold>,
+}
+
+impl Records {
+    pub fn load(dir: RecordDir, holds_dir: RecordDir) -> Result<Records, PersistError> {
+        let mut by_id = BTreeMap::new();
+        for (_, record) in dir.load_all::<ImageRecord>()? {
+            by_id.insert(record.id.clone(), record);
+        }
+        let holds = holds_dir.load_all::<Hold>()?.into_iter().collect();
+        Ok(Records { dir, holds_dir, by_id, holds })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &ImageRecord> {
+        self.by_id.values()
+    }
+
+    pub fn get(&self, id: &Digest) -> Option<&ImageRecord> {
+        self.by_id.get(id)
+    }
+
+    /// The image a tag or digest reference (normalised) names.
+    pub fn by_name(&self, name: &str) -> Option<&ImageRecord> {
+        self.by_id.values().find(|r| r.repo_tags.iter().chain(&r.repo_digests).any(|n| n == name))
+    }
+
+    /// Stores a pulled image: its tags and digests join those of an existing record with the
+    /// same ID, and a tag moves away from any other image (which is removed if nothing names it
+    /// any more). Returns the IDs of images that lost their last name.
+    pub fn commit(&mut self, mut record: ImageRecord) -> Result<Vec<Digest>, PersistError> {
+        let mut orphaned = Vec::new();
+        let moved: Vec<Digest> = self
+            .by_id
+            .values()
+            .filter(|r| r.id != record.id && r.repo_tags.iter().any(|t| record.repo_tags.contains(t)))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in moved {
+            let Some(mut other) = self.by_id.get(&id).cloned() else { continue };
+            other.repo_tags.retain(|t| !record.repo_tags.contains(t));
+            if other.repo_tags.is_empty() && other.repo_digests.is_empty() {
+                self.remove(&id)?;
+                orphaned.push(id);
+            } else {
+                self.put(other)?;
+            }
+        }
+        if let Some(existing) = self.by_id.get(&record.id) {
+            let tags: BTreeSet<String> = existing.repo_tags.iter().chain(&record.repo_tags).cloned().collect();
+            let digests: BTreeSet<String> = existing.repo_digests.iter().chain(&record.repo_digests).cloned().collect();
+            record.repo_tags = tags.into_iter().collect();
+            record.repo_digests = digests.into_iter().collect();
+            record.pulled_at = existing.pulled_at;
+        }
+        self.put(record)?;
+        Ok(orphaned)
+    }
+
+    fn put(&mut self, record: ImageRecord) -> Result<(), PersistError> {
+        self.dir.put(record.id.hex(), &record)?;
+        self.by_id.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Removes a record; absent is fine.
+    pub fn remove(&mut self, id: &Digest) -> Result<Option<ImageRecord>, PersistError> {
+        self.dir.remove(id.hex())?;
+        Ok(self.by_id.remove(id))
+    }
+
+    pub fn hold(&mut self, holder: &str, hold: Hold) -> Result<(), PersistError> {
+        self.holds_dir.put(holder, &hold)?;
+        self.holds.insert(holder.to_string(), hold);
+        Ok(())
+    }
+
+    pub fn release(&mut self, holder: &str) -> Result<(), PersistError> {
+        self.holds_dir.remove(holder)?;
+        self.holds.remove(holder);
+        Ok(())
+    }
+
+    /// Every layer some image or hold needs.
+    pub fn layers_in_use(&self) -> BTreeSet<Digest> {
+        let mut used: BTreeSet<Digest> = self.by_id.values().flat_map(|r| r.diff_ids().cloned()).collect();
+        used.extend(self.holds.values().flat_map(|h| h.layers.iter().cloned()));
+        used
+    }
+
+    /// Every blob some image needs.
+    pub fn blobs_in_use(&self) -> BTreeSet<Digest> {
+        self.by_id.values().flat_map(|r| r.blobs()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    }
+
+    fn record(id: char, tags: &[&str], layers: &[char]) -> ImageRecord {
+        ImageRecord {
+            id: d(id),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: vec![],
+            manifest: d('f'),
+            config: ImageConfig::default(),
+            layers: layers
+                .iter()
+                .map(|&c| LayerRecord { diff_id: d(c), digest: d(c), size: 1, media_type: String::new() })
+                .collect(),
+            size: 1,
+            pulled_at: 0,
+        }
+    }
+
+    fn open(tmp: &std::path::Path) -> Records {
+        Records::load(RecordDir::new(tmp.join("records")), RecordDir::new(tmp.join("holds"))).unwrap()
+    }
+
+    #[test]
+    fn tags_merge_move_and_survive_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut records = open(tmp.path());
+        records.commit(record('a', &["r/x:1"], &['1'])).unwrap();
+        records.commit(record('a', &["r/x:2"], &['1'])).unwrap();
+        assert_eq!(records.get(&d('a')).unwrap().repo_tags, vec!["r/x:1", "r/x:2"]);
+        let orphaned = records.commit(record('b', &["r/x:1", "r/x:2"], &['2'])).unwrap();
+        assert_eq!(orphaned, vec![d('a')], "both tags moved: a has no name left");
+        let records = open(tmp.path());
+        assert!(records.get(&d('a')).is_none());
+        assert_eq!(records.by_name("r/x:2").unwrap().id, d('b'));
+    }
+
+    #[test]
+    fn holds_keep_layers_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut records = open(tmp.path());
+        records.commit(record('a', &["r/x:1"], &['1', '2'])).unwrap();
+        records.hold("ctr1", Hold { image: d('a'), layers: vec![d('1'), d('2')] }).unwrap();
+        records.remove(&d('a')).unwrap();
+        let reopened = open(tmp.path());
+        assert_eq!(reopened.layers_in_use(), [d('1'), d('2')].into());
+        records.release("ctr1").unwrap();
+        assert!(open(tmp.path()).layers_in_use().is_empty());
+    }
+}

@@ -1,0 +1,742 @@
+//! Safe extraction of one layer (a tar stream, gzip, zstd or plain) into a snapshot directory,
+//! in the form overlayfs reads as a lower layer: `.wh.x` becomes a 0:0 character device,
+//! `.wh..wh..opq` the xattr trusted.overlay.opaque=y. Every path component is resolved here,
+//! from a directory fd of the root, never following a symlink: `..`, absolute paths and writes
+//! through symlinked parents fail the layer. Touches only the directory it is given.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
+use rustix::io::Errno;
+use sha2::Digest as _;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("layer entry {entry:?} escapes the snapshot root: {reason}")]
+    Escape { entry: String, reason: String },
+    #[error("layer entry {entry:?}: cannot {what}: {source}")]
+    Io { entry: String, what: &'static str, source: io::Error },
+    #[error("layer is not a valid {format} stream: {detail}")]
+    Corrupt { format: &'static str, detail: String },
+    #[error("cannot open snapshot directory {path}: {source}")]
+    Root { path: PathBuf, source: io::Error },
+}
+
+/// What a snapshot holds, for ImageFsInfo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// The compression of a layer stream, by its first bytes (media types are often wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "tar",
+        }
+    }
+}
+
+pub fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// A reader that hashes (sha256) and counts what passes through it.
+pub struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> Self {
+        Hashing { inner, hasher: sha2::Sha256::new(), count: 0 }
+    }
+    pub fn finish(self) -> (crate::image::reference::Digest, u64, R) {
+        (crate::image::reference::Digest::from_sha256(&self.hasher.finalize()), self.count, self.inner)
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Tags errors of the decompressor so a truncated or corrupt stream says which format failed.
+struct Tagged<R> {
+    inner: R,
+    format: &'static str,
+}
+
+impl<R: Read> Read for Tagged<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("corrupt or truncated {} stream: {e}", self.format)))
+    }
+}
+
+/// The uncompressed tar stream of a layer, whatever its compression.
+pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<dyn Read + 'a>), UnpackError> {
+    let mut buffered = BufReader::with_capacity(128 * 1024, compressed);
+    let head = buffered.fill_buf().map_err(|e| UnpackError::Corrupt { format: "layer", detail: e.to_string() })?;
+    let kind = sniff(head);
+    let reader: Box<dyn Read + 'a> = match kind {
+        Compression::Gzip => Box::new(Tagged { inner: flate2::read::MultiGzDecoder::new(buffered), format: "gzip" }),
+        Compression::Zstd => {
+            let decoder = ruzstd::decoding::StreamingDecoder::new(buffered)
+                .map_err(|e| UnpackError::Corrupt { format: "zstd", detail: e.to_string() })?;
+            Box::new(Tagged { inner: decoder, format: "zstd" })
+        }
+        Compression::None => Box::new(buffered),
+    };
+    Ok((kind, reader))
+}
+
+/// Extracts the tar stream into `root` (an existing, empty directory) and reads the stream
+/// to its very end, so that a hashing reader below sees every byte.
+pub fn extract<R: Read>(tar: R, root: &Path) -> Result<(Usage, R), UnpackError> {
+    let root_fd =
+        rfs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|e| UnpackError::Root { path: root.into(), source: e.into() })?;
+    let mut archive = tar::Archive::new(tar);
+    let mut usage = Usage::default();
+    let mut dir_times: Vec<(Vec<String>, i64)> = Vec::new();
+    let mut parents = ParentCache::default();
+    let corrupt = |e: io::Error| UnpackError::Corrupt { format: "tar", detail: e.to_string() };
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        extract_entry(&root_fd, &mut entry, &mut usage, &mut dir_times, &mut parents)?;
+    }
+    // Children changed their directories' times: set those last, deepest first.
+    dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    for (components, mtime) in dir_times {
+        let entry = components.join("/");
+        let fd = if components.is_empty() {
+            rfs::openat(&root_fd, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        } else {
+            let parent = parents.open(&root_fd, &components[..components.len() - 1], &entry)?;
+            rfs::openat(
+                parent,
+                components[components.len() - 1].as_str(),
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+        };
+        let fd = fd.map_err(|e| io_err(&entry, "open directory", e))?;
+        rfs::futimens(&fd, &times(mtime)).map_err(|e| io_err(&entry, "set directory times", e))?;
+    }
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+    Ok((usage, rest))
+}
+
+fn io_err(entry: &str, what: &'static str, e: Errno) -> UnpackError {
+    UnpackError::Io { entry: entry.to_string(), what, source: e.into() }
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let t = rfs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+/// The entry's path as components below the root; `..` and absolute paths are refused.
+fn components(entry: &str, path: &Path) -> Result<Vec<String>, UnpackError> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => match part.to_str() {
+                Some(s) => out.push(s.to_string()),
+                None => {
+                    use std::os::unix::ffi::OsStrExt as _;
+                    out.push(String::from_utf8_lossy(part.as_bytes()).into_owned());
+                    if out.last().is_some_and(|s| s.contains('\u{fffd}')) {
+                        return Err(UnpackError::Io {
+                            entry: entry.into(),
+                            what: "use a path that is not UTF-8",
+                            source: io::Error::from(io::ErrorKind::InvalidData),
+                        });
+                    }
+                }
+            },
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(UnpackError::Escape { entry: entry.into(), reason: "the path contains `..`".into() })
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(UnpackError::Escape { entry: entry.into(), reason: "the path is absolute".into() })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The last parent directory opened, reused while entries stay in one directory.
+#[derive(Default)]
+struct ParentCache {
+    key: Vec<String>,
+    fd: Option<OwnedFd>,
+}
+
+impl ParentCache {
+    /// Opens (creating as needed) the directory `components` below the root, one component at a
+    /// time with O_NOFOLLOW: a symlink anywhere on the way is an escape.
+    fn open(&mut self, root: &OwnedFd, components: &[String], entry: &str) -> Result<&OwnedFd, UnpackError> {
+        if self.fd.is_none() || self.key != components {
+            let mut current: Option<OwnedFd> = None;
+            for name in components {
+                let dir = current.as_ref().map_or(root.as_fd(), |f| f.as_fd());
+                let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+                let opened = match rfs::openat(dir, name.as_str(), flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => {
+                        match rfs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o755)) {
+                            Ok(()) | Err(Errno::EXIST) => {}
+                            Err(e) => return Err(io_err(entry, "create a parent directory", e)),
+                        }
+                        rfs::openat(dir, name.as_str(), flags, Mode::empty())
+                            .map_err(|e| io_err(entry, "open a parent directory", e))?
+                    }
+                    Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                        let st = rfs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(|e| io_err(entry, "inspect a parent", e))?;
+                        let reason = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                            format!("its parent {name:?} is a symlink")
+                        } else {
+                            format!("its parent {name:?} is not a directory")
+                        };
+                        return Err(UnpackError::Escape { entry: entry.into(), reason });
+                    }
+                    Err(e) => return Err(io_err(entry, "open a parent directory", e)),
+                };
+                current = Some(opened);
+            }
+            let fd = match current {
+                Some(fd) => fd,
+                None => rfs::openat(root, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| io_err(entry, "open the root", e))?,
+            };
+            self.key = components.to_vec();
+            self.fd = Some(fd);
+        }
+        self.fd.as_ref().ok_or_else(|| io_err(entry, "open a parent directory", Errno::NOENT))
+    }
+}
+
+/// Removes whatever non-directory sits at `name`, so the entry can take its place.
+fn clear(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
+    match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(io_err(entry, "inspect an existing file", e)),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(()),
+        Ok(_) => {
+            rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io_err(entry, "replace an existing file", e))
+        }
+    }
+}
+
+fn extract_entry<R: Read>(
+    root: &OwnedFd,
+    entry: &mut tar::Entry<'_, R>,
+    usage: &mut Usage,
+    dir_times: &mut Vec<(Vec<String>, i64)>,
+    parents: &mut ParentCache,
+) -> Result<(), UnpackError> {
+    let corrupt = |e: io::Error| UnpackError::Corrupt { format: "tar", detail: e.to_string() };
+    let raw_path = entry.path().map_err(corrupt)?.into_owned();
+    let name_text = raw_path.display().to_string();
+    let path = components(&name_text, &raw_path)?;
+    let kind = entry.header().entry_type();
+    // Extended attributes and large ids from PAX records.
+    let mut xattrs = Vec::new();
+    let (mut uid, mut gid) = (entry.header().uid().unwrap_or(0), entry.header().gid().unwrap_or(0));
+    if let Some(pax) = entry.pax_extensions().map_err(corrupt)? {
+        for ext in pax {
+            let ext = ext.map_err(corrupt)?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+            } else if key == "uid" {
+                uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
+            } else if key == "gid" {
+                gid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(gid);
+            }
+        }
+    }
+    let mode = Mode::from_raw_mode(entry.header().mode().map_err(corrupt)? & 0o7777);
+    let mtime = entry.header().mtime().unwrap_or(0) as i64;
+    let owner = (Some(rfs::Uid::from_raw(uid as u32)), Some(rfs::Gid::from_raw(gid as u32)));
+
+    let Some((leaf, parent_path)) = path.split_last() else {
+        // The root itself ("./"): its attributes apply to the snapshot directory.
+        if kind.is_dir() {
+            rfs::fchown(root, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
+            rfs::fchmod(root, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
+            dir_times.push((Vec::new(), mtime));
+        }
+        return Ok(());
+    };
+    let parent = parents.open(root, parent_path, &name_text)?;
+
+    if leaf == OPAQUE_MARKER {
+        return rfs::fsetxattr(parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
+            .map_err(|e| io_err(&name_text, "mark a directory opaque", e));
+    }
+    if let Some(hidden) = leaf.strip_prefix(WHITEOUT_PREFIX) {
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Err(UnpackError::Escape { entry: name_text, reason: "a whiteout names no file".into() });
+        }
+        remove_any(parent, hidden, &name_text)?;
+        rfs::mknodat(parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
+            .map_err(|e| io_err(&name_text, "create a whiteout", e))?;
+        usage.inodes += 1;
+        return Ok(());
+    }
+
+    let leaf = leaf.as_str();
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    match kind {
+        tar::EntryType::Directory => {
+            match rfs::statat(parent, leaf, nofollow) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+                _ => {
+                    clear(parent, leaf, &name_text)?;
+                    rfs::mkdirat(parent, leaf, mode).map_err(|e| io_err(&name_text, "create directory", e))?;
+                    usage.inodes += 1;
+                }
+            }
+            let fd = rfs::openat(
+                parent,
+                leaf,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err(&name_text, "open directory", e))?;
+            rfs::fchown(&fd, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
+            rfs::fchmod(&fd, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
+            set_xattrs(&fd, &xattrs, &name_text)?;
+            dir_times.push((path.clone(), mtime));
+        }
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            clear(parent, leaf, &name_text)?;
+            let fd = rfs::openat(
+                parent,
+                leaf,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| io_err(&name_text, "create file", e))?;
+            let mut file = std::fs::File::from(fd);
+            let written = io::copy(entry, &mut file).map_err(|e| {
+                if e.to_string().contains("stream") {
+                    UnpackError::Corrupt { format: "layer", detail: e.to_string() }
+                } else {
+                    UnpackError::Io { entry: name_text.clone(), what: "write file", source: e }
+                }
+            })?;
+            rfs::fchown(&file, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
+            rfs::fchmod(&file, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
+            set_xattrs(&file, &xattrs, &name_text)?;
+            rfs::futimens(&file, &times(mtime)).map_err(|e| io_err(&name_text, "set times", e))?;
+            usage.bytes += written;
+            usage.inodes += 1;
+        }
+        tar::EntryType::Symlink => {
+            let target = entry.link_name().map_err(corrupt)?.ok_or_else(|| UnpackError::Corrupt {
+                format: "tar",
+                detail: format!("symlink {name_text:?} has no target"),
+            })?;
+            clear(parent, leaf, &name_text)?;
+            rfs::symlinkat(target.as_ref(), parent, leaf).map_err(|e| io_err(&name_text, "create symlink", e))?;
+            rfs::chownat(parent, leaf, owner.0, owner.1, nofollow)
+                .map_err(|e| io_err(&name_text, "chown symlink", e))?;
+            rfs::utimensat(parent, leaf, &times(mtime), nofollow)
+                .map_err(|e| io_err(&name_text, "set symlink times", e))?;
+            usage.inodes += 1;
+        }
+        tar::EntryType::Link => {
+            let target = entry.link_name().map_err(corrupt)?.ok_or_else(|| UnpackError::Corrupt {
+                format: "tar",
+                detail: format!("hardlink {name_text:?} has no target"),
+            })?;
+            let target_text = target.display().to_string();
+            let target_path = components(&name_text, &target).map_err(|e| match e {
+                UnpackError::Escape { reason, .. } => UnpackError::Escape {
+                    entry: name_text.clone(),
+                    reason: format!("its hardlink target {target_text:?}: {reason}"),
+                },
+                other => other,
+            })?;
+            let Some((target_leaf, target_parent)) = target_path.split_last() else {
+                return Err(UnpackError::Escape { entry: name_text, reason: "a hardlink to the root".into() });
+            };
+            // Open the target's directory with the same checks (a second cache, so the entry's
+            // parent stays open).
+            let mut target_dirs = ParentCache::default();
+            let target_dir = target_dirs.open(root, target_parent, &name_text)?;
+            clear(parent, leaf, &name_text)?;
+            rfs::linkat(target_dir, target_leaf.as_str(), parent, leaf, AtFlags::empty())
+                .map_err(|e| io_err(&name_text, "create hardlink", e))?;
+        }
+        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            let file_type = match kind {
+                tar::EntryType::Char => FileType::CharacterDevice,
+                tar::EntryType::Block => FileType::BlockDevice,
+                _ => FileType::Fifo,
+            };
+            let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+            let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+            clear(parent, leaf, &name_text)?;
+            rfs::mknodat(parent, leaf, file_type, mode, rfs::makedev(major, minor))
+                .map_err(|e| io_err(&name_text, "create device node", e))?;
+            rfs::chownat(parent, leaf, owner.0, owner.1, nofollow).map_err(|e| io_err(&name_text, "chown", e))?;
+            usage.inodes += 1;
+        }
+        tar::EntryType::XGlobalHeader
+        | tar::EntryType::XHeader
+        | tar::EntryType::GNULongName
+        | tar::EntryType::GNULongLink => {}
+        other => {
+            tracing::debug!(entry = %name_text, kind = ?other, "skipping a tar entry of an unsupported kind");
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file or a whole directory tree at `name` (a whiteout in the same layer).
+fn remove_any(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
+    match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(io_err(entry, "inspect", e)),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            let dir = rfs::openat(
+                parent,
+                name,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err(entry, "open", e))?;
+            let names: Vec<String> = {
+                let mut listing = rfs::Dir::read_from(&dir).map_err(|e| io_err(entry, "list", e))?;
+                let mut names = Vec::new();
+                while let Some(item) = listing.read() {
+                    let item = item.map_err(|e| io_err(entry, "list", e))?;
+                    let n = item.file_name().to_string_lossy().into_owned();
+                    if n != "." && n != ".." {
+                        names.push(n);
+                    }
+                }
+                names
+            };
+            for n in names {
+                remove_any(&dir, &n, entry)?;
+            }
+            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|e| io_err(entry, "remove directory", e))
+        }
+        Ok(_) => rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io_err(entry, "remove", e)),
+    }
+}
+
+fn set_xattrs(fd: &impl AsFd, xattrs: &[(String, Vec<u8>)], entry: &str) -> Result<(), UnpackError> {
+    for (name, value) in xattrs {
+        match rfs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty()) {
+            Ok(()) => {}
+            // A filesystem without xattrs of that namespace: skip, as tar and containerd do.
+            Err(Errno::NOTSUP) => tracing::debug!(entry, xattr = %name, "xattr not supported here"),
+            Err(e) => return Err(io_err(entry, "set an extended attribute", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Disk usage of a directory tree (apparent bytes of regular files, and inodes), for trees
+/// this module did not write (container layers).
+pub fn measure(path: &Path) -> Usage {
+    let mut usage = Usage::default();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            usage.inodes += 1;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                usage.bytes += meta.len();
+            }
+        }
+    }
+    usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn header(path: &str, kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_mtime(1_700_000_000);
+        // Write the raw name so tests can build paths the builder would refuse.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        h
+    }
+
+    fn layer(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, link) in entries {
+            let mut h = header(path, *kind, data.len() as u64, if kind.is_dir() { 0o750 } else { 0o640 });
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+                h.set_cksum();
+            }
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack(bytes: &[u8]) -> (tempfile::TempDir, Result<Usage, UnpackError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = extract(bytes, tmp.path()).map(|(u, _)| u);
+        (tmp, r)
+    }
+
+    use tar::EntryType as T;
+
+    #[test]
+    fn files_dirs_links_and_owners() {
+        let bytes = layer(&[
+            ("etc/", T::Directory, b"", ""),
+            ("etc/motd", T::Regular, b"hello", ""),
+            ("etc/motd2", T::Link, b"", "etc/motd"),
+            ("etc/link", T::Symlink, b"", "/etc/motd"),
+            ("bin/deep/file", T::Regular, b"x", ""),
+            ("dev/null", T::Char, b"", ""),
+        ]);
+        let (tmp, usage) = unpack(&bytes);
+        let usage = usage.unwrap();
+        let root = tmp.path();
+        assert_eq!(std::fs::read_to_string(root.join("etc/motd")).unwrap(), "hello");
+        let meta = std::fs::metadata(root.join("etc/motd")).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777), (1234, 5678, 0o640));
+        assert_eq!(meta.nlink(), 2, "hardlinked");
+        assert_eq!(meta.mtime(), 1_700_000_000);
+        assert_eq!(std::fs::read_link(root.join("etc/link")).unwrap(), Path::new("/etc/motd"));
+        let etc = std::fs::metadata(root.join("etc")).unwrap();
+        assert_eq!((etc.permissions().mode() & 0o7777, etc.mtime()), (0o750, 1_700_000_000));
+        assert!(root.join("bin/deep/file").exists(), "missing parents are created");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(root.join("dev/null")).unwrap().file_type().is_char_device());
+        assert_eq!(usage.bytes, 6);
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        let bytes = layer(&[
+            ("etc/", T::Directory, b"", ""),
+            ("etc/.wh.passwd", T::Regular, b"", ""),
+            ("var/", T::Directory, b"", ""),
+            ("var/.wh..wh..opq", T::Regular, b"", ""),
+        ]);
+        let (tmp, usage) = unpack(&bytes);
+        usage.unwrap();
+        let meta = std::fs::symlink_metadata(tmp.path().join("etc/passwd")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(meta.file_type().is_char_device() && meta.rdev() == 0, "a 0:0 character device");
+        assert!(!tmp.path().join("etc/.wh.passwd").exists());
+        let mut buf = [0u8; 4];
+        let n = rfs::getxattr(tmp.path().join("var"), OPAQUE_XATTR, &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"y");
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        // Where a broken unpacker would write: beside the root (it sits two levels down, so
+        // `..` twice stays inside our temporary directory) or, for absolute paths, in /tmp.
+        let marker = format!("/tmp/lockstep-unpack-escape-{}", std::process::id());
+        let marker_name = marker.trim_start_matches("/tmp/").to_string();
+        for (entries, why) in [
+            (vec![("../evil".to_string(), T::Regular, &b"x"[..], String::new())], "`..`"),
+            (vec![("a/../../evil".to_string(), T::Regular, &b"x"[..], String::new())], "`..`"),
+            (vec![(marker.clone(), T::Regular, &b"x"[..], String::new())], "absolute"),
+            (
+                vec![
+                    ("esc".to_string(), T::Symlink, &b""[..], "/tmp".to_string()),
+                    (format!("esc/{marker_name}"), T::Regular, &b"x"[..], String::new()),
+                ],
+                "symlink",
+            ),
+            (
+                vec![
+                    ("esc".to_string(), T::Symlink, &b""[..], "../..".to_string()),
+                    ("esc/x/evil".to_string(), T::Directory, &b""[..], String::new()),
+                ],
+                "symlink",
+            ),
+            (vec![("hl".to_string(), T::Link, &b""[..], "../../etc/passwd".to_string())], "hardlink target"),
+        ] {
+            let outer = tempfile::tempdir().unwrap();
+            let root = outer.path().join("d1/root");
+            std::fs::create_dir_all(&root).unwrap();
+            let borrowed: Vec<(&str, T, &[u8], &str)> =
+                entries.iter().map(|(p, k, d, l)| (p.as_str(), *k, *d, l.as_str())).collect();
+            let bytes = layer(&borrowed);
+            let err = extract(&bytes[..], &root).map(|(u, _)| u).unwrap_err();
+            let escaped = Path::new(&marker).exists();
+            let _ = std::fs::remove_file(&marker);
+            assert!(!escaped, "wrote {marker}");
+            assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+            let top: Vec<_> = std::fs::read_dir(outer.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+            let beside: Vec<_> =
+                std::fs::read_dir(outer.path().join("d1")).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert_eq!((top, beside), (vec!["d1".into()], vec!["root".into()]), "nothing beside the root");
+        }
+    }
+
+    #[test]
+    fn compressed_streams_are_sniffed_and_truncation_is_reported() {
+        let bytes = layer(&[("f", T::Regular, b"data", "")]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &bytes).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = ruzstd::encoding::compress_to_vec(&bytes[..], ruzstd::encoding::CompressionLevel::Fastest);
+        for (data, kind) in
+            [(&gz[..], Compression::Gzip), (&zst[..], Compression::Zstd), (&bytes[..], Compression::None)]
+        {
+            let (found, reader) = decompress(data).unwrap();
+            assert_eq!(found, kind);
+            let tmp = tempfile::tempdir().unwrap();
+            let hashing = Hashing::new(reader);
+            let (_, rest) = extract(hashing, tmp.path()).unwrap();
+            let (_, count, _) = rest.finish();
+            assert_eq!(count, bytes.len() as u64, "the whole stream was read");
+            assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"data");
+        }
+        let truncated = &gz[..gz.len() - 6];
+        let (_, reader) = decompress(truncated).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let err = extract(reader, tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("gzip"), "{err}");
+    }
+
+    #[test]
+    fn permissions_survive_setuid_and_read_only_dirs() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header("ro/", T::Directory, 0, 0o555);
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+        let mut h = header("ro/suid", T::Regular, 1, 0o4755);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let (tmp, usage) = unpack(&bytes);
+        usage.unwrap();
+        let mode = std::fs::metadata(tmp.path().join("ro/suid")).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o4755, "chmod after chown keeps setuid");
+        std::fs::set_permissions(tmp.path().join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn component() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("a".to_string()),
+                Just("b".to_string()),
+                Just("..".to_string()),
+                Just(".".to_string()),
+                Just(".wh.a".to_string())
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            (proptest::bool::ANY, proptest::collection::vec(component(), 1..4))
+                .prop_map(|(absolute, parts)| format!("{}{}", if absolute { "/" } else { "" }, parts.join("/")))
+        }
+
+        /// Link targets that a broken unpacker would follow to just beside the root (and never
+        /// further, so a failing run cannot touch the host).
+        fn target() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_string()),
+                Just("../a".to_string()),
+                Just("../b".to_string()),
+                Just("a".to_string()),
+                Just(".".to_string())
+            ]
+        }
+
+        fn entry() -> impl Strategy<Value = (String, u8, String)> {
+            (path(), 0u8..4, target())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+            /// Whatever the layer holds, nothing appears beside the root, and no panic.
+            #[test]
+            fn nothing_is_written_outside_the_root(entries in proptest::collection::vec(entry(), 1..8)) {
+                // The root sits four levels down: paths have at most three components, so even
+                // a broken unpacker could climb no higher than the first level, where we look.
+                let outer = tempfile::tempdir().unwrap();
+                let chain = ["d1", "d2", "d3", "root"];
+                let root = chain.iter().fold(outer.path().to_path_buf(), |p, c| p.join(c));
+                std::fs::create_dir_all(&root).unwrap();
+                let mut b = tar::Builder::new(Vec::new());
+                for (name, kind, target) in &entries {
+                    let kind = [T::Regular, T::Directory, T::Symlink, T::Link][*kind as usize];
+                    let mut h = header(name, kind, if kind == T::Regular { 1 } else { 0 }, 0o755);
+                    if matches!(kind, T::Symlink | T::Link) {
+                        let raw = &mut h.as_old_mut().linkname;
+                        raw[..target.len()].copy_from_slice(target.as_bytes());
+                        h.set_cksum();
+                    }
+                    let data: &[u8] = if kind == T::Regular { b"x" } else { b"" };
+                    b.append(&h, data).unwrap();
+                }
+                let bytes = b.into_inner().unwrap();
+                let _ = extract(&bytes[..], &root);
+                let mut dir = outer.path().to_path_buf();
+                for child in chain {
+                    let beside: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+                    prop_assert_eq!(beside, vec![std::ffi::OsString::from(child)], "in {}", dir.display());
+                    dir = dir.join(child);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Image RPCs: PullImage, ImageStatus, ListImages (and StreamImages), RemoveImage, ImageFsInfo.
+//! Validates requests, calls the image service, maps its errors to gRPC codes whose messages
+//! name the field or the image.
+
+use std::sync::Arc;
+
+use lockstep_cri::model;
+use lockstep_cri::window::StreamOf;
+use tonic::Status;
+
+use crate::image::registry::auth::Credentials;
+use crate::image::registry::RegistryError;
+use crate::image::service::{ImageError, ImageService};
+use crate::image::snapshot::SnapshotError;
+use crate::image::store::records::ImageRecord;
+
+fn status(e: &ImageError) -> Status {
+    let message = e.to_string();
+    match e.root() {
+        ImageError::Reference(_) | ImageError::Auth(_) | ImageError::InvalidHolder(_) => {
+            Status::invalid_argument(message)
+        }
+        ImageError::NotFound(_) => Status::not_found(message),
+        ImageError::Blocked(_) | ImageError::RegistriesConf(_) => Status::failed_precondition(message),
+        ImageError::Registry(r) => match r {
+            RegistryError::Unreachable { .. } => Status::unavailable(message),
+            RegistryError::NotFound { .. } => Status::not_found(message),
+            RegistryError::Denied { .. } => Status::permission_denied(message),
+            RegistryError::Stalled { .. } => Status::deadline_exceeded(message),
+            RegistryError::Protocol { .. } => Status::unknown(message),
+            RegistryError::Setup { .. } => Status::failed_precondition(message),
+        },
+        ImageError::BadImage { .. } => Status::data_loss(message),
+        ImageError::Layer(SnapshotError::Io { .. }) => Status::internal(message),
+        ImageError::Layer(_) => Status::data_loss(message),
+        ImageError::Store(_) => Status::internal(message),
+        ImageError::Several(..) => Status::unknown(message),
+    }
+}
+
+/// The image a request names, or InvalidArgument naming the field.
+fn image_field<'a>(spec: &'a Option<model::ImageSpec>, field: &str) -> Result<&'a str, Status> {
+    match spec.as_ref().map(|s| s.image.as_str()) {
+        Some(image) if !image.is_empty() => Ok(image),
+        _ => Err(Status::invalid_argument(format!("{field} is empty: name the image"))),
+    }
+}
+
+/// The CRI's view of a stored image.
+pub fn to_cri(record: &ImageRecord) -> model::Image {
+    let user = record.config.config.user.split(':').next().unwrap_or("");
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(n) => (Some(model::Int64Value { value: n }), String::new()),
+        Err(_) => (None, user.to_string()),
+    };
+    model::Image {
+        id: record.id.to_string(),
+        repo_tags: record.repo_tags.clone(),
+        repo_digests: record.repo_digests.clone(),
+        size: record.size,
+        uid,
+        username,
+        spec: Some(model::ImageSpec { image: record.id.to_string(), ..Default::default() }),
+        pinned: false,
+    }
+}
+
+pub async fn pull(
+    images: &Arc<ImageService>,
+    request: model::PullImageRequest,
+) -> Result<model::PullImageResponse, Status> {
+    let image = image_field(&request.image, "image.image")?;
+    let credentials = Credentials::from_cri(request.auth.as_ref()).map_err(Status::invalid_argument)?;
+    let record = images.pull(image, credentials).await.map_err(|e| status(&e))?;
+    Ok(model::PullImageResponse { image_ref: record.id.to_string() })
+}
+
+pub async fn image_status(
+    images: &Arc<ImageService>,
+    request: model::ImageStatusRequest,
+) -> Result<model::ImageStatusResponse, Status> {
+    let image = image_field(&request.image, "image.image")?;
+    let Some(record) = images.resolve(image).map_err(|e| status(&e))? else {
+        return Ok(model::ImageStatusResponse::default());
+    };
+    let mut info = std::collections::HashMap::new();
+    if request.verbose {
+        let config: serde_json::Value = images
+            .config_bytes(&record)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::to_value(&record.config).unwrap_or_default());
+        let layers: Vec<String> = images.layer_dirs(&record).iter().map(|p| p.display().to_string()).collect();
+        let detail = serde_json::json!({
+            "id": record.id,
+            "manifest": record.manifest,
+            "imageSpec": config,
+            "layers": layers,
+            "pulledAt": record.pulled_at,
+        });
+        info.insert("info".to_string(), detail.to_string());
+    }
+    Ok(model::ImageStatusResponse { image: Some(to_cri(&record)), info })
+}
+
+fn listed(images: &ImageService, filter: Option<&model::ImageFilter>) -> Result<Vec<model::Image>, Status> {
+    let wanted = filter.and_then(|f| f.image.as_ref()).map(|s| s.image.as_str()).filter(|s| !s.is_empty());
+    match wanted {
+        None => Ok(images.list().iter().map(to_cri).collect()),
+        Some(image) => match images.resolve(image) {
+            Ok(found) => Ok(found.iter().map(to_cri).collect()),
+            Err(ImageError::Reference(e)) => Err(Status::invalid_argument(format!("filter.image.image: {e}"))),
+            Err(e) => Err(status(&e)),
+        },
+    }
+}
+
+pub fn list(images: &ImageService, request: model::ListImagesRequest) -> Result<model::ListImagesResponse, Status> {
+    Ok(model::ListImagesResponse { images: listed(images, request.filter.as_ref())? })
+}
+
+pub fn stream(
+    images: &ImageService,
+    request: model::StreamImagesRequest,
+) -> Result<StreamOf<model::StreamImagesResponse>, Status> {
+    let images = listed(images, request.filter.as_ref())?;
+    Ok(Box::pin(futures::stream::iter([Ok(model::StreamImagesResponse { images })])))
+}
+
+pub async fn remove(
+    images: &Arc<ImageService>,
+    request: model::RemoveImageRequest,
+) -> Result<model::RemoveImageResponse, Status> {
+    let image = image_field(&request.image, "image.image")?;
+    images.remove(image).await.map_err(|e| status(&e))?;
+    Ok(model::RemoveImageResponse {})
+}
+
+pub async fn fs_info(images: &Arc<ImageService>) -> Result<model::ImageFsInfoResponse, Status> {
+    let images = images.clone();
+    let (image_dir, image_usage, container_dir, container_usage) = tokio::task::spawn_blocking(move || images.usage())
+        .await
+        .map_err(|e| Status::internal(format!("measuring the image store failed: {e}")))?;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let usage = |dir: std::path::PathBuf, u: crate::image::unpack::Usage| model::FilesystemUsage {
+        timestamp: now,
+        fs_id: Some(model::FilesystemIdentifier { mountpoint: dir.display().to_string() }),
+        used_bytes: Some(model::UInt64Value { value: u.bytes }),
+        inodes_used: Some(model::UInt64Value { value: u.inodes }),
+    };
+    Ok(model::ImageFsInfoResponse {
+        image_filesystems: vec![usage(image_dir, image_usage)],
+        container_filesystems: vec![usage(container_dir, container_usage)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::reference::Digest;
+    use crate::image::registry::manifest::ImageConfig;
+
+    fn record(user: &str) -> ImageRecord {
+        let mut config = ImageConfig::default();
+        config.config.user = user.to_string();
+        ImageRecord {
+            id: Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
+            repo_tags: vec!["docker.io/library/x:1".into()],
+            repo_digests: vec![],
+            manifest: Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap(),
+            config,
+            layers: vec![],
+            size: 7,
+            pulled_at: 0,
+        }
+    }
+
+    #[test]
+    fn user_becomes_uid_or_username() {
+        let uid = |u: &str| to_cri(&record(u)).uid.map(|v| v.value);
+        assert_eq!((uid("1000"), to_cri(&record("1000")).username), (Some(1000), String::new()));
+        assert_eq!(uid("1000:1000"), Some(1000));
+        assert_eq!((uid("nobody"), to_cri(&record("nobody:nogroup")).username), (None, "nobody".to_string()));
+        assert_eq!((uid(""), to_cri(&record("")).username), (None, String::new()));
+        let image = to_cri(&record("0"));
+        assert_eq!(image.spec.unwrap().image, image.id, "the spec names the image by ID, as containerd does");
+    }
+}
