@@ -18,7 +18,7 @@ use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
 use crate::filter::sandbox_matches;
 use crate::info::RuntimeInfo;
 use crate::persist::RecordDir;
-use crate::undo::Undo;
+use crate::undo::{Undo, Unwound};
 
 /// What went wrong, by the gRPC code it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -242,9 +242,62 @@ impl SandboxManager {
             .map_err(|problem| BadField { field: "config.annotations".into(), problem })?;
 
         let mut undo = Undo::new();
+        match self.build(&mut record, &plan, bandwidth, &mut undo) {
+            Ok(()) => {
+                undo.disarm();
+                Ok(record)
+            }
+            Err(e) => {
+                let unwound = undo.unwind();
+                if let Some(step) = unwound.held_by {
+                    self.keep_half_made(record, &e, step, &unwound);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A failed creation whose rollback stopped at a guard (a CNI DEL that failed): the sandbox
+    /// stays, not ready, with what holds it, so that StopPodSandbox, RemovePodSandbox and the
+    /// recovery retry the release. The kubelet finds it by its pod's labels.
+    fn keep_half_made(&self, mut record: SandboxRecord, cause: &SandboxError, step: &str, unwound: &Unwound) {
+        let id = record.id.clone();
+        let failures: Vec<String> = unwound.failures.iter().map(ToString::to_string).collect();
+        record.state = SandboxState::NotReady;
+        match self.cni_cache.get(&id) {
+            Ok(Some(attachment)) => {
+                record.network.cni_network = attachment.network_name().to_string();
+                record.network.attached = true;
+            }
+            Ok(None) => {}
+            Err(_) => record.network.attached = true,
+        }
+        record.problem = Some(format!(
+            "creation failed ({cause}) and its rollback stopped at \"{step}\" ({}); StopPodSandbox retries the release",
+            failures.join("; ")
+        ));
+        if let Err(e) = self.records.put(&id, &record) {
+            // The creating record stays on disk: the next start rolls it back.
+            tracing::error!(sandbox = %id, error = %e, "cannot record the half-made sandbox");
+        }
+        tracing::warn!(sandbox = %id, problem = record.problem.as_deref().unwrap_or(""), "half-made sandbox kept");
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id, Entry::new(record));
+    }
+
+    /// The steps of creation, each registering its undo; `record` is filled on the way.
+    fn build(
+        &self,
+        record: &mut SandboxRecord,
+        plan: &PodPlan,
+        bandwidth: Option<serde_json::Value>,
+        undo: &mut Undo,
+    ) -> Result<(), SandboxError> {
+        let id = record.id.clone();
+        let dir = record.files.dir.clone();
+        let ns_dir = dir.join("ns");
         let mut timer = StepTimer::new();
         // 1. The record first: a crash from here on is rolled back at the next start.
-        self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
+        self.records.put(&id, record).map_err(internal("cannot write the sandbox record"))?;
         let records = self.records.clone();
         let record_id = id.clone();
         undo.push("remove the sandbox record", move || records.remove(&record_id).map_err(|e| e.to_string()));
@@ -253,8 +306,8 @@ impl SandboxManager {
         // 2. The sandbox directory; its sweep unmounts anything left under it.
         std::fs::create_dir_all(&ns_dir)
             .map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", ns_dir.display())))?;
-        let swept = dir.clone();
-        undo.push("remove the sandbox directory", move || remove_sandbox_dir(&swept));
+        let (swept, cache, swept_id) = (dir.clone(), self.cni_cache.clone(), id.clone());
+        undo.push("remove the sandbox directory", move || remove_sandbox_dir(&cache, &swept_id, &swept));
         timer.mark("dir");
 
         // 3. Namespaces, pinned.
@@ -271,7 +324,7 @@ impl SandboxManager {
         timer.mark("pin");
 
         // 4. Inside them: hostname, lo up, sysctls.
-        self.configure_namespaces(&record, &plan)?;
+        self.configure_namespaces(record, plan)?;
         timer.mark("configure");
 
         // 5. /dev/shm and the files containers mount.
@@ -310,7 +363,7 @@ impl SandboxManager {
 
         // 7. The network.
         if let Some(netns) = record.namespaces.network.clone() {
-            let attachment = self.attach(&record, &netns, bandwidth, &mut undo)?;
+            let attachment = self.attach(record, &netns, bandwidth, undo)?;
             record.network = NetworkState {
                 cni_network: attachment.network_name().to_string(),
                 attached: true,
@@ -323,13 +376,12 @@ impl SandboxManager {
 
         // 8. Ready, on disk before the answer.
         record.state = SandboxState::Ready;
-        self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
-        undo.disarm();
+        self.records.put(&id, record).map_err(internal("cannot write the sandbox record"))?;
         timer.mark("ready");
         tracing::debug!(sandbox = %id, steps = %timer, "RunPodSandbox step times");
         tracing::info!(sandbox = %id, pod = %format!("{}/{}", plan.metadata.namespace, plan.metadata.name),
             ip = record.network.ips.first().map(String::as_str).unwrap_or(""), "pod sandbox ready");
-        Ok(record)
+        Ok(())
     }
 
     fn configure_namespaces(&self, record: &SandboxRecord, plan: &PodPlan) -> Result<(), SandboxError> {
@@ -422,11 +474,12 @@ impl SandboxManager {
         let dirs = self.plugin_dirs().to_vec();
         let cached = attachment.clone();
         let id = record.id.clone();
-        undo.push("CNI DEL", move || {
+        // A guard: while the DEL has not succeeded, the namespace it needs stays pinned.
+        undo.push_guard("CNI DEL", move || -> Result<(), network::CniError> {
             // The cache holds the result once ADD finished: DEL with it.
             let latest = cache.get(&id).ok().flatten().unwrap_or(cached);
-            del_with_retries(&latest, &dirs).map_err(|e| e.to_string())?;
-            cache.remove(&id).map_err(|e| e.to_string())
+            del_with_retries(&latest, &dirs)?;
+            Ok(cache.remove(&id)?)
         });
         network::add(&mut attachment, self.plugin_dirs())
             .map_err(|e| SandboxError::Internal(format!("cannot attach the pod to network {:?}: {e}", found.name)))?;
@@ -458,13 +511,15 @@ impl SandboxManager {
         if let Some(p) = &record.namespaces.pause {
             pause::kill(p).map_err(internal("cannot stop the pause process"))?;
         }
-        if record.network.attached {
-            if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
-                del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| {
-                    SandboxError::Unavailable(format!("cannot detach pod sandbox {} from its network: {e}", record.id))
-                })?;
-            }
+        // The cache entry, not the record's flag, says whether a DEL is owed: a crash or a failed
+        // rollback may leave an attachment the record does not know of.
+        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
+            del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| {
+                SandboxError::Unavailable(format!("cannot detach pod sandbox {} from its network: {e}", record.id))
+            })?;
             self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
+        }
+        if record.network.attached {
             record.network.attached = false;
             // Persist at once: a DEL that succeeded must not be needed again after a crash.
             self.records.put(&record.id, record).map_err(internal("cannot write the sandbox record"))?;
@@ -485,7 +540,8 @@ impl SandboxManager {
             .remove_all(id)
             .map_err(|e| SandboxError::Internal(format!("cannot remove the containers of {id}: {e}")))?;
         self.release(&mut record)?;
-        remove_sandbox_dir(&record.files.dir).map_err(|e| SandboxError::Internal(e.to_string()))?;
+        remove_sandbox_dir(&self.cni_cache, id, &record.files.dir)
+            .map_err(|e| SandboxError::Internal(e.to_string()))?;
         self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
         self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         lock(&self.reservations).remove(&record.metadata);
@@ -571,8 +627,17 @@ pub(super) fn del_with_retries(attachment: &Attachment, dirs: &[PathBuf]) -> Res
     }))
 }
 
-/// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it.
-pub(super) fn remove_sandbox_dir(dir: &Path) -> Result<(), String> {
+/// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it —
+/// never while the sandbox's CNI attachment is cached: a DEL without the pinned network
+/// namespace cannot remove what the plugins set up on the host (the bridge's masquerade rules).
+pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) -> Result<(), String> {
+    match cache.get(id) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(format!("its CNI attachment is still cached: {} stays until a DEL succeeds", dir.display()))
+        }
+        Err(e) => return Err(format!("{e}; {} stays", dir.display())),
+    }
     for mount in files::mounts_under(dir) {
         files::unmount(&mount).map_err(|e| e.to_string())?;
     }

@@ -28,6 +28,8 @@ impl SandboxManager {
                         tracing::warn!(sandbox = %id, error = %e, "cannot roll back an interrupted sandbox; kept as not ready");
                         record.state = SandboxState::NotReady;
                         record.problem = Some(format!("creation was interrupted and rollback failed: {e}"));
+                        // StopPodSandbox and RemovePodSandbox finish the release from the cache.
+                        record.network.attached = !matches!(self.cni_cache.get(&id), Ok(None));
                     }
                 },
                 SandboxState::Ready => {
@@ -42,10 +44,9 @@ impl SandboxManager {
                     }
                 }
                 SandboxState::NotReady => {
-                    if record.network.attached {
-                        if let Err(e) = self.release(&mut record) {
-                            tracing::warn!(sandbox = %id, error = %e, "CNI DEL still fails; StopPodSandbox retries");
-                        }
+                    // Its release may have failed or been cut short: finish it (each step is idempotent).
+                    if let Err(e) = self.release(&mut record) {
+                        tracing::warn!(sandbox = %id, error = %e, "cannot release a stopped sandbox yet; StopPodSandbox retries");
                     }
                 }
             }
@@ -54,6 +55,7 @@ impl SandboxManager {
                 .map_err(|e| SandboxError::Internal(format!("cannot write the sandbox record: {e}")))?;
             kept.insert(id, Entry::new(record));
         }
+        self.release_orphan_attachments(&kept);
         self.sweep_orphans(&kept);
         let count = kept.len();
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = kept;
@@ -72,8 +74,32 @@ impl SandboxManager {
             del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| e.to_string())?;
             self.cni_cache.remove(&record.id).map_err(|e| e.to_string())?;
         }
-        remove_sandbox_dir(&record.files.dir)?;
+        remove_sandbox_dir(&self.cni_cache, &record.id, &record.files.dir)?;
         self.records.remove(&record.id).map_err(|e| e.to_string())
+    }
+
+    /// CNI attachments cached for no sandbox (a record lost or set aside): DEL them, so that
+    /// their IPs and host rules are released. One whose DEL fails stays for the next start, and
+    /// so does its sandbox directory (the network namespace that the DEL needs).
+    fn release_orphan_attachments(&self, kept: &std::collections::BTreeMap<String, std::sync::Arc<Entry>>) {
+        let attachments = match self.cni_cache.all() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the CNI cache; orphan attachments are not released");
+                return;
+            }
+        };
+        for (id, attachment) in attachments.into_iter().filter(|(id, _)| !kept.contains_key(id)) {
+            match del_with_retries(&attachment, self.plugin_dirs()) {
+                Ok(()) => match self.cni_cache.remove(&id) {
+                    Ok(()) => tracing::info!(sandbox = %id, "released the network of a sandbox without a record"),
+                    Err(e) => tracing::warn!(sandbox = %id, error = %e, "cannot remove a released CNI cache entry"),
+                },
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot release the network of a sandbox without a record; retried at the next start")
+                }
+            }
+        }
     }
 
     /// Why a ready sandbox is not ready any more, if it is not.
@@ -109,7 +135,7 @@ impl SandboxManager {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !kept.contains_key(&name) {
-                if let Err(e) = remove_sandbox_dir(&entry.path()) {
+                if let Err(e) = remove_sandbox_dir(&self.cni_cache, &name, &entry.path()) {
                     tracing::warn!(dir = %entry.path().display(), error = %e, "cannot sweep a leftover sandbox directory");
                 }
             }

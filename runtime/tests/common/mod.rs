@@ -125,9 +125,10 @@ impl Drop for Lockstepd {
     /// and unmount their namespaces, so one failure does not leak into the host.
     fn drop(&mut self) {
         self.kill();
+        // The real plugins only: a test's faulty wrapper may still refuse DEL.
         let cache = lockstep_runtime::cni::network::AttachmentCache::new(&self.root());
         for (_, attachment) in cache.all().unwrap_or_default() {
-            let _ = lockstep_runtime::cni::network::del(&attachment, &self.plugin_dirs);
+            let _ = lockstep_runtime::cni::network::del(&attachment, &[PathBuf::from(CNI_BIN)]);
         }
         for (_, pause) in
             std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten().filter_map(|e| {
@@ -271,4 +272,82 @@ pub fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send
     })
     .join()
     .unwrap()
+}
+
+/// A wrapper around one real CNI plugin whose faults a test switches on and off with files:
+/// `add-fails`, `del-fails`, `check-fails` (the plugin answers a CNI error), `add-slow`,
+/// `del-slow` (it announces `<command>-started` and sleeps before the real plugin runs).
+/// It records the sandbox id of the last ADD.
+pub struct FaultyPlugin {
+    /// Put it first in the daemon's plugin directories.
+    pub dir: PathBuf,
+    scratch: PathBuf,
+}
+
+impl FaultyPlugin {
+    pub fn new(scratch: &Path, plugin: &str) -> FaultyPlugin {
+        let dir = scratch.join("faulty-plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = scratch.display();
+        let script = format!(
+            r#"#!/bin/sh
+fail() {{ echo "{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"$CNI_COMMAND refused for the test\"}}"; exit 1; }}
+slow() {{ touch {s}/$1-started; sleep "$2"; }}
+case "$CNI_COMMAND" in
+ADD) echo "$CNI_CONTAINERID" >{s}/id.tmp && mv {s}/id.tmp {s}/id
+     [ -e {s}/add-slow ] && slow add 3
+     [ -e {s}/add-fails ] && fail ;;
+DEL) [ -e {s}/del-slow ] && slow del 2
+     [ -e {s}/del-fails ] && fail ;;
+CHECK) [ -e {s}/check-fails ] && fail ;;
+esac
+exec {CNI_BIN}/{plugin} "$@"
+"#
+        );
+        let path = dir.join(plugin);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FaultyPlugin { dir, scratch: scratch.to_path_buf() }
+    }
+
+    pub fn set(&self, fault: &str, on: bool) {
+        let path = self.scratch.join(fault);
+        if on {
+            std::fs::write(path, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The sandbox id of the last ADD.
+    pub fn last_id(&self) -> String {
+        std::fs::read_to_string(self.scratch.join("id")).unwrap_or_default().trim().to_string()
+    }
+
+    /// Waits until a slow `command` ("add", "del") has started.
+    pub async fn wait_started(&self, command: &str) {
+        let marker = self.scratch.join(format!("{command}-started"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the slow {command} never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = std::fs::remove_file(marker);
+    }
+}
+
+/// The iptables rules (all tables) whose comment names the pod.
+pub fn iptables_rules_of(id: &str) -> Vec<String> {
+    let rules = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&rules.stdout).lines().filter(|l| l.contains(id)).map(str::to_string).collect()
+}
+
+/// The verbose PodSandboxStatus info of a sandbox, as JSON.
+pub async fn verbose_info(kubelet: &mut CriClient, id: &str) -> serde_json::Value {
+    let status = kubelet
+        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .await
+        .unwrap();
+    serde_json::from_str(&status.info["info"]).unwrap()
 }

@@ -1,0 +1,118 @@
+//! Pod sandboxes when things fail for real: a CNI plugin (a wrapper around the real portmap)
+//! refuses ADD, DEL or CHECK, or is slow while lockstepd is killed with SIGKILL. Whatever
+//! fails, the pod's network is released in the end — no IP, iptables rule, namespace pin or
+//! cache entry is left on the host — and nothing of it is forgotten across a restart.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use lockstep_cri::model;
+
+async fn faulty_daemon(scratch: &std::path::Path) -> (FaultyPlugin, Lockstepd) {
+    let faulty = FaultyPlugin::new(scratch, "portmap");
+    let daemon = Lockstepd::start_with_plugins(vec![faulty.dir.clone(), PathBuf::from(CNI_BIN)]).await;
+    (faulty, daemon)
+}
+
+fn with_host_port(mut config: model::PodSandboxConfig) -> model::PodSandboxConfig {
+    config.port_mappings = vec![model::PortMapping {
+        protocol: model::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 41000 + (std::process::id() % 9000) as i32,
+        host_ip: String::new(),
+    }];
+    config
+}
+
+async fn stop(kubelet: &mut lockstep_cri::CriClient, id: &str) -> Result<(), tonic::Status> {
+    kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.map(|_| ())
+}
+
+async fn remove(kubelet: &mut lockstep_cri::CriClient, id: &str) -> Result<(), tonic::Status> {
+    kubelet.remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn an_add_that_fails_after_the_bridge_is_rolled_back_live() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (faulty, daemon) = faulty_daemon(scratch.path()).await;
+    let mut kubelet = daemon.kubelet().await;
+    faulty.set("add-fails", true);
+    let err = kubelet.run_pod_sandbox(run_request(with_host_port(pod(&unique("add-fails"))))).await.unwrap_err();
+    assert!(err.message().contains("ADD refused for the test"), "{err:?}");
+    let id = faulty.last_id();
+    assert!(!id.is_empty());
+    assert!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.is_empty());
+    assert_no_leaks(&daemon, &PodTraces { id, ..Default::default() });
+}
+
+#[tokio::test]
+async fn a_del_that_fails_during_rollback_keeps_the_pod_until_stop_releases_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (faulty, mut daemon) = faulty_daemon(scratch.path()).await;
+    let mut kubelet = daemon.kubelet().await;
+    faulty.set("add-fails", true);
+    faulty.set("del-fails", true);
+    let err = kubelet.run_pod_sandbox(run_request(with_host_port(pod(&unique("del-fails"))))).await.unwrap_err();
+    assert!(err.message().contains("ADD refused for the test"), "{err:?}");
+    let id = faulty.last_id();
+
+    // Kept, not ready, with the reason; everything the DEL needs is still there.
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1, "the sandbox whose network could not be released is kept: {}", daemon.log());
+    assert_eq!((items[0].id.as_str(), items[0].state()), (id.as_str(), model::PodSandboxState::SandboxNotready));
+    let info = verbose_info(&mut kubelet, &id).await;
+    let problem = info["record"]["problem"].as_str().unwrap_or("");
+    assert!(problem.contains("DEL refused for the test"), "the problem is recorded: {info}");
+    assert!(daemon.root().join("cni").join(format!("{id}.json")).exists(), "the CNI cache stays for the DEL");
+    assert!(
+        lockstep_runtime::sandbox::namespaces::is_pinned(&ns_path(&daemon, &id, "net")),
+        "the network namespace stays pinned: a DEL without it cannot remove the masquerade rules"
+    );
+    assert!(!iptables_rules_of(&id).is_empty(), "the bridge's rules wait for the DEL");
+
+    // Nothing is forgotten across a restart; the kubelet's Stop releases the network.
+    daemon.kill();
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1, "{}", daemon.log());
+    assert_eq!(stop(&mut kubelet, &id).await.unwrap_err().code(), tonic::Code::Unavailable);
+    faulty.set("del-fails", false);
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &PodTraces { id, ..Default::default() });
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_at_restart_is_finished_by_stop() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (faulty, mut daemon) = faulty_daemon(scratch.path()).await;
+    let kubelet = daemon.kubelet().await;
+    faulty.set("add-slow", true);
+    let pending = tokio::spawn({
+        let mut k = kubelet.clone();
+        async move { k.run_pod_sandbox(run_request(with_host_port(pod(&unique("rollback-fails"))))).await }
+    });
+    faulty.wait_started("add").await;
+    let id = faulty.last_id();
+    daemon.kill();
+    assert!(pending.await.unwrap().is_err());
+
+    // The bridge ran; the rollback's DEL fails at the restart: the sandbox is kept.
+    faulty.set("add-slow", false);
+    faulty.set("del-fails", true);
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1, "{}", daemon.log());
+    assert_eq!(items[0].state(), model::PodSandboxState::SandboxNotready);
+    assert!(!iptables_rules_of(&id).is_empty(), "the bridge's rules wait for the DEL");
+
+    faulty.set("del-fails", false);
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &PodTraces { id, ..Default::default() });
+}
