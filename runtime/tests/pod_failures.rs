@@ -116,3 +116,83 @@ async fn a_rollback_that_fails_at_restart_is_finished_by_stop() {
     remove(&mut kubelet, &id).await.unwrap();
     assert_no_leaks(&daemon, &PodTraces { id, ..Default::default() });
 }
+
+#[tokio::test]
+async fn a_stop_queued_behind_a_remove_does_not_bring_the_sandbox_back() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (faulty, mut daemon) = faulty_daemon(scratch.path()).await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(pod(&unique("stop-vs-remove")))).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+
+    // Remove without a prior Stop, slowed down in its DEL; a Stop arrives meanwhile.
+    faulty.set("del-slow", true);
+    let removing = tokio::spawn({
+        let (mut k, id) = (kubelet.clone(), id.clone());
+        async move { remove(&mut k, &id).await }
+    });
+    faulty.wait_started("del").await;
+    let stopping = tokio::spawn({
+        let (mut k, id) = (kubelet.clone(), id.clone());
+        async move { stop(&mut k, &id).await }
+    });
+    removing.await.unwrap().unwrap();
+    let stopped = stopping.await.unwrap();
+    assert_eq!(
+        stopped.unwrap_err().code(),
+        tonic::Code::NotFound,
+        "a removed sandbox is not found, as any unknown one"
+    );
+    faulty.set("del-slow", false);
+    assert!(!daemon.root().join("sandboxes").join(format!("{id}.json")).exists(), "the record stays removed");
+
+    daemon.kill();
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    assert!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.is_empty(), "no ghost sandbox");
+    assert_no_leaks(&daemon, &pod_traces);
+}
+
+#[tokio::test]
+async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() {
+    let mut daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("pause-killed"));
+    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    options.pid = model::NamespaceMode::Pod as i32;
+    let id = kubelet.run_pod_sandbox(run_request(config.clone())).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    let pid = pod_traces.pause_pid.expect("a pause process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let not_ready = loop {
+        let status = kubelet
+            .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
+            .await
+            .unwrap();
+        if status.status.unwrap().state() == model::PodSandboxState::SandboxNotready {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(not_ready, "a pod whose pause process died is not ready");
+
+    // The kubelet's retry with the same metadata is not handed the dead sandbox.
+    let err = kubelet.run_pod_sandbox(run_request(config)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+
+    daemon.kill();
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].state(), model::PodSandboxState::SandboxNotready);
+    let info = verbose_info(&mut kubelet, &id).await;
+    assert!(info["record"]["problem"].as_str().unwrap_or("").contains("pause"), "{info}");
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &pod_traces);
+}

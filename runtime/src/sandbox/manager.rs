@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -62,18 +63,27 @@ impl PodContainers for NoContainers {
     }
 }
 
-/// One sandbox held in memory: `op` serialises the operations on it, `record` is what readers see.
+/// One sandbox held in memory: `op` serialises the operations on it, `record` is what readers
+/// see, `removed` is set (under `op`) when RemovePodSandbox finished: an operation that was
+/// waiting for `op` then finds the sandbox gone.
 pub(super) struct Entry {
     op: Mutex<()>,
     record: RwLock<SandboxRecord>,
+    removed: AtomicBool,
 }
 
 impl Entry {
     pub(super) fn new(record: SandboxRecord) -> Arc<Entry> {
-        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record) })
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record), removed: AtomicBool::new(false) })
     }
     fn read(&self) -> SandboxRecord {
         self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn write(&self, record: SandboxRecord) {
+        *self.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+    }
+    fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
     }
 }
 
@@ -150,9 +160,9 @@ impl SandboxManager {
             .map(|e| e.read())
             .find(|r| r.metadata == plan.metadata);
         if let Some(found) = existing {
-            return match found.state {
+            return match live_state(&found) {
                 // The kubelet retried a call that timed out: the finished result.
-                SandboxState::Ready => Ok(found.id),
+                model::PodSandboxState::SandboxReady => Ok(found.id),
                 _ => Err(SandboxError::AlreadyExists(format!(
                     "pod sandbox {} of {}/{} (uid {}, attempt {}) exists and is not ready; remove it or raise \
                      config.metadata.attempt",
@@ -489,19 +499,24 @@ impl SandboxManager {
 
     // ---- StopPodSandbox -------------------------------------------------------------------
 
+    /// An unknown or removed sandbox is NotFound, which the kubelet tolerates.
     pub fn stop(&self, id: &str) -> Result<(), SandboxError> {
         let entry = self.entry(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
         let _op = lock(&entry.op);
+        if entry.is_removed() {
+            return Err(SandboxError::NotFound(id.to_string()));
+        }
         let mut record = entry.read();
         self.containers()
             .stop_all(id)
             .map_err(|e| SandboxError::Internal(format!("cannot stop the containers of {id}: {e}")))?;
-        self.release(&mut record)?;
-        if record.state != SandboxState::NotReady {
-            record.state = SandboxState::NotReady;
-        }
+        let released = self.release(&mut record);
+        // What the release got to is what readers see, even when it failed half-way.
+        entry.write(record.clone());
+        released?;
+        record.state = SandboxState::NotReady;
         self.records.put(id, &record).map_err(internal("cannot write the sandbox record"))?;
-        *entry.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+        entry.write(record);
         Ok(())
     }
 
@@ -535,14 +550,20 @@ impl SandboxManager {
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
         let Some(entry) = self.entry(id) else { return Ok(()) };
         let _op = lock(&entry.op);
+        if entry.is_removed() {
+            return Ok(());
+        }
         let mut record = entry.read();
         self.containers()
             .remove_all(id)
             .map_err(|e| SandboxError::Internal(format!("cannot remove the containers of {id}: {e}")))?;
-        self.release(&mut record)?;
+        let released = self.release(&mut record);
+        entry.write(record.clone());
+        released?;
         remove_sandbox_dir(&self.cni_cache, id, &record.files.dir)
             .map_err(|e| SandboxError::Internal(e.to_string()))?;
         self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
+        entry.removed.store(true, Ordering::SeqCst);
         self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         lock(&self.reservations).remove(&record.metadata);
         tracing::info!(sandbox = %id, "pod sandbox removed");

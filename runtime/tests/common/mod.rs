@@ -113,7 +113,7 @@ impl Lockstepd {
     pub async fn kubelet(&self) -> CriClient {
         let channel = lockstep_cri::connect(&format!("unix://{}", self.socket().display()), Duration::from_secs(5))
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot connect to lockstepd: {e}\n{}", self.log()));
         let mut client = CriClient::new(Minor::V1_36, channel).unwrap();
         client.set_timeout(Some(Duration::from_secs(60)));
         client
