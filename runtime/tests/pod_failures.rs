@@ -196,3 +196,29 @@ async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() 
     remove(&mut kubelet, &id).await.unwrap();
     assert_no_leaks(&daemon, &pod_traces);
 }
+
+#[tokio::test]
+async fn a_restart_never_tears_down_a_live_pod_s_network() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (faulty, mut daemon) = faulty_daemon(scratch.path()).await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(with_host_port(pod(&unique("check"))))).await.unwrap().pod_sandbox_id;
+    let before = traces(&mut kubelet, &id).await;
+    let rules = iptables_rules_of(&id);
+    assert!(!rules.is_empty());
+
+    // A plugin that would fail CHECK (an upgrade, a transient error) must not cost the pod its network.
+    faulty.set("check-fails", true);
+    daemon.kill();
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items[0].state(), model::PodSandboxState::SandboxReady, "{}", daemon.log());
+    let addr = nsenter(&[format!("--net={}", ns_path(&daemon, &id, "net").display())], &["ip", "-o", "addr"]);
+    assert!(addr.contains(&format!("inet {}/", before.ip)), "the pod keeps its address: {addr}");
+    assert_eq!(iptables_rules_of(&id), rules, "the pod keeps its host rules");
+    faulty.set("check-fails", false);
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &before);
+}

@@ -1,6 +1,7 @@
 //! Attaches a pod to the CNI network and detaches it, by the CNI spec: ADD through the list's
 //! plugins in order (each gets the previous result as prevResult), DEL in reverse order with
-//! the cached result, CHECK in order. An attachment is cached crash-safely under
+//! the cached result. (No CHECK: lockstepd never runs it, as containerd and CRI-O do not; so
+//! `disableCheck` holds trivially.) An attachment is cached crash-safely under
 //! `<root>/cni/<id>.json` before ADD runs and with its result after, so DEL works after a crash
 //! or a restart even when the configuration on disk has changed since.
 
@@ -157,21 +158,6 @@ pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniEr
         let started = std::time::Instant::now();
         exec::run(kind, &attachment.invocation("DEL", &netns, plugin_dirs), &stdin)?;
         tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI DEL");
-    }
-    Ok(())
-}
-
-/// CHECK through every plugin (CNI 0.4.0 and later; earlier versions have no CHECK).
-pub fn check(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
-    let version = attachment.cni_version();
-    if version.is_empty() || version.starts_with("0.1") || version.starts_with("0.2") || version.starts_with("0.3") {
-        return Ok(());
-    }
-    let Some(result) = attachment.result.as_ref() else { return Ok(()) };
-    for plugin in attachment.plugins() {
-        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
-        let stdin = attachment.plugin_stdin(&plugin, Some(result));
-        exec::run(kind, &attachment.invocation("CHECK", &attachment.netns, plugin_dirs), &stdin)?;
     }
     Ok(())
 }

@@ -1,14 +1,13 @@
 //! Recovery before lockstepd serves: a sandbox whose creation a crash interrupted is rolled
 //! back completely (pause killed, CNI DEL from the cache, mounts and files removed, record
-//! gone); a ready one is checked (pinned namespaces, pause, CNI CHECK) and kept, or marked not
-//! ready with the reason; a stopped one whose DEL failed is DELeted again. Leftover sandbox
-//! directories without a record are swept.
+//! gone); a ready one is checked (pinned namespaces, pause) and kept, or marked not ready with
+//! the reason; a stopped one whose release failed is released again. CNI attachments and
+//! sandbox directories without a record are released and swept.
 
 use super::manager::{del_with_retries, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
 use super::namespaces;
 use super::pause;
 use super::record::{SandboxRecord, SandboxState};
-use crate::cni::network;
 
 impl SandboxManager {
     pub(super) fn recover(&self) -> Result<(), SandboxError> {
@@ -115,17 +114,8 @@ impl SandboxManager {
                 return Some(format!("the pause process {} has exited", p.pid));
             }
         }
-        if record.network.attached {
-            match self.cni_cache.get(&record.id) {
-                Ok(Some(attachment)) => {
-                    if let Err(e) = network::check(&attachment, self.plugin_dirs()) {
-                        return Some(format!("CNI CHECK failed: {e}"));
-                    }
-                }
-                Ok(None) => return Some("its CNI result is missing from the cache".into()),
-                Err(e) => return Some(format!("its CNI result cannot be read: {e}")),
-            }
-        }
+        // No CNI CHECK here, as in containerd and CRI-O: a plugin that fails CHECK for a
+        // moment (an upgrade, a lock) must not cost a running pod its network or its restart.
         None
     }
 
