@@ -222,3 +222,26 @@ async fn a_restart_never_tears_down_a_live_pod_s_network() {
     remove(&mut kubelet, &id).await.unwrap();
     assert_no_leaks(&daemon, &before);
 }
+
+#[tokio::test]
+async fn a_corrupt_record_is_set_aside_and_the_others_are_served() {
+    let mut daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(pod(&unique("corrupt")))).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    daemon.kill();
+    let bad = daemon.root().join("sandboxes").join(format!("{}.json", "b".repeat(64)));
+    std::fs::write(&bad, b"{\"id\": \"torn").unwrap();
+
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1, "{}", daemon.log());
+    assert_eq!((items[0].id.as_str(), items[0].state()), (id.as_str(), model::PodSandboxState::SandboxReady));
+    assert!(!bad.exists());
+    assert!(bad.with_extension("json.corrupt").exists(), "the unreadable record is kept aside for a person");
+    assert!(daemon.log().contains(&"b".repeat(64)), "the log names it");
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &pod_traces);
+}

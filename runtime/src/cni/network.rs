@@ -184,6 +184,15 @@ impl AttachmentCache {
     pub fn all(&self) -> Result<Vec<(String, Attachment)>, PersistError> {
         self.dir.load_all()
     }
+    /// Every readable attachment; an unreadable one is set aside (`<id>.json.corrupt`) and logged.
+    pub fn all_readable(&self) -> Result<Vec<(String, Attachment)>, PersistError> {
+        let loaded = self.dir.load_readable()?;
+        for bad in &loaded.set_aside {
+            tracing::error!(sandbox = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
+                "an unreadable CNI cache entry was set aside: its network cannot be DELeted");
+        }
+        Ok(loaded.records)
+    }
 }
 
 /// The bandwidth capability from the pod annotations the kubelet passes through

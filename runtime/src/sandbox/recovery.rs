@@ -11,10 +11,15 @@ use super::record::{SandboxRecord, SandboxState};
 
 impl SandboxManager {
     pub(super) fn recover(&self) -> Result<(), SandboxError> {
-        let records: Vec<(String, SandboxRecord)> = self
+        let loaded = self
             .records
-            .load_all()
+            .load_readable::<SandboxRecord>()
             .map_err(|e| SandboxError::Internal(format!("cannot load the sandbox records: {e}")))?;
+        for bad in &loaded.set_aside {
+            tracing::error!(sandbox = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
+                "an unreadable sandbox record was set aside; its network and namespaces are released");
+        }
+        let records = loaded.records;
         let mut kept = std::collections::BTreeMap::new();
         for (id, mut record) in records {
             match record.state {
@@ -81,7 +86,7 @@ impl SandboxManager {
     /// their IPs and host rules are released. One whose DEL fails stays for the next start, and
     /// so does its sandbox directory (the network namespace that the DEL needs).
     fn release_orphan_attachments(&self, kept: &std::collections::BTreeMap<String, std::sync::Arc<Entry>>) {
-        let attachments = match self.cni_cache.all() {
+        let attachments = match self.cni_cache.all_readable() {
             Ok(all) => all,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the CNI cache; orphan attachments are not released");
