@@ -245,3 +245,14 @@ async fn a_corrupt_record_is_set_aside_and_the_others_are_served() {
     remove(&mut kubelet, &id).await.unwrap();
     assert_no_leaks(&daemon, &pod_traces);
 }
+
+#[tokio::test]
+async fn a_runroot_reached_through_a_symlink_works_to_the_end() {
+    let daemon = Lockstepd::start_with(Options { runroot_via_symlink: true, ..Default::default() }).await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(pod(&unique("symlink")))).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &pod_traces);
+}

@@ -560,6 +560,12 @@ impl SandboxManager {
         let released = self.release(&mut record);
         entry.write(record.clone());
         released?;
+        // The recorded pins by their own paths first: they are known even when mountinfo's
+        // resolved paths would not match.
+        let ns = &record.namespaces;
+        for pin in [&ns.network, &ns.ipc, &ns.uts].into_iter().flatten() {
+            namespaces::unpin(pin).map_err(internal("cannot unpin a namespace"))?;
+        }
         remove_sandbox_dir(&self.cni_cache, id, &record.files.dir)
             .map_err(|e| SandboxError::Internal(e.to_string()))?;
         self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
@@ -659,7 +665,7 @@ pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) 
         }
         Err(e) => return Err(format!("{e}; {} stays", dir.display())),
     }
-    for mount in files::mounts_under(dir) {
+    for mount in files::mounts_under(dir).map_err(|e| e.to_string())? {
         files::unmount(&mount).map_err(|e| e.to_string())?;
     }
     match std::fs::remove_dir_all(dir) {

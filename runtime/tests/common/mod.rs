@@ -27,28 +27,66 @@ pub struct Lockstepd {
     pub tmp: tempfile::TempDir,
     pub child: Option<Child>,
     pub plugin_dirs: Vec<PathBuf>,
+    /// The --runroot given: `<tmp>/run`, or a symlink to it.
+    runroot: PathBuf,
+}
+
+/// How a test's lockstepd differs from the default one.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub plugin_dirs: Vec<PathBuf>,
+    /// --runroot is a symlink to the real directory (as /var/run is to /run).
+    pub runroot_via_symlink: bool,
+    /// More lockstep.toml, appended after the [network] table's keys.
+    pub network_toml: String,
+    /// More lockstep.toml at the top level (before any table).
+    pub top_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            plugin_dirs: vec![PathBuf::from(CNI_BIN)],
+            runroot_via_symlink: false,
+            network_toml: String::new(),
+            top_toml: String::new(),
+        }
+    }
 }
 
 impl Lockstepd {
     pub async fn start() -> Lockstepd {
-        Self::start_with_plugins(vec![PathBuf::from(CNI_BIN)]).await
+        Self::start_with(Options::default()).await
     }
 
     pub async fn start_with_plugins(plugin_dirs: Vec<PathBuf>) -> Lockstepd {
+        Self::start_with(Options { plugin_dirs, ..Default::default() }).await
+    }
+
+    pub async fn start_with(options: Options) -> Lockstepd {
         let tmp = tempfile::Builder::new().prefix("lockstep-pods-").tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("net.d")).unwrap();
         std::fs::write(tmp.path().join("net.d/10-test.conflist"), NETWORK).unwrap();
-        let dirs: Vec<String> = plugin_dirs.iter().map(|d| format!("{:?}", d.display().to_string())).collect();
+        let dirs: Vec<String> = options.plugin_dirs.iter().map(|d| format!("{:?}", d.display().to_string())).collect();
         std::fs::write(
             tmp.path().join("lockstep.toml"),
             format!(
-                "[network]\ncni_config_dir = {:?}\ncni_plugin_dirs = [{}]\n",
+                "{}\n[network]\ncni_config_dir = {:?}\ncni_plugin_dirs = [{}]\n{}\n",
+                options.top_toml,
                 tmp.path().join("net.d").display().to_string(),
-                dirs.join(", ")
+                dirs.join(", "),
+                options.network_toml,
             ),
         )
         .unwrap();
-        let mut daemon = Lockstepd { tmp, child: None, plugin_dirs };
+        let runroot = if options.runroot_via_symlink {
+            std::fs::create_dir_all(tmp.path().join("run")).unwrap();
+            std::os::unix::fs::symlink(tmp.path().join("run"), tmp.path().join("run-link")).unwrap();
+            tmp.path().join("run-link")
+        } else {
+            tmp.path().join("run")
+        };
+        let mut daemon = Lockstepd { tmp, child: None, plugin_dirs: options.plugin_dirs, runroot };
         daemon.spawn().await;
         daemon
     }
@@ -60,7 +98,7 @@ impl Lockstepd {
         self.tmp.path().join("root")
     }
     pub fn runroot(&self) -> PathBuf {
-        self.tmp.path().join("run")
+        self.runroot.clone()
     }
 
     /// Starts (or restarts) the process and waits for its socket.
@@ -137,7 +175,7 @@ impl Drop for Lockstepd {
         {
             let _ = lockstep_runtime::sandbox::pause::kill(&pause);
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.tmp.path()) {
+        for mount in lockstep_runtime::sandbox::files::mounts_under(self.tmp.path()).unwrap_or_default() {
             let _ = lockstep_runtime::sandbox::files::unmount(&mount);
         }
     }
