@@ -361,3 +361,18 @@ fn node_address() -> std::net::IpAddr {
         .next()
         .expect("a global IPv4 address")
 }
+
+#[tokio::test]
+async fn a_sysctl_of_the_pod_s_eth0_is_set_after_the_network_made_it() {
+    let daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("eth0-sysctl"));
+    config.linux.as_mut().unwrap().sysctls.insert("net.ipv4.conf.eth0.arp_announce".into(), "2".into());
+    let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    let net = ns_path(&daemon, &id, "net");
+    let value = nsenter(&[format!("--net={}", net.display())], &["cat", "/proc/sys/net/ipv4/conf/eth0/arp_announce"]);
+    assert_eq!(value.trim(), "2");
+    stop_and_remove(&mut kubelet, &id).await;
+    assert_no_leaks(&daemon, &pod_traces);
+}

@@ -36,6 +36,7 @@ pub fn tests() -> Vec<Test> {
         test("The hostname is set in the pod's UTS namespace", &[], |c| Box::pin(hostname(c))),
         test("DNSConfig is written to the pod's resolv.conf", &[], |c| Box::pin(dns_config(c))),
         test("Namespaced sysctls are set inside the pod, not on the node", &[], |c| Box::pin(sysctls(c))),
+        test("A sysctl of the pod's eth0 is set inside the pod", &[], |c| Box::pin(eth0_sysctl(c))),
         test("A sysctl outside the pod's namespaces is refused with InvalidArgument", &[], |c| {
             Box::pin(node_sysctl(c))
         }),
@@ -334,6 +335,26 @@ async fn sysctls(ctx: Ctx) -> TestResult {
         check!(inside.trim() == "81", "net.ipv4.ip_unprivileged_port_start is {:?} inside the pod", inside.trim());
         let node = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
         check!(node.trim() != "81", "the node's own sysctl changed");
+        Ok(())
+    })
+    .await
+}
+
+/// net.ipv4.conf.eth0.* exists only once the network plugin made eth0: the runtime must set
+/// it after CNI ADD.
+async fn eth0_sysctl(ctx: Ctx) -> TestResult {
+    let mut config = pod_config("eth0-sysctl");
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .sysctls
+        .insert("net.ipv4.conf.eth0.arp_announce".into(), "2".into());
+    with_pod(&ctx.clone(), config, |pod| async move {
+        let netns = podkit::netns(&pod)?;
+        let inside = within(&netns, podkit::net_flag(), || {
+            std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth0/arp_announce").unwrap_or_default()
+        })?;
+        check!(inside.trim() == "2", "net.ipv4.conf.eth0.arp_announce is {:?} inside the pod", inside.trim());
         Ok(())
     })
     .await

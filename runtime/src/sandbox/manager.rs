@@ -13,7 +13,7 @@ use lockstep_cri::model;
 
 use super::namespaces::{self, NsKind};
 use super::record::*;
-use super::validate::{self, BadField, PodPlan};
+use super::validate::{self, BadField, PodPlan, SysctlNamespace};
 use super::{files, pause};
 use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
 use crate::filter::sandbox_matches;
@@ -333,8 +333,14 @@ impl SandboxManager {
         });
         timer.mark("pin");
 
-        // 4. Inside them: hostname, lo up, sysctls.
-        self.configure_namespaces(record, plan)?;
+        // 4. Inside them: hostname, lo up, the IPC and UTS sysctls (the network's wait for its
+        //    interfaces: net.ipv4.conf.eth0.* exists only after ADD).
+        let (net_sysctls, other_sysctls): (BTreeMap<_, _>, BTreeMap<_, _>) = plan
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(name, _)| validate::sysctl_namespace(name) == Some(SysctlNamespace::Net));
+        self.configure_namespaces(record, plan, &other_sysctls)?;
         timer.mark("configure");
 
         // 5. /dev/shm and the files containers mount.
@@ -382,6 +388,9 @@ impl SandboxManager {
             files::write_hosts(&record.files.hosts, &hostname, record.network.ips.first().map(String::as_str))
                 .map_err(internal("cannot write hosts"))?;
         }
+        if !net_sysctls.is_empty() {
+            self.write_sysctls(record, &net_sysctls)?;
+        }
         timer.mark("cni");
 
         // 8. Ready, on disk before the answer.
@@ -394,23 +403,30 @@ impl SandboxManager {
         Ok(())
     }
 
-    fn configure_namespaces(&self, record: &SandboxRecord, plan: &PodPlan) -> Result<(), SandboxError> {
-        let mut enter: Vec<(NsKind, &Path)> = Vec::new();
-        for (kind, path) in [
+    /// The pod's namespaces, for a throwaway thread to enter.
+    fn pod_namespaces(record: &SandboxRecord) -> Vec<(NsKind, &Path)> {
+        [
             (NsKind::Net, &record.namespaces.network),
             (NsKind::Ipc, &record.namespaces.ipc),
             (NsKind::Uts, &record.namespaces.uts),
-        ] {
-            if let Some(p) = path {
-                enter.push((kind, p.as_path()));
-            }
-        }
+        ]
+        .into_iter()
+        .filter_map(|(kind, path)| Some((kind, path.as_deref()?)))
+        .collect()
+    }
+
+    fn configure_namespaces(
+        &self,
+        record: &SandboxRecord,
+        plan: &PodPlan,
+        sysctls: &BTreeMap<String, String>,
+    ) -> Result<(), SandboxError> {
+        let enter = Self::pod_namespaces(record);
         if enter.is_empty() {
             return Ok(());
         }
         let hostname = (plan.uts == HostOrPod::Pod && !plan.hostname.is_empty()).then_some(plan.hostname.as_str());
         let net = plan.network == HostOrPod::Pod;
-        let sysctls = &plan.sysctls;
         let outcome = namespaces::within(&enter, || {
             if let Some(h) = hostname {
                 namespaces::set_hostname(h)?;
@@ -418,23 +434,18 @@ impl SandboxManager {
             if net {
                 namespaces::loopback_up()?;
             }
-            let mut refused = None;
-            for (name, value) in sysctls {
-                if let Err(e) = namespaces::write_sysctl(name, value) {
-                    refused = Some((name.clone(), e.to_string()));
-                    break;
-                }
-            }
-            Ok(refused)
+            Ok(first_refused_sysctl(sysctls))
         })
         .map_err(internal("cannot set up the pod's namespaces"))?;
-        if let Some((name, problem)) = outcome {
-            return Err(SandboxError::InvalidArgument(BadField {
-                field: format!("config.linux.sysctls[{name:?}]"),
-                problem: format!("cannot be set in the pod's namespaces: {problem}"),
-            }));
-        }
-        Ok(())
+        refused_sysctl(outcome)
+    }
+
+    /// Writes sysctls inside the pod's namespaces.
+    fn write_sysctls(&self, record: &SandboxRecord, sysctls: &BTreeMap<String, String>) -> Result<(), SandboxError> {
+        let enter = Self::pod_namespaces(record);
+        let outcome = namespaces::within(&enter, || Ok(first_refused_sysctl(sysctls)))
+            .map_err(internal("cannot enter the pod's namespaces"))?;
+        refused_sysctl(outcome)
     }
 
     /// CNI ADD, cached before it runs and after; registers the DEL.
@@ -607,6 +618,23 @@ impl SandboxManager {
             })
             .filter(|s| sandbox_matches(s, filter))
             .collect()
+    }
+}
+
+/// Writes each sysctl as the calling thread sees it; the first the kernel refuses, and why.
+fn first_refused_sysctl(sysctls: &BTreeMap<String, String>) -> Option<(String, String)> {
+    sysctls
+        .iter()
+        .find_map(|(name, value)| namespaces::write_sysctl(name, value).err().map(|e| (name.clone(), e.to_string())))
+}
+
+fn refused_sysctl(refused: Option<(String, String)>) -> Result<(), SandboxError> {
+    match refused {
+        None => Ok(()),
+        Some((name, problem)) => Err(SandboxError::InvalidArgument(BadField {
+            field: format!("config.linux.sysctls[{name:?}]"),
+            problem: format!("cannot be set in the pod's namespaces: {problem}"),
+        })),
     }
 }
 
