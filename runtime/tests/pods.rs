@@ -103,9 +103,8 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
     }
     let stopped = list(model::PodSandboxFilter { state: not_ready, ..by_uid }).await;
     assert_eq!(stopped.len(), 1, "a stopped pod is listed as not ready");
-    if let Some(veth) = &pod_traces.host_veth {
-        assert!(!std::path::Path::new("/sys/class/net").join(veth).exists(), "stop removes the veth");
-    }
+    let veth = pod_traces.host_veth.as_ref().expect("the pod's host-side veth");
+    assert!(!std::path::Path::new("/sys/class/net").join(veth).exists(), "stop removes the veth");
 
     // Remove: idempotent; nothing left.
     for _ in 0..2 {

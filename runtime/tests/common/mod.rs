@@ -123,7 +123,8 @@ impl Lockstepd {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.socket().exists() {
+        // Connectable, not just present: the socket file appears at bind(), before listen().
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             assert!(Instant::now() < deadline, "lockstepd did not serve: {}", self.log());
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("lockstepd exited ({status}): {}", self.log());
@@ -268,7 +269,9 @@ pub fn assert_no_leaks(daemon: &Lockstepd, pod: &PodTraces) {
     let dir = daemon.runroot().join("sandboxes").join(id);
     assert!(!dir.exists(), "{} (namespace pins, files) remains", dir.display());
     assert!(!daemon.root().join("cni").join(format!("{id}.json")).exists(), "the CNI cache entry remains");
-    if let Some(veth) = &pod.host_veth {
+    if !pod.ip.is_empty() {
+        // A pod on the bridge: its host-side veth was seen while it was up.
+        let veth = pod.host_veth.as_ref().unwrap_or_else(|| panic!("pod {id} had an IP but no host veth was found"));
         assert!(!Path::new("/sys/class/net").join(veth).exists(), "veth {veth} of pod {id} remains");
     }
     let store = Path::new("/var/lib/cni/networks/lockstep");
