@@ -256,3 +256,98 @@ async fn a_runroot_reached_through_a_symlink_works_to_the_end() {
     remove(&mut kubelet, &id).await.unwrap();
     assert_no_leaks(&daemon, &pod_traces);
 }
+
+/// Kills lockstepd while `rpc` ("stop" or "remove") waits in a slow DEL, restarts it, and
+/// checks that the kubelet's next Stop and Remove release everything.
+async fn kill_during(rpc: &'static str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let (faulty, mut daemon) = faulty_daemon(scratch.path()).await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(with_host_port(pod(&unique(rpc))))).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    faulty.set("del-slow", true);
+    let pending = tokio::spawn({
+        let (mut k, id) = (kubelet.clone(), id.clone());
+        async move {
+            if rpc == "stop" {
+                stop(&mut k, &id).await
+            } else {
+                remove(&mut k, &id).await
+            }
+        }
+    });
+    faulty.wait_started("del").await;
+    daemon.kill();
+    assert!(pending.await.unwrap().is_err());
+    faulty.set("del-slow", false);
+
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1, "the sandbox is still known: {}", daemon.log());
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &pod_traces);
+}
+
+#[tokio::test]
+async fn a_kill_during_stop_is_finished_by_the_next_stop() {
+    kill_during("stop").await;
+}
+
+#[tokio::test]
+async fn a_kill_during_remove_is_finished_by_the_next_remove() {
+    kill_during("remove").await;
+}
+
+/// What a reboot takes away from the host: the iptables rules that name the pod.
+fn forget_rules_of(id: &str) {
+    let mut chains = Vec::new();
+    for line in iptables_rules_of(id).iter().filter(|l| l.starts_with("-A ")) {
+        if let Some(target) = line.split(" -j ").nth(1).map(str::trim).filter(|t| t.starts_with("CNI-")) {
+            chains.push(target.to_string());
+        }
+        let deleted = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -w -t nat -D {}", &line[3..]))
+            .status()
+            .unwrap();
+        assert!(deleted.success(), "cannot delete {line}");
+    }
+    for chain in chains {
+        let _ = std::process::Command::new("iptables").args(["-w", "-t", "nat", "-X", &chain]).status();
+    }
+}
+
+#[tokio::test]
+async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
+    let mut daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("reboot"));
+    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    options.pid = model::NamespaceMode::Pod as i32;
+    let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+
+    // The reboot: every process gone, /run (the runroot) empty, iptables empty; /var/lib (root
+    // and host-local's IP store) kept.
+    daemon.kill();
+    let pid = nix::unistd::Pid::from_raw(pod_traces.pause_pid.unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    for mount in lockstep_runtime::sandbox::files::mounts_under(&daemon.runroot()).unwrap() {
+        lockstep_runtime::sandbox::files::unmount(&mount).unwrap();
+    }
+    std::fs::remove_dir_all(daemon.runroot()).unwrap();
+    forget_rules_of(&id);
+
+    daemon.spawn().await;
+    let mut kubelet = daemon.kubelet().await;
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(items.len(), 1, "{}", daemon.log());
+    assert_eq!(items[0].state(), model::PodSandboxState::SandboxNotready);
+    let info = verbose_info(&mut kubelet, &id).await;
+    assert!(info["record"]["problem"].as_str().unwrap_or("").contains("no longer pinned"), "{info}");
+    stop(&mut kubelet, &id).await.unwrap();
+    remove(&mut kubelet, &id).await.unwrap();
+    assert_no_leaks(&daemon, &pod_traces);
+}
