@@ -351,3 +351,28 @@ async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
     remove(&mut kubelet, &id).await.unwrap();
     assert_no_leaks(&daemon, &pod_traces);
 }
+
+#[tokio::test]
+async fn a_plugin_that_hangs_is_killed_and_the_pod_rolled_back() {
+    let scratch = tempfile::tempdir().unwrap();
+    let faulty = FaultyPlugin::new(scratch.path(), "portmap");
+    let daemon = Lockstepd::start_with(Options {
+        plugin_dirs: vec![faulty.dir.clone(), PathBuf::from(CNI_BIN)],
+        network_toml: "cni_plugin_timeout_secs = 2".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut kubelet = daemon.kubelet().await;
+    faulty.set("add-hangs", true);
+    let started = std::time::Instant::now();
+    let call = kubelet.run_pod_sandbox(run_request(with_host_port(pod(&unique("hangs")))));
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), call)
+        .await
+        .expect("RunPodSandbox returns once the plugin's deadline passed")
+        .unwrap_err();
+    assert!(err.message().contains("did not finish within 2s"), "{err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let id = faulty.last_id();
+    assert!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.is_empty());
+    assert_no_leaks(&daemon, &PodTraces { id, ..Default::default() });
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::NetworkConfig;
-use super::exec::{self, CniExecError, Invocation};
+use super::exec::{self, CniExecError, Invocation, Plugins};
 use crate::persist::{PersistError, RecordDir};
 
 /// The file name of lockstep's own default network (written by ci/setup). Only this network's
@@ -80,15 +80,8 @@ impl Attachment {
         Value::Object(conf)
     }
 
-    fn invocation<'a>(&'a self, command: &'a str, netns: &'a Path, plugin_dirs: &'a [PathBuf]) -> Invocation<'a> {
-        Invocation {
-            command,
-            container_id: &self.container_id,
-            netns,
-            ifname: &self.ifname,
-            args: &self.args,
-            plugin_dirs,
-        }
+    fn invocation<'a>(&'a self, command: &'a str, netns: &'a Path, plugins: &'a Plugins) -> Invocation<'a> {
+        Invocation { command, container_id: &self.container_id, netns, ifname: &self.ifname, args: &self.args, plugins }
     }
 
     /// The IPs ADD assigned, IPv4 first, without prefix lengths.
@@ -130,14 +123,14 @@ pub fn effective_config(found: &NetworkConfig, pod_cidr: &str) -> Value {
 
 /// ADD through every plugin; on success the attachment holds the final result. On failure the
 /// plugins that succeeded are not undone here: the caller DELs (a DEL is safe either way).
-pub fn add(attachment: &mut Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+pub fn add(attachment: &mut Attachment, plugins: &Plugins) -> Result<(), CniError> {
     let mut prev: Option<Value> = None;
     let netns = attachment.netns.clone();
     for plugin in attachment.plugins() {
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("").to_string();
         let stdin = attachment.plugin_stdin(&plugin, prev.as_ref());
         let started = std::time::Instant::now();
-        prev = exec::run(&kind, &attachment.invocation("ADD", &netns, plugin_dirs), &stdin)?;
+        prev = exec::run(&kind, &attachment.invocation("ADD", &netns, plugins), &stdin)?;
         tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI ADD");
     }
     attachment.result = prev;
@@ -146,7 +139,7 @@ pub fn add(attachment: &mut Attachment, plugin_dirs: &[PathBuf]) -> Result<(), C
 
 /// DEL through every plugin in reverse order with the cached result. Idempotent by the spec:
 /// plugins succeed on what is already gone. A namespace that is gone is passed as empty.
-pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+pub fn del(attachment: &Attachment, plugins: &Plugins) -> Result<(), CniError> {
     let netns = if crate::sandbox::namespaces::is_pinned(&attachment.netns) {
         attachment.netns.clone()
     } else {
@@ -156,7 +149,7 @@ pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniEr
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
         let stdin = attachment.plugin_stdin(plugin, attachment.result.as_ref());
         let started = std::time::Instant::now();
-        exec::run(kind, &attachment.invocation("DEL", &netns, plugin_dirs), &stdin)?;
+        exec::run(kind, &attachment.invocation("DEL", &netns, plugins), &stdin)?;
         tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI DEL");
     }
     Ok(())

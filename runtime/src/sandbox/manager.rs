@@ -15,6 +15,7 @@ use super::namespaces::{self, NsKind};
 use super::record::*;
 use super::validate::{self, BadField, PodPlan, SysctlNamespace};
 use super::{files, pause};
+use crate::cni::exec::Plugins;
 use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
 use crate::filter::sandbox_matches;
 use crate::info::RuntimeInfo;
@@ -95,6 +96,7 @@ pub struct SandboxManager {
     pub(super) info: Arc<RuntimeInfo>,
     pub(super) records: RecordDir,
     pub(super) cni_cache: AttachmentCache,
+    plugins: Plugins,
     pub(super) runroot_sandboxes: PathBuf,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// One lock per pod metadata: a retried RunPodSandbox waits for the first, then finds it.
@@ -109,6 +111,7 @@ impl SandboxManager {
         let manager = SandboxManager {
             records: RecordDir::new(config.root.join("sandboxes")),
             cni_cache: AttachmentCache::new(&config.root),
+            plugins: config.cni_plugins(),
             runroot_sandboxes: config.runroot.join("sandboxes"),
             info,
             index: RwLock::new(BTreeMap::new()),
@@ -128,8 +131,8 @@ impl SandboxManager {
         self.containers.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(super) fn plugin_dirs(&self) -> &[PathBuf] {
-        &self.info.config().network.cni_plugin_dirs
+    pub(super) fn plugins(&self) -> &Plugins {
+        &self.plugins
     }
 
     fn entry(&self, id: &str) -> Option<Arc<Entry>> {
@@ -492,17 +495,17 @@ impl SandboxManager {
         };
         self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI attachment"))?;
         let cache = self.cni_cache.clone();
-        let dirs = self.plugin_dirs().to_vec();
+        let plugins = self.plugins.clone();
         let cached = attachment.clone();
         let id = record.id.clone();
         // A guard: while the DEL has not succeeded, the namespace it needs stays pinned.
         undo.push_guard("CNI DEL", move || -> Result<(), network::CniError> {
             // The cache holds the result once ADD finished: DEL with it.
             let latest = cache.get(&id).ok().flatten().unwrap_or(cached);
-            del_with_retries(&latest, &dirs)?;
+            del_with_retries(&latest, &plugins)?;
             Ok(cache.remove(&id)?)
         });
-        network::add(&mut attachment, self.plugin_dirs())
+        network::add(&mut attachment, &self.plugins)
             .map_err(|e| SandboxError::Internal(format!("cannot attach the pod to network {:?}: {e}", found.name)))?;
         self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI result"))?;
         Ok(attachment)
@@ -540,7 +543,7 @@ impl SandboxManager {
         // The cache entry, not the record's flag, says whether a DEL is owed: a crash or a failed
         // rollback may leave an attachment the record does not know of.
         if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
-            del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| {
+            del_with_retries(&attachment, &self.plugins).map_err(|e| {
                 SandboxError::Unavailable(format!("cannot detach pod sandbox {} from its network: {e}", record.id))
             })?;
             self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
@@ -661,25 +664,22 @@ fn verbose_info(record: &SandboxRecord, cni_result: Option<serde_json::Value>) -
     .to_string()
 }
 
-pub(super) fn del_with_retries(attachment: &Attachment, dirs: &[PathBuf]) -> Result<(), network::CniError> {
-    let mut last = None;
-    for attempt in 0..3 {
-        match network::del(attachment, dirs) {
+/// DEL, tried three times with a pause between tries (100 ms, then 200 ms): a plugin may
+/// fail for a moment (the iptables lock, a busy store). The last failure is returned.
+pub(super) fn del_with_retries(attachment: &Attachment, plugins: &Plugins) -> Result<(), network::CniError> {
+    const TRIES: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match network::del(attachment, plugins) {
             Ok(()) => return Ok(()),
+            Err(e) if attempt == TRIES => return Err(e),
             Err(e) => {
-                tracing::warn!(sandbox = %attachment.container_id, attempt, error = %e, "CNI DEL failed");
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(100 << attempt));
+                tracing::warn!(sandbox = %attachment.container_id, attempt, error = %e, "CNI DEL failed; retrying");
+                std::thread::sleep(Duration::from_millis(100 << (attempt - 1)));
+                attempt += 1;
             }
         }
     }
-    Err(last.unwrap_or_else(|| {
-        network::CniError::Cache(crate::persist::PersistError::Io {
-            what: "DEL",
-            path: PathBuf::new(),
-            source: std::io::Error::other("no attempt made"),
-        })
-    }))
 }
 
 /// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it —

@@ -75,7 +75,7 @@ impl SandboxManager {
             pause::kill(&p).map_err(|e| e.to_string())?;
         }
         if let Some(attachment) = self.cni_cache.get(&record.id).map_err(|e| e.to_string())? {
-            del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| e.to_string())?;
+            del_with_retries(&attachment, self.plugins()).map_err(|e| e.to_string())?;
             self.cni_cache.remove(&record.id).map_err(|e| e.to_string())?;
         }
         remove_sandbox_dir(&self.cni_cache, &record.id, &record.files.dir)?;
@@ -94,7 +94,7 @@ impl SandboxManager {
             }
         };
         for (id, attachment) in attachments.into_iter().filter(|(id, _)| !kept.contains_key(id)) {
-            match del_with_retries(&attachment, self.plugin_dirs()) {
+            match del_with_retries(&attachment, self.plugins()) {
                 Ok(()) => match self.cni_cache.remove(&id) {
                     Ok(()) => tracing::info!(sandbox = %id, "released the network of a sandbox without a record"),
                     Err(e) => tracing::warn!(sandbox = %id, error = %e, "cannot remove a released CNI cache entry"),

@@ -167,7 +167,8 @@ impl Drop for Lockstepd {
         // The real plugins only: a test's faulty wrapper may still refuse DEL.
         let cache = lockstep_runtime::cni::network::AttachmentCache::new(&self.root());
         for (_, attachment) in cache.all().unwrap_or_default() {
-            let _ = lockstep_runtime::cni::network::del(&attachment, &[PathBuf::from(CNI_BIN)]);
+            let plugins = lockstep_runtime::cni::exec::Plugins::new(vec![PathBuf::from(CNI_BIN)]);
+            let _ = lockstep_runtime::cni::network::del(&attachment, &plugins);
         }
         for (_, pause) in
             std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten().filter_map(|e| {
@@ -317,7 +318,8 @@ pub fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send
 
 /// A wrapper around one real CNI plugin whose faults a test switches on and off with files:
 /// `add-fails`, `del-fails`, `check-fails` (the plugin answers a CNI error), `add-slow`,
-/// `del-slow` (it announces `<command>-started` and sleeps before the real plugin runs).
+/// `del-slow` (it announces `<command>-started` and sleeps before the real plugin runs),
+/// `add-hangs` (it never finishes).
 /// It records the sandbox id of the last ADD.
 pub struct FaultyPlugin {
     /// Put it first in the daemon's plugin directories.
@@ -337,6 +339,7 @@ slow() {{ touch {s}/$1-started; sleep "$2"; }}
 case "$CNI_COMMAND" in
 ADD) echo "$CNI_CONTAINERID" >{s}/id.tmp && mv {s}/id.tmp {s}/id
      [ -e {s}/add-slow ] && slow add 3
+     [ -e {s}/add-hangs ] && exec sleep 600
      [ -e {s}/add-fails ] && fail ;;
 DEL) [ -e {s}/del-slow ] && slow del 2
      [ -e {s}/del-fails ] && fail ;;
