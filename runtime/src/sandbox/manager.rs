@@ -13,6 +13,7 @@ use lockstep_cri::model;
 
 use super::namespaces::{self, NsKind};
 use super::record::*;
+use super::reservations::Reservations;
 use super::validate::{self, BadField, PodPlan, SysctlNamespace};
 use super::{files, pause};
 use crate::cni::exec::Plugins;
@@ -100,7 +101,7 @@ pub struct SandboxManager {
     pub(super) runroot_sandboxes: PathBuf,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// One lock per pod metadata: a retried RunPodSandbox waits for the first, then finds it.
-    reservations: Mutex<HashMap<Metadata, Arc<Mutex<()>>>>,
+    reservations: Reservations<Metadata>,
     containers: RwLock<Arc<dyn PodContainers>>,
 }
 
@@ -115,7 +116,7 @@ impl SandboxManager {
             runroot_sandboxes: config.runroot.join("sandboxes"),
             info,
             index: RwLock::new(BTreeMap::new()),
-            reservations: Mutex::new(HashMap::new()),
+            reservations: Reservations::default(),
             containers: RwLock::new(Arc::new(NoContainers)),
         };
         manager.recover()?;
@@ -150,11 +151,18 @@ impl SandboxManager {
         let plan = validate::plan(request, self.info.config().cgroup_driver)?;
         let oci_handler = self.resolve_handler(&request.runtime_handler)?;
         let security = security(request);
-        let key_lock = {
-            let mut reservations = lock(&self.reservations);
-            reservations.entry(plan.metadata.clone()).or_default().clone()
-        };
-        let _reserved = lock(&key_lock);
+        let metadata = plan.metadata.clone();
+        self.reservations.with(&metadata, || self.find_or_create(plan, request, oci_handler, security))
+    }
+
+    /// Under the metadata's reservation: the sandbox a previous call made, or a new one.
+    fn find_or_create(
+        &self,
+        plan: PodPlan,
+        request: &model::RunPodSandboxRequest,
+        oci_handler: String,
+        security: SecuritySettings,
+    ) -> Result<String, SandboxError> {
         let existing = self
             .index
             .read()
@@ -585,7 +593,6 @@ impl SandboxManager {
         self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
         entry.removed.store(true, Ordering::SeqCst);
         self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
-        lock(&self.reservations).remove(&record.metadata);
         tracing::info!(sandbox = %id, "pod sandbox removed");
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod namespaces;
 pub mod pause;
 pub mod record;
 mod recovery;
+mod reservations;
 pub mod validate;
 
 pub use manager::{NoContainers, PodContainers, SandboxError, SandboxManager};
