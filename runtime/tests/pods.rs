@@ -375,3 +375,22 @@ async fn a_sysctl_of_the_pod_s_eth0_is_set_after_the_network_made_it() {
     stop_and_remove(&mut kubelet, &id).await;
     assert_no_leaks(&daemon, &pod_traces);
 }
+
+#[tokio::test]
+async fn a_pod_without_a_hostname_gets_the_node_s() {
+    let daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("no-hostname"));
+    config.hostname.clear();
+    let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let dir = daemon.runroot().join("sandboxes").join(&id);
+    assert_eq!(std::fs::read_to_string(dir.join("hostname")).unwrap(), format!("{node}\n"));
+    let hosts = std::fs::read_to_string(dir.join("hosts")).unwrap();
+    assert!(hosts.contains(&format!("{}\t{node}\n", pod_traces.ip)), "{hosts}");
+    let uts = ns_path(&daemon, &id, "uts");
+    assert_eq!(nsenter(&[format!("--uts={}", uts.display())], &["cat", "/proc/sys/kernel/hostname"]).trim(), node);
+    stop_and_remove(&mut kubelet, &id).await;
+    assert_no_leaks(&daemon, &pod_traces);
+}

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::config::NetworkConfig;
 use super::exec::{self, CniExecError, Invocation, Plugins};
 use crate::persist::{PersistError, RecordDir};
+use crate::sandbox::validate::Bandwidth;
 
 /// The file name of lockstep's own default network (written by ci/setup). Only this network's
 /// host-local range follows UpdateRuntimeConfig's pod CIDR; an operator's own file is never
@@ -188,42 +189,19 @@ impl AttachmentCache {
     }
 }
 
-/// The bandwidth capability from the pod annotations the kubelet passes through
-/// (kubernetes.io/ingress-bandwidth, kubernetes.io/egress-bandwidth: quantities in bits/s).
-pub fn bandwidth(annotations: &std::collections::BTreeMap<String, String>) -> Result<Option<Value>, String> {
+/// The bandwidth plugin's capability argument for the pod's limits (bits per second).
+pub fn bandwidth_capability(limits: &Bandwidth) -> Value {
     let mut out = serde_json::Map::new();
-    for (key, rate, burst) in [
-        ("kubernetes.io/ingress-bandwidth", "ingressRate", "ingressBurst"),
-        ("kubernetes.io/egress-bandwidth", "egressRate", "egressBurst"),
-    ] {
-        if let Some(text) = annotations.get(key) {
-            let bits = parse_quantity(text).ok_or_else(|| format!("annotation {key}: {text:?} is not a quantity"))?;
+    for (rate, burst, bits) in
+        [("ingressRate", "ingressBurst", limits.ingress), ("egressRate", "egressBurst", limits.egress)]
+    {
+        if let Some(bits) = bits {
             out.insert(rate.into(), json!(bits));
             // As containerd does: no burst limit to speak of.
             out.insert(burst.into(), json!(i32::MAX));
         }
     }
-    Ok((!out.is_empty()).then_some(Value::Object(out)))
-}
-
-/// A Kubernetes quantity such as 10M, 1Gi or 500k, as a whole number.
-fn parse_quantity(text: &str) -> Option<u64> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, suffix) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => return None,
-    };
-    number.checked_mul(factor).filter(|n| *n > 0)
+    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -290,12 +268,10 @@ mod tests {
     }
 
     #[test]
-    fn bandwidth_annotations_become_the_capability() {
-        let annotations = [("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())].into();
-        let bw = bandwidth(&annotations).unwrap().unwrap();
+    fn bandwidth_limits_become_the_capability() {
+        let bw = bandwidth_capability(&Bandwidth { ingress: Some(10_000_000), egress: None });
         assert_eq!(bw["ingressRate"], 10_000_000);
+        assert_eq!(bw["ingressBurst"], i32::MAX);
         assert!(bw.get("egressRate").is_none());
-        let bad = [("kubernetes.io/egress-bandwidth".to_string(), "lots".to_string())].into();
-        assert!(bandwidth(&bad).unwrap_err().contains("egress"));
     }
 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 use lockstep_cri::model;
 
 use super::namespaces::{self, NsKind};
-use super::record::*;
+use super::record::{
+    HostOrPod, Metadata, NamespaceModes, Namespaces, NetworkState, PidMode, SandboxFiles, SandboxRecord, SandboxState,
+};
 use super::reservations::Reservations;
-use super::validate::{self, BadField, PodPlan, SysctlNamespace};
+use super::validate::{self, BadField, Bandwidth, PodPlan, SysctlNamespace};
 use super::{files, pause};
 use crate::cni::exec::Plugins;
 use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
@@ -150,9 +152,8 @@ impl SandboxManager {
     pub fn run(&self, request: &model::RunPodSandboxRequest) -> Result<String, SandboxError> {
         let plan = validate::plan(request, self.info.config().cgroup_driver)?;
         let oci_handler = self.resolve_handler(&request.runtime_handler)?;
-        let security = security(request);
         let metadata = plan.metadata.clone();
-        self.reservations.with(&metadata, || self.find_or_create(plan, request, oci_handler, security))
+        self.reservations.with(&metadata, || self.find_or_create(plan, request, oci_handler))
     }
 
     /// Under the metadata's reservation: the sandbox a previous call made, or a new one.
@@ -161,7 +162,6 @@ impl SandboxManager {
         plan: PodPlan,
         request: &model::RunPodSandboxRequest,
         oci_handler: String,
-        security: SecuritySettings,
     ) -> Result<String, SandboxError> {
         let existing = self
             .index
@@ -181,7 +181,7 @@ impl SandboxManager {
                 ))),
             };
         }
-        let record = self.create(plan, request.runtime_handler.clone(), oci_handler, security)?;
+        let record = self.create(plan, request.runtime_handler.clone(), oci_handler)?;
         let id = record.id.clone();
         self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Entry::new(record));
         Ok(id)
@@ -214,7 +214,6 @@ impl SandboxManager {
         plan: PodPlan,
         runtime_handler: String,
         oci_handler: String,
-        security: SecuritySettings,
     ) -> Result<SandboxRecord, SandboxError> {
         let id = crate::ids::random_id().map_err(|e| internal("cannot make a sandbox id")(e))?;
         let dir = self.runroot_sandboxes.join(&id);
@@ -235,7 +234,7 @@ impl SandboxManager {
             dns: plan.dns.clone(),
             port_mappings: plan.port_mappings.clone(),
             sysctls: plan.sysctls.clone(),
-            security,
+            security: plan.security.clone(),
             namespace_modes: NamespaceModes {
                 network: plan.namespace_options.network,
                 pid: plan.namespace_options.pid,
@@ -259,11 +258,9 @@ impl SandboxManager {
             network: NetworkState::default(),
             problem: None,
         };
-        let bandwidth = network::bandwidth(&plan.annotations)
-            .map_err(|problem| BadField { field: "config.annotations".into(), problem })?;
 
         let mut undo = Undo::new();
-        match self.build(&mut record, &plan, bandwidth, &mut undo) {
+        match self.build(&mut record, &plan, &mut undo) {
             Ok(()) => {
                 undo.disarm();
                 Ok(record)
@@ -306,13 +303,7 @@ impl SandboxManager {
     }
 
     /// The steps of creation, each registering its undo; `record` is filled on the way.
-    fn build(
-        &self,
-        record: &mut SandboxRecord,
-        plan: &PodPlan,
-        bandwidth: Option<serde_json::Value>,
-        undo: &mut Undo,
-    ) -> Result<(), SandboxError> {
+    fn build(&self, record: &mut SandboxRecord, plan: &PodPlan, undo: &mut Undo) -> Result<(), SandboxError> {
         let id = record.id.clone();
         let dir = record.files.dir.clone();
         let ns_dir = dir.join("ns");
@@ -360,7 +351,13 @@ impl SandboxManager {
             let shm = record.files.shm.clone();
             undo.push("unmount /dev/shm", move || files::unmount(&shm).map_err(|e| e.to_string()));
         }
-        let hostname = if plan.uts == HostOrPod::Pod { plan.hostname.clone() } else { node_hostname() };
+        // Without a hostname of its own the pod's UTS namespace keeps the node's (copied at
+        // unshare); the files say the same, as containerd's do.
+        let hostname = if plan.uts == HostOrPod::Pod && !plan.hostname.is_empty() {
+            plan.hostname.clone()
+        } else {
+            node_hostname()
+        };
         files::write_hostname(&record.files.hostname, &hostname).map_err(internal("cannot write hostname"))?;
         files::write_resolv_conf(&record.files.resolv_conf, plan.dns.as_ref())
             .map_err(internal("cannot write resolv.conf"))?;
@@ -390,7 +387,7 @@ impl SandboxManager {
 
         // 7. The network.
         if let Some(netns) = record.namespaces.network.clone() {
-            let attachment = self.attach(record, &netns, bandwidth, undo)?;
+            let attachment = self.attach(record, &netns, plan.bandwidth.as_ref(), undo)?;
             record.network = NetworkState {
                 cni_network: attachment.network_name().to_string(),
                 attached: true,
@@ -464,7 +461,7 @@ impl SandboxManager {
         &self,
         record: &SandboxRecord,
         netns: &Path,
-        bandwidth: Option<serde_json::Value>,
+        bandwidth: Option<&Bandwidth>,
         undo: &mut Undo,
     ) -> Result<Attachment, SandboxError> {
         let net = &self.info.config().network;
@@ -483,8 +480,8 @@ impl SandboxManager {
         if !ports.is_empty() {
             capabilities.insert("portMappings".into(), serde_json::Value::Array(ports));
         }
-        if let Some(bw) = bandwidth {
-            capabilities.insert("bandwidth".into(), bw);
+        if let Some(limits) = bandwidth {
+            capabilities.insert("bandwidth".into(), network::bandwidth_capability(limits));
         }
         let mut attachment = Attachment {
             container_id: record.id.clone(),
@@ -707,25 +704,6 @@ pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) 
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
-    }
-}
-
-fn security(request: &model::RunPodSandboxRequest) -> SecuritySettings {
-    let sc = request
-        .config
-        .as_ref()
-        .and_then(|c| c.linux.as_ref())
-        .and_then(|l| l.security_context.clone())
-        .unwrap_or_default();
-    SecuritySettings {
-        privileged: sc.privileged,
-        run_as_user: sc.run_as_user.map(|v| v.value),
-        run_as_group: sc.run_as_group.map(|v| v.value),
-        supplemental_groups: sc.supplemental_groups.clone(),
-        readonly_rootfs: sc.readonly_rootfs,
-        seccomp: profile_string(sc.seccomp.as_ref()),
-        apparmor: profile_string(sc.apparmor.as_ref()),
-        selinux: sc.selinux_options.map(|s| [s.user, s.role, s.r#type, s.level]),
     }
 }
 
