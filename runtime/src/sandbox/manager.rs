@@ -378,7 +378,7 @@ impl SandboxManager {
             .into_iter()
             .filter_map(|(k, p)| Some((k, p?)))
             .collect();
-            let started = pause::start(&dir, &joins).map_err(internal("cannot start the pause process"))?;
+            let started = pause::start(&dir, &[], &joins).map_err(internal("cannot start the pause process"))?;
             let killed = started.clone();
             undo.push("kill the pause process", move || pause::kill(&killed).map_err(|e| e.to_string()));
             record.namespaces.pause = Some(started);

@@ -104,6 +104,10 @@ pub struct PauseProcess {
     /// Its start time (clock ticks since boot, /proc/<pid>/stat field 22): a pid reused by
     /// another process has another start time.
     pub start_time: u64,
+    /// The boot it ran in (/proc/sys/kernel/random/boot_id): after a reboot the same pid and
+    /// start time may name another process. Empty in records older than this field.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 impl Namespaces {
