@@ -17,7 +17,7 @@ use super::record::{
 };
 use super::reservations::Reservations;
 use super::validate::{self, BadField, Bandwidth, PodPlan, SysctlNamespace};
-use super::{files, pause};
+use super::{cgroups, files, pause};
 use crate::cni::exec::Plugins;
 use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
 use crate::filter::sandbox_matches;
@@ -255,6 +255,7 @@ impl SandboxManager {
                 shm: if plan.ipc == HostOrPod::Pod { dir.join("shm") } else { PathBuf::from("/dev/shm") },
                 dir: dir.clone(),
             },
+            pause_cgroups: Vec::new(),
             network: NetworkState::default(),
             problem: None,
         };
@@ -378,7 +379,18 @@ impl SandboxManager {
             .into_iter()
             .filter_map(|(k, p)| Some((k, p?)))
             .collect();
-            let started = pause::start(&dir, &[], &joins).map_err(internal("cannot start the pause process"))?;
+            let cgroups = cgroups::plan(self.info.config().cgroup_driver, &plan.cgroup_parent, &id)
+                .map_err(internal("cannot find the pod's cgroups"))?;
+            if !cgroups.missing.is_empty() {
+                // On disk before the first mkdir: a crash after it is undone by the recovery.
+                record.pause_cgroups = cgroups.missing.clone();
+                self.records.put(&id, record).map_err(internal("cannot write the sandbox record"))?;
+                let made = cgroups.missing.clone();
+                undo.push("remove the pause's cgroups", move || cgroups::remove(&made));
+                cgroups::create(&cgroups.missing).map_err(internal("cannot make the pause's cgroup"))?;
+            }
+            let started =
+                pause::start(&dir, &cgroups.leaves, &joins).map_err(internal("cannot start the pause process"))?;
             let killed = started.clone();
             undo.push("kill the pause process", move || pause::kill(&killed).map_err(|e| e.to_string()));
             record.namespaces.pause = Some(started);
@@ -544,6 +556,12 @@ impl SandboxManager {
     pub(super) fn release(&self, record: &mut SandboxRecord) -> Result<(), SandboxError> {
         if let Some(p) = &record.namespaces.pause {
             pause::kill(p).map_err(internal("cannot stop the pause process"))?;
+        }
+        if !record.pause_cgroups.is_empty() {
+            cgroups::remove(&record.pause_cgroups).map_err(internal("cannot remove the pause's cgroups"))?;
+            // Forgotten at once: a directory of the same name made later is someone else's.
+            record.pause_cgroups.clear();
+            self.records.put(&record.id, record).map_err(internal("cannot write the sandbox record"))?;
         }
         // The cache entry, not the record's flag, says whether a DEL is owed: a crash or a failed
         // rollback may leave an attachment the record does not know of.

@@ -2,6 +2,7 @@
 //! ListPodSandbox over crash-safe records (`<root>/sandboxes/<id>.json`), and the recovery that
 //! runs before lockstepd serves. Blocking code: the gRPC layer calls it off the async workers.
 
+pub mod cgroups;
 pub mod files;
 mod manager;
 pub mod namespaces;

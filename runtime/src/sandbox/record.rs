@@ -183,6 +183,10 @@ pub struct SandboxRecord {
     pub namespace_modes: NamespaceModes,
     pub namespaces: Namespaces,
     pub files: SandboxFiles,
+    /// The cgroup directories lockstepd made for the pause process (its own cgroup in each
+    /// hierarchy, and any parent that was missing); removed when the pause is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_cgroups: Vec<PathBuf>,
     pub network: NetworkState,
     /// Why a sandbox is NotReady when lockstepd found it so (recovery), for verbose status.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 //! the reason; a stopped one whose release failed is released again. CNI attachments and
 //! sandbox directories without a record are released and swept.
 
+use super::cgroups;
 use super::manager::{del_with_retries, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
 use super::namespaces;
 use super::pause;
@@ -74,6 +75,7 @@ impl SandboxManager {
         if let Some(p) = pause::read_pid_file(&record.files.dir).map_err(|e| e.to_string())? {
             pause::kill(&p).map_err(|e| e.to_string())?;
         }
+        cgroups::remove(&record.pause_cgroups).map_err(|e| e.to_string())?;
         if let Some(attachment) = self.cni_cache.get(&record.id).map_err(|e| e.to_string())? {
             del_with_retries(&attachment, self.plugins()).map_err(|e| e.to_string())?;
             self.cni_cache.remove(&record.id).map_err(|e| e.to_string())?;
