@@ -28,7 +28,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per write: two threads of one process may write the same record.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
         file.write_all(bytes).map_err(io("write", &tmp))?;
@@ -180,6 +183,29 @@ mod tests {
         dir.remove("a").unwrap();
         dir.remove("a").unwrap();
         assert_eq!(dir.get::<Vec<u32>>("a").unwrap(), None);
+    }
+
+    #[test]
+    fn writers_of_one_record_in_one_process_do_not_collide() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path());
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        dir.put("shared", &vec![w; 100 + i]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("every write succeeds");
+        }
+        let last: Vec<u32> = dir.get("shared").unwrap().unwrap();
+        assert!(last.iter().all(|v| *v == last[0]), "one writer's record, whole");
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("shared.json")], "no temporary file is left");
     }
 
     #[test]
