@@ -70,7 +70,7 @@ async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, Dae
     match recovered {
         Ok(result) => Ok(result?),
         Err(e) => {
-            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::Internal(format!("recovery panicked: {e}"))))
+            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::internal("the sandbox recovery panicked", e)))
         }
     }
 }

@@ -25,6 +25,9 @@ use crate::info::RuntimeInfo;
 use crate::persist::RecordDir;
 use crate::undo::{Undo, Unwound};
 
+/// A cause, kept with its own chain of sources.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// What went wrong, by the gRPC code it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -36,14 +39,38 @@ pub enum SandboxError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    /// Something the caller may retry (a CNI DEL that failed, a network not ready yet).
+    #[error("{what}: {source}")]
+    Unavailable { what: String, source: Cause },
+    #[error("{what}: {source}")]
+    Internal { what: String, source: Cause },
 }
 
-fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
-    move |e| SandboxError::Internal(format!("{what}: {e}"))
+impl SandboxError {
+    pub fn internal(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        SandboxError::Internal { what: what.into(), source: source.into() }
+    }
+    pub fn unavailable(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        SandboxError::Unavailable { what: what.into(), source: source.into() }
+    }
+}
+
+/// `map_err(internal("what failed"))`: an Internal error that keeps its cause.
+pub(super) fn internal<E: Into<Cause>>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
+    move |e| SandboxError::internal(what, e)
+}
+
+/// Why a sandbox directory stays.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxDirError {
+    #[error("{0} stays: its CNI attachment is still cached, and a DEL needs the network namespace pinned there")]
+    AttachmentCached(PathBuf),
+    #[error(transparent)]
+    Cache(#[from] crate::persist::PersistError),
+    #[error(transparent)]
+    Mounts(#[from] files::FilesError),
+    #[error("cannot remove {path}: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
 }
 
 /// What a sandbox's containers must go through before the sandbox stops or goes; containers
@@ -215,7 +242,7 @@ impl SandboxManager {
         runtime_handler: String,
         oci_handler: String,
     ) -> Result<SandboxRecord, SandboxError> {
-        let id = crate::ids::random_id().map_err(|e| internal("cannot make a sandbox id")(e))?;
+        let id = crate::ids::random_id().map_err(internal("cannot make a sandbox id"))?;
         let dir = self.runroot_sandboxes.join(&id);
         let ns_dir = dir.join("ns");
         let own = |mode: HostOrPod, kind: NsKind| (mode == HostOrPod::Pod).then(|| ns_dir.join(kind.name()));
@@ -313,12 +340,12 @@ impl SandboxManager {
         self.records.put(&id, record).map_err(internal("cannot write the sandbox record"))?;
         let records = self.records.clone();
         let record_id = id.clone();
-        undo.push("remove the sandbox record", move || records.remove(&record_id).map_err(|e| e.to_string()));
+        undo.push("remove the sandbox record", move || records.remove(&record_id));
         timer.mark("record");
 
         // 2. The sandbox directory; its sweep unmounts anything left under it.
         std::fs::create_dir_all(&ns_dir)
-            .map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", ns_dir.display())))?;
+            .map_err(|e| SandboxError::internal(format!("cannot create {}", ns_dir.display()), e))?;
         let (swept, cache, swept_id) = (dir.clone(), self.cni_cache.clone(), id.clone());
         undo.push("remove the sandbox directory", move || remove_sandbox_dir(&cache, &swept_id, &swept));
         timer.mark("dir");
@@ -331,9 +358,7 @@ impl SandboxManager {
             .collect();
         let pinned = namespaces::pin(&ns_dir, &kinds).map_err(internal("cannot create the pod's namespaces"))?;
         let unpinned: Vec<PathBuf> = pinned.values().cloned().collect();
-        undo.push("unpin the namespaces", move || {
-            unpinned.iter().try_for_each(|p| namespaces::unpin(p)).map_err(|e| e.to_string())
-        });
+        undo.push("unpin the namespaces", move || unpinned.iter().try_for_each(|p| namespaces::unpin(p)));
         timer.mark("pin");
 
         // 4. Inside them: hostname, lo up, the IPC and UTS sysctls (the network's wait for its
@@ -350,7 +375,7 @@ impl SandboxManager {
         if plan.ipc == HostOrPod::Pod {
             files::mount_shm(&record.files.shm).map_err(internal("cannot make the pod's /dev/shm"))?;
             let shm = record.files.shm.clone();
-            undo.push("unmount /dev/shm", move || files::unmount(&shm).map_err(|e| e.to_string()));
+            undo.push("unmount /dev/shm", move || files::unmount(&shm));
         }
         // Without a hostname of its own the pod's UTS namespace keeps the node's (copied at
         // unshare); the files say the same, as containerd's do.
@@ -392,7 +417,7 @@ impl SandboxManager {
             let started =
                 pause::start(&dir, &cgroups.leaves, &joins).map_err(internal("cannot start the pause process"))?;
             let killed = started.clone();
-            undo.push("kill the pause process", move || pause::kill(&killed).map_err(|e| e.to_string()));
+            undo.push("kill the pause process", move || pause::kill(&killed));
             record.namespaces.pause = Some(started);
         }
         timer.mark("pause");
@@ -478,7 +503,7 @@ impl SandboxManager {
     ) -> Result<Attachment, SandboxError> {
         let net = &self.info.config().network;
         let found = crate::cni::config::find(&net.cni_config_dir, &net.cni_plugin_dirs)
-            .map_err(|e| SandboxError::Unavailable(format!("the pod network is not ready: {e}")))?;
+            .map_err(|e| SandboxError::unavailable("the pod network is not ready", e))?;
         let mut capabilities = serde_json::Map::new();
         let ports: Vec<serde_json::Value> = record
             .port_mappings
@@ -523,7 +548,7 @@ impl SandboxManager {
             Ok(cache.remove(&id)?)
         });
         network::add(&mut attachment, &self.plugins)
-            .map_err(|e| SandboxError::Internal(format!("cannot attach the pod to network {:?}: {e}", found.name)))?;
+            .map_err(|e| SandboxError::internal(format!("cannot attach the pod to network {:?}", found.name), e))?;
         self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI result"))?;
         Ok(attachment)
     }
@@ -540,7 +565,7 @@ impl SandboxManager {
         let mut record = entry.read();
         self.containers()
             .stop_all(id)
-            .map_err(|e| SandboxError::Internal(format!("cannot stop the containers of {id}: {e}")))?;
+            .map_err(|e| SandboxError::internal(format!("cannot stop the containers of {id}"), e))?;
         let released = self.release(&mut record);
         // What the release got to is what readers see, even when it failed half-way.
         entry.write(record.clone());
@@ -567,7 +592,7 @@ impl SandboxManager {
         // rollback may leave an attachment the record does not know of.
         if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
             del_with_retries(&attachment, &self.plugins).map_err(|e| {
-                SandboxError::Unavailable(format!("cannot detach pod sandbox {} from its network: {e}", record.id))
+                SandboxError::unavailable(format!("cannot detach pod sandbox {} from its network", record.id), e)
             })?;
             self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
         }
@@ -593,7 +618,7 @@ impl SandboxManager {
         let mut record = entry.read();
         self.containers()
             .remove_all(id)
-            .map_err(|e| SandboxError::Internal(format!("cannot remove the containers of {id}: {e}")))?;
+            .map_err(|e| SandboxError::internal(format!("cannot remove the containers of {id}"), e))?;
         let released = self.release(&mut record);
         entry.write(record.clone());
         released?;
@@ -604,7 +629,7 @@ impl SandboxManager {
             namespaces::unpin(pin).map_err(internal("cannot unpin a namespace"))?;
         }
         remove_sandbox_dir(&self.cni_cache, id, &record.files.dir)
-            .map_err(|e| SandboxError::Internal(e.to_string()))?;
+            .map_err(internal("cannot remove the sandbox directory"))?;
         self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
         entry.removed.store(true, Ordering::SeqCst);
         self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
@@ -707,21 +732,17 @@ pub(super) fn del_with_retries(attachment: &Attachment, plugins: &Plugins) -> Re
 /// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it —
 /// never while the sandbox's CNI attachment is cached: a DEL without the pinned network
 /// namespace cannot remove what the plugins set up on the host (the bridge's masquerade rules).
-pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) -> Result<(), String> {
-    match cache.get(id) {
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            return Err(format!("its CNI attachment is still cached: {} stays until a DEL succeeds", dir.display()))
-        }
-        Err(e) => return Err(format!("{e}; {} stays", dir.display())),
+pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) -> Result<(), SandboxDirError> {
+    if cache.get(id)?.is_some() {
+        return Err(SandboxDirError::AttachmentCached(dir.to_path_buf()));
     }
-    for mount in files::mounts_under(dir).map_err(|e| e.to_string())? {
-        files::unmount(&mount).map_err(|e| e.to_string())?;
+    for mount in files::mounts_under(dir)? {
+        files::unmount(&mount)?;
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+        Err(source) => Err(SandboxDirError::Remove { path: dir.to_path_buf(), source }),
     }
 }
 

@@ -12,5 +12,5 @@ mod recovery;
 mod reservations;
 pub mod validate;
 
-pub use manager::{NoContainers, PodContainers, SandboxError, SandboxManager};
+pub use manager::{Cause, NoContainers, PodContainers, SandboxError, SandboxManager};
 pub use record::SandboxRecord;

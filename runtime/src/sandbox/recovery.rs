@@ -5,7 +5,7 @@
 //! sandbox directories without a record are released and swept.
 
 use super::cgroups;
-use super::manager::{del_with_retries, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
+use super::manager::{del_with_retries, internal, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
 use super::namespaces;
 use super::pause;
 use super::record::{SandboxRecord, SandboxState};
@@ -15,7 +15,7 @@ impl SandboxManager {
         let loaded = self
             .records
             .load_readable::<SandboxRecord>()
-            .map_err(|e| SandboxError::Internal(format!("cannot load the sandbox records: {e}")))?;
+            .map_err(|e| SandboxError::internal("cannot load the sandbox records", e))?;
         for bad in &loaded.set_aside {
             tracing::error!(sandbox = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
                 "an unreadable sandbox record was set aside; its network and namespaces are released");
@@ -55,9 +55,7 @@ impl SandboxManager {
                     }
                 }
             }
-            self.records
-                .put(&id, &record)
-                .map_err(|e| SandboxError::Internal(format!("cannot write the sandbox record: {e}")))?;
+            self.records.put(&id, &record).map_err(|e| SandboxError::internal("cannot write the sandbox record", e))?;
             kept.insert(id, Entry::new(record));
         }
         self.release_orphan_attachments(&kept);
@@ -71,17 +69,21 @@ impl SandboxManager {
     }
 
     /// Undoes every step creation may have taken, whichever it reached.
-    fn roll_back(&self, record: &mut SandboxRecord) -> Result<(), String> {
-        if let Some(p) = pause::read_pid_file(&record.files.dir).map_err(|e| e.to_string())? {
-            pause::kill(&p).map_err(|e| e.to_string())?;
+    fn roll_back(&self, record: &mut SandboxRecord) -> Result<(), SandboxError> {
+        if let Some(p) =
+            pause::read_pid_file(&record.files.dir).map_err(internal("cannot read the pause's pid file"))?
+        {
+            pause::kill(&p).map_err(internal("cannot kill the pause process"))?;
         }
-        cgroups::remove(&record.pause_cgroups).map_err(|e| e.to_string())?;
-        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(|e| e.to_string())? {
-            del_with_retries(&attachment, self.plugins()).map_err(|e| e.to_string())?;
-            self.cni_cache.remove(&record.id).map_err(|e| e.to_string())?;
+        cgroups::remove(&record.pause_cgroups).map_err(internal("cannot remove the pause's cgroups"))?;
+        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
+            del_with_retries(&attachment, self.plugins())
+                .map_err(|e| SandboxError::unavailable("cannot detach the sandbox from its network", e))?;
+            self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
         }
-        remove_sandbox_dir(&self.cni_cache, &record.id, &record.files.dir)?;
-        self.records.remove(&record.id).map_err(|e| e.to_string())
+        remove_sandbox_dir(&self.cni_cache, &record.id, &record.files.dir)
+            .map_err(internal("cannot remove the sandbox directory"))?;
+        self.records.remove(&record.id).map_err(internal("cannot remove the sandbox record"))
     }
 
     /// CNI attachments cached for no sandbox (a record lost or set aside): DEL them, so that
