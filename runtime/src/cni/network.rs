@@ -102,8 +102,9 @@ impl Attachment {
     }
 }
 
-/// The configuration list ADD will use: the found one, with the pod CIDR as host-local's range
-/// when the list is lockstep's own default network and a CIDR is known.
+/// The configuration list ADD will use: the found one (its own keys such as disableGC kept),
+/// with the pod CIDR as host-local's range when the list is lockstep's own default network and
+/// a CIDR is known.
 pub fn effective_config(found: &NetworkConfig, pod_cidr: &str) -> Value {
     let mut plugins = found.plugins.clone();
     let ours = found.file.file_name().is_some_and(|f| f == DEFAULT_NETWORK_FILE);
@@ -119,7 +120,11 @@ pub fn effective_config(found: &NetworkConfig, pod_cidr: &str) -> Value {
             }
         }
     }
-    json!({ "cniVersion": found.cni_version, "name": found.name, "plugins": plugins })
+    let mut list = found.list_keys.clone();
+    list.insert("cniVersion".into(), json!(found.cni_version));
+    list.insert("name".into(), json!(found.name));
+    list.insert("plugins".into(), Value::Array(plugins));
+    Value::Object(list)
 }
 
 /// ADD through every plugin; on success the attachment holds the final result. On failure the
@@ -217,6 +222,7 @@ mod tests {
                 json!({"type": "bridge", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}}),
                 json!({"type": "portmap", "capabilities": {"portMappings": true}}),
             ],
+            list_keys: [("disableGC".to_string(), json!(true))].into_iter().collect(),
         }
     }
 
@@ -228,6 +234,7 @@ mod tests {
         assert_eq!(theirs["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.88.0.0/16"}]]));
         let unset = effective_config(&found(DEFAULT_NETWORK_FILE), "");
         assert_eq!(unset["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.88.0.0/16"}]]));
+        assert_eq!(unset["disableGC"], json!(true), "the list's own keys are kept");
     }
 
     #[test]
