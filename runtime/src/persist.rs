@@ -226,6 +226,7 @@ mod tests {
         let dir = RecordDir::new(tmp.path());
         dir.put("good", &"kept").unwrap();
         std::fs::write(tmp.path().join("bad.json"), b"{not json").unwrap();
+        std::fs::write(tmp.path().join(".good.json.tmp-7-3"), b"{\"half").unwrap();
         assert!(dir.load_all::<String>().is_err(), "load_all refuses");
         let loaded: Loaded<String> = dir.load_readable().unwrap();
         assert_eq!(loaded.records, vec![("good".into(), "kept".into())]);
@@ -233,6 +234,7 @@ mod tests {
         assert_eq!(loaded.set_aside[0].moved_to, tmp.path().join("bad.json.corrupt"));
         assert!(loaded.set_aside[0].problem.to_string().contains("bad.json"));
         assert!(!tmp.path().join("bad.json").exists() && tmp.path().join("bad.json.corrupt").exists());
+        assert!(!tmp.path().join(".good.json.tmp-7-3").exists(), "a leftover temporary file is swept");
         let again: Loaded<String> = dir.load_readable().unwrap();
         assert!(again.set_aside.is_empty(), "set aside once");
     }
