@@ -3,6 +3,7 @@
 //! runs before lockstepd serves. Blocking code: the gRPC layer calls it off the async workers.
 
 pub mod cgroups;
+mod create;
 pub mod files;
 mod manager;
 pub mod namespaces;
