@@ -73,6 +73,8 @@ pub struct NetworkSection {
     pub cni_config_dir: PathBuf,
     /// Where CNI plugin binaries are looked up, in order.
     pub cni_plugin_dirs: Vec<PathBuf>,
+    /// A CNI plugin still running after this many seconds is killed (its call fails).
+    pub cni_plugin_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +122,7 @@ impl Default for NetworkSection {
         NetworkSection {
             cni_config_dir: PathBuf::from("/etc/cni/net.d"),
             cni_plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cni_plugin_timeout_secs: crate::cni::exec::DEFAULT_TIMEOUT.as_secs(),
         }
     }
 }
@@ -219,6 +222,9 @@ impl Config {
         if !default.is_empty() && !seen.contains(default) {
             return Err(format!("runtime.default_handler {default:?} is not one of runtime.handlers"));
         }
+        if self.network.cni_plugin_timeout_secs == 0 {
+            return Err("network.cni_plugin_timeout_secs must be at least 1".into());
+        }
         if self.image.pull_progress_timeout_secs == 0 {
             return Err("image.pull_progress_timeout_secs must be at least 1".into());
         }
@@ -236,6 +242,14 @@ impl Config {
 
     pub fn pull_progress_timeout(&self) -> Duration {
         Duration::from_secs(self.image.pull_progress_timeout_secs)
+    }
+
+    /// The CNI plugins as the configuration sets them: where, and how long one may run.
+    pub fn cni_plugins(&self) -> crate::cni::exec::Plugins {
+        crate::cni::exec::Plugins {
+            dirs: self.network.cni_plugin_dirs.clone(),
+            timeout: Duration::from_secs(self.network.cni_plugin_timeout_secs),
+        }
     }
 
     /// The effective configuration as a commented TOML file that `load` reads back unchanged.
@@ -279,6 +293,11 @@ impl Config {
         let dirs: Vec<String> = self.network.cni_plugin_dirs.iter().map(|d| q(d)).collect();
         let _ =
             writeln!(s, "# CNI plugin binaries are looked up here, in order.\ncni_plugin_dirs = [{}]", dirs.join(", "));
+        let _ = writeln!(
+            s,
+            "# A CNI plugin still running after this many seconds is killed.\ncni_plugin_timeout_secs = {}",
+            self.network.cni_plugin_timeout_secs
+        );
         let _ = writeln!(s, "\n[image]\n# containers-registries.conf(5); empty: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf.");
         let _ = writeln!(s, "registries_conf = {}", q(&self.image.registries_conf));
         let _ = writeln!(s, "# A pull that makes no progress for this long is cancelled.");

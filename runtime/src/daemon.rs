@@ -35,9 +35,16 @@ pub enum DaemonError {
 }
 
 /// Serves the CRI of `minor` until `shutdown` completes, then removes the socket.
-pub async fn run(config: Config, minor: Minor, shutdown: impl Future<Output = ()> + Send) -> Result<(), DaemonError> {
-    for dir in [&config.root, &config.runroot] {
-        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
+pub async fn run(
+    mut config: Config,
+    minor: Minor,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    // Resolved once (/var/run is often a symlink to /run): the paths recorded and compared with
+    // /proc/self/mountinfo are then the kernel's own.
+    for dir in [&mut config.root, &mut config.runroot] {
+        std::fs::create_dir_all(&*dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
+        *dir = std::fs::canonicalize(&*dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
     }
     let _lock = lock_root(&config.root)?;
     let socket_path = config.socket_path();
@@ -65,7 +72,7 @@ async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, Dae
     match recovered {
         Ok(result) => Ok(result?),
         Err(e) => {
-            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::Internal(format!("recovery panicked: {e}"))))
+            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::internal("the sandbox recovery panicked", e)))
         }
     }
 }

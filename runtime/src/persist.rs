@@ -28,7 +28,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per write: two threads of one process may write the same record.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
         file.write_all(bytes).map_err(io("write", &tmp))?;
@@ -90,14 +93,37 @@ impl RecordDir {
         }
     }
 
-    /// Every record, with its id. Leftover temporary files of an interrupted write are removed.
-    pub fn load_all<T: DeserializeOwned>(&self) -> Result<Vec<(String, T)>, PersistError> {
+    /// Every record that can be read, with its id; a corrupt one is renamed `<id>.json.corrupt`
+    /// (kept for a person to look at, never loaded again) and reported, so that one bad file
+    /// does not stop a daemon from starting. Leftover temporary files are removed.
+    pub fn load_readable<T: DeserializeOwned>(&self) -> Result<Loaded<T>, PersistError> {
+        let mut loaded = Loaded { records: Vec::new(), set_aside: Vec::new() };
+        for id in self.ids()? {
+            match self.get(&id) {
+                Ok(Some(record)) => loaded.records.push((id, record)),
+                Ok(None) => {}
+                Err(problem @ PersistError::Corrupt { .. }) => {
+                    let from = self.path(&id);
+                    let to = from.with_extension("json.corrupt");
+                    std::fs::rename(&from, &to).map_err(io("set aside", &from))?;
+                    sync_dir(&self.dir)?;
+                    loaded.set_aside.push(SetAside { id, moved_to: to, problem });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The ids of the records on disk, sorted. Leftover temporary files of an interrupted write
+    /// are removed.
+    fn ids(&self) -> Result<Vec<String>, PersistError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io("list", &self.dir)(e)),
         };
-        let mut records = Vec::new();
+        let mut ids = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io("list", &self.dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -106,14 +132,39 @@ impl RecordDir {
                 continue;
             }
             if let Some(id) = name.strip_suffix(".json") {
-                if let Some(record) = self.get(id)? {
-                    records.push((id.to_string(), record));
-                }
+                ids.push(id.to_string());
             }
         }
-        records.sort_by(|a, b| a.0.cmp(&b.0));
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every record, with its id; a corrupt one is an error. Leftover temporary files of an
+    /// interrupted write are removed.
+    pub fn load_all<T: DeserializeOwned>(&self) -> Result<Vec<(String, T)>, PersistError> {
+        let mut records = Vec::new();
+        for id in self.ids()? {
+            if let Some(record) = self.get(&id)? {
+                records.push((id, record));
+            }
+        }
         Ok(records)
     }
+}
+
+/// What `load_readable` found.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub records: Vec<(String, T)>,
+    pub set_aside: Vec<SetAside>,
+}
+
+/// A record that could not be read and was renamed out of the way.
+#[derive(Debug)]
+pub struct SetAside {
+    pub id: String,
+    pub moved_to: PathBuf,
+    pub problem: PersistError,
 }
 
 #[cfg(test)]
@@ -135,6 +186,29 @@ mod tests {
     }
 
     #[test]
+    fn writers_of_one_record_in_one_process_do_not_collide() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path());
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        dir.put("shared", &vec![w; 100 + i]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("every write succeeds");
+        }
+        let last: Vec<u32> = dir.get("shared").unwrap().unwrap();
+        assert!(last.iter().all(|v| *v == last[0]), "one writer's record, whole");
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("shared.json")], "no temporary file is left");
+    }
+
+    #[test]
     fn an_interrupted_write_leaves_the_old_record_and_is_cleaned_up() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = RecordDir::new(tmp.path());
@@ -144,6 +218,25 @@ mod tests {
         let all: Vec<(String, String)> = dir.load_all().unwrap();
         assert_eq!(all, vec![("x".into(), "old".into())]);
         assert!(!tmp.path().join(".x.json.tmp-999").exists());
+    }
+
+    #[test]
+    fn a_corrupt_record_is_set_aside_and_the_others_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path());
+        dir.put("good", &"kept").unwrap();
+        std::fs::write(tmp.path().join("bad.json"), b"{not json").unwrap();
+        std::fs::write(tmp.path().join(".good.json.tmp-7-3"), b"{\"half").unwrap();
+        assert!(dir.load_all::<String>().is_err(), "load_all refuses");
+        let loaded: Loaded<String> = dir.load_readable().unwrap();
+        assert_eq!(loaded.records, vec![("good".into(), "kept".into())]);
+        assert_eq!(loaded.set_aside.len(), 1);
+        assert_eq!(loaded.set_aside[0].moved_to, tmp.path().join("bad.json.corrupt"));
+        assert!(loaded.set_aside[0].problem.to_string().contains("bad.json"));
+        assert!(!tmp.path().join("bad.json").exists() && tmp.path().join("bad.json.corrupt").exists());
+        assert!(!tmp.path().join(".good.json.tmp-7-3").exists(), "a leftover temporary file is swept");
+        let again: Loaded<String> = dir.load_readable().unwrap();
+        assert!(again.set_aside.is_empty(), "set aside once");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The CRI socket: its parent directory is created, a stale socket left by a dead daemon is
-//! replaced, a socket that a live daemon answers on is refused, and the new one is mode 0660.
+//! replaced, a socket that a live daemon answers on is refused, and the new one is mode 0660
+//! and appears only once it listens.
 //! Touches only the socket path and its parent directory.
 
 use std::io::ErrorKind;
@@ -35,8 +36,20 @@ pub fn listen(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(io("inspect", e)),
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| io("listen on", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| io("chmod", e))?;
+    // Bound and listening under a temporary name, then renamed into place: a client that sees
+    // the socket can connect (between bind() and listen() a connect is refused).
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    let tmp_io = |what, source| SocketError::Io { what, path: tmp.clone(), source };
+    let _ = std::fs::remove_file(&tmp);
+    let listener = tokio::net::UnixListener::bind(&tmp).map_err(|e| tmp_io("listen on", e))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| tmp_io("chmod", e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io("move the socket into place at", e)));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(listener)
 }
 
@@ -51,6 +64,10 @@ mod tests {
         let _listener = listen(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
+        std::os::unix::net::UnixStream::connect(&path).expect("listening once it is there");
+        let names: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("lockstep.sock")], "no temporary name is left");
     }
 
     #[tokio::test]

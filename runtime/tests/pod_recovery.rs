@@ -19,9 +19,9 @@ async fn ready_pods_survive_a_kill_and_restart() {
     options.pid = model::NamespaceMode::Pod as i32;
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
     let stopped_id = kubelet.run_pod_sandbox(run_request(pod(&unique("stopped")))).await.unwrap().pod_sandbox_id;
+    let stopped_traces = traces(&mut kubelet, &stopped_id).await;
     kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: stopped_id.clone() }).await.unwrap();
     let before = traces(&mut kubelet, &id).await;
-    let stopped_traces = traces(&mut kubelet, &stopped_id).await;
 
     daemon.kill();
     daemon.spawn().await;

@@ -103,9 +103,8 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
     }
     let stopped = list(model::PodSandboxFilter { state: not_ready, ..by_uid }).await;
     assert_eq!(stopped.len(), 1, "a stopped pod is listed as not ready");
-    if let Some(veth) = &pod_traces.host_veth {
-        assert!(!std::path::Path::new("/sys/class/net").join(veth).exists(), "stop removes the veth");
-    }
+    let veth = pod_traces.host_veth.as_ref().expect("the pod's host-side veth");
+    assert!(!std::path::Path::new("/sys/class/net").join(veth).exists(), "stop removes the veth");
 
     // Remove: idempotent; nothing left.
     for _ in 0..2 {
@@ -360,4 +359,109 @@ fn node_address() -> std::net::IpAddr {
         .filter_map(|l| l.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
         .next()
         .expect("a global IPv4 address")
+}
+
+#[tokio::test]
+async fn a_sysctl_of_the_pod_s_eth0_is_set_after_the_network_made_it() {
+    let daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("eth0-sysctl"));
+    config.linux.as_mut().unwrap().sysctls.insert("net.ipv4.conf.eth0.arp_announce".into(), "2".into());
+    let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    let net = ns_path(&daemon, &id, "net");
+    let value = nsenter(&[format!("--net={}", net.display())], &["cat", "/proc/sys/net/ipv4/conf/eth0/arp_announce"]);
+    assert_eq!(value.trim(), "2");
+    stop_and_remove(&mut kubelet, &id).await;
+    assert_no_leaks(&daemon, &pod_traces);
+}
+
+#[tokio::test]
+async fn a_pod_without_a_hostname_gets_the_node_s() {
+    let daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("no-hostname"));
+    config.hostname.clear();
+    let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let dir = daemon.runroot().join("sandboxes").join(&id);
+    assert_eq!(std::fs::read_to_string(dir.join("hostname")).unwrap(), format!("{node}\n"));
+    let hosts = std::fs::read_to_string(dir.join("hosts")).unwrap();
+    assert!(hosts.contains(&format!("{}\t{node}\n", pod_traces.ip)), "{hosts}");
+    let uts = ns_path(&daemon, &id, "uts");
+    assert_eq!(nsenter(&[format!("--uts={}", uts.display())], &["cat", "/proc/sys/kernel/hostname"]).trim(), node);
+    stop_and_remove(&mut kubelet, &id).await;
+    assert_no_leaks(&daemon, &pod_traces);
+}
+
+/// The cgroup path of `pid` in each hierarchy, from /proc/<pid>/cgroup.
+fn cgroups_of(pid: i32) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines().filter_map(|l| l.splitn(3, ':').nth(2)).map(str::to_string).collect()
+}
+
+/// Every mount point of a cgroup hierarchy.
+fn cgroup_mounts() -> Vec<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))
+        .collect()
+}
+
+/// A pod cgroup as the kubelet makes it in every hierarchy; removed when dropped.
+struct KubeletCgroup(String);
+
+impl KubeletCgroup {
+    fn make(name: &str) -> KubeletCgroup {
+        for mount in cgroup_mounts() {
+            std::fs::create_dir(mount.join(name)).unwrap();
+            if mount.join("cpuset.cpus").exists() {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    std::fs::write(mount.join(name).join(file), std::fs::read(mount.join(file)).unwrap()).unwrap();
+                }
+            }
+        }
+        KubeletCgroup(name.to_string())
+    }
+}
+
+impl Drop for KubeletCgroup {
+    fn drop(&mut self) {
+        for mount in cgroup_mounts() {
+            let _ = std::fs::remove_dir(mount.join(&self.0));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pause_process_lives_in_the_pod_s_cgroup_and_what_lockstepd_made_goes_with_the_pod() {
+    let daemon = Lockstepd::start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let name = unique("cgroup");
+    // A parent the kubelet made already (kept), and one that does not exist (made and removed).
+    let kept = format!("lockstep-test-{name}-kubelet");
+    let _kubelet_made = KubeletCgroup::make(&kept);
+    for parent in [format!("/{kept}"), format!("/lockstep-test-{name}/pod")] {
+        let mut config = pod(&unique(&name));
+        config.linux.as_mut().unwrap().cgroup_parent = parent.clone();
+        let options =
+            config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+        options.pid = model::NamespaceMode::Pod as i32;
+        let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+        let pod_traces = traces(&mut kubelet, &id).await;
+        let pid = pod_traces.pause_pid.unwrap();
+        let wanted = format!("{parent}/lockstep-{id}");
+        let seen = cgroups_of(pid);
+        assert!(seen.iter().all(|c| *c == wanted), "the pause is in {wanted} in every hierarchy: {seen:?}");
+        assert_eq!(seen.len(), cgroup_mounts().len());
+        stop_and_remove(&mut kubelet, &id).await;
+        assert_no_leaks(&daemon, &pod_traces);
+    }
+    for mount in cgroup_mounts() {
+        assert!(mount.join(&kept).exists(), "the kubelet's cgroup stays");
+        let made = mount.join(format!("lockstep-test-{name}"));
+        assert!(!made.exists(), "{} that lockstepd made went with the pod", made.display());
+    }
 }

@@ -37,13 +37,21 @@ pub fn profile(tests: &[Test], minor: Minor, selection: &Selection) -> Vec<Test>
 
 pub async fn run(tests: &[Test], ctx: &Ctx, options: &RunOptions) -> Vec<TestReport> {
     let selected = profile(tests, ctx.minor, &options.selection);
-    futures::stream::iter(selected.into_iter().map(|test| run_one(test, ctx.clone())))
+    let alone = std::sync::Arc::new(tokio::sync::RwLock::new(()));
+    futures::stream::iter(selected.into_iter().map(|test| run_one(test, ctx.clone(), alone.clone())))
         .buffered(options.parallel.max(1))
         .collect()
         .await
 }
 
-async fn run_one(test: Test, ctx: Ctx) -> TestReport {
+/// Runs one test; one that restarts the runtime runs alone (`alone` held for writing), as
+/// the others' calls would fail while the runtime is down.
+async fn run_one(test: Test, ctx: Ctx, alone: std::sync::Arc<tokio::sync::RwLock<()>>) -> TestReport {
+    let (_shared, _exclusive) = if test.needs.contains(&Need::Restart) {
+        (None, Some(alone.write().await))
+    } else {
+        (Some(alone.read().await), None)
+    };
     let started = Instant::now();
     let outcome = match unmet_need(&test, &ctx) {
         Some(reason) => Outcome::Skipped(reason),

@@ -31,22 +31,12 @@ pub fn tests() -> Vec<Test> {
     ]
 }
 
-/// `ip -o addr` as seen inside a network namespace.
-fn addresses(netns: &std::path::Path) -> Result<String, Failure> {
-    within(netns, podkit::net_flag(), || {
-        // A child forked from this thread starts in its network namespace.
-        std::process::Command::new("ip").args(["-o", "addr", "show"]).output()
-    })?
-    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    .map_err(|e| Failure::fail(format!("cannot run ip: {e}")))
-}
-
 async fn ip_on_eth0(ctx: Ctx) -> TestResult {
     with_pod(&ctx, pod_config("eth0"), |pod| async move {
         let netns = podkit::netns(&pod)?;
-        let addrs = addresses(&netns)?;
+        let addrs = podkit::addresses(&netns)?;
         check!(
-            addrs.lines().any(|l| l.contains(" eth0 ") && l.contains(&format!(" {}/", pod.ip))),
+            podkit::eth0_carries(&addrs, &pod.ip),
             "eth0 does not carry the reported IP {} inside the pod:\n{addrs}",
             pod.ip
         );

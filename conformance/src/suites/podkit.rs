@@ -185,6 +185,21 @@ pub fn netns(pod: &Pod) -> Result<PathBuf, Failure> {
     })
 }
 
+/// `ip -o addr` as seen inside a network namespace.
+pub fn addresses(netns: &std::path::Path) -> Result<String, Failure> {
+    within(netns, net_flag(), || {
+        // A child forked from this thread starts in its network namespace.
+        std::process::Command::new("ip").args(["-o", "addr", "show"]).output()
+    })?
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .map_err(|e| Failure::fail(format!("cannot run ip: {e}")))
+}
+
+/// Whether `addrs` (from `addresses`) shows `ip` on eth0.
+pub fn eth0_carries(addrs: &str, ip: &str) -> bool {
+    addrs.lines().any(|l| l.contains(" eth0 ") && l.contains(&format!(" {ip}/")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

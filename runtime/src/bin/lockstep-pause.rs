@@ -1,12 +1,16 @@
 //! lockstep-pause: PID 1 of a pod's shared PID namespace. Single-threaded on purpose (it forks).
-//! `lockstep-pause --pid-file FILE [--net PATH] [--ipc PATH] [--uts PATH]`: joins the given
-//! namespaces, unshares a PID namespace and forks; the child is its PID 1, reaps every child
-//! and exits on SIGTERM or SIGINT; the launcher writes "PID STARTTIME" (host pid, start time in
-//! clock ticks) to FILE atomically and exits 0. lockstepd kills the child with SIGKILL.
+//! `lockstep-pause --pid-file FILE [--cgroup DIR]... [--net PATH] [--ipc PATH] [--uts PATH]`:
+//! moves itself into each cgroup DIR, joins the given namespaces, unshares a PID namespace and
+//! forks; the child is its PID 1, reaps every child and exits on SIGTERM or SIGINT. The
+//! launcher writes "PID STARTTIME BOOTID" to FILE (atomically, durably) and only then lets the
+//! child go on: a child whose launcher failed or died before that exits at once, so no pause
+//! process runs that FILE does not name. lockstepd kills the child with SIGKILL.
 #![deny(unsafe_code)]
 
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 
+use lockstep_runtime::sandbox::{pause, record::PauseProcess};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -25,11 +29,13 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<(), String> {
     let mut args = std::env::args_os().skip(1);
     let mut pid_file = None;
+    let mut cgroups = Vec::new();
     let mut joins = Vec::new();
     while let Some(flag) = args.next() {
         let value = args.next().map(PathBuf::from).ok_or_else(|| format!("{flag:?} needs a value"))?;
         match flag.to_str() {
             Some("--pid-file") => pid_file = Some(value),
+            Some("--cgroup") => cgroups.push(value),
             Some("--net") => joins.push((CloneFlags::CLONE_NEWNET, value)),
             Some("--ipc") => joins.push((CloneFlags::CLONE_NEWIPC, value)),
             Some("--uts") => joins.push((CloneFlags::CLONE_NEWUTS, value)),
@@ -37,6 +43,11 @@ fn run() -> Result<(), String> {
         }
     }
     let pid_file = pid_file.ok_or("--pid-file is required")?;
+    for dir in &cgroups {
+        // "0" is the writer itself; the child forked below is born in the cgroup.
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, "0").map_err(|e| format!("cannot join the cgroup {}: {e}", dir.display()))?;
+    }
     for (flag, path) in &joins {
         let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         setns(&file, *flag).map_err(|e| format!("cannot enter {}: {e}", path.display()))?;
@@ -47,16 +58,26 @@ fn run() -> Result<(), String> {
         blocked.add(signal);
     }
     blocked.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    let (go_read, go_write) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
     match fork_single_threaded().map_err(|e| format!("cannot fork: {e}"))? {
-        ForkResult::Child => pid_one(&blocked),
+        ForkResult::Child => {
+            drop(go_write);
+            wait_for_go(go_read);
+            pid_one(&blocked)
+        }
         ForkResult::Parent { child } => {
-            let start = start_time(child).ok_or_else(|| format!("the pause process {child} died at once"))?;
-            let tmp = pid_file.with_extension("tmp");
-            std::fs::write(&tmp, format!("{child} {start}\n"))
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &pid_file))
-                .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
-            Ok(())
+            drop(go_read);
+            let recorded = PauseProcess::of(child.as_raw())
+                .ok_or_else(|| format!("the pause process {child} died at once"))
+                .and_then(|p| pause::write_pid_file(&pid_file, &p).map_err(|e| e.to_string()));
+            if let Err(e) = recorded {
+                // Nobody would know of it: it must not outlive this failure.
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+            let mut go_write = go_write;
+            go_write.write_all(b"g").map_err(|e| format!("cannot let the pause process {child} go on: {e}"))
         }
     }
 }
@@ -66,6 +87,15 @@ fn fork_single_threaded() -> nix::Result<ForkResult> {
     // SAFETY: this process has a single thread (no runtime, no threads spawned), so the child
     // may run any code after fork.
     unsafe { fork() }
+}
+
+/// Blocks until the launcher has recorded this process; exits if the launcher failed or died
+/// first (the pipe then ends without a byte).
+fn wait_for_go(mut go: std::io::PipeReader) {
+    let mut byte = [0u8; 1];
+    if !matches!(go.read(&mut byte), Ok(1)) {
+        std::process::exit(1);
+    }
 }
 
 /// PID 1 of the pod: reap every child; exit on SIGTERM or SIGINT.
@@ -89,10 +119,4 @@ fn pid_one(blocked: &SigSet) -> ! {
             _ => {}
         }
     }
-}
-
-fn start_time(pid: Pid) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
 }

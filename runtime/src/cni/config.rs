@@ -14,6 +14,8 @@ pub struct NetworkConfig {
     pub cni_version: String,
     /// Each plugin's configuration, in order, as JSON.
     pub plugins: Vec<serde_json::Value>,
+    /// The list's other top-level keys (`disableCheck`, `disableGC`, …), kept as written.
+    pub list_keys: serde_json::Map<String, serde_json::Value>,
 }
 
 impl NetworkConfig {
@@ -81,15 +83,21 @@ fn parse(file: &Path) -> Option<NetworkConfig> {
     if raw.disabled {
         return None;
     }
-    let plugins = match (raw.plugins, raw.kind) {
-        (Some(plugins), _) if !plugins.is_empty() => plugins,
-        (None, Some(_)) => vec![serde_json::from_str(&text).ok()?],
+    let (plugins, list_keys) = match (raw.plugins, raw.kind) {
+        (Some(plugins), _) if !plugins.is_empty() => {
+            let mut keys: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
+            for known in ["name", "cniVersion", "plugins"] {
+                keys.remove(known);
+            }
+            (plugins, keys)
+        }
+        (None, Some(_)) => (vec![serde_json::from_str(&text).ok()?], serde_json::Map::new()),
         _ => return None,
     };
     if plugins.iter().any(|p| p.get("type").and_then(|t| t.as_str()).is_none_or(str::is_empty)) {
         return None;
     }
-    Some(NetworkConfig { file: file.to_path_buf(), name, cni_version: raw.cni_version, plugins })
+    Some(NetworkConfig { file: file.to_path_buf(), name, cni_version: raw.cni_version, plugins, list_keys })
 }
 
 #[cfg(test)]
@@ -122,6 +130,20 @@ mod tests {
         let found = find(&conf, &[bin]).unwrap();
         assert_eq!(found.name, "pods");
         assert_eq!(found.plugin_types(), vec!["bridge", "loopback"]);
+    }
+
+    #[test]
+    fn a_list_s_own_keys_are_kept() {
+        let (_tmp, conf, bin) = setup();
+        std::fs::write(
+            conf.join("10.conflist"),
+            r#"{"cniVersion":"1.1.0","name":"p","disableCheck":true,"disableGC":true,"plugins":[{"type":"bridge"}]}"#,
+        )
+        .unwrap();
+        let found = find(&conf, &[bin]).unwrap();
+        assert_eq!(found.list_keys.get("disableCheck"), Some(&serde_json::json!(true)));
+        assert_eq!(found.list_keys.get("disableGC"), Some(&serde_json::json!(true)));
+        assert!(!found.list_keys.contains_key("plugins") && !found.list_keys.contains_key("name"));
     }
 
     #[test]

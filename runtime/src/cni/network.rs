@@ -1,6 +1,7 @@
 //! Attaches a pod to the CNI network and detaches it, by the CNI spec: ADD through the list's
 //! plugins in order (each gets the previous result as prevResult), DEL in reverse order with
-//! the cached result, CHECK in order. An attachment is cached crash-safely under
+//! the cached result. (No CHECK: lockstepd never runs it, as containerd and CRI-O do not; so
+//! `disableCheck` holds trivially.) An attachment is cached crash-safely under
 //! `<root>/cni/<id>.json` before ADD runs and with its result after, so DEL works after a crash
 //! or a restart even when the configuration on disk has changed since.
 
@@ -10,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::NetworkConfig;
-use super::exec::{self, CniExecError, Invocation};
+use super::exec::{self, CniExecError, Invocation, Plugins};
 use crate::persist::{PersistError, RecordDir};
+use crate::sandbox::validate::Bandwidth;
 
 /// The file name of lockstep's own default network (written by ci/setup). Only this network's
 /// host-local range follows UpdateRuntimeConfig's pod CIDR; an operator's own file is never
@@ -79,15 +81,8 @@ impl Attachment {
         Value::Object(conf)
     }
 
-    fn invocation<'a>(&'a self, command: &'a str, netns: &'a Path, plugin_dirs: &'a [PathBuf]) -> Invocation<'a> {
-        Invocation {
-            command,
-            container_id: &self.container_id,
-            netns,
-            ifname: &self.ifname,
-            args: &self.args,
-            plugin_dirs,
-        }
+    fn invocation<'a>(&'a self, command: &'a str, netns: &'a Path, plugins: &'a Plugins) -> Invocation<'a> {
+        Invocation { command, container_id: &self.container_id, netns, ifname: &self.ifname, args: &self.args, plugins }
     }
 
     /// The IPs ADD assigned, IPv4 first, without prefix lengths.
@@ -107,8 +102,9 @@ impl Attachment {
     }
 }
 
-/// The configuration list ADD will use: the found one, with the pod CIDR as host-local's range
-/// when the list is lockstep's own default network and a CIDR is known.
+/// The configuration list ADD will use: the found one (its own keys such as disableGC kept),
+/// with the pod CIDR as host-local's range when the list is lockstep's own default network and
+/// a CIDR is known.
 pub fn effective_config(found: &NetworkConfig, pod_cidr: &str) -> Value {
     let mut plugins = found.plugins.clone();
     let ours = found.file.file_name().is_some_and(|f| f == DEFAULT_NETWORK_FILE);
@@ -124,19 +120,23 @@ pub fn effective_config(found: &NetworkConfig, pod_cidr: &str) -> Value {
             }
         }
     }
-    json!({ "cniVersion": found.cni_version, "name": found.name, "plugins": plugins })
+    let mut list = found.list_keys.clone();
+    list.insert("cniVersion".into(), json!(found.cni_version));
+    list.insert("name".into(), json!(found.name));
+    list.insert("plugins".into(), Value::Array(plugins));
+    Value::Object(list)
 }
 
 /// ADD through every plugin; on success the attachment holds the final result. On failure the
 /// plugins that succeeded are not undone here: the caller DELs (a DEL is safe either way).
-pub fn add(attachment: &mut Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+pub fn add(attachment: &mut Attachment, plugins: &Plugins) -> Result<(), CniError> {
     let mut prev: Option<Value> = None;
     let netns = attachment.netns.clone();
     for plugin in attachment.plugins() {
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("").to_string();
         let stdin = attachment.plugin_stdin(&plugin, prev.as_ref());
         let started = std::time::Instant::now();
-        prev = exec::run(&kind, &attachment.invocation("ADD", &netns, plugin_dirs), &stdin)?;
+        prev = exec::run(&kind, &attachment.invocation("ADD", &netns, plugins), &stdin)?;
         tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI ADD");
     }
     attachment.result = prev;
@@ -145,7 +145,7 @@ pub fn add(attachment: &mut Attachment, plugin_dirs: &[PathBuf]) -> Result<(), C
 
 /// DEL through every plugin in reverse order with the cached result. Idempotent by the spec:
 /// plugins succeed on what is already gone. A namespace that is gone is passed as empty.
-pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
+pub fn del(attachment: &Attachment, plugins: &Plugins) -> Result<(), CniError> {
     let netns = if crate::sandbox::namespaces::is_pinned(&attachment.netns) {
         attachment.netns.clone()
     } else {
@@ -155,23 +155,8 @@ pub fn del(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniEr
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
         let stdin = attachment.plugin_stdin(plugin, attachment.result.as_ref());
         let started = std::time::Instant::now();
-        exec::run(kind, &attachment.invocation("DEL", &netns, plugin_dirs), &stdin)?;
+        exec::run(kind, &attachment.invocation("DEL", &netns, plugins), &stdin)?;
         tracing::debug!(plugin = %kind, ms = started.elapsed().as_secs_f64() * 1000.0, "CNI DEL");
-    }
-    Ok(())
-}
-
-/// CHECK through every plugin (CNI 0.4.0 and later; earlier versions have no CHECK).
-pub fn check(attachment: &Attachment, plugin_dirs: &[PathBuf]) -> Result<(), CniError> {
-    let version = attachment.cni_version();
-    if version.is_empty() || version.starts_with("0.1") || version.starts_with("0.2") || version.starts_with("0.3") {
-        return Ok(());
-    }
-    let Some(result) = attachment.result.as_ref() else { return Ok(()) };
-    for plugin in attachment.plugins() {
-        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
-        let stdin = attachment.plugin_stdin(&plugin, Some(result));
-        exec::run(kind, &attachment.invocation("CHECK", &attachment.netns, plugin_dirs), &stdin)?;
     }
     Ok(())
 }
@@ -198,44 +183,30 @@ impl AttachmentCache {
     pub fn all(&self) -> Result<Vec<(String, Attachment)>, PersistError> {
         self.dir.load_all()
     }
+    /// Every readable attachment; an unreadable one is set aside (`<id>.json.corrupt`) and logged.
+    pub fn all_readable(&self) -> Result<Vec<(String, Attachment)>, PersistError> {
+        let loaded = self.dir.load_readable()?;
+        for bad in &loaded.set_aside {
+            tracing::error!(sandbox = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
+                "an unreadable CNI cache entry was set aside: its network cannot be DELeted");
+        }
+        Ok(loaded.records)
+    }
 }
 
-/// The bandwidth capability from the pod annotations the kubelet passes through
-/// (kubernetes.io/ingress-bandwidth, kubernetes.io/egress-bandwidth: quantities in bits/s).
-pub fn bandwidth(annotations: &std::collections::BTreeMap<String, String>) -> Result<Option<Value>, String> {
+/// The bandwidth plugin's capability argument for the pod's limits (bits per second).
+pub fn bandwidth_capability(limits: &Bandwidth) -> Value {
     let mut out = serde_json::Map::new();
-    for (key, rate, burst) in [
-        ("kubernetes.io/ingress-bandwidth", "ingressRate", "ingressBurst"),
-        ("kubernetes.io/egress-bandwidth", "egressRate", "egressBurst"),
-    ] {
-        if let Some(text) = annotations.get(key) {
-            let bits = parse_quantity(text).ok_or_else(|| format!("annotation {key}: {text:?} is not a quantity"))?;
+    for (rate, burst, bits) in
+        [("ingressRate", "ingressBurst", limits.ingress), ("egressRate", "egressBurst", limits.egress)]
+    {
+        if let Some(bits) = bits {
             out.insert(rate.into(), json!(bits));
             // As containerd does: no burst limit to speak of.
             out.insert(burst.into(), json!(i32::MAX));
         }
     }
-    Ok((!out.is_empty()).then_some(Value::Object(out)))
-}
-
-/// A Kubernetes quantity such as 10M, 1Gi or 500k, as a whole number.
-fn parse_quantity(text: &str) -> Option<u64> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, suffix) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => return None,
-    };
-    number.checked_mul(factor).filter(|n| *n > 0)
+    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -251,6 +222,7 @@ mod tests {
                 json!({"type": "bridge", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}}),
                 json!({"type": "portmap", "capabilities": {"portMappings": true}}),
             ],
+            list_keys: [("disableGC".to_string(), json!(true))].into_iter().collect(),
         }
     }
 
@@ -262,6 +234,7 @@ mod tests {
         assert_eq!(theirs["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.88.0.0/16"}]]));
         let unset = effective_config(&found(DEFAULT_NETWORK_FILE), "");
         assert_eq!(unset["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "10.88.0.0/16"}]]));
+        assert_eq!(unset["disableGC"], json!(true), "the list's own keys are kept");
     }
 
     #[test]
@@ -302,12 +275,10 @@ mod tests {
     }
 
     #[test]
-    fn bandwidth_annotations_become_the_capability() {
-        let annotations = [("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())].into();
-        let bw = bandwidth(&annotations).unwrap().unwrap();
+    fn bandwidth_limits_become_the_capability() {
+        let bw = bandwidth_capability(&Bandwidth { ingress: Some(10_000_000), egress: None });
         assert_eq!(bw["ingressRate"], 10_000_000);
+        assert_eq!(bw["ingressBurst"], i32::MAX);
         assert!(bw.get("egressRate").is_none());
-        let bad = [("kubernetes.io/egress-bandwidth".to_string(), "lots".to_string())].into();
-        assert!(bandwidth(&bad).unwrap_err().contains("egress"));
     }
 }

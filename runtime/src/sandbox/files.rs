@@ -94,10 +94,25 @@ pub fn unmount(path: &Path) -> Result<(), FilesError> {
     }
 }
 
-/// Every mount point at or under `dir`, deepest first (from /proc/self/mountinfo).
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = text
+/// Every mount point at or under `dir`, deepest first (from /proc/self/mountinfo, whose paths
+/// are resolved: `dir` is resolved too, so a path through a symlink finds its mounts).
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, FilesError> {
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(mountinfo).map_err(|source| FilesError::Io {
+        what: "read",
+        path: mountinfo.into(),
+        source,
+    })?;
+    let dir = match std::fs::canonicalize(dir) {
+        Ok(resolved) => resolved,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(FilesError::Io { what: "resolve", path: dir.into(), source }),
+    };
+    Ok(mount_points_under(&text, &dir))
+}
+
+fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(unescape_mountinfo)
@@ -142,6 +157,25 @@ mod tests {
             resolv_conf(&dns),
             "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\nnameserver 8.8.8.8\noptions ndots:5 edns0\n"
         );
+    }
+
+    #[test]
+    fn mount_points_under_a_directory_come_deepest_first() {
+        let mountinfo = "22 1 0:21 / /run rw - tmpfs tmpfs rw\n\
+            90 22 0:4 net:[1] /run/l/sandboxes/a/ns/net rw - nsfs nsfs rw\n\
+            91 22 0:50 / /run/l/sandboxes/a/shm rw - tmpfs shm rw\n\
+            92 22 0:51 / /run/l/sandboxes/a\\040b/shm rw - tmpfs shm rw\n\
+            93 22 0:4 net:[2] /run/l/sandboxes/ab/ns/net rw - nsfs nsfs rw\n";
+        let found = mount_points_under(mountinfo, Path::new("/run/l/sandboxes/a"));
+        assert_eq!(found, vec![PathBuf::from("/run/l/sandboxes/a/ns/net"), PathBuf::from("/run/l/sandboxes/a/shm")]);
+    }
+
+    #[test]
+    fn a_directory_through_a_symlink_finds_its_mounts() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/proc", tmp.path().join("p")).unwrap();
+        let found = mounts_under(&tmp.path().join("p")).unwrap();
+        assert_eq!(found.last().map(PathBuf::as_path), Some(Path::new("/proc")), "{found:?}");
     }
 
     #[test]

@@ -1,24 +1,29 @@
-//! The sandbox manager: creation as a straight line of steps, each registering its undo; stop,
-//! remove, status and list; kubelet retries with the same metadata answered with the same id.
+//! The sandbox manager: RunPodSandbox (its creation is in create.rs), stop, remove, status and
+//! list; kubelet retries with the same metadata answered with the same id.
 //! May touch: `<root>/sandboxes`, `<root>/cni`, `<runroot>/sandboxes/<id>`, the pods'
 //! namespaces and pause processes, and the CNI plugins it runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use lockstep_cri::model;
 
-use super::namespaces::{self, NsKind};
-use super::record::*;
+use super::namespaces;
+use super::record::{Metadata, SandboxRecord, SandboxState};
+use super::reservations::Reservations;
 use super::validate::{self, BadField, PodPlan};
-use super::{files, pause};
-use crate::cni::network::{self, Attachment, AttachmentCache, POD_IFNAME};
+use super::{cgroups, files, pause};
+use crate::cni::exec::Plugins;
+use crate::cni::network::{self, Attachment, AttachmentCache};
 use crate::filter::sandbox_matches;
 use crate::info::RuntimeInfo;
 use crate::persist::RecordDir;
-use crate::undo::Undo;
+
+/// A cause, kept with its own chain of sources.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong, by the gRPC code it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +36,38 @@ pub enum SandboxError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    /// Something the caller may retry (a CNI DEL that failed, a network not ready yet).
+    #[error("{what}: {source}")]
+    Unavailable { what: String, source: Cause },
+    #[error("{what}: {source}")]
+    Internal { what: String, source: Cause },
 }
 
-fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
-    move |e| SandboxError::Internal(format!("{what}: {e}"))
+impl SandboxError {
+    pub fn internal(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        SandboxError::Internal { what: what.into(), source: source.into() }
+    }
+    pub fn unavailable(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        SandboxError::Unavailable { what: what.into(), source: source.into() }
+    }
+}
+
+/// `map_err(internal("what failed"))`: an Internal error that keeps its cause.
+pub(super) fn internal<E: Into<Cause>>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
+    move |e| SandboxError::internal(what, e)
+}
+
+/// Why a sandbox directory stays.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxDirError {
+    #[error("{0} stays: its CNI attachment is still cached, and a DEL needs the network namespace pinned there")]
+    AttachmentCached(PathBuf),
+    #[error(transparent)]
+    Cache(#[from] crate::persist::PersistError),
+    #[error(transparent)]
+    Mounts(#[from] files::FilesError),
+    #[error("cannot remove {path}: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
 }
 
 /// What a sandbox's containers must go through before the sandbox stops or goes; containers
@@ -62,18 +91,27 @@ impl PodContainers for NoContainers {
     }
 }
 
-/// One sandbox held in memory: `op` serialises the operations on it, `record` is what readers see.
+/// One sandbox held in memory: `op` serialises the operations on it, `record` is what readers
+/// see, `removed` is set (under `op`) when RemovePodSandbox finished: an operation that was
+/// waiting for `op` then finds the sandbox gone.
 pub(super) struct Entry {
     op: Mutex<()>,
     record: RwLock<SandboxRecord>,
+    removed: AtomicBool,
 }
 
 impl Entry {
     pub(super) fn new(record: SandboxRecord) -> Arc<Entry> {
-        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record) })
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record), removed: AtomicBool::new(false) })
     }
     fn read(&self) -> SandboxRecord {
         self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn write(&self, record: SandboxRecord) {
+        *self.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+    }
+    fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
     }
 }
 
@@ -85,10 +123,11 @@ pub struct SandboxManager {
     pub(super) info: Arc<RuntimeInfo>,
     pub(super) records: RecordDir,
     pub(super) cni_cache: AttachmentCache,
+    plugins: Plugins,
     pub(super) runroot_sandboxes: PathBuf,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// One lock per pod metadata: a retried RunPodSandbox waits for the first, then finds it.
-    reservations: Mutex<HashMap<Metadata, Arc<Mutex<()>>>>,
+    reservations: Reservations<Metadata>,
     containers: RwLock<Arc<dyn PodContainers>>,
 }
 
@@ -99,10 +138,11 @@ impl SandboxManager {
         let manager = SandboxManager {
             records: RecordDir::new(config.root.join("sandboxes")),
             cni_cache: AttachmentCache::new(&config.root),
+            plugins: config.cni_plugins(),
             runroot_sandboxes: config.runroot.join("sandboxes"),
             info,
             index: RwLock::new(BTreeMap::new()),
-            reservations: Mutex::new(HashMap::new()),
+            reservations: Reservations::default(),
             containers: RwLock::new(Arc::new(NoContainers)),
         };
         manager.recover()?;
@@ -118,8 +158,8 @@ impl SandboxManager {
         self.containers.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(super) fn plugin_dirs(&self) -> &[PathBuf] {
-        &self.info.config().network.cni_plugin_dirs
+    pub(super) fn plugins(&self) -> &Plugins {
+        &self.plugins
     }
 
     fn entry(&self, id: &str) -> Option<Arc<Entry>> {
@@ -136,12 +176,17 @@ impl SandboxManager {
     pub fn run(&self, request: &model::RunPodSandboxRequest) -> Result<String, SandboxError> {
         let plan = validate::plan(request, self.info.config().cgroup_driver)?;
         let oci_handler = self.resolve_handler(&request.runtime_handler)?;
-        let security = security(request);
-        let key_lock = {
-            let mut reservations = lock(&self.reservations);
-            reservations.entry(plan.metadata.clone()).or_default().clone()
-        };
-        let _reserved = lock(&key_lock);
+        let metadata = plan.metadata.clone();
+        self.reservations.with(&metadata, || self.find_or_create(plan, request, oci_handler))
+    }
+
+    /// Under the metadata's reservation: the sandbox a previous call made, or a new one.
+    fn find_or_create(
+        &self,
+        plan: PodPlan,
+        request: &model::RunPodSandboxRequest,
+        oci_handler: String,
+    ) -> Result<String, SandboxError> {
         let existing = self
             .index
             .read()
@@ -150,9 +195,9 @@ impl SandboxManager {
             .map(|e| e.read())
             .find(|r| r.metadata == plan.metadata);
         if let Some(found) = existing {
-            return match found.state {
+            return match live_state(&found) {
                 // The kubelet retried a call that timed out: the finished result.
-                SandboxState::Ready => Ok(found.id),
+                model::PodSandboxState::SandboxReady => Ok(found.id),
                 _ => Err(SandboxError::AlreadyExists(format!(
                     "pod sandbox {} of {}/{} (uid {}, attempt {}) exists and is not ready; remove it or raise \
                      config.metadata.attempt",
@@ -160,7 +205,7 @@ impl SandboxManager {
                 ))),
             };
         }
-        let record = self.create(plan, request.runtime_handler.clone(), oci_handler, security)?;
+        let record = self.create(plan, request.runtime_handler.clone(), oci_handler)?;
         let id = record.id.clone();
         self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Entry::new(record));
         Ok(id)
@@ -188,267 +233,26 @@ impl SandboxManager {
         }
     }
 
-    fn create(
-        &self,
-        plan: PodPlan,
-        runtime_handler: String,
-        oci_handler: String,
-        security: SecuritySettings,
-    ) -> Result<SandboxRecord, SandboxError> {
-        let id = crate::ids::random_id().map_err(|e| internal("cannot make a sandbox id")(e))?;
-        let dir = self.runroot_sandboxes.join(&id);
-        let ns_dir = dir.join("ns");
-        let own = |mode: HostOrPod, kind: NsKind| (mode == HostOrPod::Pod).then(|| ns_dir.join(kind.name()));
-        let mut record = SandboxRecord {
-            id: id.clone(),
-            state: SandboxState::Creating,
-            created_at: now_nanos(),
-            metadata: plan.metadata.clone(),
-            labels: plan.labels.clone(),
-            annotations: plan.annotations.clone(),
-            runtime_handler,
-            oci_handler,
-            hostname: plan.hostname.clone(),
-            log_directory: plan.log_directory.clone(),
-            cgroup_parent: plan.cgroup_parent.clone(),
-            dns: plan.dns.clone(),
-            port_mappings: plan.port_mappings.clone(),
-            sysctls: plan.sysctls.clone(),
-            security,
-            namespace_modes: NamespaceModes {
-                network: plan.namespace_options.network,
-                pid: plan.namespace_options.pid,
-                ipc: plan.namespace_options.ipc,
-                target_id: plan.namespace_options.target_id.clone(),
-            },
-            namespaces: Namespaces {
-                network: own(plan.network, NsKind::Net),
-                ipc: own(plan.ipc, NsKind::Ipc),
-                uts: own(plan.uts, NsKind::Uts),
-                pid_mode: plan.pid,
-                pause: None,
-            },
-            files: SandboxFiles {
-                hostname: dir.join("hostname"),
-                resolv_conf: dir.join("resolv.conf"),
-                hosts: dir.join("hosts"),
-                shm: if plan.ipc == HostOrPod::Pod { dir.join("shm") } else { PathBuf::from("/dev/shm") },
-                dir: dir.clone(),
-            },
-            network: NetworkState::default(),
-            problem: None,
-        };
-        let bandwidth = network::bandwidth(&plan.annotations)
-            .map_err(|problem| BadField { field: "config.annotations".into(), problem })?;
-
-        let mut undo = Undo::new();
-        let mut timer = StepTimer::new();
-        // 1. The record first: a crash from here on is rolled back at the next start.
-        self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
-        let records = self.records.clone();
-        let record_id = id.clone();
-        undo.push("remove the sandbox record", move || records.remove(&record_id).map_err(|e| e.to_string()));
-        timer.mark("record");
-
-        // 2. The sandbox directory; its sweep unmounts anything left under it.
-        std::fs::create_dir_all(&ns_dir)
-            .map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", ns_dir.display())))?;
-        let swept = dir.clone();
-        undo.push("remove the sandbox directory", move || remove_sandbox_dir(&swept));
-        timer.mark("dir");
-
-        // 3. Namespaces, pinned.
-        let kinds: Vec<NsKind> = [(plan.network, NsKind::Net), (plan.ipc, NsKind::Ipc), (plan.uts, NsKind::Uts)]
-            .into_iter()
-            .filter(|(mode, _)| *mode == HostOrPod::Pod)
-            .map(|(_, k)| k)
-            .collect();
-        let pinned = namespaces::pin(&ns_dir, &kinds).map_err(internal("cannot create the pod's namespaces"))?;
-        let unpinned: Vec<PathBuf> = pinned.values().cloned().collect();
-        undo.push("unpin the namespaces", move || {
-            unpinned.iter().try_for_each(|p| namespaces::unpin(p)).map_err(|e| e.to_string())
-        });
-        timer.mark("pin");
-
-        // 4. Inside them: hostname, lo up, sysctls.
-        self.configure_namespaces(&record, &plan)?;
-        timer.mark("configure");
-
-        // 5. /dev/shm and the files containers mount.
-        if plan.ipc == HostOrPod::Pod {
-            files::mount_shm(&record.files.shm).map_err(internal("cannot make the pod's /dev/shm"))?;
-            let shm = record.files.shm.clone();
-            undo.push("unmount /dev/shm", move || files::unmount(&shm).map_err(|e| e.to_string()));
-        }
-        let hostname = if plan.uts == HostOrPod::Pod { plan.hostname.clone() } else { node_hostname() };
-        files::write_hostname(&record.files.hostname, &hostname).map_err(internal("cannot write hostname"))?;
-        files::write_resolv_conf(&record.files.resolv_conf, plan.dns.as_ref())
-            .map_err(internal("cannot write resolv.conf"))?;
-        if plan.network == HostOrPod::Pod {
-            files::write_hosts(&record.files.hosts, &hostname, None).map_err(internal("cannot write hosts"))?;
-        } else {
-            files::copy_node_hosts(&record.files.hosts).map_err(internal("cannot write hosts"))?;
-        }
-        timer.mark("files");
-
-        // 6. The pause process, only for a shared PID namespace.
-        if plan.pid == PidMode::Pod {
-            let joins: Vec<(&str, &Path)> = [
-                ("net", record.namespaces.network.as_deref()),
-                ("ipc", record.namespaces.ipc.as_deref()),
-                ("uts", record.namespaces.uts.as_deref()),
-            ]
-            .into_iter()
-            .filter_map(|(k, p)| Some((k, p?)))
-            .collect();
-            let started = pause::start(&dir, &joins).map_err(internal("cannot start the pause process"))?;
-            let killed = started.clone();
-            undo.push("kill the pause process", move || pause::kill(&killed).map_err(|e| e.to_string()));
-            record.namespaces.pause = Some(started);
-        }
-        timer.mark("pause");
-
-        // 7. The network.
-        if let Some(netns) = record.namespaces.network.clone() {
-            let attachment = self.attach(&record, &netns, bandwidth, &mut undo)?;
-            record.network = NetworkState {
-                cni_network: attachment.network_name().to_string(),
-                attached: true,
-                ips: attachment.ips(),
-            };
-            files::write_hosts(&record.files.hosts, &hostname, record.network.ips.first().map(String::as_str))
-                .map_err(internal("cannot write hosts"))?;
-        }
-        timer.mark("cni");
-
-        // 8. Ready, on disk before the answer.
-        record.state = SandboxState::Ready;
-        self.records.put(&id, &record).map_err(internal("cannot write the sandbox record"))?;
-        undo.disarm();
-        timer.mark("ready");
-        tracing::debug!(sandbox = %id, steps = %timer, "RunPodSandbox step times");
-        tracing::info!(sandbox = %id, pod = %format!("{}/{}", plan.metadata.namespace, plan.metadata.name),
-            ip = record.network.ips.first().map(String::as_str).unwrap_or(""), "pod sandbox ready");
-        Ok(record)
-    }
-
-    fn configure_namespaces(&self, record: &SandboxRecord, plan: &PodPlan) -> Result<(), SandboxError> {
-        let mut enter: Vec<(NsKind, &Path)> = Vec::new();
-        for (kind, path) in [
-            (NsKind::Net, &record.namespaces.network),
-            (NsKind::Ipc, &record.namespaces.ipc),
-            (NsKind::Uts, &record.namespaces.uts),
-        ] {
-            if let Some(p) = path {
-                enter.push((kind, p.as_path()));
-            }
-        }
-        if enter.is_empty() {
-            return Ok(());
-        }
-        let hostname = (plan.uts == HostOrPod::Pod && !plan.hostname.is_empty()).then_some(plan.hostname.as_str());
-        let net = plan.network == HostOrPod::Pod;
-        let sysctls = &plan.sysctls;
-        let outcome = namespaces::within(&enter, || {
-            if let Some(h) = hostname {
-                namespaces::set_hostname(h)?;
-            }
-            if net {
-                namespaces::loopback_up()?;
-            }
-            let mut refused = None;
-            for (name, value) in sysctls {
-                if let Err(e) = namespaces::write_sysctl(name, value) {
-                    refused = Some((name.clone(), e.to_string()));
-                    break;
-                }
-            }
-            Ok(refused)
-        })
-        .map_err(internal("cannot set up the pod's namespaces"))?;
-        if let Some((name, problem)) = outcome {
-            return Err(SandboxError::InvalidArgument(BadField {
-                field: format!("config.linux.sysctls[{name:?}]"),
-                problem: format!("cannot be set in the pod's namespaces: {problem}"),
-            }));
-        }
-        Ok(())
-    }
-
-    /// CNI ADD, cached before it runs and after; registers the DEL.
-    fn attach(
-        &self,
-        record: &SandboxRecord,
-        netns: &Path,
-        bandwidth: Option<serde_json::Value>,
-        undo: &mut Undo,
-    ) -> Result<Attachment, SandboxError> {
-        let net = &self.info.config().network;
-        let found = crate::cni::config::find(&net.cni_config_dir, &net.cni_plugin_dirs)
-            .map_err(|e| SandboxError::Unavailable(format!("the pod network is not ready: {e}")))?;
-        let mut capabilities = serde_json::Map::new();
-        let ports: Vec<serde_json::Value> = record
-            .port_mappings
-            .iter()
-            .filter(|p| p.host_port != 0)
-            .map(|p| {
-                serde_json::json!({"hostPort": p.host_port, "containerPort": p.container_port,
-                    "protocol": p.protocol.name(), "hostIP": p.host_ip})
-            })
-            .collect();
-        if !ports.is_empty() {
-            capabilities.insert("portMappings".into(), serde_json::Value::Array(ports));
-        }
-        if let Some(bw) = bandwidth {
-            capabilities.insert("bandwidth".into(), bw);
-        }
-        let mut attachment = Attachment {
-            container_id: record.id.clone(),
-            netns: netns.to_path_buf(),
-            ifname: POD_IFNAME.into(),
-            config: network::effective_config(&found, &self.info.network_settings().pod_cidr),
-            args: vec![
-                ("IgnoreUnknown".into(), "1".into()),
-                ("K8S_POD_NAMESPACE".into(), record.metadata.namespace.clone()),
-                ("K8S_POD_NAME".into(), record.metadata.name.clone()),
-                ("K8S_POD_INFRA_CONTAINER_ID".into(), record.id.clone()),
-                ("K8S_POD_UID".into(), record.metadata.uid.clone()),
-            ],
-            capabilities,
-            result: None,
-        };
-        self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI attachment"))?;
-        let cache = self.cni_cache.clone();
-        let dirs = self.plugin_dirs().to_vec();
-        let cached = attachment.clone();
-        let id = record.id.clone();
-        undo.push("CNI DEL", move || {
-            // The cache holds the result once ADD finished: DEL with it.
-            let latest = cache.get(&id).ok().flatten().unwrap_or(cached);
-            del_with_retries(&latest, &dirs).map_err(|e| e.to_string())?;
-            cache.remove(&id).map_err(|e| e.to_string())
-        });
-        network::add(&mut attachment, self.plugin_dirs())
-            .map_err(|e| SandboxError::Internal(format!("cannot attach the pod to network {:?}: {e}", found.name)))?;
-        self.cni_cache.put(&record.id, &attachment).map_err(internal("cannot cache the CNI result"))?;
-        Ok(attachment)
-    }
-
     // ---- StopPodSandbox -------------------------------------------------------------------
 
+    /// An unknown or removed sandbox is NotFound, which the kubelet tolerates.
     pub fn stop(&self, id: &str) -> Result<(), SandboxError> {
         let entry = self.entry(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
         let _op = lock(&entry.op);
+        if entry.is_removed() {
+            return Err(SandboxError::NotFound(id.to_string()));
+        }
         let mut record = entry.read();
         self.containers()
             .stop_all(id)
-            .map_err(|e| SandboxError::Internal(format!("cannot stop the containers of {id}: {e}")))?;
-        self.release(&mut record)?;
-        if record.state != SandboxState::NotReady {
-            record.state = SandboxState::NotReady;
-        }
+            .map_err(|e| SandboxError::internal(format!("cannot stop the containers of {id}"), e))?;
+        let released = self.release(&mut record);
+        // What the release got to is what readers see, even when it failed half-way.
+        entry.write(record.clone());
+        released?;
+        record.state = SandboxState::NotReady;
         self.records.put(id, &record).map_err(internal("cannot write the sandbox record"))?;
-        *entry.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+        entry.write(record);
         Ok(())
     }
 
@@ -458,13 +262,21 @@ impl SandboxManager {
         if let Some(p) = &record.namespaces.pause {
             pause::kill(p).map_err(internal("cannot stop the pause process"))?;
         }
-        if record.network.attached {
-            if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
-                del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| {
-                    SandboxError::Unavailable(format!("cannot detach pod sandbox {} from its network: {e}", record.id))
-                })?;
-            }
+        if !record.pause_cgroups.is_empty() {
+            cgroups::remove(&record.pause_cgroups).map_err(internal("cannot remove the pause's cgroups"))?;
+            // Forgotten at once: a directory of the same name made later is someone else's.
+            record.pause_cgroups.clear();
+            self.records.put(&record.id, record).map_err(internal("cannot write the sandbox record"))?;
+        }
+        // The cache entry, not the record's flag, says whether a DEL is owed: a crash or a failed
+        // rollback may leave an attachment the record does not know of.
+        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
+            del_with_retries(&attachment, &self.plugins).map_err(|e| {
+                SandboxError::unavailable(format!("cannot detach pod sandbox {} from its network", record.id), e)
+            })?;
             self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
+        }
+        if record.network.attached {
             record.network.attached = false;
             // Persist at once: a DEL that succeeded must not be needed again after a crash.
             self.records.put(&record.id, record).map_err(internal("cannot write the sandbox record"))?;
@@ -480,15 +292,27 @@ impl SandboxManager {
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
         let Some(entry) = self.entry(id) else { return Ok(()) };
         let _op = lock(&entry.op);
+        if entry.is_removed() {
+            return Ok(());
+        }
         let mut record = entry.read();
         self.containers()
             .remove_all(id)
-            .map_err(|e| SandboxError::Internal(format!("cannot remove the containers of {id}: {e}")))?;
-        self.release(&mut record)?;
-        remove_sandbox_dir(&record.files.dir).map_err(|e| SandboxError::Internal(e.to_string()))?;
+            .map_err(|e| SandboxError::internal(format!("cannot remove the containers of {id}"), e))?;
+        let released = self.release(&mut record);
+        entry.write(record.clone());
+        released?;
+        // The recorded pins by their own paths first: they are known even when mountinfo's
+        // resolved paths would not match.
+        let ns = &record.namespaces;
+        for pin in [&ns.network, &ns.ipc, &ns.uts].into_iter().flatten() {
+            namespaces::unpin(pin).map_err(internal("cannot unpin a namespace"))?;
+        }
+        remove_sandbox_dir(&self.cni_cache, id, &record.files.dir)
+            .map_err(internal("cannot remove the sandbox directory"))?;
         self.records.remove(id).map_err(internal("cannot remove the sandbox record"))?;
+        entry.removed.store(true, Ordering::SeqCst);
         self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
-        lock(&self.reservations).remove(&record.metadata);
         tracing::info!(sandbox = %id, "pod sandbox removed");
         Ok(())
     }
@@ -550,88 +374,41 @@ fn verbose_info(record: &SandboxRecord, cni_result: Option<serde_json::Value>) -
     .to_string()
 }
 
-pub(super) fn del_with_retries(attachment: &Attachment, dirs: &[PathBuf]) -> Result<(), network::CniError> {
-    let mut last = None;
-    for attempt in 0..3 {
-        match network::del(attachment, dirs) {
+/// DEL, tried three times with a pause between tries (100 ms, then 200 ms): a plugin may
+/// fail for a moment (the iptables lock, a busy store). The last failure is returned.
+pub(super) fn del_with_retries(attachment: &Attachment, plugins: &Plugins) -> Result<(), network::CniError> {
+    const TRIES: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match network::del(attachment, plugins) {
             Ok(()) => return Ok(()),
+            Err(e) if attempt == TRIES => return Err(e),
             Err(e) => {
-                tracing::warn!(sandbox = %attachment.container_id, attempt, error = %e, "CNI DEL failed");
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(100 << attempt));
+                tracing::warn!(sandbox = %attachment.container_id, attempt, error = %e, "CNI DEL failed; retrying");
+                std::thread::sleep(Duration::from_millis(100 << (attempt - 1)));
+                attempt += 1;
             }
         }
     }
-    Err(last.unwrap_or_else(|| {
-        network::CniError::Cache(crate::persist::PersistError::Io {
-            what: "DEL",
-            path: PathBuf::new(),
-            source: std::io::Error::other("no attempt made"),
-        })
-    }))
 }
 
-/// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it.
-pub(super) fn remove_sandbox_dir(dir: &Path) -> Result<(), String> {
-    for mount in files::mounts_under(dir) {
-        files::unmount(&mount).map_err(|e| e.to_string())?;
+/// Unmounts everything under a sandbox directory (namespace pins, shm), then removes it —
+/// never while the sandbox's CNI attachment is cached: a DEL without the pinned network
+/// namespace cannot remove what the plugins set up on the host (the bridge's masquerade rules).
+pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) -> Result<(), SandboxDirError> {
+    if cache.get(id)?.is_some() {
+        return Err(SandboxDirError::AttachmentCached(dir.to_path_buf()));
+    }
+    for mount in files::mounts_under(dir)? {
+        files::unmount(&mount)?;
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+        Err(source) => Err(SandboxDirError::Remove { path: dir.to_path_buf(), source }),
     }
-}
-
-fn security(request: &model::RunPodSandboxRequest) -> SecuritySettings {
-    let sc = request
-        .config
-        .as_ref()
-        .and_then(|c| c.linux.as_ref())
-        .and_then(|l| l.security_context.clone())
-        .unwrap_or_default();
-    SecuritySettings {
-        privileged: sc.privileged,
-        run_as_user: sc.run_as_user.map(|v| v.value),
-        run_as_group: sc.run_as_group.map(|v| v.value),
-        supplemental_groups: sc.supplemental_groups.clone(),
-        readonly_rootfs: sc.readonly_rootfs,
-        seccomp: profile_string(sc.seccomp.as_ref()),
-        apparmor: profile_string(sc.apparmor.as_ref()),
-        selinux: sc.selinux_options.map(|s| [s.user, s.role, s.r#type, s.level]),
-    }
-}
-
-fn node_hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
 }
 
 pub(super) fn now_nanos() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
-}
-
-/// Where creation spends its time, for the debug log (profile before optimising).
-struct StepTimer {
-    last: std::time::Instant,
-    steps: Vec<(&'static str, Duration)>,
-}
-
-impl StepTimer {
-    fn new() -> Self {
-        StepTimer { last: std::time::Instant::now(), steps: Vec::new() }
-    }
-    fn mark(&mut self, step: &'static str) {
-        let now = std::time::Instant::now();
-        self.steps.push((step, now - self.last));
-        self.last = now;
-    }
-}
-
-impl std::fmt::Display for StepTimer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (step, took)) in self.steps.iter().enumerate() {
-            write!(f, "{}{step} {:.1}ms", if i > 0 { ", " } else { "" }, took.as_secs_f64() * 1000.0)?;
-        }
-        Ok(())
-    }
 }

@@ -1,10 +1,14 @@
 //! The pause process, only for pods that share one PID namespace: lockstep-pause joins the
-//! pod's namespaces, becomes PID 1 of a new PID namespace, and its launcher writes that pid to
-//! `<sandbox dir>/pause.pid` before exiting — so the pid is on disk even if lockstepd dies
-//! meanwhile. Touches that file and the pause process only.
+//! pod's cgroups and namespaces, becomes PID 1 of a new PID namespace, and its launcher writes
+//! that pid to `<sandbox dir>/pause.pid` before the pause goes on — so the pid is on disk even
+//! if lockstepd dies meanwhile, and a launcher that dies with lockstepd (PDEATHSIG) takes its
+//! unrecorded pause with it. Touches that file and the pause process only.
+#![allow(unsafe_code)]
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::record::PauseProcess;
@@ -24,16 +28,33 @@ pub enum PauseError {
     PidFile { path: PathBuf, problem: String },
     #[error("the pause process {pid} did not die within 5 s of SIGKILL")]
     Undying { pid: i32 },
+    #[error(transparent)]
+    Write(#[from] crate::persist::PersistError),
 }
 
-/// Starts the pause process in the namespaces at `paths` (kind name, path).
-pub fn start(dir: &Path, namespaces: &[(&str, &Path)]) -> Result<PauseProcess, PauseError> {
+/// Starts the pause process in the cgroup directories `cgroups` and the namespaces at
+/// `namespaces` (kind name, path).
+pub fn start(dir: &Path, cgroups: &[PathBuf], namespaces: &[(&str, &Path)]) -> Result<PauseProcess, PauseError> {
     let binary = crate::helpers::find_helper(PAUSE_BINARY)?;
     let pid_file = dir.join(PID_FILE);
     let mut command = Command::new(&binary);
     command.arg("--pid-file").arg(&pid_file);
+    for cgroup in cgroups {
+        command.arg("--cgroup").arg(cgroup);
+    }
     for (kind, path) in namespaces {
         command.arg(format!("--{kind}")).arg(path);
+    }
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent;
+    // it is all that runs between fork and exec. The launcher then dies with the thread that
+    // waits for it, and a pause it has not recorded yet exits with it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let output = command.output().map_err(|source| PauseError::Spawn { path: binary.clone(), source })?;
     if !output.status.success() {
@@ -54,11 +75,39 @@ pub fn read_pid_file(dir: &Path) -> Result<Option<PauseProcess>, PauseError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(PauseError::PidFile { path, problem: e.to_string() }),
     };
-    let (pid, start_time) = text
-        .split_once(' ')
-        .and_then(|(p, s)| Some((p.trim().parse::<i32>().ok()?, s.trim().parse::<u64>().ok()?)))
-        .ok_or_else(|| PauseError::PidFile { path: path.clone(), problem: format!("{text:?} is not \"PID START\"") })?;
-    Ok(Some(PauseProcess { pid, start_time }))
+    parse_pid_file(&text)
+        .map(Some)
+        .ok_or_else(|| PauseError::PidFile { path, problem: format!("{text:?} is not \"PID START BOOTID\"") })
+}
+
+/// "PID START BOOTID" (BOOTID absent in files of older launchers).
+fn parse_pid_file(text: &str) -> Option<PauseProcess> {
+    let mut fields = text.split_whitespace();
+    let pid = fields.next()?.parse().ok()?;
+    let start_time = fields.next()?.parse().ok()?;
+    let boot_id = fields.next().unwrap_or("").to_string();
+    fields.next().is_none().then_some(PauseProcess { pid, start_time, boot_id })
+}
+
+/// Writes the pid file `path` atomically and durably (the launcher does, before the pause goes on).
+pub fn write_pid_file(path: &Path, pause: &PauseProcess) -> Result<(), PauseError> {
+    let line = format!("{} {} {}\n", pause.pid, pause.start_time, pause.boot_id);
+    Ok(crate::persist::write_atomic(path, line.as_bytes())?)
+}
+
+impl PauseProcess {
+    /// The running process `pid`, as a pause process record (this boot).
+    pub fn of(pid: i32) -> Option<PauseProcess> {
+        Some(PauseProcess { pid, start_time: start_time(pid)?, boot_id: boot_id().to_string() })
+    }
+}
+
+/// This boot's id; empty when the kernel does not say.
+pub fn boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    })
 }
 
 /// Clock ticks since boot at which `pid` started; None when no such process runs.
@@ -73,9 +122,10 @@ pub fn start_time(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-/// Whether the recorded pause process still runs (and is the same process).
+/// Whether the recorded pause process still runs (and is the same process: same boot, same
+/// start time).
 pub fn alive(pause: &PauseProcess) -> bool {
-    start_time(pause.pid) == Some(pause.start_time)
+    (pause.boot_id.is_empty() || pause.boot_id == boot_id()) && start_time(pause.pid) == Some(pause.start_time)
 }
 
 /// Kills the pause process and waits until it is gone. Already gone is fine.
@@ -92,4 +142,29 @@ pub fn kill(pause: &PauseProcess) -> Result<(), PauseError> {
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_of_another_boot_is_not_alive() {
+        let me = PauseProcess::of(std::process::id() as i32).unwrap();
+        assert!(alive(&me));
+        assert!(!alive(&PauseProcess { boot_id: "another-boot".into(), ..me.clone() }));
+        assert!(!alive(&PauseProcess { start_time: me.start_time + 1, ..me.clone() }));
+        assert!(alive(&PauseProcess { boot_id: String::new(), ..me }), "records without a boot id");
+    }
+
+    #[test]
+    fn pid_files_round_trip_and_old_ones_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pause = PauseProcess { pid: 42, start_time: 7, boot_id: "b00t".into() };
+        write_pid_file(&tmp.path().join(PID_FILE), &pause).unwrap();
+        assert_eq!(read_pid_file(tmp.path()).unwrap(), Some(pause));
+        assert_eq!(parse_pid_file("42 7\n"), Some(PauseProcess { pid: 42, start_time: 7, boot_id: String::new() }));
+        assert_eq!(parse_pid_file("42"), None);
+        assert_eq!(parse_pid_file("42 7 b 9"), None);
+    }
 }

@@ -104,6 +104,10 @@ pub struct PauseProcess {
     /// Its start time (clock ticks since boot, /proc/<pid>/stat field 22): a pid reused by
     /// another process has another start time.
     pub start_time: u64,
+    /// The boot it ran in (/proc/sys/kernel/random/boot_id): after a reboot the same pid and
+    /// start time may name another process. Empty in records older than this field.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 impl Namespaces {
@@ -179,6 +183,10 @@ pub struct SandboxRecord {
     pub namespace_modes: NamespaceModes,
     pub namespaces: Namespaces,
     pub files: SandboxFiles,
+    /// The cgroup directories lockstepd made for the pause process (its own cgroup in each
+    /// hierarchy, and any parent that was missing); removed when the pause is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_cgroups: Vec<PathBuf>,
     pub network: NetworkState,
     /// Why a sandbox is NotReady when lockstepd found it so (recovery), for verbose status.
     #[serde(default, skip_serializing_if = "Option::is_none")]

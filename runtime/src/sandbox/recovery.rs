@@ -1,21 +1,26 @@
 //! Recovery before lockstepd serves: a sandbox whose creation a crash interrupted is rolled
 //! back completely (pause killed, CNI DEL from the cache, mounts and files removed, record
-//! gone); a ready one is checked (pinned namespaces, pause, CNI CHECK) and kept, or marked not
-//! ready with the reason; a stopped one whose DEL failed is DELeted again. Leftover sandbox
-//! directories without a record are swept.
+//! gone); a ready one is checked (pinned namespaces, pause) and kept, or marked not ready with
+//! the reason; a stopped one whose release failed is released again. CNI attachments and
+//! sandbox directories without a record are released and swept.
 
-use super::manager::{del_with_retries, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
+use super::cgroups;
+use super::manager::{del_with_retries, internal, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
 use super::namespaces;
 use super::pause;
 use super::record::{SandboxRecord, SandboxState};
-use crate::cni::network;
 
 impl SandboxManager {
     pub(super) fn recover(&self) -> Result<(), SandboxError> {
-        let records: Vec<(String, SandboxRecord)> = self
+        let loaded = self
             .records
-            .load_all()
-            .map_err(|e| SandboxError::Internal(format!("cannot load the sandbox records: {e}")))?;
+            .load_readable::<SandboxRecord>()
+            .map_err(|e| SandboxError::internal("cannot load the sandbox records", e))?;
+        for bad in &loaded.set_aside {
+            tracing::error!(sandbox = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
+                "an unreadable sandbox record was set aside; its network and namespaces are released");
+        }
+        let records = loaded.records;
         let mut kept = std::collections::BTreeMap::new();
         for (id, mut record) in records {
             match record.state {
@@ -28,6 +33,8 @@ impl SandboxManager {
                         tracing::warn!(sandbox = %id, error = %e, "cannot roll back an interrupted sandbox; kept as not ready");
                         record.state = SandboxState::NotReady;
                         record.problem = Some(format!("creation was interrupted and rollback failed: {e}"));
+                        // StopPodSandbox and RemovePodSandbox finish the release from the cache.
+                        record.network.attached = !matches!(self.cni_cache.get(&id), Ok(None));
                     }
                 },
                 SandboxState::Ready => {
@@ -42,18 +49,16 @@ impl SandboxManager {
                     }
                 }
                 SandboxState::NotReady => {
-                    if record.network.attached {
-                        if let Err(e) = self.release(&mut record) {
-                            tracing::warn!(sandbox = %id, error = %e, "CNI DEL still fails; StopPodSandbox retries");
-                        }
+                    // Its release may have failed or been cut short: finish it (each step is idempotent).
+                    if let Err(e) = self.release(&mut record) {
+                        tracing::warn!(sandbox = %id, error = %e, "cannot release a stopped sandbox yet; StopPodSandbox retries");
                     }
                 }
             }
-            self.records
-                .put(&id, &record)
-                .map_err(|e| SandboxError::Internal(format!("cannot write the sandbox record: {e}")))?;
+            self.records.put(&id, &record).map_err(|e| SandboxError::internal("cannot write the sandbox record", e))?;
             kept.insert(id, Entry::new(record));
         }
+        self.release_orphan_attachments(&kept);
         self.sweep_orphans(&kept);
         let count = kept.len();
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = kept;
@@ -64,16 +69,45 @@ impl SandboxManager {
     }
 
     /// Undoes every step creation may have taken, whichever it reached.
-    fn roll_back(&self, record: &mut SandboxRecord) -> Result<(), String> {
-        if let Some(p) = pause::read_pid_file(&record.files.dir).map_err(|e| e.to_string())? {
-            pause::kill(&p).map_err(|e| e.to_string())?;
+    fn roll_back(&self, record: &mut SandboxRecord) -> Result<(), SandboxError> {
+        if let Some(p) =
+            pause::read_pid_file(&record.files.dir).map_err(internal("cannot read the pause's pid file"))?
+        {
+            pause::kill(&p).map_err(internal("cannot kill the pause process"))?;
         }
-        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(|e| e.to_string())? {
-            del_with_retries(&attachment, self.plugin_dirs()).map_err(|e| e.to_string())?;
-            self.cni_cache.remove(&record.id).map_err(|e| e.to_string())?;
+        cgroups::remove(&record.pause_cgroups).map_err(internal("cannot remove the pause's cgroups"))?;
+        if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
+            del_with_retries(&attachment, self.plugins())
+                .map_err(|e| SandboxError::unavailable("cannot detach the sandbox from its network", e))?;
+            self.cni_cache.remove(&record.id).map_err(internal("cannot remove the CNI cache entry"))?;
         }
-        remove_sandbox_dir(&record.files.dir)?;
-        self.records.remove(&record.id).map_err(|e| e.to_string())
+        remove_sandbox_dir(&self.cni_cache, &record.id, &record.files.dir)
+            .map_err(internal("cannot remove the sandbox directory"))?;
+        self.records.remove(&record.id).map_err(internal("cannot remove the sandbox record"))
+    }
+
+    /// CNI attachments cached for no sandbox (a record lost or set aside): DEL them, so that
+    /// their IPs and host rules are released. One whose DEL fails stays for the next start, and
+    /// so does its sandbox directory (the network namespace that the DEL needs).
+    fn release_orphan_attachments(&self, kept: &std::collections::BTreeMap<String, std::sync::Arc<Entry>>) {
+        let attachments = match self.cni_cache.all_readable() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the CNI cache; orphan attachments are not released");
+                return;
+            }
+        };
+        for (id, attachment) in attachments.into_iter().filter(|(id, _)| !kept.contains_key(id)) {
+            match del_with_retries(&attachment, self.plugins()) {
+                Ok(()) => match self.cni_cache.remove(&id) {
+                    Ok(()) => tracing::info!(sandbox = %id, "released the network of a sandbox without a record"),
+                    Err(e) => tracing::warn!(sandbox = %id, error = %e, "cannot remove a released CNI cache entry"),
+                },
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot release the network of a sandbox without a record; retried at the next start")
+                }
+            }
+        }
     }
 
     /// Why a ready sandbox is not ready any more, if it is not.
@@ -89,17 +123,8 @@ impl SandboxManager {
                 return Some(format!("the pause process {} has exited", p.pid));
             }
         }
-        if record.network.attached {
-            match self.cni_cache.get(&record.id) {
-                Ok(Some(attachment)) => {
-                    if let Err(e) = network::check(&attachment, self.plugin_dirs()) {
-                        return Some(format!("CNI CHECK failed: {e}"));
-                    }
-                }
-                Ok(None) => return Some("its CNI result is missing from the cache".into()),
-                Err(e) => return Some(format!("its CNI result cannot be read: {e}")),
-            }
-        }
+        // No CNI CHECK here, as in containerd and CRI-O: a plugin that fails CHECK for a
+        // moment (an upgrade, a lock) must not cost a running pod its network or its restart.
         None
     }
 
@@ -109,7 +134,7 @@ impl SandboxManager {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !kept.contains_key(&name) {
-                if let Err(e) = remove_sandbox_dir(&entry.path()) {
+                if let Err(e) = remove_sandbox_dir(&self.cni_cache, &name, &entry.path()) {
                     tracing::warn!(dir = %entry.path().display(), error = %e, "cannot sweep a leftover sandbox directory");
                 }
             }

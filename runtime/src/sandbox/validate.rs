@@ -1,13 +1,16 @@
 //! Checks a RunPodSandbox request before anything is created and turns it into a `PodPlan`:
 //! metadata, hostname, DNS, port mappings, namespace modes, sysctls (each must belong to a
-//! namespace the pod owns), cgroup parent per driver. Pure: touches nothing.
+//! namespace the pod owns), cgroup parent per driver, bandwidth annotations, the security
+//! context kept for the containers. Pure: touches nothing.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use lockstep_cri::model;
 
-use super::record::{DnsSettings, HostOrPod, Metadata, PidMode, PortMapping, Protocol};
+use super::record::{
+    profile_string, DnsSettings, HostOrPod, Metadata, PidMode, PortMapping, Protocol, SecuritySettings,
+};
 use crate::config::CgroupDriver;
 
 /// A request field that is wrong, and why. Becomes InvalidArgument naming the field.
@@ -40,6 +43,16 @@ pub struct PodPlan {
     pub pid: PidMode,
     pub sysctls: BTreeMap<String, String>,
     pub namespace_options: model::NamespaceOption,
+    /// The kubelet's bandwidth annotations, for the CNI bandwidth capability.
+    pub bandwidth: Option<Bandwidth>,
+    pub security: SecuritySettings,
+}
+
+/// Traffic limits of the pod in bits per second (`kubernetes.io/{ingress,egress}-bandwidth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bandwidth {
+    pub ingress: Option<u64>,
+    pub egress: Option<u64>,
 }
 
 /// Which namespace a sysctl lives in, by the kernel's (and the kubelet's) rules.
@@ -164,6 +177,9 @@ pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Resu
         sysctls.insert(name.clone(), value.clone());
     }
 
+    let bandwidth = bandwidth(&config.annotations)?;
+    let security = security_settings(&security);
+
     Ok(PodPlan {
         metadata,
         hostname: config.hostname.clone(),
@@ -179,7 +195,89 @@ pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Resu
         pid,
         sysctls,
         namespace_options: options,
+        bandwidth,
+        security,
     })
+}
+
+fn security_settings(sc: &model::LinuxSandboxSecurityContext) -> SecuritySettings {
+    SecuritySettings {
+        privileged: sc.privileged,
+        run_as_user: sc.run_as_user.map(|v| v.value),
+        run_as_group: sc.run_as_group.map(|v| v.value),
+        supplemental_groups: sc.supplemental_groups.clone(),
+        readonly_rootfs: sc.readonly_rootfs,
+        seccomp: profile_string(sc.seccomp.as_ref()),
+        apparmor: profile_string(sc.apparmor.as_ref()),
+        selinux: sc.selinux_options.clone().map(|s| [s.user, s.role, s.r#type, s.level]),
+    }
+}
+
+/// The bandwidth annotations the kubelet passes through, as limits in bits per second.
+fn bandwidth<'a>(
+    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<Option<Bandwidth>, BadField> {
+    let mut limits = Bandwidth { ingress: None, egress: None };
+    for (key, value) in annotations {
+        let slot = match key.as_str() {
+            "kubernetes.io/ingress-bandwidth" => &mut limits.ingress,
+            "kubernetes.io/egress-bandwidth" => &mut limits.egress,
+            _ => continue,
+        };
+        *slot = Some(parse_quantity(value).ok_or_else(|| {
+            bad(
+                format!("config.annotations[{key:?}]"),
+                format!("{value:?} is not a positive quantity in bits per second (such as 10M, 1.5Gi or 1e6)"),
+            )
+        })?);
+    }
+    Ok((limits.ingress.is_some() || limits.egress.is_some()).then_some(limits))
+}
+
+/// A Kubernetes resource quantity (`1.5M`, `10Mi`, `1e6`, `500m`), rounded up to a whole
+/// number as Kubernetes' Quantity.Value() does; None unless it is positive and fits in u64.
+pub fn parse_quantity(text: &str) -> Option<u64> {
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let number_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_len);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || number.len() > 30 {
+        return None;
+    }
+    let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let (mut exp10, binary): (i64, u32) = match suffix {
+        "" => (0, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 10),
+        "Mi" => (0, 20),
+        "Gi" => (0, 30),
+        "Ti" => (0, 40),
+        "Pi" => (0, 50),
+        "Ei" => (0, 60),
+        exponent => {
+            let power = exponent.strip_prefix(['e', 'E'])?;
+            let unsigned = power.strip_prefix(['+', '-']).unwrap_or(power);
+            if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) || unsigned.len() > 3 {
+                return None;
+            }
+            (power.parse().ok()?, 0)
+        }
+    };
+    exp10 -= fraction.len() as i64;
+    let scaled = digits.checked_mul(1u128.checked_shl(binary)?)?;
+    let value = if exp10 >= 0 {
+        scaled.checked_mul(10u128.checked_pow(u32::try_from(exp10).ok()?)?)?
+    } else {
+        let divisor = 10u128.checked_pow(u32::try_from(-exp10).ok()?)?;
+        scaled.div_ceil(divisor)
+    };
+    u64::try_from(value).ok().filter(|v| *v > 0)
 }
 
 fn host_or_pod(mode: i32, kind: &str) -> Result<HostOrPod, BadField> {
@@ -238,7 +336,7 @@ fn port_mapping(i: usize, p: &model::PortMapping) -> Result<PortMapping, BadFiel
 }
 
 /// cgroupfs: an absolute path (`/kubepods/burstable/pod<uid>`); systemd: a slice name
-/// (`kubepods-burstable-pod<uid>.slice`). Empty: none.
+/// (`kubepods-burstable-pod<uid>.slice`), or a path whose last component is one. Empty: none.
 fn cgroup_parent(parent: &str, driver: CgroupDriver) -> Result<String, BadField> {
     const FIELD: &str = "config.linux.cgroup_parent";
     if parent.is_empty() {
@@ -254,10 +352,18 @@ fn cgroup_parent(parent: &str, driver: CgroupDriver) -> Result<String, BadField>
                 "{parent:?} is not a cgroupfs path (the cgroup driver is cgroupfs; a systemd slice name was sent?)"
             ),
         )),
-        CgroupDriver::Systemd if parent.contains('/') || !parent.ends_with(".slice") => Err(bad(
-            FIELD,
-            format!("{parent:?} is not a systemd slice name like kubepods-pod1.slice (the cgroup driver is systemd)"),
-        )),
+        // The kubelet sends a slice name; critest a path ("/test.slice"). As CRI-O, the last
+        // component must be a slice.
+        CgroupDriver::Systemd
+            if !parent.rsplit('/').next().is_some_and(|slice| slice.len() > ".slice".len() && slice.ends_with(".slice")) =>
+        {
+            Err(bad(
+                FIELD,
+                format!(
+                    "{parent:?} is not a systemd slice like kubepods-pod1.slice or /test.slice (the cgroup driver is systemd)"
+                ),
+            ))
+        }
         _ => Ok(parent.to_string()),
     }
 }
@@ -350,12 +456,54 @@ mod tests {
     }
 
     #[test]
+    fn bandwidth_quantities_are_kubernetes_quantities() {
+        for (q, bits) in [
+            ("10M", 10_000_000),
+            ("1.5M", 1_500_000),
+            ("1e6", 1_000_000),
+            ("1E3", 1_000),
+            (".5k", 500),
+            ("1Ki", 1024),
+            ("2Pi", 2 << 50),
+            ("1E", 1_000_000_000_000_000_000),
+            ("1P", 1_000_000_000_000_000),
+            ("+3G", 3_000_000_000),
+            ("1500m", 2),
+            ("25e-1", 3),
+        ] {
+            assert_eq!(parse_quantity(q), Some(bits), "{q}");
+        }
+        for q in ["", ".", "lots", "-1M", "0", "0.0", "1e", "1.2.3", "1 M", "1Mi5", "99999999999999999999E", "1e99999"]
+        {
+            assert_eq!(parse_quantity(q), None, "{q:?} is refused");
+        }
+    }
+
+    #[test]
+    fn bandwidth_annotations_are_limits_named_by_their_annotation() {
+        let mut r = request();
+        let annotations = &mut r.config.as_mut().unwrap().annotations;
+        annotations.insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+        let p = plan(&r, CgroupDriver::Cgroupfs).unwrap();
+        assert_eq!(p.bandwidth, Some(Bandwidth { ingress: Some(10_000_000), egress: None }));
+        assert_eq!(plan(&request(), CgroupDriver::Cgroupfs).unwrap().bandwidth, None);
+        r.config.as_mut().unwrap().annotations.insert("kubernetes.io/egress-bandwidth".into(), "lots".into());
+        assert_eq!(field_of(r), "config.annotations[\"kubernetes.io/egress-bandwidth\"]");
+    }
+
+    #[test]
     fn cgroup_parents_follow_the_driver() {
         assert!(cgroup_parent("/kubepods/pod1", CgroupDriver::Cgroupfs).is_ok());
         assert!(cgroup_parent("kubepods-pod1.slice", CgroupDriver::Cgroupfs).is_err());
         assert!(cgroup_parent("kubepods-pod1.slice", CgroupDriver::Systemd).is_ok());
         assert!(cgroup_parent("/kubepods/pod1", CgroupDriver::Systemd).is_err());
         assert!(cgroup_parent("/kubepods/../etc", CgroupDriver::Cgroupfs).is_err());
+        // critest's GetCgroupParent under the systemd driver; CRI-O judges the last component.
+        assert!(cgroup_parent("/test.slice", CgroupDriver::Systemd).is_ok());
+        assert!(cgroup_parent("/kubepods.slice/kubepods-pod1.slice", CgroupDriver::Systemd).is_ok());
+        assert!(cgroup_parent("/test.slice/", CgroupDriver::Systemd).is_err());
+        assert!(cgroup_parent("/.slice", CgroupDriver::Systemd).is_err());
+        assert!(cgroup_parent("/kubepods.slice/x", CgroupDriver::Systemd).is_err());
     }
 
     #[test]

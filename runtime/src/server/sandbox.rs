@@ -18,8 +18,8 @@ fn status_of(e: SandboxError) -> Status {
         SandboxError::NotFound(_) => Status::not_found(message),
         SandboxError::AlreadyExists(_) => Status::already_exists(message),
         SandboxError::FailedPrecondition(_) => Status::failed_precondition(message),
-        SandboxError::Unavailable(_) => Status::unavailable(message),
-        SandboxError::Internal(_) => Status::internal(message),
+        SandboxError::Unavailable { .. } => Status::unavailable(message),
+        SandboxError::Internal { .. } => Status::internal(message),
     }
 }
 

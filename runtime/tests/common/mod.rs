@@ -27,28 +27,66 @@ pub struct Lockstepd {
     pub tmp: tempfile::TempDir,
     pub child: Option<Child>,
     pub plugin_dirs: Vec<PathBuf>,
+    /// The --runroot given: `<tmp>/run`, or a symlink to it.
+    runroot: PathBuf,
+}
+
+/// How a test's lockstepd differs from the default one.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub plugin_dirs: Vec<PathBuf>,
+    /// --runroot is a symlink to the real directory (as /var/run is to /run).
+    pub runroot_via_symlink: bool,
+    /// More lockstep.toml, appended after the [network] table's keys.
+    pub network_toml: String,
+    /// More lockstep.toml at the top level (before any table).
+    pub top_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            plugin_dirs: vec![PathBuf::from(CNI_BIN)],
+            runroot_via_symlink: false,
+            network_toml: String::new(),
+            top_toml: String::new(),
+        }
+    }
 }
 
 impl Lockstepd {
     pub async fn start() -> Lockstepd {
-        Self::start_with_plugins(vec![PathBuf::from(CNI_BIN)]).await
+        Self::start_with(Options::default()).await
     }
 
     pub async fn start_with_plugins(plugin_dirs: Vec<PathBuf>) -> Lockstepd {
+        Self::start_with(Options { plugin_dirs, ..Default::default() }).await
+    }
+
+    pub async fn start_with(options: Options) -> Lockstepd {
         let tmp = tempfile::Builder::new().prefix("lockstep-pods-").tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("net.d")).unwrap();
         std::fs::write(tmp.path().join("net.d/10-test.conflist"), NETWORK).unwrap();
-        let dirs: Vec<String> = plugin_dirs.iter().map(|d| format!("{:?}", d.display().to_string())).collect();
+        let dirs: Vec<String> = options.plugin_dirs.iter().map(|d| format!("{:?}", d.display().to_string())).collect();
         std::fs::write(
             tmp.path().join("lockstep.toml"),
             format!(
-                "[network]\ncni_config_dir = {:?}\ncni_plugin_dirs = [{}]\n",
+                "{}\n[network]\ncni_config_dir = {:?}\ncni_plugin_dirs = [{}]\n{}\n",
+                options.top_toml,
                 tmp.path().join("net.d").display().to_string(),
-                dirs.join(", ")
+                dirs.join(", "),
+                options.network_toml,
             ),
         )
         .unwrap();
-        let mut daemon = Lockstepd { tmp, child: None, plugin_dirs };
+        let runroot = if options.runroot_via_symlink {
+            std::fs::create_dir_all(tmp.path().join("run")).unwrap();
+            std::os::unix::fs::symlink(tmp.path().join("run"), tmp.path().join("run-link")).unwrap();
+            tmp.path().join("run-link")
+        } else {
+            tmp.path().join("run")
+        };
+        let mut daemon = Lockstepd { tmp, child: None, plugin_dirs: options.plugin_dirs, runroot };
         daemon.spawn().await;
         daemon
     }
@@ -60,7 +98,7 @@ impl Lockstepd {
         self.tmp.path().join("root")
     }
     pub fn runroot(&self) -> PathBuf {
-        self.tmp.path().join("run")
+        self.runroot.clone()
     }
 
     /// Starts (or restarts) the process and waits for its socket.
@@ -85,7 +123,8 @@ impl Lockstepd {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.socket().exists() {
+        // Connectable, not just present: the socket file appears at bind(), before listen().
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             assert!(Instant::now() < deadline, "lockstepd did not serve: {}", self.log());
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("lockstepd exited ({status}): {}", self.log());
@@ -113,7 +152,7 @@ impl Lockstepd {
     pub async fn kubelet(&self) -> CriClient {
         let channel = lockstep_cri::connect(&format!("unix://{}", self.socket().display()), Duration::from_secs(5))
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot connect to lockstepd: {e}\n{}", self.log()));
         let mut client = CriClient::new(Minor::V1_36, channel).unwrap();
         client.set_timeout(Some(Duration::from_secs(60)));
         client
@@ -125,9 +164,11 @@ impl Drop for Lockstepd {
     /// and unmount their namespaces, so one failure does not leak into the host.
     fn drop(&mut self) {
         self.kill();
+        // The real plugins only: a test's faulty wrapper may still refuse DEL.
         let cache = lockstep_runtime::cni::network::AttachmentCache::new(&self.root());
         for (_, attachment) in cache.all().unwrap_or_default() {
-            let _ = lockstep_runtime::cni::network::del(&attachment, &self.plugin_dirs);
+            let plugins = lockstep_runtime::cni::exec::Plugins::new(vec![PathBuf::from(CNI_BIN)]);
+            let _ = lockstep_runtime::cni::network::del(&attachment, &plugins);
         }
         for (_, pause) in
             std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten().filter_map(|e| {
@@ -136,7 +177,12 @@ impl Drop for Lockstepd {
         {
             let _ = lockstep_runtime::sandbox::pause::kill(&pause);
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.tmp.path()) {
+        let records = lockstep_runtime::persist::RecordDir::new(self.root().join("sandboxes"));
+        let records: Vec<(String, lockstep_runtime::sandbox::SandboxRecord)> = records.load_all().unwrap_or_default();
+        for (_, record) in records {
+            let _ = lockstep_runtime::sandbox::cgroups::remove(&record.pause_cgroups);
+        }
+        for mount in lockstep_runtime::sandbox::files::mounts_under(self.tmp.path()).unwrap_or_default() {
             let _ = lockstep_runtime::sandbox::files::unmount(&mount);
         }
     }
@@ -229,7 +275,9 @@ pub fn assert_no_leaks(daemon: &Lockstepd, pod: &PodTraces) {
     let dir = daemon.runroot().join("sandboxes").join(id);
     assert!(!dir.exists(), "{} (namespace pins, files) remains", dir.display());
     assert!(!daemon.root().join("cni").join(format!("{id}.json")).exists(), "the CNI cache entry remains");
-    if let Some(veth) = &pod.host_veth {
+    if !pod.ip.is_empty() {
+        // A pod on the bridge: its host-side veth was seen while it was up.
+        let veth = pod.host_veth.as_ref().unwrap_or_else(|| panic!("pod {id} had an IP but no host veth was found"));
         assert!(!Path::new("/sys/class/net").join(veth).exists(), "veth {veth} of pod {id} remains");
     }
     let store = Path::new("/var/lib/cni/networks/lockstep");
@@ -271,4 +319,84 @@ pub fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send
     })
     .join()
     .unwrap()
+}
+
+/// A wrapper around one real CNI plugin whose faults a test switches on and off with files:
+/// `add-fails`, `del-fails`, `check-fails` (the plugin answers a CNI error), `add-slow`,
+/// `del-slow` (it announces `<command>-started` and sleeps before the real plugin runs),
+/// `add-hangs` (it never finishes).
+/// It records the sandbox id of the last ADD.
+pub struct FaultyPlugin {
+    /// Put it first in the daemon's plugin directories.
+    pub dir: PathBuf,
+    scratch: PathBuf,
+}
+
+impl FaultyPlugin {
+    pub fn new(scratch: &Path, plugin: &str) -> FaultyPlugin {
+        let dir = scratch.join("faulty-plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = scratch.display();
+        let script = format!(
+            r#"#!/bin/sh
+fail() {{ echo "{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"$CNI_COMMAND refused for the test\"}}"; exit 1; }}
+slow() {{ touch {s}/$1-started; sleep "$2"; }}
+case "$CNI_COMMAND" in
+ADD) echo "$CNI_CONTAINERID" >{s}/id.tmp && mv {s}/id.tmp {s}/id
+     [ -e {s}/add-slow ] && slow add 3
+     [ -e {s}/add-hangs ] && exec sleep 600
+     [ -e {s}/add-fails ] && fail ;;
+DEL) [ -e {s}/del-slow ] && slow del 2
+     [ -e {s}/del-fails ] && fail ;;
+CHECK) [ -e {s}/check-fails ] && fail ;;
+esac
+exec {CNI_BIN}/{plugin} "$@"
+"#
+        );
+        let path = dir.join(plugin);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FaultyPlugin { dir, scratch: scratch.to_path_buf() }
+    }
+
+    pub fn set(&self, fault: &str, on: bool) {
+        let path = self.scratch.join(fault);
+        if on {
+            std::fs::write(path, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The sandbox id of the last ADD.
+    pub fn last_id(&self) -> String {
+        std::fs::read_to_string(self.scratch.join("id")).unwrap_or_default().trim().to_string()
+    }
+
+    /// Waits until a slow `command` ("add", "del") has started.
+    pub async fn wait_started(&self, command: &str) {
+        let marker = self.scratch.join(format!("{command}-started"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the slow {command} never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = std::fs::remove_file(marker);
+    }
+}
+
+/// The iptables rules (all tables) whose comment names the pod.
+pub fn iptables_rules_of(id: &str) -> Vec<String> {
+    let rules = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&rules.stdout).lines().filter(|l| l.contains(id)).map(str::to_string).collect()
+}
+
+/// The verbose PodSandboxStatus info of a sandbox, as JSON.
+pub async fn verbose_info(kubelet: &mut CriClient, id: &str) -> serde_json::Value {
+    let status = kubelet
+        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .await
+        .unwrap();
+    serde_json::from_str(&status.info["info"]).unwrap()
 }

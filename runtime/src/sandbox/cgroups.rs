@@ -1,0 +1,212 @@
+//! The pause process's cgroup: a child of the pod's cgroup parent in every mounted hierarchy
+//! (each cgroup v1 hierarchy and the v2 one), so that the pod's limits apply to it and a
+//! restart of lockstepd's own service (KillMode=control-group) does not take it along. Only the
+//! directories lockstepd created are removed, deepest first. Touches /sys/fs/cgroup below the
+//! pods' parents only.
+//!
+//! With the systemd driver the slice's cgroupfs path is used directly (`kubepods-pod1.slice` is
+//! `/kubepods.slice/kubepods-pod1.slice`) instead of asking systemd for a transient scope over
+//! D-Bus: these hosts have no systemd to test that against.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::CgroupDriver;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// How the pause's own cgroup (the leaf) is named: `lockstep-<sandbox id>`.
+const LEAF_PREFIX: &str = "lockstep-";
+
+/// The pause process's cgroup directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseCgroups {
+    /// One per hierarchy: where the pause process goes.
+    pub leaves: Vec<PathBuf>,
+    /// Those of the leaves and their parents that do not exist yet, parents first.
+    pub missing: Vec<PathBuf>,
+}
+
+/// Where the pause of sandbox `id` goes under `parent` in each mounted hierarchy.
+pub fn plan(driver: CgroupDriver, parent: &str, id: &str) -> Result<PauseCgroups, CgroupError> {
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(mountinfo).map_err(io("read", mountinfo))?;
+    let relative = relative_path(driver, parent, id);
+    let mut cgroups = PauseCgroups { leaves: Vec::new(), missing: Vec::new() };
+    for root in hierarchies(&text) {
+        let leaf = root.join(&relative);
+        let mut dir = root.clone();
+        for part in relative.components() {
+            dir.push(part);
+            if !dir.exists() {
+                cgroups.missing.push(dir.clone());
+            }
+        }
+        cgroups.leaves.push(leaf);
+    }
+    Ok(cgroups)
+}
+
+/// The pause's cgroup relative to a hierarchy's root: `<parent>/lockstep-<id>` under cgroupfs,
+/// `<slice path>/lockstep-<id>.scope` under systemd. An empty parent is `/lockstep` (cgroupfs)
+/// or `system.slice` (systemd), as for containers.
+pub fn relative_path(driver: CgroupDriver, parent: &str, id: &str) -> PathBuf {
+    let (parent, leaf) = match driver {
+        CgroupDriver::Cgroupfs => {
+            (PathBuf::from(if parent.is_empty() { "/lockstep" } else { parent }), format!("{LEAF_PREFIX}{id}"))
+        }
+        CgroupDriver::Systemd => {
+            (slice_path(if parent.is_empty() { "system.slice" } else { parent }), format!("{LEAF_PREFIX}{id}.scope"))
+        }
+    };
+    parent.strip_prefix("/").unwrap_or(&parent).join(leaf)
+}
+
+/// A systemd slice's cgroup path: `a-b.slice` is `/a.slice/a-b.slice`; a path is taken as it is.
+fn slice_path(slice: &str) -> PathBuf {
+    if slice.contains('/') {
+        return PathBuf::from(slice);
+    }
+    let name = slice.strip_suffix(".slice").unwrap_or(slice);
+    let mut path = PathBuf::from("/");
+    if name == "-" {
+        return path;
+    }
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    path
+}
+
+/// The mount point of each cgroup hierarchy (v1 and v2) mounted at its root, once each.
+fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut roots = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(separator) = fields.iter().position(|f| *f == "-") else { continue };
+        let fs_type = fields.get(separator + 1).copied().unwrap_or("");
+        if !matches!(fs_type, "cgroup" | "cgroup2") || fields.get(3) != Some(&"/") {
+            continue;
+        }
+        if let (Some(device), Some(mount_point)) = (fields.get(2), fields.get(4)) {
+            if seen.insert(device.to_string()) {
+                roots.push(PathBuf::from(mount_point));
+            }
+        }
+    }
+    roots
+}
+
+/// Creates `missing` in order (parents first). A new cpuset v1 cgroup starts with no CPUs
+/// and no memory nodes and takes no process: it gets its parent's.
+pub fn create(missing: &[PathBuf]) -> Result<(), CgroupError> {
+    for dir in missing {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("create the cgroup", dir)(e)),
+        }
+        if dir.join("cpuset.cpus").exists() && !dir.join("cgroup.controllers").exists() {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let Some(parent) = dir.parent() else { continue };
+                let from = parent.join(file);
+                let value = std::fs::read_to_string(&from).map_err(io("read", &from))?;
+                let to = dir.join(file);
+                std::fs::write(&to, value.trim()).map_err(io("write", &to))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the directories lockstepd created (as `create` got them), deepest first; gone is
+/// fine. A parent that another pod's cgroup still uses stays. The leaves are retried for a
+/// moment: the killed pause may not have left its cgroup yet.
+pub fn remove(created: &[PathBuf]) -> Result<(), CgroupError> {
+    let mut dirs: Vec<&PathBuf> = created.iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        let is_leaf = dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(LEAF_PREFIX));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                // A parent with other children: cgroupfs says EBUSY, a plain directory ENOTEMPTY.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) && !is_leaf => {
+                    tracing::debug!(cgroup = %dir.display(), "a cgroup lockstepd created is still in use; it stays");
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(io("remove the cgroup", dir)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_hierarchy_once_and_only_at_its_root() {
+        let mountinfo = "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n\
+            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+            40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+            50 31 0:29 / /mnt/cpu-again rw,relatime - cgroup cgroup rw,cpu\n\
+            51 31 0:38 /sub /mnt/sub rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            hierarchies(mountinfo),
+            ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"].map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn the_pause_goes_under_the_pod_s_parent_by_the_driver() {
+        let id = "abc";
+        assert_eq!(
+            relative_path(CgroupDriver::Cgroupfs, "/kubepods/burstable/pod1", id),
+            Path::new("kubepods/burstable/pod1/lockstep-abc")
+        );
+        assert_eq!(relative_path(CgroupDriver::Cgroupfs, "", id), Path::new("lockstep/lockstep-abc"));
+        assert_eq!(
+            relative_path(CgroupDriver::Systemd, "kubepods-burstable-pod1.slice", id),
+            Path::new("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/lockstep-abc.scope")
+        );
+        assert_eq!(relative_path(CgroupDriver::Systemd, "/test.slice", id), Path::new("test.slice/lockstep-abc.scope"));
+        assert_eq!(relative_path(CgroupDriver::Systemd, "-.slice", id), Path::new("lockstep-abc.scope"));
+    }
+
+    #[test]
+    fn only_what_was_created_is_removed_and_a_used_parent_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("pod");
+        let leaf = parent.join("lockstep-abc");
+        create(&[parent.clone(), leaf.clone()]).unwrap();
+        let other = parent.join("someone-else");
+        std::fs::create_dir(&other).unwrap();
+        remove(&[parent.clone(), leaf.clone()]).unwrap();
+        assert!(!leaf.exists() && other.exists(), "the leaf went, the parent in use stayed");
+        std::fs::remove_dir(&other).unwrap();
+        remove(&[parent.clone(), leaf]).unwrap();
+        assert!(!parent.exists(), "and went once unused");
+    }
+}
