@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
-use crate::persist::PersistError;
+use crate::persist::{self, PersistError};
 use crate::server::{Containers, Cri, Sandboxes};
 use crate::socket::{self, SocketError};
 
@@ -36,9 +36,12 @@ pub enum DaemonError {
 
 /// Serves the CRI of `minor` until `shutdown` completes, then removes the socket.
 pub async fn run(config: Config, minor: Minor, shutdown: impl Future<Output = ()> + Send) -> Result<(), DaemonError> {
+    // Other users may pass through the state directories (0711) but see nothing in those that
+    // hold what containers see (layers, writable layers, pod files): 0700.
     for dir in [&config.root, &config.runroot] {
-        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
+        persist::restrict_dir(dir, 0o711)?;
     }
+    persist::restrict_dir(&config.runroot.join("sandboxes"), 0o700)?;
     let _lock = lock_root(&config.root)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);

@@ -116,6 +116,8 @@ impl ImageService {
         let layout = Layout::new(&config.root);
         layout.prepare()?;
         let records = Records::load(RecordDir::new(layout.records()), RecordDir::new(layout.holds()))?;
+        let containers_dir = config.container_layers_dir();
+        crate::persist::restrict_dir(&containers_dir, 0o700)?;
         let certs_dir = if config.image.certs_dir.as_os_str().is_empty() {
             PathBuf::from("/etc/containers/certs.d")
         } else {
@@ -125,7 +127,7 @@ impl ImageService {
             snapshots: Snapshots::new(layout.clone()),
             registry: Registry::new(certs_dir, config.pull_progress_timeout()),
             registries_conf: registries_conf::config_path(&config.image.registries_conf),
-            containers_dir: config.root.join("containers"),
+            containers_dir,
             layout,
             records: RwLock::new(records),
             commit: tokio::sync::Mutex::new(()),
