@@ -28,7 +28,7 @@ fn status(e: &ImageError) -> Status {
             RegistryError::Denied { .. } => Status::permission_denied(message),
             RegistryError::Stalled { .. } => Status::deadline_exceeded(message),
             RegistryError::Protocol { .. } => Status::unknown(message),
-            RegistryError::Setup { .. } => Status::failed_precondition(message),
+            RegistryError::Setup { .. } | RegistryError::Insecure { .. } => Status::failed_precondition(message),
         },
         ImageError::BadImage { .. } => Status::data_loss(message),
         ImageError::Layer(SnapshotError::Io { .. }) => Status::internal(message),
