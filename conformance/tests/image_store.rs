@@ -322,3 +322,25 @@ blocked = true
     let err = pull(&store, "Not A Reference").await.unwrap_err();
     assert!(matches!(err.root(), ImageError::Reference(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_whose_caller_gave_up_leaves_no_stale_answer_for_the_next_one() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let store = Store::open("");
+    let web = find(&set, fixtures::WEB);
+    let image = web.reference(&registry.host);
+    // The kubelet's deadline passes at once; the pull goes on without it and finishes.
+    let gave_up = tokio::time::timeout(Duration::from_millis(1), pull(&store, &image)).await;
+    assert!(gave_up.is_err(), "the pull finished within 1 ms");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.service.resolve(&image).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the abandoned pull never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.service.remove(&image).await.unwrap();
+    let record = pull(&store, &image).await.unwrap();
+    assert_eq!(record.id.to_string(), web.id());
+    assert!(store.service.resolve(&image).unwrap().is_some(), "the second pull answered without pulling");
+    store.assert_clean(1, 2);
+}

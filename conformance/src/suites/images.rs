@@ -51,6 +51,9 @@ pub fn tests() -> Vec<Test> {
         }),
         test("zstd-compressed and uncompressed layers are pulled", v30, REGISTRY, |c| Box::pin(zstd_and_plain(c))),
         test("concurrent pulls of one image all return the same ID", v30, REGISTRY, |c| Box::pin(concurrent_pulls(c))),
+        test("a pull the kubelet gave up on does not answer a later pull after RemoveImage", v30, REGISTRY, |c| {
+            Box::pin(abandoned_pull(c))
+        }),
         test("ImageFsInfo reports the image filesystem with used bytes and inodes", v30, &[], |c| Box::pin(fs_info(c))),
         test("ImageFsInfo reports the container filesystem", v30, &[], |c| Box::pin(fs_info_containers(c))),
         test("StreamImages sends what ListImages lists", Minor::V1_36, REGISTRY, |c| Box::pin(stream_images(c))),
@@ -356,6 +359,28 @@ async fn concurrent_pulls(ctx: Ctx) -> TestResult {
     let listed = list(&mut c).await?.into_iter().filter(|i| i.id == whiteout.id()).count();
     check!(listed == 1, "ListImages shows the image {listed} times");
     Ok(())
+}
+
+/// critest's "should timeout if requested" leaves such a pull behind: the runtime may finish
+/// it or drop it, but a later pull must pull again, not answer with the old result.
+async fn abandoned_pull(ctx: Ctx) -> TestResult {
+    let env = env(&ctx)?;
+    let mut c = ctx.kubelet();
+    let own = env.fixture(fixtures::OWN_CANCELLED);
+    let reference = own.reference(&env.host);
+    absent(&mut c, own).await?;
+    let mut hasty = ctx.kubelet();
+    hasty.set_timeout(Some(Duration::from_millis(5)));
+    let _ = pull_raw(&mut hasty, &reference).await;
+    // Give a runtime that goes on with the pull the time to finish it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while status(&mut c, &reference).await?.is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    absent(&mut c, own).await?;
+    check!(status(&mut c, &reference).await?.is_none(), "RemoveImage {} left the image", own.id());
+    pulled(&mut c, &env, own).await?;
+    absent(&mut c, own).await
 }
 
 fn check_usage(kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {

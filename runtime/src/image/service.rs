@@ -91,7 +91,9 @@ pub struct ImageService {
     records: RwLock<Records>,
     /// Held while records change and unused layers are collected.
     commit: tokio::sync::Mutex<()>,
-    pulls: Mutex<HashMap<String, Shared<BoxFuture<'static, PullResult>>>>,
+    /// Pulls in progress by what they pull, each with the id its task removes it by.
+    pulls: Mutex<HashMap<String, (u64, Shared<BoxFuture<'static, PullResult>>)>>,
+    pull_ids: AtomicU64,
     layers_in_flight: Mutex<HashMap<Digest, usize>>,
     layers_unpacked: AtomicU64,
 }
@@ -132,6 +134,7 @@ impl ImageService {
             records: RwLock::new(records),
             commit: tokio::sync::Mutex::new(()),
             pulls: Mutex::default(),
+            pull_ids: AtomicU64::new(0),
             layers_in_flight: Mutex::default(),
             layers_unpacked: AtomicU64::new(0),
         };
@@ -204,12 +207,17 @@ impl ImageService {
         let shared = {
             let mut pulls = lock(&self.pulls);
             match pulls.get(&key) {
-                Some(running) => running.clone(),
+                Some((_, running)) => running.clone(),
                 None => {
+                    let id = self.pull_ids.fetch_add(1, Ordering::Relaxed);
                     let this = self.clone();
                     let name = image.to_string();
+                    let done = PullDone { service: self.clone(), key: key.clone(), id };
                     // A task of its own: a kubelet that gives up does not cancel the others' pull.
+                    // The task itself ends the sharing when it ends (however it ends), so a call
+                    // that comes after it pulls afresh even if every caller gave up.
                     let task = tokio::spawn(async move {
+                        let _done = done;
                         this.pull_candidates(&name, candidates, credentials).await.map_err(Arc::new)
                     });
                     let future: BoxFuture<'static, PullResult> = async move {
@@ -222,17 +230,12 @@ impl ImageService {
                     }
                     .boxed();
                     let shared = future.shared();
-                    pulls.insert(key.clone(), shared.clone());
+                    pulls.insert(key, (id, shared.clone()));
                     shared
                 }
             }
         };
-        let result = shared.clone().await;
-        let mut pulls = lock(&self.pulls);
-        if pulls.get(&key).is_some_and(|running| running.ptr_eq(&shared)) {
-            pulls.remove(&key);
-        }
-        result
+        shared.await
     }
 
     async fn pull_candidates(
@@ -582,6 +585,22 @@ impl ImageService {
 }
 
 const CANCELLED: &str = "cancelled because another layer failed";
+
+/// Removes a finished pull from the shared ones, when its task ends (or panics).
+struct PullDone {
+    service: Arc<ImageService>,
+    key: String,
+    id: u64,
+}
+
+impl Drop for PullDone {
+    fn drop(&mut self) {
+        let mut pulls = lock(&self.service.pulls);
+        if pulls.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            pulls.remove(&self.key);
+        }
+    }
+}
 
 /// Marks layers as needed by a running pull, so garbage collection leaves them be.
 struct InFlight<'a> {
