@@ -383,11 +383,30 @@ async fn abandoned_pull(ctx: Ctx) -> TestResult {
     absent(&mut c, own).await
 }
 
-fn check_usage(kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {
+/// The pid of the runtime behind a unix-socket endpoint (SO_PEERCRED), to look at the host as
+/// the runtime sees it (`/proc/PID/root`, its own mount namespace included). None otherwise.
+fn runtime_pid(endpoint: &str) -> Option<u32> {
+    let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+    let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    u32::try_from(cred.pid()).ok().filter(|pid| *pid > 0)
+}
+
+/// `path` as the runtime process sees it.
+fn in_runtime(pid: u32, path: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{pid}/root/{}", path.trim_start_matches('/')))
+}
+
+fn check_usage(ctx: &Ctx, kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {
     check!(!usage.is_empty(), "ImageFsInfo.{kind} is empty");
+    let pid = runtime_pid(&ctx.endpoint);
     for u in usage {
         let mount = u.fs_id.as_ref().map(|f| f.mountpoint.as_str()).unwrap_or("");
         check!(!mount.is_empty(), "{kind}: an entry has no mountpoint");
+        if let Some(pid) = pid {
+            // The kubelet's stats provider stats it (cadvisor's GetDirFsInfo).
+            check!(in_runtime(pid, mount).is_dir(), "{kind}: the mountpoint {mount} does not exist");
+        }
         check!(u.used_bytes.is_some(), "{kind} {mount}: used_bytes is absent");
         check!(u.inodes_used.is_some(), "{kind} {mount}: inodes_used is absent");
         check!(u.timestamp > 0, "{kind} {mount}: timestamp is 0");
@@ -397,7 +416,7 @@ fn check_usage(kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {
 
 async fn fs_info(ctx: Ctx) -> TestResult {
     let r = ctx.kubelet().image_fs_info(Default::default()).await.map_err(|e| call_failed("ImageFsInfo", &e))?;
-    check_usage("image_filesystems", &r.image_filesystems)?;
+    check_usage(&ctx, "image_filesystems", &r.image_filesystems)?;
     if let Some(env) = &ctx.registry {
         let mut c = ctx.kubelet();
         pulled(&mut c, env, env.fixture(fixtures::SHELL)).await?;
@@ -421,7 +440,7 @@ async fn fs_info(ctx: Ctx) -> TestResult {
 
 async fn fs_info_containers(ctx: Ctx) -> TestResult {
     let r = ctx.kubelet().image_fs_info(Default::default()).await.map_err(|e| call_failed("ImageFsInfo", &e))?;
-    check_usage("container_filesystems (1.29, KEP-4191)", &r.container_filesystems)
+    check_usage(&ctx, "container_filesystems (1.29, KEP-4191)", &r.container_filesystems)
 }
 
 async fn stream_images(ctx: Ctx) -> TestResult {

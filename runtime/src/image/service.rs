@@ -98,6 +98,20 @@ pub struct ImageService {
     layers_unpacked: AtomicU64,
 }
 
+/// What ImageFsInfo reports.
+#[derive(Debug, Clone)]
+pub struct FsUsage {
+    pub images: Filesystem,
+    pub containers: Filesystem,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    /// A directory on the filesystem (what the kubelet stats).
+    pub mountpoint: PathBuf,
+    pub usage: Usage,
+}
+
 /// An image as a container uses it: its record and its layers' directories, lowest first.
 #[derive(Debug, Clone)]
 pub struct HeldImage {
@@ -521,8 +535,11 @@ impl ImageService {
         }
     }
 
-    /// Usage of the image store (snapshots and blobs) and of the container layers' directory.
-    pub fn usage(&self) -> (PathBuf, Usage, PathBuf, Usage) {
+    /// Usage of the image store (snapshots and blobs) and of the containers' writable layers,
+    /// each with the directory that names its filesystem. Containers whose layers sit on the
+    /// image store's filesystem get the same directory: the kubelet takes two different ones
+    /// for a split disk (KubeletSeparateDiskGC) and stats each (cadvisor), so both must exist.
+    pub fn usage(&self) -> FsUsage {
         let mut images = Usage::default();
         for diff_id in self.snapshots.list() {
             let u = self.snapshots.usage(&diff_id);
@@ -536,7 +553,14 @@ impl ImageService {
             }
         }
         let containers = super::unpack::measure(&self.containers_dir);
-        (self.layout.base.clone(), images, self.containers_dir.clone(), containers)
+        let device = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
+        let same_filesystem = device(&self.layout.base).is_some_and(|d| device(&self.containers_dir) == Some(d));
+        let containers_mountpoint =
+            if same_filesystem { self.layout.base.clone() } else { self.containers_dir.clone() };
+        FsUsage {
+            images: Filesystem { mountpoint: self.layout.base.clone(), usage: images },
+            containers: Filesystem { mountpoint: containers_mountpoint, usage: containers },
+        }
     }
 
     /// For containers (issue 5): resolves `image` and records that `holder` (a container ID)
@@ -692,4 +716,49 @@ async fn read_blob(session: &mut Session<'_>, digest: &Digest, size: u64) -> Res
         });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(root: &Path) -> ImageService {
+        let mut config = Config { root: root.to_path_buf(), runroot: root.join("run"), ..Default::default() };
+        config.image.registries_conf = root.join("none.conf");
+        ImageService::open(&config).unwrap()
+    }
+
+    /// The kubelet stats each mountpoint (cadvisor) and treats two filesystems as a split
+    /// disk: on one filesystem both entries name the same existing directory.
+    #[test]
+    fn one_filesystem_is_reported_once_for_images_and_containers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let service = open(tmp.path());
+        let usage = service.usage();
+        assert!(usage.images.mountpoint.is_dir() && usage.containers.mountpoint.is_dir());
+        assert_eq!(usage.images.mountpoint, usage.containers.mountpoint);
+        assert!(tmp.path().join("containers").is_dir(), "the container layers' directory exists");
+    }
+
+    /// A separate disk mounted for the containers' writable layers is reported as such.
+    #[test]
+    fn a_separate_container_filesystem_is_reported_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let containers = tmp.path().join("containers");
+        std::fs::create_dir_all(&containers).unwrap();
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        nix::mount::mount(Some("tmpfs"), &containers, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
+            .unwrap();
+        let _unmount = Unmount(&containers);
+        std::fs::write(containers.join("layer"), b"12345").unwrap();
+        let usage = open(tmp.path()).usage();
+        assert_eq!(usage.containers.mountpoint, containers);
+        assert_ne!(usage.images.mountpoint, usage.containers.mountpoint);
+        assert_eq!(usage.containers.usage.bytes, 5);
+    }
 }
