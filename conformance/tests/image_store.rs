@@ -3,6 +3,8 @@
 //! restarts, container holds, and faults caused for real (tampered blobs, truncated gzip,
 //! escaping layers, a stopped or frozen registry), after each of which nothing is left behind.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -343,4 +345,49 @@ async fn a_pull_whose_caller_gave_up_leaves_no_stale_answer_for_the_next_one() {
     assert_eq!(record.id.to_string(), web.id());
     assert!(store.service.resolve(&image).unwrap().is_some(), "the second pull answered without pulling");
     store.assert_clean(1, 2);
+}
+
+/// The kubelet's credentials are for one registry (AuthConfig.server_address, else the one the
+/// image names): a mirror or a search registry elsewhere must not receive them.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_go_only_to_the_registry_they_are_for() {
+    let shell = find(&fixtures::standard().unwrap(), fixtures::SHELL).clone();
+    let registry = registry_with(std::slice::from_ref(&shell)).await;
+    let host = &registry.host;
+    // A mirror that asks every caller for credentials and records what it gets.
+    let mirror = support::serve(
+        "127.0.0.1".parse().unwrap(),
+        None,
+        Arc::new(|_: &support::Request| {
+            support::Response::new(401, "{}").header("WWW-Authenticate", "Basic realm=\"mirror\"")
+        }),
+    )
+    .await;
+    let conf = format!(
+        "[[registry]]\nprefix = \"{host}/lockstep\"\n[[registry.mirror]]\nlocation = \"{}/lockstep\"\n",
+        mirror.host
+    );
+    let store = Store::open(&conf);
+    let image = shell.reference(host);
+    for credentials in [
+        Credentials {
+            username: "alice".into(),
+            password: "secret".into(),
+            server_address: host.clone(),
+            ..Default::default()
+        },
+        Credentials { username: "alice".into(), password: "secret".into(), ..Default::default() },
+        Credentials {
+            registry_token: "tok".into(),
+            server_address: format!("https://{host}/v2/"),
+            ..Default::default()
+        },
+    ] {
+        let record = store.service.pull(&image, credentials.clone()).await.unwrap();
+        assert_eq!(record.id.to_string(), shell.id(), "the registry itself served the pull");
+        let leaked: Vec<String> =
+            mirror.requests().iter().filter_map(|r| r.header("authorization").map(str::to_string)).collect();
+        assert!(leaked.is_empty(), "the mirror got credentials ({credentials:?}): {leaked:?}");
+    }
+    assert!(!mirror.requests().is_empty(), "the mirror was tried first");
 }

@@ -214,7 +214,13 @@ impl ImageService {
         let key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&credentials.username, &credentials.password, &credentials.identity_token, &credentials.registry_token)
+            (
+                &credentials.username,
+                &credentials.password,
+                &credentials.identity_token,
+                &credentials.registry_token,
+                &credentials.server_address,
+            )
                 .hash(&mut h);
             format!("{}#{:x}", candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","), h.finish())
         };
@@ -280,7 +286,8 @@ impl ImageService {
         let mut last = None;
         for source in sources {
             let mirror = source.mirror;
-            match self.pull_from(named, source.reference.clone(), source.insecure, credentials).await {
+            let credentials = credentials.for_registry(&named.registry, &source.reference.registry);
+            match self.pull_from(named, source.reference.clone(), source.insecure, &credentials).await {
                 Ok(r) => return Ok(r),
                 Err(e) if mirror => {
                     tracing::warn!(mirror = %source.reference, error = %e, "mirror failed, trying the next source");
