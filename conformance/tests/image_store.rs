@@ -391,3 +391,31 @@ async fn credentials_go_only_to_the_registry_they_are_for() {
     }
     assert!(!mirror.requests().is_empty(), "the mirror was tried first");
 }
+
+/// Garbage collection (here: containers releasing their holds) while pulls write their blobs
+/// must not delete them before the image record names them.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_collection_spares_the_blobs_of_a_pull_in_flight() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let store = Store::open("");
+    let image = find(&set, fixtures::WEB).reference(&registry.host);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (service, stop) = (store.service.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                service.release("no-such-container").await.unwrap();
+            }
+        })
+    };
+    for _ in 0..20 {
+        let record = pull(&store, &image).await.unwrap();
+        for blob in record.blobs() {
+            assert!(store.images_dir().join("blobs/sha256").join(blob.hex()).is_file(), "blob {blob} was collected");
+        }
+        store.service.remove(&image).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    collector.await.unwrap();
+}

@@ -95,6 +95,8 @@ pub struct ImageService {
     pulls: Mutex<HashMap<String, (u64, Shared<BoxFuture<'static, PullResult>>)>>,
     pull_ids: AtomicU64,
     layers_in_flight: Mutex<HashMap<Digest, usize>>,
+    /// Blobs written by pulls not yet committed: garbage collection leaves them be.
+    blobs_in_flight: Mutex<HashMap<Digest, usize>>,
     layers_unpacked: AtomicU64,
 }
 
@@ -150,6 +152,7 @@ impl ImageService {
             pulls: Mutex::default(),
             pull_ids: AtomicU64::new(0),
             layers_in_flight: Mutex::default(),
+            blobs_in_flight: Mutex::default(),
             layers_unpacked: AtomicU64::new(0),
         };
         service.collect_garbage();
@@ -366,6 +369,8 @@ impl ImageService {
             (manifest_fetched.digest.clone(), manifest_fetched.bytes.clone()),
             (top.digest.clone(), top.bytes.clone()),
         ];
+        let blob_digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+        let _blobs_in_flight = InFlight::new(&self.blobs_in_flight, &blob_digests);
         tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
             for (digest, bytes) in &blobs {
                 layout.put_blob(digest, bytes)?;
@@ -531,10 +536,14 @@ impl ImageService {
             tracing::debug!(count = detached.len(), "removing unused layer snapshots");
             super::snapshot::delete(detached);
         }
+        // Under the lock pulls take to mark their blobs before writing them: a blob written
+        // after the listing below is either marked (kept) or waits for the end of this loop.
+        let in_flight = lock(&self.blobs_in_flight);
         if let Ok(entries) = std::fs::read_dir(self.layout.blobs()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let keep = Digest::parse(&format!("sha256:{name}")).is_ok_and(|d| blobs.contains(&d));
+                let keep = Digest::parse(&format!("sha256:{name}"))
+                    .is_ok_and(|d| blobs.contains(&d) || in_flight.contains_key(&d));
                 if !keep {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -633,7 +642,7 @@ impl Drop for PullDone {
     }
 }
 
-/// Marks layers as needed by a running pull, so garbage collection leaves them be.
+/// Marks layers or blobs as needed by a running pull, so garbage collection leaves them be.
 struct InFlight<'a> {
     map: &'a Mutex<HashMap<Digest, usize>>,
     layers: Vec<Digest>,
