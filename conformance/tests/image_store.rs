@@ -419,3 +419,45 @@ async fn garbage_collection_spares_the_blobs_of_a_pull_in_flight() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     collector.await.unwrap();
 }
+
+/// Through a real overlay mount of the layer snapshots, as a container sees its rootfs: a
+/// layer that lists `tmp/x` but not `tmp/` leaves /tmp as the base layer made it (1777).
+#[tokio::test(flavor = "multi_thread")]
+async fn directories_a_layer_does_not_list_look_as_the_layers_below_made_them() {
+    use fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
+    use std::os::unix::fs::PermissionsExt;
+    let top = Layer::new(&[Entry::File { path: "tmp/x".into(), mode: 0o644, data: b"x".to_vec() }], Compression::Gzip);
+    let image = Image::build(
+        vec![fixtures::busybox_layer().unwrap(), top],
+        &RunConfig::default(),
+        fixtures::host_arch(),
+        false,
+    );
+    let fixture = Fixture { repo: "lockstep/implicit-tmp", tags: vec!["1"], image, index: None, others: vec![] };
+    let registry = registry_with(std::slice::from_ref(&fixture)).await;
+    let store = Store::open("");
+    let record = pull(&store, &fixture.reference(&registry.host)).await.unwrap();
+    let lower: Vec<String> = store.service.layer_dirs(&record).iter().rev().map(|p| p.display().to_string()).collect();
+    let merged = store.dir.path().join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let options = format!("lowerdir={}", lower.join(":"));
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(options.as_str()),
+    )
+    .unwrap();
+    let _unmount = Unmount(&merged);
+    assert_eq!(std::fs::read(merged.join("tmp/x")).unwrap(), b"x");
+    let mode = std::fs::metadata(merged.join("tmp")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "the merged /tmp is {mode:o}");
+    assert!(merged.join("bin/busybox").is_file());
+}

@@ -17,8 +17,8 @@ use super::registries_conf::{self, RegistriesConf, RegistriesConfError};
 use super::registry::auth::Credentials;
 use super::registry::manifest::{self, Document, ImageConfig};
 use super::registry::{Registry, RegistryError, Session};
-use super::snapshot::{Expected, SnapshotError, Snapshots};
-use super::store::records::{Hold, ImageRecord, LayerRecord, Records};
+use super::snapshot::{Expected, SnapshotError, Snapshots, Unpacked};
+use super::store::records::{chain_ids, Hold, ImageRecord, LayerRecord, Records};
 use super::store::{BlobError, Layout};
 use super::unpack::Usage;
 use crate::config::Config;
@@ -80,6 +80,8 @@ impl From<BlobError> for ImageError {
 }
 
 type PullResult = Result<ImageRecord, Arc<ImageError>>;
+/// A pull in progress, shared by its callers, with the id its task removes it by.
+type RunningPull = (u64, Shared<BoxFuture<'static, PullResult>>);
 
 /// The images of one lockstepd.
 pub struct ImageService {
@@ -92,7 +94,7 @@ pub struct ImageService {
     /// Held while records change and unused layers are collected.
     commit: tokio::sync::Mutex<()>,
     /// Pulls in progress by what they pull, each with the id its task removes it by.
-    pulls: Mutex<HashMap<String, (u64, Shared<BoxFuture<'static, PullResult>>)>>,
+    pulls: Mutex<HashMap<String, RunningPull>>,
     pull_ids: AtomicU64,
     layers_in_flight: Mutex<HashMap<Digest, usize>>,
     /// Blobs written by pulls not yet committed: garbage collection leaves them be.
@@ -129,7 +131,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ImageService {
     /// Opens the store under `config.root`: removes what an interrupted pull left, loads the
-    /// records, and removes snapshots and blobs that no image or container needs.
+    /// records (dropping any whose layers are missing), and removes snapshots and blobs that
+    /// no image or container needs.
     pub fn open(config: &Config) -> Result<ImageService, PersistError> {
         let layout = Layout::new(&config.root);
         layout.prepare()?;
@@ -155,8 +158,26 @@ impl ImageService {
             blobs_in_flight: Mutex::default(),
             layers_unpacked: AtomicU64::new(0),
         };
+        service.drop_records_without_layers()?;
         service.collect_garbage();
         Ok(service)
+    }
+
+    /// A record is written only after its layers, so one whose snapshots are missing was
+    /// damaged from outside or written by a version that named snapshots by diff ID: it goes,
+    /// and the kubelet pulls the image again.
+    fn drop_records_without_layers(&self) -> Result<(), PersistError> {
+        let broken: Vec<Digest> = self
+            .records()
+            .all()
+            .filter(|r| r.chain_ids().iter().any(|c| !self.snapshots.exists(c)))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in broken {
+            tracing::warn!(image = %id, "an image record whose layers are missing: removed, pull the image again");
+            self.records_mut().remove(&id)?;
+        }
+        Ok(())
     }
 
     fn records(&self) -> std::sync::RwLockReadGuard<'_, Records> {
@@ -356,9 +377,9 @@ impl ImageService {
                 media_type: l.media_type.clone(),
             })
             .collect();
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let _in_flight = InFlight::new(&self.layers_in_flight, &diff_ids);
-        self.fetch_layers(&session, &layers).await?;
+        let chains = chain_ids(layers.iter().map(|l| &l.diff_id));
+        let _in_flight = InFlight::new(&self.layers_in_flight, &chains);
+        self.fetch_layers(&session, &layers, &chains).await?;
 
         // Small blobs, then make everything durable, then the record: the image becomes
         // visible only now, whole.
@@ -416,32 +437,66 @@ impl ImageService {
         Ok(stored)
     }
 
-    /// Downloads and unpacks the layers that have no snapshot yet, several at once.
-    async fn fetch_layers(&self, session: &Session<'_>, layers: &[LayerRecord]) -> Result<(), ImageError> {
+    /// Downloads and unpacks the layers that have no snapshot yet, several at once, then
+    /// commits them lowest first, each on top of the snapshots below it.
+    async fn fetch_layers(
+        &self,
+        session: &Session<'_>,
+        layers: &[LayerRecord],
+        chains: &[Digest],
+    ) -> Result<(), ImageError> {
         let cancel = AtomicBool::new(false);
-        let missing: Vec<&LayerRecord> = layers.iter().filter(|l| !self.snapshots.exists(&l.diff_id)).collect();
-        let mut seen = BTreeSet::new();
-        let unique: Vec<LayerRecord> =
-            missing.into_iter().filter(|l| seen.insert(l.diff_id.clone())).cloned().collect();
+        let missing: Vec<usize> = (0..layers.len()).filter(|&i| !self.snapshots.exists(&chains[i])).collect();
         let mut jobs = Vec::new();
-        for layer in unique {
+        for i in missing {
             let cancel = &cancel;
+            let layer = &layers[i];
             jobs.push(async move {
-                let result = self.fetch_layer(session, &layer, cancel).await;
+                let result = self.fetch_layer(session, layer, cancel).await;
                 if result.is_err() {
                     cancel.store(true, Ordering::Relaxed);
                 }
-                result
+                result.map(|unpacked| (i, unpacked))
             });
         }
-        let results: Vec<Result<(), ImageError>> =
+        let results: Vec<Result<(usize, Unpacked), ImageError>> =
             futures::stream::iter(jobs).buffer_unordered(PARALLEL_LAYERS).collect().await;
-        // The first real failure, not the cancellations it caused.
-        let mut errors: Vec<ImageError> = results.into_iter().filter_map(Result::err).collect();
-        match errors.iter().position(|e| !matches!(e, ImageError::BadImage { detail, .. } if detail == CANCELLED)) {
-            Some(i) => Err(errors.swap_remove(i)),
-            None => errors.into_iter().next().map_or(Ok(()), Err),
+        let mut unpacked: Vec<Option<Unpacked>> = (0..layers.len()).map(|_| None).collect();
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok((i, u)) => unpacked[i] = Some(u),
+                Err(e) => errors.push(e),
+            }
         }
+        // The first real failure, not the cancellations it caused (what was unpacked goes).
+        if let Some(i) =
+            errors.iter().position(|e| !matches!(e, ImageError::BadImage { detail, .. } if detail == CANCELLED))
+        {
+            return Err(errors.swap_remove(i));
+        }
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        let snapshots = self.snapshots.clone();
+        let chains = chains.to_vec();
+        let committed = tokio::task::spawn_blocking(move || -> Result<u64, SnapshotError> {
+            let mut committed = 0;
+            for (i, layer) in unpacked.into_iter().enumerate() {
+                let Some(layer) = layer else { continue };
+                let lowers: Vec<PathBuf> = chains[..i].iter().map(|c| snapshots.fs_dir(c)).collect();
+                snapshots.commit(layer, &chains[i], &lowers)?;
+                committed += 1;
+            }
+            Ok(committed)
+        })
+        .await
+        .map_err(|e| ImageError::BadImage {
+            reference: "layers".into(),
+            detail: format!("committing failed: {e}"),
+        })??;
+        self.layers_unpacked.fetch_add(committed, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn fetch_layer(
@@ -449,14 +504,14 @@ impl ImageService {
         session: &Session<'_>,
         layer: &LayerRecord,
         cancel: &AtomicBool,
-    ) -> Result<(), ImageError> {
+    ) -> Result<Unpacked, ImageError> {
         let mut session = session.fork();
         let mut blob = session.blob(&layer.digest).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
         let snapshots = self.snapshots.clone();
         let expected = Expected { digest: layer.digest.clone(), size: layer.size, diff_id: layer.diff_id.clone() };
         let unpacker = tokio::task::spawn_blocking(move || {
-            snapshots.create(&expected, ChannelReader { rx, current: bytes::Bytes::new(), pos: 0, ended: false })
+            snapshots.unpack(&expected, ChannelReader { rx, current: bytes::Bytes::new(), pos: 0, ended: false })
         });
         let mut received: u64 = 0;
         let download: Result<(), ImageError> = async {
@@ -498,9 +553,7 @@ impl ImageService {
             detail: format!("the unpacker failed: {e}"),
         })?;
         download?;
-        unpacked?;
-        self.layers_unpacked.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(unpacked?)
     }
 
     /// Removes an image (all its tags and digests); absent is fine. Returns whether one was removed.
@@ -557,8 +610,8 @@ impl ImageService {
     /// for a split disk (KubeletSeparateDiskGC) and stats each (cadvisor), so both must exist.
     pub fn usage(&self) -> FsUsage {
         let mut images = Usage::default();
-        for diff_id in self.snapshots.list() {
-            let u = self.snapshots.usage(&diff_id);
+        for chain in self.snapshots.list() {
+            let u = self.snapshots.usage(&chain);
             images.bytes += u.bytes;
             images.inodes += u.inodes;
         }
@@ -588,7 +641,7 @@ impl ImageService {
         }
         let _commit = self.commit.lock().await;
         let record = self.resolve(image)?.ok_or_else(|| ImageError::NotFound(image.to_string()))?;
-        let layers: Vec<Digest> = record.diff_ids().cloned().collect();
+        let layers = record.chain_ids();
         self.records_mut().hold(holder, Hold { image: record.id.clone(), layers })?;
         let layer_dirs = self.layer_dirs(&record);
         Ok(HeldImage { record, layer_dirs })
@@ -607,16 +660,7 @@ impl ImageService {
 
     /// The snapshot directories of an image's layers, lowest first.
     pub fn layer_dirs(&self, record: &ImageRecord) -> Vec<PathBuf> {
-        record.diff_ids().map(|d| self.snapshots.fs_dir(d)).collect()
-    }
-
-    pub fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
-        self.snapshots.fs_dir(diff_id)
-    }
-
-    /// Whether a snapshot exists (for tests and checks).
-    pub fn has_snapshot(&self, diff_id: &Digest) -> bool {
-        self.snapshots.exists(diff_id)
+        record.chain_ids().iter().map(|c| self.snapshots.fs_dir(c)).collect()
     }
 
     pub fn store_dir(&self) -> &Path {

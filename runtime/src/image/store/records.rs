@@ -56,12 +56,33 @@ impl ImageRecord {
     pub fn diff_ids(&self) -> impl Iterator<Item = &Digest> {
         self.layers.iter().map(|l| &l.diff_id)
     }
+
+    /// The chain IDs of the layers, lowest first: what names their snapshots.
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        chain_ids(self.diff_ids())
+    }
+}
+
+/// OCI image spec chain IDs: the first layer's is its diff ID, each next one is the sha256 of
+/// `<chain ID below> <diff ID>`. A layer's snapshot depends on the layers below it.
+pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Digest> {
+    use sha2::Digest as _;
+    let mut chains: Vec<Digest> = Vec::new();
+    for diff_id in diff_ids {
+        let chain = match chains.last() {
+            None => diff_id.clone(),
+            Some(below) => Digest::from_sha256(&sha2::Sha256::digest(format!("{below} {diff_id}").as_bytes())),
+        };
+        chains.push(chain);
+    }
+    chains
 }
 
 /// A container's hold on an image's layers: while it exists, RemoveImage leaves them be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     pub image: Digest,
+    /// The layers' snapshots (chain IDs).
     pub layers: Vec<Digest>,
 }
 
@@ -153,9 +174,9 @@ impl Records {
         Ok(())
     }
 
-    /// Every layer some image or hold needs.
+    /// Every layer snapshot (by chain ID) some image or hold needs.
     pub fn layers_in_use(&self) -> BTreeSet<Digest> {
-        let mut used: BTreeSet<Digest> = self.by_id.values().flat_map(|r| r.diff_ids().cloned()).collect();
+        let mut used: BTreeSet<Digest> = self.by_id.values().flat_map(|r| r.chain_ids()).collect();
         used.extend(self.holds.values().flat_map(|h| h.layers.iter().cloned()));
         used
     }
@@ -206,6 +227,16 @@ mod tests {
         let records = open(tmp.path());
         assert!(records.get(&d('a')).is_none());
         assert_eq!(records.by_name("r/x:2").unwrap().id, d('b'));
+    }
+
+    #[test]
+    fn chain_ids_name_a_layer_with_the_layers_below() {
+        use sha2::Digest as _;
+        let ids = chain_ids(&[d('1'), d('2')]);
+        assert_eq!(ids[0], d('1'), "the first layer's chain ID is its diff ID");
+        let text = format!("sha256:{} sha256:{}", "1".repeat(64), "2".repeat(64));
+        assert_eq!(ids[1], Digest::from_sha256(&sha2::Sha256::digest(text.as_bytes())));
+        assert_ne!(chain_ids(&[d('3'), d('2')])[1], ids[1], "the same layer on another base");
     }
 
     #[test]
