@@ -118,6 +118,69 @@ impl<R: Read> Read for Tagged<R> {
     }
 }
 
+/// A zstd stream of any number of frames (zstd:chunked layers have many), skippable frames
+/// skipped, to the end of its input.
+struct ZstdFrames<R> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames { source, decoder: ruzstd::decoding::FrameDecoder::new(), in_frame: false }
+    }
+
+    /// Starts the next frame; false at the end of the input.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.decoder.init(&mut self.source) {
+                Ok(()) => return Ok(true),
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
+                    let skipped = io::copy(&mut (&mut self.source).take(u64::from(length)), &mut io::sink())?;
+                    if skipped != u64::from(length) {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a skippable frame is cut short"));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame {
+                if !self.next_frame()? {
+                    return Ok(0);
+                }
+                self.in_frame = true;
+            }
+            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                let wanted = buf.len() - self.decoder.can_collect();
+                self.decoder
+                    .decode_blocks(&mut self.source, ruzstd::decoding::BlockDecodingStrategy::UptoBytes(wanted))
+                    .map_err(io::Error::other)?;
+            }
+            let n = self.decoder.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.decoder.is_finished() {
+                self.in_frame = false;
+            }
+        }
+    }
+}
+
 /// The uncompressed tar stream of a layer, whatever its compression.
 pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<dyn Read + 'a>), UnpackError> {
     let mut buffered = BufReader::with_capacity(128 * 1024, compressed);
@@ -125,11 +188,7 @@ pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<d
     let kind = sniff(head);
     let reader: Box<dyn Read + 'a> = match kind {
         Compression::Gzip => Box::new(Tagged { inner: flate2::read::MultiGzDecoder::new(buffered), format: "gzip" }),
-        Compression::Zstd => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(buffered)
-                .map_err(|e| UnpackError::Corrupt { format: "zstd", detail: e.to_string() })?;
-            Box::new(Tagged { inner: decoder, format: "zstd" })
-        }
+        Compression::Zstd => Box::new(Tagged { inner: ZstdFrames::new(buffered), format: "zstd" }),
         Compression::None => Box::new(buffered),
     };
     Ok((kind, reader))
@@ -878,6 +937,32 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let err = extract(reader, tmp.path()).err().unwrap().to_string();
         assert!(err.contains("gzip"), "{err}");
+    }
+
+    /// zstd:chunked and other seekable layouts: several frames, and skippable frames between.
+    #[test]
+    fn zstd_layers_of_several_frames_are_read_to_the_end() {
+        let bytes = layer(&[("a", T::Regular, &[b'a'; 5000][..], ""), ("b", T::Regular, b"second frame", "")]);
+        let mid = bytes.len() / 2;
+        let frame = |part: &[u8]| ruzstd::encoding::compress_to_vec(part, ruzstd::encoding::CompressionLevel::Fastest);
+        let mut stream = frame(&bytes[..mid]);
+        stream.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+        stream.extend_from_slice(&5u32.to_le_bytes());
+        stream.extend_from_slice(b"skip!");
+        stream.extend(frame(&bytes[mid..]));
+        let (kind, reader) = decompress(&stream[..]).unwrap();
+        assert_eq!(kind, Compression::Zstd);
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, rest) = extract(Hashing::new(reader), tmp.path()).unwrap();
+        let (_, count, _) = rest.finish();
+        assert_eq!(count, bytes.len() as u64, "every frame was decoded");
+        assert_eq!(std::fs::read(tmp.path().join("b")).unwrap(), b"second frame");
+        let mut cut = stream.clone();
+        cut.truncate(stream.len() - 3);
+        let (_, reader) = decompress(&cut[..]).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let err = extract(reader, tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("zstd"), "a truncated last frame is reported: {err}");
     }
 
     #[test]
