@@ -30,6 +30,8 @@ pub enum UnpackError {
     Root { path: PathBuf, source: io::Error },
     #[error("layer entry {entry:?}: {reason}")]
     LowerConflict { entry: String, reason: String },
+    #[error("layer entry {entry:?} is {what}, which lockstep cannot unpack (a kind of entry it does not know)")]
+    Unsupported { entry: String, what: String },
 }
 
 /// What a snapshot holds, for ImageFsInfo.
@@ -366,6 +368,12 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+            } else if key.starts_with("GNU.sparse.") {
+                // PAX sparse formats (0.0, 0.1, 1.0): the entry's data is a map then the pieces.
+                return Err(UnpackError::Unsupported {
+                    entry: name_text,
+                    what: "a PAX sparse file (GNU.sparse.* records)".into(),
+                });
             } else if key == "uid" {
                 uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
             } else if key == "gid" {
@@ -429,7 +437,8 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             dir_times.push((path.clone(), mtime));
             parents.created.remove(&path);
         }
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
+        // GNU sparse files arrive expanded (the tar reader fills the holes with zeros).
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
             clear(parent, leaf, &name_text)?;
             let fd = rfs::openat(
                 parent,
@@ -504,12 +513,17 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             rfs::chownat(parent, leaf, owner.0, owner.1, nofollow).map_err(|e| io_err(&name_text, "chown", e))?;
             usage.inodes += 1;
         }
+        // Global PAX headers apply to no file (containerd ignores them too); long names and
+        // per-entry PAX records are folded into their entry by the tar reader.
         tar::EntryType::XGlobalHeader
         | tar::EntryType::XHeader
         | tar::EntryType::GNULongName
         | tar::EntryType::GNULongLink => {}
         other => {
-            tracing::debug!(entry = %name_text, kind = ?other, "skipping a tar entry of an unsupported kind");
+            return Err(UnpackError::Unsupported {
+                entry: name_text,
+                what: format!("an entry of kind {:?} ({:?})", other, other.as_byte() as char),
+            });
         }
     }
     Ok(())
@@ -963,6 +977,42 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let err = extract(reader, tmp.path()).err().unwrap().to_string();
         assert!(err.contains("zstd"), "a truncated last frame is reported: {err}");
+    }
+
+    /// GNU tar --sparse: the holes read as zeros. Entry kinds it cannot place fail the layer
+    /// instead of vanishing from it.
+    #[test]
+    fn sparse_files_are_expanded_and_unknown_kinds_refused() {
+        let mut h = header("sparse", T::GNUSparse, 1024, 0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].set_offset(0);
+        gnu.sparse[0].set_length(512);
+        gnu.sparse[1].set_offset(4096);
+        gnu.sparse[1].set_length(512);
+        gnu.set_real_size(4608);
+        h.set_cksum();
+        let mut data = vec![b'a'; 512];
+        data.extend([b'b'; 512]);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &data[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        assert_eq!(usage.unwrap().bytes, 4608);
+        let content = std::fs::read(tmp.path().join("sparse")).unwrap();
+        assert_eq!(content.len(), 4608);
+        assert!(content[..512].iter().all(|&c| c == b'a') && content[4096..].iter().all(|&c| c == b'b'));
+        assert!(content[512..4096].iter().all(|&c| c == 0), "the hole reads as zeros");
+
+        let (_, usage) = unpack(&layer(&[("dump", T::new(b'D'), b"", "")]));
+        let err = usage.unwrap_err().to_string();
+        assert!(err.contains("dump") && err.contains("kind"), "{err}");
+
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("GNU.sparse.major", &b"1"[..]), ("GNU.sparse.name", &b"f"[..])]).unwrap();
+        b.append(&header("GNUSparseFile.0/f", T::Regular, 1, 0o644), &b"x"[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        let err = usage.unwrap_err().to_string();
+        assert!(err.contains("sparse"), "PAX sparse files are refused, not stored as their map: {err}");
+        assert!(!tmp.path().join("GNUSparseFile.0").exists());
     }
 
     #[test]
