@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_conformance::fixtures::{self, hostile, registry::LocalRegistry, Fixture};
+use lockstep_conformance::fixtures::{self, hostile, oci, registry::LocalRegistry, Fixture};
 use lockstep_runtime::config::Config;
 use lockstep_runtime::image::registry::auth::Credentials;
 use lockstep_runtime::image::service::{ImageError, ImageService};
@@ -460,4 +460,35 @@ async fn directories_a_layer_does_not_list_look_as_the_layers_below_made_them() 
     let mode = std::fs::metadata(merged.join("tmp")).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o1777, "the merged /tmp is {mode:o}");
     assert!(merged.join("bin/busybox").is_file());
+}
+
+/// A pull that fails after some of its layers were unpacked leaves none of them: a bad second
+/// layer (corrupt, or writing through a symlink the first one made).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_that_fails_on_a_later_layer_leaves_no_snapshot() {
+    use fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
+    let base = fixtures::busybox_layer().unwrap();
+    let link = Layer::new(&[Entry::Symlink { path: "lib2".into(), target: "bin".into() }], Compression::Gzip);
+    let through =
+        Layer::new(&[Entry::File { path: "lib2/x".into(), mode: 0o644, data: b"x".to_vec() }], Compression::Gzip);
+    let mut truncated =
+        Layer::new(&[Entry::File { path: "f".into(), mode: 0o644, data: oci::noise(5, 1 << 16) }], Compression::Gzip);
+    truncated.blob.truncate(truncated.blob.len() / 2);
+    truncated.digest = oci::sha256(&truncated.blob);
+    let build = |repo: &'static str, layers: Vec<Layer>| Fixture {
+        repo,
+        tags: vec!["1"],
+        image: Image::build(layers, &RunConfig::default(), fixtures::host_arch(), false),
+        index: None,
+        others: vec![],
+    };
+    let through_symlink = build("lockstep/bad-through-symlink", vec![base.clone(), link, through]);
+    let cut = build("lockstep/bad-second-layer", vec![base, truncated]);
+    let registry = registry_with(&[through_symlink.clone(), cut.clone()]).await;
+    let store = Store::open("");
+    for (fixture, why) in [(&through_symlink, "symlink"), (&cut, "gzip")] {
+        let err = pull(&store, &fixture.reference(&registry.host)).await.unwrap_err().to_string();
+        assert!(err.contains(why), "{}: {err}", fixture.repo);
+        store.assert_clean(0, 0);
+    }
 }

@@ -283,7 +283,7 @@ impl ImageService {
     }
 
     async fn pull_candidates(
-        &self,
+        self: &Arc<Self>,
         image: &str,
         candidates: Vec<Reference>,
         credentials: Credentials,
@@ -305,13 +305,23 @@ impl ImageService {
     }
 
     /// Tries the mirrors of a reference, then its location.
-    async fn pull_reference(&self, named: &Reference, credentials: &Credentials) -> Result<ImageRecord, ImageError> {
+    async fn pull_reference(
+        self: &Arc<Self>,
+        named: &Reference,
+        credentials: &Credentials,
+    ) -> Result<ImageRecord, ImageError> {
         let sources = self.search_conf()?.sources(named)?;
         let mut last = None;
         for source in sources {
             let mirror = source.mirror;
             let credentials = credentials.for_registry(&named.registry, &source.reference.registry);
-            match self.pull_from(named, source.reference.clone(), source.insecure, &credentials).await {
+            let committed_before = self.layers_unpacked();
+            let pulled = self.pull_from(named, source.reference.clone(), source.insecure, &credentials).await;
+            if pulled.is_err() && self.layers_unpacked() != committed_before {
+                // Lower layers committed before a later one failed: nothing of a failed pull stays.
+                self.collect_garbage_off_thread().await;
+            }
+            match pulled {
                 Ok(r) => return Ok(r),
                 Err(e) if mirror => {
                     tracing::warn!(mirror = %source.reference, error = %e, "mirror failed, trying the next source");
@@ -480,23 +490,22 @@ impl ImageService {
         }
         let snapshots = self.snapshots.clone();
         let chains = chains.to_vec();
-        let committed = tokio::task::spawn_blocking(move || -> Result<u64, SnapshotError> {
+        let (committed, result) = tokio::task::spawn_blocking(move || -> (u64, Result<(), SnapshotError>) {
             let mut committed = 0;
             for (i, layer) in unpacked.into_iter().enumerate() {
                 let Some(layer) = layer else { continue };
                 let lowers: Vec<PathBuf> = chains[..i].iter().map(|c| snapshots.fs_dir(c)).collect();
-                snapshots.commit(layer, &chains[i], &lowers)?;
+                if let Err(e) = snapshots.commit(layer, &chains[i], &lowers) {
+                    return (committed, Err(e));
+                }
                 committed += 1;
             }
-            Ok(committed)
+            (committed, Ok(()))
         })
         .await
-        .map_err(|e| ImageError::BadImage {
-            reference: "layers".into(),
-            detail: format!("committing failed: {e}"),
-        })??;
+        .map_err(|e| ImageError::BadImage { reference: "layers".into(), detail: format!("committing failed: {e}") })?;
         self.layers_unpacked.fetch_add(committed, Ordering::Relaxed);
-        Ok(())
+        Ok(result?)
     }
 
     async fn fetch_layer(
