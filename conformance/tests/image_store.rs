@@ -492,3 +492,54 @@ async fn a_pull_that_fails_on_a_later_layer_leaves_no_snapshot() {
         store.assert_clean(0, 0);
     }
 }
+
+/// A tag pulled again for a new image leaves the old one nameless: its removal (thousands of
+/// files here) must not stop the daemon's other work, so it runs off the async workers. On a
+/// single-threaded runtime another task sees the old layer's removal in progress only if it
+/// does.
+#[tokio::test(flavor = "current_thread")]
+async fn removing_an_image_whose_tag_moved_does_not_stall_the_daemon() {
+    use fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
+    let many: Vec<Entry> =
+        (0..10_000).map(|i| Entry::File { path: format!("f{i}"), mode: 0o644, data: vec![] }).collect();
+    let old =
+        Image::build(vec![Layer::new(&many, Compression::Gzip)], &RunConfig::default(), fixtures::host_arch(), false);
+    let new =
+        Image::build(vec![fixtures::busybox_layer().unwrap()], &RunConfig::default(), fixtures::host_arch(), false);
+    let fixture = |image| Fixture { repo: "lockstep/moved", tags: vec!["1"], image, index: None, others: vec![] };
+    let registry = registry_with(&[fixture(old)]).await;
+    let store = Store::open("");
+    let image = format!("{}/lockstep/moved:1", registry.host);
+    let first = pull(&store, &image).await.unwrap();
+    // Every pull records the digest it pulled by, which keeps an image named when its tag
+    // moves; a record without one (as a tag-only record would be) goes with its last tag.
+    let file = store.images_dir().join("records").join(format!("{}.json", first.id.hex()));
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    json["repo_digests"] = serde_json::json!([]);
+    std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+    let store = store.reopen();
+    fixtures::push_all(&registry.host, &[fixture(new.clone())]).await.unwrap();
+
+    let tmp = store.images_dir().join("tmp");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let removing = std::fs::read_dir(&tmp)
+                    .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("removed-")))
+                    .unwrap_or(false);
+                if removing {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            false
+        })
+    };
+    let record = pull(&store, &image).await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(record.id.to_string(), new.config_digest);
+    assert!(watcher.await.unwrap(), "nothing else ran while the old image's layer was being removed");
+    store.assert_clean(1, 1);
+}

@@ -334,7 +334,7 @@ impl ImageService {
     }
 
     async fn pull_from(
-        &self,
+        self: &Arc<Self>,
         named: &Reference,
         from: Reference,
         insecure: bool,
@@ -440,7 +440,7 @@ impl ImageService {
         let _commit = self.commit.lock().await;
         let orphaned = self.records_mut().commit(record)?;
         if !orphaned.is_empty() {
-            self.collect_garbage();
+            self.collect_garbage_off_thread().await;
         }
         let stored = self.records().get(&id).cloned().ok_or_else(|| ImageError::NotFound(named.to_string()))?;
         tracing::info!(image = %named, id = %id, from = %from, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
