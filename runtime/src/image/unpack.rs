@@ -367,6 +367,11 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             let ext = ext.map_err(corrupt)?;
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if name.starts_with(OVERLAY_XATTR_PREFIX) {
+                    // overlayfs's own (redirect, opaque, metacopy…): only the unpacker sets them.
+                    tracing::debug!(entry = %name_text, xattr = name, "dropping an overlayfs attribute the layer sets");
+                    continue;
+                }
                 xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
             } else if key.starts_with("GNU.sparse.") {
                 // PAX sparse formats (0.0, 0.1, 1.0): the entry's data is a map then the pieces.
@@ -925,6 +930,27 @@ mod tests {
         let (writer, extracted) = unpack_at("writer", &layer(&[("lib2/x", T::Regular, b"x", "")]));
         let err = inherit_implicit_dirs(&writer, &extracted, &[base, linked]).unwrap_err();
         assert!(matches!(err, UnpackError::LowerConflict { .. }) && err.to_string().contains("symlink"), "{err}");
+    }
+
+    /// overlayfs reads its own xattrs from lower layers (redirects, opaque markers, metacopy):
+    /// a layer must not set them; its other xattrs stay.
+    #[test]
+    fn layers_cannot_set_overlayfs_attributes() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+            ("SCHILY.xattr.user.kept", &b"1"[..]),
+        ])
+        .unwrap();
+        b.append(&header("d/", T::Directory, 0, 0o755), &b""[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        usage.unwrap();
+        let mut value = [0u8; 16];
+        for name in ["trusted.overlay.redirect", "trusted.overlay.opaque"] {
+            assert!(rfs::getxattr(tmp.path().join("d"), name, &mut value[..]).is_err(), "{name} was set");
+        }
+        assert_eq!(rfs::getxattr(tmp.path().join("d"), "user.kept", &mut value[..]).unwrap(), 1);
     }
 
     #[test]
