@@ -516,6 +516,10 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             rfs::mknodat(parent, leaf, file_type, mode, rfs::makedev(major, minor))
                 .map_err(|e| io_err(&name_text, "create device node", e))?;
             rfs::chownat(parent, leaf, owner.0, owner.1, nofollow).map_err(|e| io_err(&name_text, "chown", e))?;
+            // mknod applied the umask; the node was made just now in a directory only root
+            // writes to, so the path names it.
+            rfs::chmodat(parent, leaf, mode, AtFlags::empty()).map_err(|e| io_err(&name_text, "chmod", e))?;
+            rfs::utimensat(parent, leaf, &times(mtime, 0), nofollow).map_err(|e| io_err(&name_text, "set times", e))?;
             usage.inodes += 1;
         }
         // Global PAX headers apply to no file (containerd ignores them too); long names and
@@ -951,6 +955,25 @@ mod tests {
             assert!(rfs::getxattr(tmp.path().join("d"), name, &mut value[..]).is_err(), "{name} was set");
         }
         assert_eq!(rfs::getxattr(tmp.path().join("d"), "user.kept", &mut value[..]).unwrap(), 1);
+    }
+
+    /// The mode a layer gives a device node or a FIFO is the mode it gets, whatever the umask.
+    #[test]
+    fn device_and_fifo_modes_are_kept_whole() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut null = header("null", T::Char, 0, 0o666);
+        null.set_device_major(1).unwrap();
+        null.set_device_minor(3).unwrap();
+        null.set_cksum();
+        b.append(&null, &b""[..]).unwrap();
+        b.append(&header("pipe", T::Fifo, 0, 0o666), &b""[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        usage.unwrap();
+        for name in ["null", "pipe"] {
+            let meta = std::fs::symlink_metadata(tmp.path().join(name)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o666, "{name}");
+            assert_eq!((meta.uid(), meta.gid()), (1234, 5678), "{name}");
+        }
     }
 
     #[test]
