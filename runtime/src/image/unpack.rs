@@ -210,22 +210,12 @@ pub fn extract<R: Read>(tar: R, root: &Path) -> Result<(Extracted, R), UnpackErr
         extract_entry(&root_fd, &mut entry, &mut state)?;
     }
     // Children changed their directories' times: set those last, deepest first.
-    let State { usage, mut dir_times, mut parents, root_listed } = state;
+    let State { usage, mut dir_times, parents, root_listed } = state;
     dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     for (components, mtime) in dir_times {
         let entry = components.join("/");
-        let fd = if components.is_empty() {
-            rfs::openat(&root_fd, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        } else {
-            let parent = parents.open(&root_fd, &components[..components.len() - 1], &entry)?;
-            rfs::openat(
-                parent,
-                components[components.len() - 1].as_str(),
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )
-        };
-        let fd = fd.map_err(|e| io_err(&entry, "open directory", e))?;
+        // A directory a later entry replaced (or removed) keeps no times: skip it.
+        let Ok(fd) = open_dir_nofollow_at(&root_fd, &components) else { continue };
         rfs::futimens(&fd, &times(mtime, 0)).map_err(|e| io_err(&entry, "set directory times", e))?;
     }
     let mut rest = archive.into_inner();
@@ -340,16 +330,10 @@ impl ParentCache {
     }
 }
 
-/// Removes whatever non-directory sits at `name`, so the entry can take its place.
+/// Removes whatever sits at `name` (a directory with its contents), so the entry (not a
+/// directory: those merge) can take its place. Later entries win, as in tar extraction.
 fn clear(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
-    match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(io_err(entry, "inspect an existing file", e)),
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(()),
-        Ok(_) => {
-            rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io_err(entry, "replace an existing file", e))
-        }
-    }
+    remove_any(parent, name, entry)
 }
 
 fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: &mut State) -> Result<(), UnpackError> {
@@ -597,7 +581,13 @@ enum Below {
 /// Opens `components` below `root`, one at a time, never following a symlink.
 fn open_dir_nofollow(root: &Path, components: &[String]) -> Result<OwnedFd, Errno> {
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let mut fd = rfs::open(root, flags, Mode::empty())?;
+    let fd = rfs::open(root, flags, Mode::empty())?;
+    open_dir_nofollow_at(&fd, components)
+}
+
+fn open_dir_nofollow_at(root: &OwnedFd, components: &[String]) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut fd = rfs::openat(root, ".", flags, Mode::empty())?;
     for c in components {
         fd = rfs::openat(&fd, c.as_str(), flags, Mode::empty())?;
     }
@@ -974,6 +964,26 @@ mod tests {
             assert_eq!(meta.permissions().mode() & 0o7777, 0o666, "{name}");
             assert_eq!((meta.uid(), meta.gid()), (1234, 5678), "{name}");
         }
+    }
+
+    /// Later entries win, as tar extraction does: a directory replaced by a file or a symlink
+    /// in the same layer goes with its contents.
+    #[test]
+    fn a_later_entry_replaces_a_directory() {
+        let bytes = layer(&[
+            ("d/", T::Directory, b"", ""),
+            ("d/f", T::Regular, b"x", ""),
+            ("d", T::Symlink, b"", "/elsewhere"),
+            ("e/sub/", T::Directory, b"", ""),
+            ("e", T::Regular, b"file now", ""),
+            ("h/", T::Directory, b"", ""),
+            ("h", T::Link, b"", "e"),
+        ]);
+        let (tmp, usage) = unpack(&bytes);
+        usage.unwrap();
+        assert_eq!(std::fs::read_link(tmp.path().join("d")).unwrap(), Path::new("/elsewhere"));
+        assert_eq!(std::fs::read(tmp.path().join("e")).unwrap(), b"file now");
+        assert_eq!(std::fs::metadata(tmp.path().join("h")).unwrap().nlink(), 2);
     }
 
     #[test]
