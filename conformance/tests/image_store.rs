@@ -543,3 +543,32 @@ async fn removing_an_image_whose_tag_moved_does_not_stall_the_daemon() {
     assert!(watcher.await.unwrap(), "nothing else ran while the old image's layer was being removed");
     store.assert_clean(1, 1);
 }
+
+/// A token service that is down is the registry being unavailable (the kubelet retries), not
+/// a refusal of the credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_service_that_is_down_is_unavailable_not_a_refusal() {
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let tokens =
+        support::serve(loopback, None, Arc::new(|_: &support::Request| support::Response::new(503, "down"))).await;
+    let realm = format!("http://{}/token", tokens.host);
+    let registry = support::serve(
+        loopback,
+        None,
+        Arc::new(move |_: &support::Request| {
+            support::Response::new(401, "{}").header("WWW-Authenticate", format!("Bearer realm=\"{realm}\""))
+        }),
+    )
+    .await;
+    let store = Store::open("");
+    let err = pull(&store, &format!("{}/lockstep/x:1", registry.host)).await.unwrap_err();
+    assert!(
+        matches!(
+            err.root(),
+            ImageError::Registry(lockstep_runtime::image::registry::RegistryError::Unreachable { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(tokens.requests().len(), 1);
+}

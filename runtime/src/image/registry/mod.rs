@@ -425,6 +425,12 @@ impl Session<'_> {
             Ok(Err(e)) => return Err(RegistryError::Unreachable { host: realm_host, detail: error_chain(&e) }),
             Ok(Ok(b)) => b,
         };
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(RegistryError::Unreachable {
+                host: realm_host,
+                detail: format!("the token service {realm} answered HTTP {status}"),
+            });
+        }
         if !status.is_success() {
             return Err(RegistryError::Denied {
                 host,
