@@ -40,7 +40,7 @@ pub enum ImageError {
     #[error("image {0:?} not found")]
     NotFound(String),
     #[error(transparent)]
-    Blocked(#[from] registries_conf::Blocked),
+    Blocked(#[from] registries_conf::Unusable),
     #[error(transparent)]
     RegistriesConf(#[from] RegistriesConfError),
     #[error(transparent)]
