@@ -3,11 +3,13 @@
 //! restarts, container holds, and faults caused for real (tampered blobs, truncated gzip,
 //! escaping layers, a stopped or frozen registry), after each of which nothing is left behind.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_conformance::fixtures::{self, hostile, registry::LocalRegistry, Fixture};
+use lockstep_conformance::fixtures::{self, hostile, oci, registry::LocalRegistry, Fixture};
 use lockstep_runtime::config::Config;
 use lockstep_runtime::image::registry::auth::Credentials;
 use lockstep_runtime::image::service::{ImageError, ImageService};
@@ -321,4 +323,252 @@ blocked = true
     assert!(err.contains("blocked"), "{err}");
     let err = pull(&store, "Not A Reference").await.unwrap_err();
     assert!(matches!(err.root(), ImageError::Reference(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_whose_caller_gave_up_leaves_no_stale_answer_for_the_next_one() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let store = Store::open("");
+    let web = find(&set, fixtures::WEB);
+    let image = web.reference(&registry.host);
+    // The kubelet's deadline passes at once; the pull goes on without it and finishes.
+    let gave_up = tokio::time::timeout(Duration::from_millis(1), pull(&store, &image)).await;
+    assert!(gave_up.is_err(), "the pull finished within 1 ms");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.service.resolve(&image).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the abandoned pull never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.service.remove(&image).await.unwrap();
+    let record = pull(&store, &image).await.unwrap();
+    assert_eq!(record.id.to_string(), web.id());
+    assert!(store.service.resolve(&image).unwrap().is_some(), "the second pull answered without pulling");
+    store.assert_clean(1, 2);
+}
+
+/// The kubelet's credentials are for one registry (AuthConfig.server_address, else the one the
+/// image names): a mirror or a search registry elsewhere must not receive them.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_go_only_to_the_registry_they_are_for() {
+    let shell = find(&fixtures::standard().unwrap(), fixtures::SHELL).clone();
+    let registry = registry_with(std::slice::from_ref(&shell)).await;
+    let host = &registry.host;
+    // A mirror that asks every caller for credentials and records what it gets.
+    let mirror = support::serve(
+        "127.0.0.1".parse().unwrap(),
+        None,
+        Arc::new(|_: &support::Request| {
+            support::Response::new(401, "{}").header("WWW-Authenticate", "Basic realm=\"mirror\"")
+        }),
+    )
+    .await;
+    let conf = format!(
+        "[[registry]]\nprefix = \"{host}/lockstep\"\n[[registry.mirror]]\nlocation = \"{}/lockstep\"\n",
+        mirror.host
+    );
+    let store = Store::open(&conf);
+    let image = shell.reference(host);
+    for credentials in [
+        Credentials {
+            username: "alice".into(),
+            password: "secret".into(),
+            server_address: host.clone(),
+            ..Default::default()
+        },
+        Credentials { username: "alice".into(), password: "secret".into(), ..Default::default() },
+        Credentials {
+            registry_token: "tok".into(),
+            server_address: format!("https://{host}/v2/"),
+            ..Default::default()
+        },
+    ] {
+        let record = store.service.pull(&image, credentials.clone()).await.unwrap();
+        assert_eq!(record.id.to_string(), shell.id(), "the registry itself served the pull");
+        let leaked: Vec<String> =
+            mirror.requests().iter().filter_map(|r| r.header("authorization").map(str::to_string)).collect();
+        assert!(leaked.is_empty(), "the mirror got credentials ({credentials:?}): {leaked:?}");
+    }
+    assert!(!mirror.requests().is_empty(), "the mirror was tried first");
+}
+
+/// Garbage collection (here: containers releasing their holds) while pulls write their blobs
+/// must not delete them before the image record names them.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_collection_spares_the_blobs_of_a_pull_in_flight() {
+    let set = fixtures::standard().unwrap();
+    let registry = registry_with(&set).await;
+    let store = Store::open("");
+    let image = find(&set, fixtures::WEB).reference(&registry.host);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (service, stop) = (store.service.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                service.release("no-such-container").await.unwrap();
+            }
+        })
+    };
+    for _ in 0..20 {
+        let record = pull(&store, &image).await.unwrap();
+        for blob in record.blobs() {
+            assert!(store.images_dir().join("blobs/sha256").join(blob.hex()).is_file(), "blob {blob} was collected");
+        }
+        store.service.remove(&image).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    collector.await.unwrap();
+}
+
+/// Through a real overlay mount of the layer snapshots, as a container sees its rootfs: a
+/// layer that lists `tmp/x` but not `tmp/` leaves /tmp as the base layer made it (1777).
+#[tokio::test(flavor = "multi_thread")]
+async fn directories_a_layer_does_not_list_look_as_the_layers_below_made_them() {
+    use fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
+    use std::os::unix::fs::PermissionsExt;
+    let top = Layer::new(&[Entry::File { path: "tmp/x".into(), mode: 0o644, data: b"x".to_vec() }], Compression::Gzip);
+    let image = Image::build(
+        vec![fixtures::busybox_layer().unwrap(), top],
+        &RunConfig::default(),
+        fixtures::host_arch(),
+        false,
+    );
+    let fixture = Fixture { repo: "lockstep/implicit-tmp", tags: vec!["1"], image, index: None, others: vec![] };
+    let registry = registry_with(std::slice::from_ref(&fixture)).await;
+    let store = Store::open("");
+    let record = pull(&store, &fixture.reference(&registry.host)).await.unwrap();
+    let lower: Vec<String> = store.service.layer_dirs(&record).iter().rev().map(|p| p.display().to_string()).collect();
+    let merged = store.dir.path().join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let options = format!("lowerdir={}", lower.join(":"));
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(options.as_str()),
+    )
+    .unwrap();
+    let _unmount = Unmount(&merged);
+    assert_eq!(std::fs::read(merged.join("tmp/x")).unwrap(), b"x");
+    let mode = std::fs::metadata(merged.join("tmp")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "the merged /tmp is {mode:o}");
+    assert!(merged.join("bin/busybox").is_file());
+}
+
+/// A pull that fails after some of its layers were unpacked leaves none of them: a bad second
+/// layer (corrupt, or writing through a symlink the first one made).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_that_fails_on_a_later_layer_leaves_no_snapshot() {
+    use fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
+    let base = fixtures::busybox_layer().unwrap();
+    let link = Layer::new(&[Entry::Symlink { path: "lib2".into(), target: "bin".into() }], Compression::Gzip);
+    let through =
+        Layer::new(&[Entry::File { path: "lib2/x".into(), mode: 0o644, data: b"x".to_vec() }], Compression::Gzip);
+    let mut truncated =
+        Layer::new(&[Entry::File { path: "f".into(), mode: 0o644, data: oci::noise(5, 1 << 16) }], Compression::Gzip);
+    truncated.blob.truncate(truncated.blob.len() / 2);
+    truncated.digest = oci::sha256(&truncated.blob);
+    let build = |repo: &'static str, layers: Vec<Layer>| Fixture {
+        repo,
+        tags: vec!["1"],
+        image: Image::build(layers, &RunConfig::default(), fixtures::host_arch(), false),
+        index: None,
+        others: vec![],
+    };
+    let through_symlink = build("lockstep/bad-through-symlink", vec![base.clone(), link, through]);
+    let cut = build("lockstep/bad-second-layer", vec![base, truncated]);
+    let registry = registry_with(&[through_symlink.clone(), cut.clone()]).await;
+    let store = Store::open("");
+    for (fixture, why) in [(&through_symlink, "symlink"), (&cut, "gzip")] {
+        let err = pull(&store, &fixture.reference(&registry.host)).await.unwrap_err().to_string();
+        assert!(err.contains(why), "{}: {err}", fixture.repo);
+        store.assert_clean(0, 0);
+    }
+}
+
+/// A tag pulled again for a new image leaves the old one nameless: its removal (thousands of
+/// files here) must not stop the daemon's other work, so it runs off the async workers. On a
+/// single-threaded runtime another task sees the old layer's removal in progress only if it
+/// does.
+#[tokio::test(flavor = "current_thread")]
+async fn removing_an_image_whose_tag_moved_does_not_stall_the_daemon() {
+    use fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
+    let many: Vec<Entry> =
+        (0..10_000).map(|i| Entry::File { path: format!("f{i}"), mode: 0o644, data: vec![] }).collect();
+    let old =
+        Image::build(vec![Layer::new(&many, Compression::Gzip)], &RunConfig::default(), fixtures::host_arch(), false);
+    let new =
+        Image::build(vec![fixtures::busybox_layer().unwrap()], &RunConfig::default(), fixtures::host_arch(), false);
+    let fixture = |image| Fixture { repo: "lockstep/moved", tags: vec!["1"], image, index: None, others: vec![] };
+    let registry = registry_with(&[fixture(old)]).await;
+    let store = Store::open("");
+    let image = format!("{}/lockstep/moved:1", registry.host);
+    let first = pull(&store, &image).await.unwrap();
+    // Every pull records the digest it pulled by, which keeps an image named when its tag
+    // moves; a record without one (as a tag-only record would be) goes with its last tag.
+    let file = store.images_dir().join("records").join(format!("{}.json", first.id.hex()));
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    json["repo_digests"] = serde_json::json!([]);
+    std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+    let store = store.reopen();
+    fixtures::push_all(&registry.host, &[fixture(new.clone())]).await.unwrap();
+
+    let tmp = store.images_dir().join("tmp");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let removing = std::fs::read_dir(&tmp)
+                    .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("removed-")))
+                    .unwrap_or(false);
+                if removing {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            false
+        })
+    };
+    let record = pull(&store, &image).await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(record.id.to_string(), new.config_digest);
+    assert!(watcher.await.unwrap(), "nothing else ran while the old image's layer was being removed");
+    store.assert_clean(1, 1);
+}
+
+/// A token service that is down is the registry being unavailable (the kubelet retries), not
+/// a refusal of the credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_service_that_is_down_is_unavailable_not_a_refusal() {
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let tokens =
+        support::serve(loopback, None, Arc::new(|_: &support::Request| support::Response::new(503, "down"))).await;
+    let realm = format!("http://{}/token", tokens.host);
+    let registry = support::serve(
+        loopback,
+        None,
+        Arc::new(move |_: &support::Request| {
+            support::Response::new(401, "{}").header("WWW-Authenticate", format!("Bearer realm=\"{realm}\""))
+        }),
+    )
+    .await;
+    let store = Store::open("");
+    let err = pull(&store, &format!("{}/lockstep/x:1", registry.host)).await.unwrap_err();
+    assert!(
+        matches!(
+            err.root(),
+            ImageError::Registry(lockstep_runtime::image::registry::RegistryError::Unreachable { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(tokens.requests().len(), 1);
 }

@@ -240,6 +240,12 @@ impl Config {
         }
     }
 
+    /// Where containers keep their writable layers (`<root>/containers/<id>/`): the container
+    /// manager puts them there, and ImageFsInfo reports this directory's filesystem.
+    pub fn container_layers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
     pub fn pull_progress_timeout(&self) -> Duration {
         Duration::from_secs(self.image.pull_progress_timeout_secs)
     }

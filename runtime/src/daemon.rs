@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
-use crate::persist::PersistError;
+use crate::persist::{self, PersistError};
 use crate::server::{Containers, Cri, Sandboxes};
 use crate::socket::{self, SocketError};
 
@@ -40,12 +40,15 @@ pub async fn run(
     minor: Minor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    // Other users may pass through the state directories (0711) but see nothing in those that
+    // hold what containers see (layers, writable layers, pod files): 0700.
     // Resolved once (/var/run is often a symlink to /run): the paths recorded and compared with
     // /proc/self/mountinfo are then the kernel's own.
     for dir in [&mut config.root, &mut config.runroot] {
-        std::fs::create_dir_all(&*dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
+        persist::restrict_dir(dir, 0o711)?;
         *dir = std::fs::canonicalize(&*dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
     }
+    persist::restrict_dir(&config.runroot.join("sandboxes"), 0o700)?;
     let _lock = lock_root(&config.root)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);

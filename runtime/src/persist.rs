@@ -50,6 +50,20 @@ pub fn sync_dir(dir: &Path) -> Result<(), PersistError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
 }
 
+/// Creates `dir` (and missing parents) and makes sure its mode grants nothing beyond
+/// `max_mode`: an existing directory with more is narrowed (never widened), so state that an
+/// older version or an operator left world-readable is closed at the next start.
+pub fn restrict_dir(dir: &Path, max_mode: u32) -> Result<(), PersistError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(max_mode).create(dir).map_err(io("create directory", dir))?;
+    let mode = std::fs::metadata(dir).map_err(io("inspect", dir))?.permissions().mode() & 0o7777;
+    if mode & !max_mode != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & max_mode))
+            .map_err(io("restrict the mode of", dir))?;
+    }
+    Ok(())
+}
+
 /// A directory of JSON records, one file `<id>.json` per record.
 #[derive(Debug, Clone)]
 pub struct RecordDir {
@@ -237,6 +251,24 @@ mod tests {
         assert!(!tmp.path().join(".good.json.tmp-7-3").exists(), "a leftover temporary file is swept");
         let again: Loaded<String> = dir.load_readable().unwrap();
         assert!(again.set_aside.is_empty(), "set aside once");
+    }
+
+    #[test]
+    fn directories_are_narrowed_never_widened() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let fresh = tmp.path().join("a/b");
+        restrict_dir(&fresh, 0o700).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        restrict_dir(&open, 0o711).unwrap();
+        assert_eq!(mode(&open), 0o711);
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+        restrict_dir(&open, 0o711).unwrap();
+        assert_eq!(mode(&open), 0o700, "never widened");
     }
 
     #[test]

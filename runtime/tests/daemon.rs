@@ -168,3 +168,47 @@ async fn one_daemon_per_root() {
     assert!(Path::new(&first.socket).exists(), "the first daemon's socket is untouched");
     first.stop().await;
 }
+
+/// Any host user could read a layer's setuid files or device nodes, or plant files in a lower
+/// layer, through world-readable state directories: lockstepd narrows them at every start.
+#[tokio::test]
+async fn state_directories_are_closed_to_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, run) = (tmp.path().join("root"), tmp.path().join("run"));
+    // As an older lockstepd (or an operator's mkdir) left them.
+    for dir in [root.join("images/tmp"), root.join("containers"), run.join("sandboxes")] {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    for dir in [&root, &root.join("images"), &root.join("images/tmp"), &root.join("containers"), &run] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(run.join("sandboxes"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut config = Config { root: root.clone(), runroot: run.clone(), ..Default::default() };
+    config.network.cni_config_dir = tmp.path().join("net.d");
+    let socket = config.socket_path();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(lockstep_runtime::daemon::run(config, Minor::V1_36, async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..500 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(socket.exists(), "the daemon did not start");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for (dir, expected) in [
+        (root.clone(), 0o711),
+        (run.clone(), 0o711),
+        (root.join("images"), 0o700),
+        (root.join("images/tmp"), 0o700),
+        (root.join("containers"), 0o700),
+        (run.join("sandboxes"), 0o700),
+    ] {
+        assert_eq!(mode(&dir), expected, "{} is {:o}", dir.display(), mode(&dir));
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -51,6 +51,9 @@ pub fn tests() -> Vec<Test> {
         }),
         test("zstd-compressed and uncompressed layers are pulled", v30, REGISTRY, |c| Box::pin(zstd_and_plain(c))),
         test("concurrent pulls of one image all return the same ID", v30, REGISTRY, |c| Box::pin(concurrent_pulls(c))),
+        test("a pull the kubelet gave up on does not answer a later pull after RemoveImage", v30, REGISTRY, |c| {
+            Box::pin(abandoned_pull(c))
+        }),
         test("ImageFsInfo reports the image filesystem with used bytes and inodes", v30, &[], |c| Box::pin(fs_info(c))),
         test("ImageFsInfo reports the container filesystem", v30, &[], |c| Box::pin(fs_info_containers(c))),
         test("StreamImages sends what ListImages lists", Minor::V1_36, REGISTRY, |c| Box::pin(stream_images(c))),
@@ -358,11 +361,52 @@ async fn concurrent_pulls(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
-fn check_usage(kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {
+/// critest's "should timeout if requested" leaves such a pull behind: the runtime may finish
+/// it or drop it, but a later pull must pull again, not answer with the old result.
+async fn abandoned_pull(ctx: Ctx) -> TestResult {
+    let env = env(&ctx)?;
+    let mut c = ctx.kubelet();
+    let own = env.fixture(fixtures::OWN_CANCELLED);
+    let reference = own.reference(&env.host);
+    absent(&mut c, own).await?;
+    let mut hasty = ctx.kubelet();
+    hasty.set_timeout(Some(Duration::from_millis(5)));
+    let _ = pull_raw(&mut hasty, &reference).await;
+    // Give a runtime that goes on with the pull the time to finish it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while status(&mut c, &reference).await?.is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    absent(&mut c, own).await?;
+    check!(status(&mut c, &reference).await?.is_none(), "RemoveImage {} left the image", own.id());
+    pulled(&mut c, &env, own).await?;
+    absent(&mut c, own).await
+}
+
+/// The pid of the runtime behind a unix-socket endpoint (SO_PEERCRED), to look at the host as
+/// the runtime sees it (`/proc/PID/root`, its own mount namespace included). None otherwise.
+fn runtime_pid(endpoint: &str) -> Option<u32> {
+    let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+    let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    u32::try_from(cred.pid()).ok().filter(|pid| *pid > 0)
+}
+
+/// `path` as the runtime process sees it.
+fn in_runtime(pid: u32, path: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{pid}/root/{}", path.trim_start_matches('/')))
+}
+
+fn check_usage(ctx: &Ctx, kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {
     check!(!usage.is_empty(), "ImageFsInfo.{kind} is empty");
+    let pid = runtime_pid(&ctx.endpoint);
     for u in usage {
         let mount = u.fs_id.as_ref().map(|f| f.mountpoint.as_str()).unwrap_or("");
         check!(!mount.is_empty(), "{kind}: an entry has no mountpoint");
+        if let Some(pid) = pid {
+            // The kubelet's stats provider stats it (cadvisor's GetDirFsInfo).
+            check!(in_runtime(pid, mount).is_dir(), "{kind}: the mountpoint {mount} does not exist");
+        }
         check!(u.used_bytes.is_some(), "{kind} {mount}: used_bytes is absent");
         check!(u.inodes_used.is_some(), "{kind} {mount}: inodes_used is absent");
         check!(u.timestamp > 0, "{kind} {mount}: timestamp is 0");
@@ -372,7 +416,7 @@ fn check_usage(kind: &str, usage: &[model::FilesystemUsage]) -> TestResult {
 
 async fn fs_info(ctx: Ctx) -> TestResult {
     let r = ctx.kubelet().image_fs_info(Default::default()).await.map_err(|e| call_failed("ImageFsInfo", &e))?;
-    check_usage("image_filesystems", &r.image_filesystems)?;
+    check_usage(&ctx, "image_filesystems", &r.image_filesystems)?;
     if let Some(env) = &ctx.registry {
         let mut c = ctx.kubelet();
         pulled(&mut c, env, env.fixture(fixtures::SHELL)).await?;
@@ -396,7 +440,7 @@ async fn fs_info(ctx: Ctx) -> TestResult {
 
 async fn fs_info_containers(ctx: Ctx) -> TestResult {
     let r = ctx.kubelet().image_fs_info(Default::default()).await.map_err(|e| call_failed("ImageFsInfo", &e))?;
-    check_usage("container_filesystems (1.29, KEP-4191)", &r.container_filesystems)
+    check_usage(&ctx, "container_filesystems (1.29, KEP-4191)", &r.container_filesystems)
 }
 
 async fn stream_images(ctx: Ctx) -> TestResult {

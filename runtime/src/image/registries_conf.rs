@@ -75,10 +75,13 @@ pub struct Source {
     pub mirror: bool,
 }
 
+/// Why a reference cannot be pulled under the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("registry {prefix:?} is blocked by the registries configuration")]
-pub struct Blocked {
-    pub prefix: String,
+pub enum Unusable {
+    #[error("registry {prefix:?} is blocked by the registries configuration")]
+    Blocked { prefix: String },
+    #[error("the registries configuration's [[registry]] {prefix:?} rewrites {reference} to {location:?}, which names no repository")]
+    BadRewrite { prefix: String, location: String, reference: String },
 }
 
 /// Which file to read: lockstep.toml's `[image] registries_conf`, else
@@ -159,13 +162,20 @@ impl RegistriesConf {
     }
 
     /// Where to pull `reference` from: its mirrors in order, then its location.
-    pub fn sources(&self, reference: &Reference) -> Result<Vec<Source>, Blocked> {
+    pub fn sources(&self, reference: &Reference) -> Result<Vec<Source>, Unusable> {
         let Some(entry) = self.entry_for(reference) else {
             return Ok(vec![Source { reference: reference.clone(), insecure: false, mirror: false }]);
         };
         if entry.blocked {
-            return Err(Blocked { prefix: entry.prefix.clone() });
+            return Err(Unusable::Blocked { prefix: entry.prefix.clone() });
         }
+        let rewritten = |location: &str| {
+            rewrite(reference, &entry.prefix, location).ok_or_else(|| Unusable::BadRewrite {
+                prefix: entry.prefix.clone(),
+                location: location.to_string(),
+                reference: reference.to_string(),
+            })
+        };
         let by_digest = matches!(reference.target, Target::Digest(_));
         let mut sources = Vec::new();
         for m in &entry.mirror {
@@ -175,14 +185,11 @@ impl RegistriesConf {
                 _ => by_digest || !entry.mirror_by_digest_only,
             };
             if allowed {
-                if let Some(r) = rewrite(reference, &entry.prefix, &m.location) {
-                    sources.push(Source { reference: r, insecure: m.insecure, mirror: true });
-                }
+                sources.push(Source { reference: rewritten(&m.location)?, insecure: m.insecure, mirror: true });
             }
         }
         let location = if entry.location.is_empty() { &entry.prefix } else { &entry.location };
-        let primary = rewrite(reference, &entry.prefix, location).unwrap_or_else(|| reference.clone());
-        sources.push(Source { reference: primary, insecure: entry.insecure, mirror: false });
+        sources.push(Source { reference: rewritten(location)?, insecure: entry.insecure, mirror: false });
         Ok(sources)
     }
 }
@@ -208,6 +215,12 @@ fn parse_file(path: &Path, text: &str) -> Result<File, RegistriesConfError> {
         for m in &r.mirror {
             if m.location.is_empty() {
                 return Err(invalid(format!("[[registry]] {:?}: a mirror has no location", r.prefix)));
+            }
+            if r.mirror_by_digest_only && !m.pull_from_mirror.is_empty() {
+                return Err(invalid(format!(
+                    "[[registry]] {:?}: mirror-by-digest-only and a mirror's pull-from-mirror ({:?}) cannot both be set",
+                    r.prefix, m.location
+                )));
             }
             if !["", "all", "digest-only", "tag-only"].contains(&m.pull_from_mirror.as_str()) {
                 return Err(invalid(format!(
@@ -242,11 +255,16 @@ fn prefix_match_len(prefix: &str, registry: &str, name: &str) -> Option<usize> {
 
 /// The reference with `prefix` replaced by `location`.
 fn rewrite(reference: &Reference, prefix: &str, location: &str) -> Option<Reference> {
-    if prefix.starts_with("*.") {
-        return (location.is_empty() || location == prefix).then(|| reference.clone());
-    }
     let name = reference.name();
-    let rest = name.strip_prefix(prefix.strip_suffix('/').unwrap_or(prefix))?;
+    let rest = if prefix.starts_with("*.") {
+        // A wildcard matches the registry host: a mirror's location replaces it.
+        if location.is_empty() || location == prefix {
+            return Some(reference.clone());
+        }
+        name.strip_prefix(&reference.registry)?
+    } else {
+        name.strip_prefix(prefix.strip_suffix('/').unwrap_or(prefix))?
+    };
     let new_name = format!("{}{rest}", location.strip_suffix('/').unwrap_or(location));
     let (registry, repository) = new_name.split_once('/')?;
     Some(Reference {
@@ -303,6 +321,16 @@ pull-from-mirror = "digest-only"
         assert_eq!(sources(&c, "docker.io/libraryx/y").len(), 1, "prefixes match at path boundaries");
     }
 
+    /// A rewrite that names no repository fails the pull: it must not fall back to the image's
+    /// own registry with the entry's flags (insecure would switch TLS checks off there).
+    #[test]
+    fn a_rewrite_to_nothing_is_an_error_not_a_fallback() {
+        let c = conf("[[registry]]\nprefix = \"reg.io/team\"\nlocation = \"mirror.io\"\ninsecure = true\n");
+        let err = c.sources(&parse("reg.io/team").unwrap().reference).unwrap_err().to_string();
+        assert!(err.contains("reg.io/team") && err.contains("mirror.io"), "{err}");
+        assert_eq!(sources(&c, "reg.io/team/app:1"), vec![("mirror.io/app:1".to_string(), true)]);
+    }
+
     #[test]
     fn blocked_and_wildcards() {
         let c = conf(
@@ -311,6 +339,12 @@ pull-from-mirror = "digest-only"
         let err = c.sources(&parse("a.evil.io/x").unwrap().reference).unwrap_err();
         assert!(err.to_string().contains("*.evil.io"), "{err}");
         assert_eq!(sources(&c, "reg.io/x"), vec![("reg.io/x:latest".to_string(), true)]);
+        let c = conf("[[registry]]\nprefix = \"*.corp.io\"\n[[registry.mirror]]\nlocation = \"cache.local/corp\"\n");
+        assert_eq!(
+            sources(&c, "a.corp.io/team/app:1"),
+            vec![("cache.local/corp/team/app:1".to_string(), false), ("a.corp.io/team/app:1".to_string(), false)],
+            "a wildcard's mirror takes the place of the host it matched"
+        );
     }
 
     #[test]
@@ -346,6 +380,10 @@ pull-from-mirror = "digest-only"
                 "pull-from-mirror",
             ),
             ("unqualified-search-registries = \"x\"", "invalid"),
+            (
+                "[[registry]]\nlocation = \"x\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m\"\npull-from-mirror = \"tag-only\"\n",
+                "mirror-by-digest-only",
+            ),
         ] {
             let path = tmp.path().join("bad.conf");
             std::fs::write(&path, text).unwrap();

@@ -17,8 +17,8 @@ use super::registries_conf::{self, RegistriesConf, RegistriesConfError};
 use super::registry::auth::Credentials;
 use super::registry::manifest::{self, Document, ImageConfig};
 use super::registry::{Registry, RegistryError, Session};
-use super::snapshot::{Expected, SnapshotError, Snapshots};
-use super::store::records::{Hold, ImageRecord, LayerRecord, Records};
+use super::snapshot::{Expected, SnapshotError, Snapshots, Unpacked};
+use super::store::records::{chain_ids, Hold, ImageRecord, LayerRecord, Records};
 use super::store::{BlobError, Layout};
 use super::unpack::Usage;
 use crate::config::Config;
@@ -40,7 +40,7 @@ pub enum ImageError {
     #[error("image {0:?} not found")]
     NotFound(String),
     #[error(transparent)]
-    Blocked(#[from] registries_conf::Blocked),
+    Blocked(#[from] registries_conf::Unusable),
     #[error(transparent)]
     RegistriesConf(#[from] RegistriesConfError),
     #[error(transparent)]
@@ -80,6 +80,8 @@ impl From<BlobError> for ImageError {
 }
 
 type PullResult = Result<ImageRecord, Arc<ImageError>>;
+/// A pull in progress, shared by its callers, with the id its task removes it by.
+type RunningPull = (u64, Shared<BoxFuture<'static, PullResult>>);
 
 /// The images of one lockstepd.
 pub struct ImageService {
@@ -91,9 +93,27 @@ pub struct ImageService {
     records: RwLock<Records>,
     /// Held while records change and unused layers are collected.
     commit: tokio::sync::Mutex<()>,
-    pulls: Mutex<HashMap<String, Shared<BoxFuture<'static, PullResult>>>>,
+    /// Pulls in progress by what they pull, each with the id its task removes it by.
+    pulls: Mutex<HashMap<String, RunningPull>>,
+    pull_ids: AtomicU64,
     layers_in_flight: Mutex<HashMap<Digest, usize>>,
+    /// Blobs written by pulls not yet committed: garbage collection leaves them be.
+    blobs_in_flight: Mutex<HashMap<Digest, usize>>,
     layers_unpacked: AtomicU64,
+}
+
+/// What ImageFsInfo reports.
+#[derive(Debug, Clone)]
+pub struct FsUsage {
+    pub images: Filesystem,
+    pub containers: Filesystem,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    /// A directory on the filesystem (what the kubelet stats).
+    pub mountpoint: PathBuf,
+    pub usage: Usage,
 }
 
 /// An image as a container uses it: its record and its layers' directories, lowest first.
@@ -111,11 +131,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ImageService {
     /// Opens the store under `config.root`: removes what an interrupted pull left, loads the
-    /// records, and removes snapshots and blobs that no image or container needs.
+    /// records (dropping any whose layers are missing), and removes snapshots and blobs that
+    /// no image or container needs.
     pub fn open(config: &Config) -> Result<ImageService, PersistError> {
         let layout = Layout::new(&config.root);
         layout.prepare()?;
         let records = Records::load(RecordDir::new(layout.records()), RecordDir::new(layout.holds()))?;
+        let containers_dir = config.container_layers_dir();
+        crate::persist::restrict_dir(&containers_dir, 0o700)?;
         let certs_dir = if config.image.certs_dir.as_os_str().is_empty() {
             PathBuf::from("/etc/containers/certs.d")
         } else {
@@ -125,16 +148,36 @@ impl ImageService {
             snapshots: Snapshots::new(layout.clone()),
             registry: Registry::new(certs_dir, config.pull_progress_timeout()),
             registries_conf: registries_conf::config_path(&config.image.registries_conf),
-            containers_dir: config.root.join("containers"),
+            containers_dir,
             layout,
             records: RwLock::new(records),
             commit: tokio::sync::Mutex::new(()),
             pulls: Mutex::default(),
+            pull_ids: AtomicU64::new(0),
             layers_in_flight: Mutex::default(),
+            blobs_in_flight: Mutex::default(),
             layers_unpacked: AtomicU64::new(0),
         };
+        service.drop_records_without_layers()?;
         service.collect_garbage();
         Ok(service)
+    }
+
+    /// A record is written only after its layers, so one whose snapshots are missing was
+    /// damaged from outside or written by a version that named snapshots by diff ID: it goes,
+    /// and the kubelet pulls the image again.
+    fn drop_records_without_layers(&self) -> Result<(), PersistError> {
+        let broken: Vec<Digest> = self
+            .records()
+            .all()
+            .filter(|r| r.chain_ids().iter().any(|c| !self.snapshots.exists(c)))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in broken {
+            tracing::warn!(image = %id, "an image record whose layers are missing: removed, pull the image again");
+            self.records_mut().remove(&id)?;
+        }
+        Ok(())
     }
 
     fn records(&self) -> std::sync::RwLockReadGuard<'_, Records> {
@@ -195,19 +238,30 @@ impl ImageService {
         let key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&credentials.username, &credentials.password, &credentials.identity_token, &credentials.registry_token)
+            (
+                &credentials.username,
+                &credentials.password,
+                &credentials.identity_token,
+                &credentials.registry_token,
+                &credentials.server_address,
+            )
                 .hash(&mut h);
             format!("{}#{:x}", candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","), h.finish())
         };
         let shared = {
             let mut pulls = lock(&self.pulls);
             match pulls.get(&key) {
-                Some(running) => running.clone(),
+                Some((_, running)) => running.clone(),
                 None => {
+                    let id = self.pull_ids.fetch_add(1, Ordering::Relaxed);
                     let this = self.clone();
                     let name = image.to_string();
+                    let done = PullDone { service: self.clone(), key: key.clone(), id };
                     // A task of its own: a kubelet that gives up does not cancel the others' pull.
+                    // The task itself ends the sharing when it ends (however it ends), so a call
+                    // that comes after it pulls afresh even if every caller gave up.
                     let task = tokio::spawn(async move {
+                        let _done = done;
                         this.pull_candidates(&name, candidates, credentials).await.map_err(Arc::new)
                     });
                     let future: BoxFuture<'static, PullResult> = async move {
@@ -220,21 +274,16 @@ impl ImageService {
                     }
                     .boxed();
                     let shared = future.shared();
-                    pulls.insert(key.clone(), shared.clone());
+                    pulls.insert(key, (id, shared.clone()));
                     shared
                 }
             }
         };
-        let result = shared.clone().await;
-        let mut pulls = lock(&self.pulls);
-        if pulls.get(&key).is_some_and(|running| running.ptr_eq(&shared)) {
-            pulls.remove(&key);
-        }
-        result
+        shared.await
     }
 
     async fn pull_candidates(
-        &self,
+        self: &Arc<Self>,
         image: &str,
         candidates: Vec<Reference>,
         credentials: Credentials,
@@ -256,12 +305,23 @@ impl ImageService {
     }
 
     /// Tries the mirrors of a reference, then its location.
-    async fn pull_reference(&self, named: &Reference, credentials: &Credentials) -> Result<ImageRecord, ImageError> {
+    async fn pull_reference(
+        self: &Arc<Self>,
+        named: &Reference,
+        credentials: &Credentials,
+    ) -> Result<ImageRecord, ImageError> {
         let sources = self.search_conf()?.sources(named)?;
         let mut last = None;
         for source in sources {
             let mirror = source.mirror;
-            match self.pull_from(named, source.reference.clone(), source.insecure, credentials).await {
+            let credentials = credentials.for_registry(&named.registry, &source.reference.registry);
+            let committed_before = self.layers_unpacked();
+            let pulled = self.pull_from(named, source.reference.clone(), source.insecure, &credentials).await;
+            if pulled.is_err() && self.layers_unpacked() != committed_before {
+                // Lower layers committed before a later one failed: nothing of a failed pull stays.
+                self.collect_garbage_off_thread().await;
+            }
+            match pulled {
                 Ok(r) => return Ok(r),
                 Err(e) if mirror => {
                     tracing::warn!(mirror = %source.reference, error = %e, "mirror failed, trying the next source");
@@ -274,7 +334,7 @@ impl ImageService {
     }
 
     async fn pull_from(
-        &self,
+        self: &Arc<Self>,
         named: &Reference,
         from: Reference,
         insecure: bool,
@@ -327,9 +387,9 @@ impl ImageService {
                 media_type: l.media_type.clone(),
             })
             .collect();
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let _in_flight = InFlight::new(&self.layers_in_flight, &diff_ids);
-        self.fetch_layers(&session, &layers).await?;
+        let chains = chain_ids(layers.iter().map(|l| &l.diff_id));
+        let _in_flight = InFlight::new(&self.layers_in_flight, &chains);
+        self.fetch_layers(&session, &layers, &chains).await?;
 
         // Small blobs, then make everything durable, then the record: the image becomes
         // visible only now, whole.
@@ -340,6 +400,8 @@ impl ImageService {
             (manifest_fetched.digest.clone(), manifest_fetched.bytes.clone()),
             (top.digest.clone(), top.bytes.clone()),
         ];
+        let blob_digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+        let _blobs_in_flight = InFlight::new(&self.blobs_in_flight, &blob_digests);
         tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
             for (digest, bytes) in &blobs {
                 layout.put_blob(digest, bytes)?;
@@ -378,39 +440,72 @@ impl ImageService {
         let _commit = self.commit.lock().await;
         let orphaned = self.records_mut().commit(record)?;
         if !orphaned.is_empty() {
-            self.collect_garbage();
+            self.collect_garbage_off_thread().await;
         }
         let stored = self.records().get(&id).cloned().ok_or_else(|| ImageError::NotFound(named.to_string()))?;
         tracing::info!(image = %named, id = %id, from = %from, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
         Ok(stored)
     }
 
-    /// Downloads and unpacks the layers that have no snapshot yet, several at once.
-    async fn fetch_layers(&self, session: &Session<'_>, layers: &[LayerRecord]) -> Result<(), ImageError> {
+    /// Downloads and unpacks the layers that have no snapshot yet, several at once, then
+    /// commits them lowest first, each on top of the snapshots below it.
+    async fn fetch_layers(
+        &self,
+        session: &Session<'_>,
+        layers: &[LayerRecord],
+        chains: &[Digest],
+    ) -> Result<(), ImageError> {
         let cancel = AtomicBool::new(false);
-        let missing: Vec<&LayerRecord> = layers.iter().filter(|l| !self.snapshots.exists(&l.diff_id)).collect();
-        let mut seen = BTreeSet::new();
-        let unique: Vec<LayerRecord> =
-            missing.into_iter().filter(|l| seen.insert(l.diff_id.clone())).cloned().collect();
+        let missing: Vec<usize> = (0..layers.len()).filter(|&i| !self.snapshots.exists(&chains[i])).collect();
         let mut jobs = Vec::new();
-        for layer in unique {
+        for i in missing {
             let cancel = &cancel;
+            let layer = &layers[i];
             jobs.push(async move {
-                let result = self.fetch_layer(session, &layer, cancel).await;
+                let result = self.fetch_layer(session, layer, cancel).await;
                 if result.is_err() {
                     cancel.store(true, Ordering::Relaxed);
                 }
-                result
+                result.map(|unpacked| (i, unpacked))
             });
         }
-        let results: Vec<Result<(), ImageError>> =
+        let results: Vec<Result<(usize, Unpacked), ImageError>> =
             futures::stream::iter(jobs).buffer_unordered(PARALLEL_LAYERS).collect().await;
-        // The first real failure, not the cancellations it caused.
-        let mut errors: Vec<ImageError> = results.into_iter().filter_map(Result::err).collect();
-        match errors.iter().position(|e| !matches!(e, ImageError::BadImage { detail, .. } if detail == CANCELLED)) {
-            Some(i) => Err(errors.swap_remove(i)),
-            None => errors.into_iter().next().map_or(Ok(()), Err),
+        let mut unpacked: Vec<Option<Unpacked>> = (0..layers.len()).map(|_| None).collect();
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok((i, u)) => unpacked[i] = Some(u),
+                Err(e) => errors.push(e),
+            }
         }
+        // The first real failure, not the cancellations it caused (what was unpacked goes).
+        if let Some(i) =
+            errors.iter().position(|e| !matches!(e, ImageError::BadImage { detail, .. } if detail == CANCELLED))
+        {
+            return Err(errors.swap_remove(i));
+        }
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        let snapshots = self.snapshots.clone();
+        let chains = chains.to_vec();
+        let (committed, result) = tokio::task::spawn_blocking(move || -> (u64, Result<(), SnapshotError>) {
+            let mut committed = 0;
+            for (i, layer) in unpacked.into_iter().enumerate() {
+                let Some(layer) = layer else { continue };
+                let lowers: Vec<PathBuf> = chains[..i].iter().map(|c| snapshots.fs_dir(c)).collect();
+                if let Err(e) = snapshots.commit(layer, &chains[i], &lowers) {
+                    return (committed, Err(e));
+                }
+                committed += 1;
+            }
+            (committed, Ok(()))
+        })
+        .await
+        .map_err(|e| ImageError::BadImage { reference: "layers".into(), detail: format!("committing failed: {e}") })?;
+        self.layers_unpacked.fetch_add(committed, Ordering::Relaxed);
+        Ok(result?)
     }
 
     async fn fetch_layer(
@@ -418,14 +513,14 @@ impl ImageService {
         session: &Session<'_>,
         layer: &LayerRecord,
         cancel: &AtomicBool,
-    ) -> Result<(), ImageError> {
+    ) -> Result<Unpacked, ImageError> {
         let mut session = session.fork();
         let mut blob = session.blob(&layer.digest).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
         let snapshots = self.snapshots.clone();
         let expected = Expected { digest: layer.digest.clone(), size: layer.size, diff_id: layer.diff_id.clone() };
         let unpacker = tokio::task::spawn_blocking(move || {
-            snapshots.create(&expected, ChannelReader { rx, current: bytes::Bytes::new(), pos: 0, ended: false })
+            snapshots.unpack(&expected, ChannelReader { rx, current: bytes::Bytes::new(), pos: 0, ended: false })
         });
         let mut received: u64 = 0;
         let download: Result<(), ImageError> = async {
@@ -467,9 +562,7 @@ impl ImageService {
             detail: format!("the unpacker failed: {e}"),
         })?;
         download?;
-        unpacked?;
-        self.layers_unpacked.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(unpacked?)
     }
 
     /// Removes an image (all its tags and digests); absent is fine. Returns whether one was removed.
@@ -505,10 +598,14 @@ impl ImageService {
             tracing::debug!(count = detached.len(), "removing unused layer snapshots");
             super::snapshot::delete(detached);
         }
+        // Under the lock pulls take to mark their blobs before writing them: a blob written
+        // after the listing below is either marked (kept) or waits for the end of this loop.
+        let in_flight = lock(&self.blobs_in_flight);
         if let Ok(entries) = std::fs::read_dir(self.layout.blobs()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let keep = Digest::parse(&format!("sha256:{name}")).is_ok_and(|d| blobs.contains(&d));
+                let keep = Digest::parse(&format!("sha256:{name}"))
+                    .is_ok_and(|d| blobs.contains(&d) || in_flight.contains_key(&d));
                 if !keep {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -516,11 +613,14 @@ impl ImageService {
         }
     }
 
-    /// Usage of the image store (snapshots and blobs) and of the container layers' directory.
-    pub fn usage(&self) -> (PathBuf, Usage, PathBuf, Usage) {
+    /// Usage of the image store (snapshots and blobs) and of the containers' writable layers,
+    /// each with the directory that names its filesystem. Containers whose layers sit on the
+    /// image store's filesystem get the same directory: the kubelet takes two different ones
+    /// for a split disk (KubeletSeparateDiskGC) and stats each (cadvisor), so both must exist.
+    pub fn usage(&self) -> FsUsage {
         let mut images = Usage::default();
-        for diff_id in self.snapshots.list() {
-            let u = self.snapshots.usage(&diff_id);
+        for chain in self.snapshots.list() {
+            let u = self.snapshots.usage(&chain);
             images.bytes += u.bytes;
             images.inodes += u.inodes;
         }
@@ -531,7 +631,14 @@ impl ImageService {
             }
         }
         let containers = super::unpack::measure(&self.containers_dir);
-        (self.layout.base.clone(), images, self.containers_dir.clone(), containers)
+        let device = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
+        let same_filesystem = device(&self.layout.base).is_some_and(|d| device(&self.containers_dir) == Some(d));
+        let containers_mountpoint =
+            if same_filesystem { self.layout.base.clone() } else { self.containers_dir.clone() };
+        FsUsage {
+            images: Filesystem { mountpoint: self.layout.base.clone(), usage: images },
+            containers: Filesystem { mountpoint: containers_mountpoint, usage: containers },
+        }
     }
 
     /// For containers (issue 5): resolves `image` and records that `holder` (a container ID)
@@ -543,7 +650,7 @@ impl ImageService {
         }
         let _commit = self.commit.lock().await;
         let record = self.resolve(image)?.ok_or_else(|| ImageError::NotFound(image.to_string()))?;
-        let layers: Vec<Digest> = record.diff_ids().cloned().collect();
+        let layers = record.chain_ids();
         self.records_mut().hold(holder, Hold { image: record.id.clone(), layers })?;
         let layer_dirs = self.layer_dirs(&record);
         Ok(HeldImage { record, layer_dirs })
@@ -562,16 +669,7 @@ impl ImageService {
 
     /// The snapshot directories of an image's layers, lowest first.
     pub fn layer_dirs(&self, record: &ImageRecord) -> Vec<PathBuf> {
-        record.diff_ids().map(|d| self.snapshots.fs_dir(d)).collect()
-    }
-
-    pub fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
-        self.snapshots.fs_dir(diff_id)
-    }
-
-    /// Whether a snapshot exists (for tests and checks).
-    pub fn has_snapshot(&self, diff_id: &Digest) -> bool {
-        self.snapshots.exists(diff_id)
+        record.chain_ids().iter().map(|c| self.snapshots.fs_dir(c)).collect()
     }
 
     pub fn store_dir(&self) -> &Path {
@@ -581,7 +679,23 @@ impl ImageService {
 
 const CANCELLED: &str = "cancelled because another layer failed";
 
-/// Marks layers as needed by a running pull, so garbage collection leaves them be.
+/// Removes a finished pull from the shared ones, when its task ends (or panics).
+struct PullDone {
+    service: Arc<ImageService>,
+    key: String,
+    id: u64,
+}
+
+impl Drop for PullDone {
+    fn drop(&mut self) {
+        let mut pulls = lock(&self.service.pulls);
+        if pulls.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            pulls.remove(&self.key);
+        }
+    }
+}
+
+/// Marks layers or blobs as needed by a running pull, so garbage collection leaves them be.
 struct InFlight<'a> {
     map: &'a Mutex<HashMap<Digest, usize>>,
     layers: Vec<Digest>,
@@ -671,4 +785,49 @@ async fn read_blob(session: &mut Session<'_>, digest: &Digest, size: u64) -> Res
         });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(root: &Path) -> ImageService {
+        let mut config = Config { root: root.to_path_buf(), runroot: root.join("run"), ..Default::default() };
+        config.image.registries_conf = root.join("none.conf");
+        ImageService::open(&config).unwrap()
+    }
+
+    /// The kubelet stats each mountpoint (cadvisor) and treats two filesystems as a split
+    /// disk: on one filesystem both entries name the same existing directory.
+    #[test]
+    fn one_filesystem_is_reported_once_for_images_and_containers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let service = open(tmp.path());
+        let usage = service.usage();
+        assert!(usage.images.mountpoint.is_dir() && usage.containers.mountpoint.is_dir());
+        assert_eq!(usage.images.mountpoint, usage.containers.mountpoint);
+        assert!(tmp.path().join("containers").is_dir(), "the container layers' directory exists");
+    }
+
+    /// A separate disk mounted for the containers' writable layers is reported as such.
+    #[test]
+    fn a_separate_container_filesystem_is_reported_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let containers = tmp.path().join("containers");
+        std::fs::create_dir_all(&containers).unwrap();
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        nix::mount::mount(Some("tmpfs"), &containers, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
+            .unwrap();
+        let _unmount = Unmount(&containers);
+        std::fs::write(containers.join("layer"), b"12345").unwrap();
+        let usage = open(tmp.path()).usage();
+        assert_eq!(usage.containers.mountpoint, containers);
+        assert_ne!(usage.images.mountpoint, usage.containers.mountpoint);
+        assert_eq!(usage.containers.usage.bytes, 5);
+    }
 }

@@ -1,7 +1,10 @@
-//! Layer snapshots: one directory per layer, keyed by its diff ID and shared by every image
-//! that has the layer, at `<root>/images/snapshots/<hex>/fs` (an overlay lowerdir) with its
-//! usage beside it. A snapshot is unpacked under tmp/ and renamed into place only once both the
-//! blob digest and the diff ID match. Touches only `<root>/images/{snapshots,tmp}`.
+//! Layer snapshots: one directory per layer on top of its lower layers, keyed by its chain ID
+//! (the layer and every layer below it, as the OCI image spec defines it) and shared by every
+//! image with that chain, at `<root>/images/snapshots/<hex>/fs` (an overlay lowerdir) with its
+//! usage beside it. A layer is unpacked under tmp/ ([`Snapshots::unpack`], several at once),
+//! checked (blob digest and diff ID), then committed on top of its lower snapshots
+//! ([`Snapshots::commit`]: the directories it does not list take their attributes from below)
+//! and renamed into place. Touches only `<root>/images/{snapshots,tmp}`.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -9,7 +12,7 @@ use std::path::PathBuf;
 
 use super::reference::Digest;
 use super::store::Layout;
-use super::unpack::{self, UnpackError, Usage};
+use super::unpack::{self, Extracted, UnpackError, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -35,6 +38,19 @@ pub struct Expected {
     pub diff_id: Digest,
 }
 
+/// A layer unpacked and checked under tmp/, not yet committed; dropped, it is removed.
+pub struct Unpacked {
+    guard: TmpGuard,
+    layer: Digest,
+    extracted: Extracted,
+}
+
+impl Unpacked {
+    pub fn usage(&self) -> Usage {
+        self.extracted.usage
+    }
+}
+
 /// Removes a directory under tmp/ unless it was committed.
 struct TmpGuard(Option<PathBuf>);
 
@@ -53,26 +69,26 @@ impl Snapshots {
         Snapshots { layout }
     }
 
-    pub fn exists(&self, diff_id: &Digest) -> bool {
-        self.layout.snapshot(diff_id).join("fs").is_dir()
+    pub fn exists(&self, chain_id: &Digest) -> bool {
+        self.layout.snapshot(chain_id).join("fs").is_dir()
     }
 
     /// The directory to use as an overlay lowerdir.
-    pub fn fs_dir(&self, diff_id: &Digest) -> PathBuf {
-        self.layout.snapshot(diff_id).join("fs")
+    pub fn fs_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.layout.snapshot(chain_id).join("fs")
     }
 
-    pub fn usage(&self, diff_id: &Digest) -> Usage {
-        std::fs::read(self.layout.snapshot(diff_id).join("usage.json"))
+    pub fn usage(&self, chain_id: &Digest) -> Usage {
+        std::fs::read(self.layout.snapshot(chain_id).join("usage.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
-    /// Unpacks a layer blob (read from `blob`, compressed or not) into a new snapshot. Blocking.
-    /// The blob is read to its end, so every byte is hashed; nothing is visible unless both
-    /// digests match. Another pull may have made the same snapshot meanwhile: that one is kept.
-    pub fn create(&self, expected: &Expected, blob: impl Read) -> Result<Usage, SnapshotError> {
+    /// Unpacks a layer blob (read from `blob`, compressed or not) under tmp/. Blocking. The
+    /// blob is read to its end, so every byte is hashed; it is an error unless both digests
+    /// match. Nothing is visible until [`Snapshots::commit`].
+    pub fn unpack(&self, expected: &Expected, blob: impl Read) -> Result<Unpacked, SnapshotError> {
         let layer = expected.digest.clone();
         let tmp = self.layout.tmp_path("layer");
         let fs = tmp.join("fs");
@@ -81,19 +97,19 @@ impl Snapshots {
             path: fs.clone(),
             source,
         })?;
-        let mut guard = TmpGuard(Some(tmp.clone()));
+        let guard = TmpGuard(Some(tmp.clone()));
         let unpack_err = |source| SnapshotError::Unpack { layer: layer.clone(), source };
         let mut compressed = unpack::Hashing::new(blob);
         let unpacked = (|| {
             let (_, tar) = unpack::decompress(&mut compressed)?;
-            let (usage, rest) = unpack::extract(unpack::Hashing::new(tar), &fs)?;
+            let (extracted, rest) = unpack::extract(unpack::Hashing::new(tar), &fs)?;
             let (diff_id, _, _) = rest.finish();
-            Ok((usage, diff_id))
+            Ok((extracted, diff_id))
         })();
         // Whatever follows the compressed stream still counts towards the blob's digest. A
         // stream that did not unpack is read on too: a digest mismatch is the better diagnosis.
         let drained = std::io::copy(&mut compressed, &mut std::io::sink());
-        let (usage, diff_id) = match unpacked {
+        let (extracted, diff_id) = match unpacked {
             Ok(done) => done,
             Err(e @ UnpackError::Corrupt { .. }) if drained.is_ok() => {
                 let (digest, size, _) = compressed.finish();
@@ -127,6 +143,27 @@ impl Snapshots {
                 actual: diff_id.to_string(),
             });
         }
+        Ok(Unpacked { guard, layer, extracted })
+    }
+
+    /// Puts an unpacked layer into place as the snapshot `chain_id`, on top of `lowers` (the
+    /// snapshot directories of the layers below, lowest first, all present). Blocking. Another
+    /// pull may have made the same snapshot meanwhile: that one is kept.
+    pub fn commit(
+        &self,
+        mut unpacked: Unpacked,
+        chain_id: &Digest,
+        lowers: &[PathBuf],
+    ) -> Result<Usage, SnapshotError> {
+        let Some(tmp) = unpacked.guard.0.clone() else {
+            return Ok(unpacked.extracted.usage);
+        };
+        if self.exists(chain_id) {
+            return Ok(self.usage(chain_id));
+        }
+        let usage = unpacked.extracted.usage;
+        unpack::inherit_implicit_dirs(&tmp.join("fs"), &unpacked.extracted, lowers)
+            .map_err(|source| SnapshotError::Unpack { layer: unpacked.layer.clone(), source })?;
         let usage_file = tmp.join("usage.json");
         let usage_json = serde_json::to_vec(&usage).unwrap_or_default();
         std::fs::write(&usage_file, usage_json).map_err(|source| SnapshotError::Io {
@@ -134,11 +171,11 @@ impl Snapshots {
             path: usage_file,
             source,
         })?;
-        let target = self.layout.snapshot(&expected.diff_id);
+        let target = self.layout.snapshot(chain_id);
         match std::fs::rename(&tmp, &target) {
-            Ok(()) => guard.0 = None,
+            Ok(()) => unpacked.guard.0 = None,
             // Made by a concurrent pull meanwhile: keep that one, drop ours (the guard does).
-            Err(_) if self.exists(&expected.diff_id) => {}
+            Err(_) if self.exists(chain_id) => {}
             Err(source) => return Err(SnapshotError::Io { what: "rename into place", path: target, source }),
         }
         Ok(usage)
@@ -215,31 +252,37 @@ mod tests {
         let tar = tar_with("hello", b"world");
         let blob = gzip(&tar);
         let good = Expected { digest: digest(&blob), size: blob.len() as u64, diff_id: digest(&tar) };
+        let chain = good.diff_id.clone();
 
         let wrong_blob = Expected { digest: digest(b"x"), ..good.clone() };
-        let err = snapshots.create(&wrong_blob, &blob[..]).unwrap_err().to_string();
+        let err = snapshots.unpack(&wrong_blob, &blob[..]).err().unwrap().to_string();
         assert!(err.contains("blob digest mismatch"), "{err}");
         let wrong_diff = Expected { diff_id: digest(b"y"), ..good.clone() };
-        let err = snapshots.create(&wrong_diff, &blob[..]).unwrap_err().to_string();
+        let err = snapshots.unpack(&wrong_diff, &blob[..]).err().unwrap().to_string();
         assert!(err.contains("diff ID"), "{err}");
         assert!(snapshots.list().is_empty());
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0, "failed unpacks leave nothing");
 
-        let usage = snapshots.create(&good, &blob[..]).unwrap();
+        let unpacked = snapshots.unpack(&good, &blob[..]).unwrap();
+        assert!(snapshots.list().is_empty(), "nothing visible before the commit");
+        drop(unpacked);
+        assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0, "an unpacked layer dropped leaves nothing");
+
+        let usage = snapshots.commit(snapshots.unpack(&good, &blob[..]).unwrap(), &chain, &[]).unwrap();
         assert_eq!(usage, Usage { bytes: 5, inodes: 1 });
-        assert_eq!(std::fs::read(snapshots.fs_dir(&good.diff_id).join("hello")).unwrap(), b"world");
-        assert_eq!(snapshots.usage(&good.diff_id), usage);
+        assert_eq!(std::fs::read(snapshots.fs_dir(&chain).join("hello")).unwrap(), b"world");
+        assert_eq!(snapshots.usage(&chain), usage);
         // The same layer again (a concurrent pull): the existing snapshot stays.
-        snapshots.create(&good, &blob[..]).unwrap();
-        assert_eq!(snapshots.list(), vec![good.diff_id.clone()]);
+        snapshots.commit(snapshots.unpack(&good, &blob[..]).unwrap(), &chain, &[]).unwrap();
+        assert_eq!(snapshots.list(), vec![chain.clone()]);
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
 
-        let keep = BTreeSet::from([good.diff_id.clone()]);
+        let keep = BTreeSet::from([chain.clone()]);
         assert!(snapshots.detach_unused(&keep, &BTreeSet::new()).is_empty());
         assert!(snapshots.detach_unused(&BTreeSet::new(), &keep).is_empty(), "in flight: kept");
         let detached = snapshots.detach_unused(&BTreeSet::new(), &BTreeSet::new());
         assert_eq!(detached.len(), 1);
-        assert!(!snapshots.exists(&good.diff_id), "gone from sight at once");
+        assert!(!snapshots.exists(&chain), "gone from sight at once");
         delete(detached);
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
     }

@@ -15,6 +15,8 @@ use sha2::Digest as _;
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// overlayfs's own attributes: only the unpacker sets one (opaque), never a layer.
+const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -26,6 +28,10 @@ pub enum UnpackError {
     Corrupt { format: &'static str, detail: String },
     #[error("cannot open snapshot directory {path}: {source}")]
     Root { path: PathBuf, source: io::Error },
+    #[error("layer entry {entry:?}: {reason}")]
+    LowerConflict { entry: String, reason: String },
+    #[error("layer entry {entry:?} is {what}, which lockstep cannot unpack (a kind of entry it does not know)")]
+    Unsupported { entry: String, what: String },
 }
 
 /// What a snapshot holds, for ImageFsInfo.
@@ -33,6 +39,18 @@ pub enum UnpackError {
 pub struct Usage {
     pub bytes: u64,
     pub inodes: u64,
+}
+
+/// What an extraction made: its usage, and the directories it had to create because the
+/// layer holds entries below them but not them (their attributes belong to the lower layers,
+/// see [`inherit_implicit_dirs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extracted {
+    pub usage: Usage,
+    /// Paths (components below the root) of directories the layer does not list.
+    pub implicit_dirs: Vec<Vec<String>>,
+    /// Whether the layer lists its root (`./`); if not, the root is implicit too.
+    pub root_listed: bool,
 }
 
 /// The compression of a layer stream, by its first bytes (media types are often wrong).
@@ -102,6 +120,69 @@ impl<R: Read> Read for Tagged<R> {
     }
 }
 
+/// A zstd stream of any number of frames (zstd:chunked layers have many), skippable frames
+/// skipped, to the end of its input.
+struct ZstdFrames<R> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames { source, decoder: ruzstd::decoding::FrameDecoder::new(), in_frame: false }
+    }
+
+    /// Starts the next frame; false at the end of the input.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.decoder.init(&mut self.source) {
+                Ok(()) => return Ok(true),
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
+                    let skipped = io::copy(&mut (&mut self.source).take(u64::from(length)), &mut io::sink())?;
+                    if skipped != u64::from(length) {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a skippable frame is cut short"));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame {
+                if !self.next_frame()? {
+                    return Ok(0);
+                }
+                self.in_frame = true;
+            }
+            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                let wanted = buf.len() - self.decoder.can_collect();
+                self.decoder
+                    .decode_blocks(&mut self.source, ruzstd::decoding::BlockDecodingStrategy::UptoBytes(wanted))
+                    .map_err(io::Error::other)?;
+            }
+            let n = self.decoder.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.decoder.is_finished() {
+                self.in_frame = false;
+            }
+        }
+    }
+}
+
 /// The uncompressed tar stream of a layer, whatever its compression.
 pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<dyn Read + 'a>), UnpackError> {
     let mut buffered = BufReader::with_capacity(128 * 1024, compressed);
@@ -109,11 +190,7 @@ pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<d
     let kind = sniff(head);
     let reader: Box<dyn Read + 'a> = match kind {
         Compression::Gzip => Box::new(Tagged { inner: flate2::read::MultiGzDecoder::new(buffered), format: "gzip" }),
-        Compression::Zstd => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(buffered)
-                .map_err(|e| UnpackError::Corrupt { format: "zstd", detail: e.to_string() })?;
-            Box::new(Tagged { inner: decoder, format: "zstd" })
-        }
+        Compression::Zstd => Box::new(Tagged { inner: ZstdFrames::new(buffered), format: "zstd" }),
         Compression::None => Box::new(buffered),
     };
     Ok((kind, reader))
@@ -121,48 +198,47 @@ pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<d
 
 /// Extracts the tar stream into `root` (an existing, empty directory) and reads the stream
 /// to its very end, so that a hashing reader below sees every byte.
-pub fn extract<R: Read>(tar: R, root: &Path) -> Result<(Usage, R), UnpackError> {
+pub fn extract<R: Read>(tar: R, root: &Path) -> Result<(Extracted, R), UnpackError> {
     let root_fd =
         rfs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
             .map_err(|e| UnpackError::Root { path: root.into(), source: e.into() })?;
     let mut archive = tar::Archive::new(tar);
-    let mut usage = Usage::default();
-    let mut dir_times: Vec<(Vec<String>, i64)> = Vec::new();
-    let mut parents = ParentCache::default();
+    let mut state = State::default();
     let corrupt = |e: io::Error| UnpackError::Corrupt { format: "tar", detail: e.to_string() };
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
-        extract_entry(&root_fd, &mut entry, &mut usage, &mut dir_times, &mut parents)?;
+        extract_entry(&root_fd, &mut entry, &mut state)?;
     }
     // Children changed their directories' times: set those last, deepest first.
+    let State { usage, mut dir_times, parents, root_listed } = state;
     dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     for (components, mtime) in dir_times {
         let entry = components.join("/");
-        let fd = if components.is_empty() {
-            rfs::openat(&root_fd, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        } else {
-            let parent = parents.open(&root_fd, &components[..components.len() - 1], &entry)?;
-            rfs::openat(
-                parent,
-                components[components.len() - 1].as_str(),
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )
-        };
-        let fd = fd.map_err(|e| io_err(&entry, "open directory", e))?;
-        rfs::futimens(&fd, &times(mtime)).map_err(|e| io_err(&entry, "set directory times", e))?;
+        // A directory a later entry replaced (or removed) keeps no times: skip it.
+        let Ok(fd) = open_dir_nofollow_at(&root_fd, &components) else { continue };
+        rfs::futimens(&fd, &times(mtime, 0)).map_err(|e| io_err(&entry, "set directory times", e))?;
     }
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
-    Ok((usage, rest))
+    let implicit_dirs = parents.created.into_iter().collect();
+    Ok((Extracted { usage, implicit_dirs, root_listed }, rest))
+}
+
+/// What extraction keeps between entries.
+#[derive(Default)]
+struct State {
+    usage: Usage,
+    dir_times: Vec<(Vec<String>, i64)>,
+    parents: ParentCache,
+    root_listed: bool,
 }
 
 fn io_err(entry: &str, what: &'static str, e: Errno) -> UnpackError {
     UnpackError::Io { entry: entry.to_string(), what, source: e.into() }
 }
 
-fn times(mtime: i64) -> Timestamps {
-    let t = rfs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+fn times(mtime: i64, nsec: i64) -> Timestamps {
+    let t = rfs::Timespec { tv_sec: mtime, tv_nsec: nsec as _ };
     Timestamps { last_access: t, last_modification: t }
 }
 
@@ -197,11 +273,13 @@ fn components(entry: &str, path: &Path) -> Result<Vec<String>, UnpackError> {
     Ok(out)
 }
 
-/// The last parent directory opened, reused while entries stay in one directory.
+/// The last parent directory opened, reused while entries stay in one directory; and the
+/// directories it had to create.
 #[derive(Default)]
 struct ParentCache {
     key: Vec<String>,
     fd: Option<OwnedFd>,
+    created: std::collections::BTreeSet<Vec<String>>,
 }
 
 impl ParentCache {
@@ -210,14 +288,17 @@ impl ParentCache {
     fn open(&mut self, root: &OwnedFd, components: &[String], entry: &str) -> Result<&OwnedFd, UnpackError> {
         if self.fd.is_none() || self.key != components {
             let mut current: Option<OwnedFd> = None;
-            for name in components {
+            for (depth, name) in components.iter().enumerate() {
                 let dir = current.as_ref().map_or(root.as_fd(), |f| f.as_fd());
                 let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
                 let opened = match rfs::openat(dir, name.as_str(), flags, Mode::empty()) {
                     Ok(fd) => fd,
                     Err(Errno::NOENT) => {
                         match rfs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o755)) {
-                            Ok(()) | Err(Errno::EXIST) => {}
+                            Ok(()) => {
+                                self.created.insert(components[..=depth].to_vec());
+                            }
+                            Err(Errno::EXIST) => {}
                             Err(e) => return Err(io_err(entry, "create a parent directory", e)),
                         }
                         rfs::openat(dir, name.as_str(), flags, Mode::empty())
@@ -249,25 +330,14 @@ impl ParentCache {
     }
 }
 
-/// Removes whatever non-directory sits at `name`, so the entry can take its place.
+/// Removes whatever sits at `name` (a directory with its contents), so the entry (not a
+/// directory: those merge) can take its place. Later entries win, as in tar extraction.
 fn clear(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
-    match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(io_err(entry, "inspect an existing file", e)),
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(()),
-        Ok(_) => {
-            rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io_err(entry, "replace an existing file", e))
-        }
-    }
+    remove_any(parent, name, entry)
 }
 
-fn extract_entry<R: Read>(
-    root: &OwnedFd,
-    entry: &mut tar::Entry<'_, R>,
-    usage: &mut Usage,
-    dir_times: &mut Vec<(Vec<String>, i64)>,
-    parents: &mut ParentCache,
-) -> Result<(), UnpackError> {
+fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: &mut State) -> Result<(), UnpackError> {
+    let State { usage, dir_times, parents, root_listed } = state;
     let corrupt = |e: io::Error| UnpackError::Corrupt { format: "tar", detail: e.to_string() };
     let raw_path = entry.path().map_err(corrupt)?.into_owned();
     let name_text = raw_path.display().to_string();
@@ -281,7 +351,18 @@ fn extract_entry<R: Read>(
             let ext = ext.map_err(corrupt)?;
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if name.starts_with(OVERLAY_XATTR_PREFIX) {
+                    // overlayfs's own (redirect, opaque, metacopy…): only the unpacker sets them.
+                    tracing::debug!(entry = %name_text, xattr = name, "dropping an overlayfs attribute the layer sets");
+                    continue;
+                }
                 xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+            } else if key.starts_with("GNU.sparse.") {
+                // PAX sparse formats (0.0, 0.1, 1.0): the entry's data is a map then the pieces.
+                return Err(UnpackError::Unsupported {
+                    entry: name_text,
+                    what: "a PAX sparse file (GNU.sparse.* records)".into(),
+                });
             } else if key == "uid" {
                 uid = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(uid);
             } else if key == "gid" {
@@ -299,6 +380,7 @@ fn extract_entry<R: Read>(
             rfs::fchown(root, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
             rfs::fchmod(root, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
             dir_times.push((Vec::new(), mtime));
+            *root_listed = true;
         }
         return Ok(());
     };
@@ -342,8 +424,10 @@ fn extract_entry<R: Read>(
             rfs::fchmod(&fd, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
             set_xattrs(&fd, &xattrs, &name_text)?;
             dir_times.push((path.clone(), mtime));
+            parents.created.remove(&path);
         }
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
+        // GNU sparse files arrive expanded (the tar reader fills the holes with zeros).
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
             clear(parent, leaf, &name_text)?;
             let fd = rfs::openat(
                 parent,
@@ -363,7 +447,7 @@ fn extract_entry<R: Read>(
             rfs::fchown(&file, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
             rfs::fchmod(&file, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
             set_xattrs(&file, &xattrs, &name_text)?;
-            rfs::futimens(&file, &times(mtime)).map_err(|e| io_err(&name_text, "set times", e))?;
+            rfs::futimens(&file, &times(mtime, 0)).map_err(|e| io_err(&name_text, "set times", e))?;
             usage.bytes += written;
             usage.inodes += 1;
         }
@@ -376,7 +460,7 @@ fn extract_entry<R: Read>(
             rfs::symlinkat(target.as_ref(), parent, leaf).map_err(|e| io_err(&name_text, "create symlink", e))?;
             rfs::chownat(parent, leaf, owner.0, owner.1, nofollow)
                 .map_err(|e| io_err(&name_text, "chown symlink", e))?;
-            rfs::utimensat(parent, leaf, &times(mtime), nofollow)
+            rfs::utimensat(parent, leaf, &times(mtime, 0), nofollow)
                 .map_err(|e| io_err(&name_text, "set symlink times", e))?;
             usage.inodes += 1;
         }
@@ -416,14 +500,23 @@ fn extract_entry<R: Read>(
             rfs::mknodat(parent, leaf, file_type, mode, rfs::makedev(major, minor))
                 .map_err(|e| io_err(&name_text, "create device node", e))?;
             rfs::chownat(parent, leaf, owner.0, owner.1, nofollow).map_err(|e| io_err(&name_text, "chown", e))?;
+            // mknod applied the umask; the node was made just now in a directory only root
+            // writes to, so the path names it.
+            rfs::chmodat(parent, leaf, mode, AtFlags::empty()).map_err(|e| io_err(&name_text, "chmod", e))?;
+            rfs::utimensat(parent, leaf, &times(mtime, 0), nofollow).map_err(|e| io_err(&name_text, "set times", e))?;
             usage.inodes += 1;
         }
+        // Global PAX headers apply to no file (containerd ignores them too); long names and
+        // per-entry PAX records are folded into their entry by the tar reader.
         tar::EntryType::XGlobalHeader
         | tar::EntryType::XHeader
         | tar::EntryType::GNULongName
         | tar::EntryType::GNULongLink => {}
         other => {
-            tracing::debug!(entry = %name_text, kind = ?other, "skipping a tar entry of an unsupported kind");
+            return Err(UnpackError::Unsupported {
+                entry: name_text,
+                what: format!("an entry of kind {:?} ({:?})", other, other.as_byte() as char),
+            });
         }
     }
     Ok(())
@@ -473,6 +566,152 @@ fn set_xattrs(fd: &impl AsFd, xattrs: &[(String, Vec<u8>)], entry: &str) -> Resu
         }
     }
     Ok(())
+}
+
+/// What the layers below show at a path, as overlayfs merges them.
+enum Below {
+    /// A directory, in this layer's root, at these components.
+    Dir(PathBuf),
+    /// Nothing (absent, whited out, or hidden by an opaque directory).
+    Absent,
+    /// Something that is not a directory: a file or a symlink.
+    NotDir(FileType),
+}
+
+/// Opens `components` below `root`, one at a time, never following a symlink.
+fn open_dir_nofollow(root: &Path, components: &[String]) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = rfs::open(root, flags, Mode::empty())?;
+    open_dir_nofollow_at(&fd, components)
+}
+
+fn open_dir_nofollow_at(root: &OwnedFd, components: &[String]) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut fd = rfs::openat(root, ".", flags, Mode::empty())?;
+    for c in components {
+        fd = rfs::openat(&fd, c.as_str(), flags, Mode::empty())?;
+    }
+    Ok(fd)
+}
+
+fn is_whiteout(st: &rfs::Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+fn is_opaque(dir: &OwnedFd) -> bool {
+    let mut value = [0u8; 4];
+    matches!(rfs::fgetxattr(dir, OPAQUE_XATTR, &mut value[..]), Ok(1) if value[0] == b'y')
+}
+
+/// What `lowers` (snapshot roots, topmost first) show at `path`, by overlayfs's rules: the
+/// topmost layer that has it decides; a whiteout or a non-directory on the way, or an opaque
+/// directory above it in a layer that lacks it, hides the layers below.
+fn below(lowers: &[PathBuf], path: &[String]) -> Result<Below, Errno> {
+    for layer in lowers {
+        let mut dir = open_dir_nofollow(layer, &[])?;
+        let mut opaque_above = false;
+        for (depth, name) in path.iter().enumerate() {
+            let st = match rfs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => break,
+                Err(e) => return Err(e),
+            };
+            let last = depth + 1 == path.len();
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if is_whiteout(&st) {
+                return Ok(Below::Absent);
+            }
+            if kind != FileType::Directory {
+                return Ok(if last { Below::NotDir(kind) } else { Below::Absent });
+            }
+            if last {
+                return Ok(Below::Dir(layer.join(path.join("/"))));
+            }
+            dir = rfs::openat(
+                &dir,
+                name.as_str(),
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )?;
+            opaque_above |= is_opaque(&dir);
+        }
+        if opaque_above {
+            return Ok(Below::Absent);
+        }
+    }
+    Ok(Below::Absent)
+}
+
+/// Gives the directories a layer did not list (`extracted.implicit_dirs`, and its root unless
+/// listed) the attributes they have in the layers below (`lowers`, snapshot roots, lowest
+/// first): owner, mode, times and extended attributes (not overlayfs's own). Without this a
+/// layer holding only `tmp/x` would turn the merged `/tmp` from 1777 into 0755. A path that a
+/// lower layer made a file or a symlink fails the layer: lockstep writes through no symlink.
+pub fn inherit_implicit_dirs(root: &Path, extracted: &Extracted, lowers: &[PathBuf]) -> Result<(), UnpackError> {
+    let top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
+    let mut paths: Vec<&[String]> = extracted.implicit_dirs.iter().map(|p| p.as_slice()).collect();
+    if !extracted.root_listed {
+        paths.push(&[]);
+    }
+    for path in paths {
+        let entry = if path.is_empty() { "./".to_string() } else { path.join("/") };
+        let Ok(target) = open_dir_nofollow(root, path) else { continue }; // removed or replaced later in the layer
+        let source = if path.is_empty() {
+            match top_first.first() {
+                Some(top) => Below::Dir(top.clone()),
+                None => Below::Absent,
+            }
+        } else {
+            below(&top_first, path).map_err(|e| io_err(&entry, "look it up in the layers below", e))?
+        };
+        match source {
+            Below::Absent => {}
+            Below::NotDir(kind) => {
+                let what = if kind == FileType::Symlink { "a symlink" } else { "not a directory" };
+                return Err(UnpackError::LowerConflict {
+                    entry,
+                    reason: format!(
+                        "the layer writes below it, and a lower layer made it {what}; lockstep does not write through it"
+                    ),
+                });
+            }
+            Below::Dir(dir) => {
+                let lower = open_dir_nofollow(&dir, &[]).map_err(|e| io_err(&entry, "open it below", e))?;
+                copy_dir_attributes(&lower, &target, &entry)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir_attributes(from: &OwnedFd, to: &OwnedFd, entry: &str) -> Result<(), UnpackError> {
+    let st = rfs::fstat(from).map_err(|e| io_err(entry, "inspect it below", e))?;
+    rfs::fchown(to, Some(rfs::Uid::from_raw(st.st_uid)), Some(rfs::Gid::from_raw(st.st_gid)))
+        .map_err(|e| io_err(entry, "chown", e))?;
+    rfs::fchmod(to, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(|e| io_err(entry, "chmod", e))?;
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rfs::flistxattr(from, &mut names[..]) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => 0,
+        Err(e) => return Err(io_err(entry, "list extended attributes below", e)),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if name.starts_with(OVERLAY_XATTR_PREFIX) {
+            continue;
+        }
+        let mut value = vec![0u8; 64 * 1024];
+        let len = rfs::fgetxattr(from, name.as_str(), &mut value[..])
+            .map_err(|e| io_err(entry, "read an extended attribute below", e))?;
+        rfs::fsetxattr(to, name.as_str(), &value[..len], XattrFlags::empty())
+            .map_err(|e| io_err(entry, "set an extended attribute", e))?;
+    }
+    let t = |sec: i64, nsec: u64| rfs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
+    let stamps = Timestamps {
+        last_access: t(st.st_atime as i64, st.st_atime_nsec as u64),
+        last_modification: t(st.st_mtime as i64, st.st_mtime_nsec as u64),
+    };
+    rfs::futimens(to, &stamps).map_err(|e| io_err(entry, "set times", e))
 }
 
 /// Disk usage of a directory tree (apparent bytes of regular files, and inodes), for trees
@@ -530,7 +769,7 @@ mod tests {
 
     fn unpack(bytes: &[u8]) -> (tempfile::TempDir, Result<Usage, UnpackError>) {
         let tmp = tempfile::tempdir().unwrap();
-        let r = extract(bytes, tmp.path()).map(|(u, _)| u);
+        let r = extract(bytes, tmp.path()).map(|(e, _)| e.usage);
         (tmp, r)
     }
 
@@ -614,7 +853,7 @@ mod tests {
             let borrowed: Vec<(&str, T, &[u8], &str)> =
                 entries.iter().map(|(p, k, d, l)| (p.as_str(), *k, *d, l.as_str())).collect();
             let bytes = layer(&borrowed);
-            let err = extract(&bytes[..], &root).map(|(u, _)| u).unwrap_err();
+            let err = extract(&bytes[..], &root).map(|(e, _)| e.usage).unwrap_err();
             let escaped = Path::new(&marker).exists();
             let _ = std::fs::remove_file(&marker);
             assert!(!escaped, "wrote {marker}");
@@ -625,6 +864,126 @@ mod tests {
                 std::fs::read_dir(outer.path().join("d1")).unwrap().flatten().map(|e| e.file_name()).collect();
             assert_eq!((top, beside), (vec!["d1".into()], vec!["root".into()]), "nothing beside the root");
         }
+    }
+
+    /// A layer that lists `tmp/x` but not `tmp/` must not turn the merged /tmp (1777 below)
+    /// into a 0755 directory of the unpack's time: overlayfs shows the topmost directory.
+    #[test]
+    fn directories_a_layer_does_not_list_keep_their_attributes_from_below() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let unpack_at = |name: &str, bytes: &[u8]| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            let (extracted, _) = extract(bytes, &dir).unwrap();
+            (dir, extracted)
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, mode) in [("./", 0o751), ("tmp/", 0o1777), ("gone/", 0o700), ("hidden/", 0o700), ("lib/", 0o755)] {
+            b.append(&header(path, T::Directory, 0, mode), &b""[..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let (base, _) = unpack_at("base", &bytes);
+        rfs::setxattr(base.join("tmp"), "user.lockstep", b"kept", XattrFlags::empty()).unwrap();
+        rfs::setxattr(base.join("tmp"), OPAQUE_XATTR, b"y", XattrFlags::empty()).unwrap();
+        // The middle layer whites out gone/ and makes hidden/ opaque, so nothing of the base's shows there.
+        let (middle, middle_extracted) = unpack_at(
+            "middle",
+            &layer(&[
+                (".wh.gone", T::Regular, b"", ""),
+                ("hidden/", T::Directory, b"", ""),
+                ("hidden/.wh..wh..opq", T::Regular, b"", ""),
+            ]),
+        );
+        inherit_implicit_dirs(&middle, &middle_extracted, std::slice::from_ref(&base)).unwrap();
+        let (top, extracted) = unpack_at(
+            "top",
+            &layer(&[
+                ("tmp/x", T::Regular, b"x", ""),
+                ("gone/y", T::Regular, b"y", ""),
+                ("hidden/sub/z", T::Regular, b"z", ""),
+            ]),
+        );
+        assert!(!extracted.root_listed);
+        inherit_implicit_dirs(&top, &extracted, &[base.clone(), middle.clone()]).unwrap();
+        let meta = |p: &str| std::fs::symlink_metadata(top.join(p)).unwrap();
+        let (t, below) = (meta("tmp"), std::fs::metadata(base.join("tmp")).unwrap());
+        assert_eq!(t.mode() & 0o7777, 0o1777, "mode from below");
+        assert_eq!((t.uid(), t.gid(), t.mtime()), (1234, 5678, below.mtime()), "owner and times from below");
+        let mut value = [0u8; 16];
+        let n = rfs::getxattr(top.join("tmp"), "user.lockstep", &mut value[..]).unwrap();
+        assert_eq!(&value[..n], b"kept");
+        assert!(rfs::getxattr(top.join("tmp"), OPAQUE_XATTR, &mut value[..]).is_err(), "opaque is not inherited");
+        assert_eq!(meta("").mode() & 0o7777, 0o751, "an implicit root takes the root's attributes");
+        assert_eq!(meta("gone").mode() & 0o7777, 0o755, "whited out below: a new directory");
+        assert_eq!(meta("hidden/sub").mode() & 0o7777, 0o755, "under an opaque directory: a new one");
+        assert_eq!(meta("hidden").uid(), 1234, "hidden/ itself is the middle layer's");
+
+        // A lower symlink where this layer needs a directory: refused, not shadowed.
+        let (linked, _) = unpack_at("linked", &layer(&[("lib2", T::Symlink, b"", "lib")]));
+        let (writer, extracted) = unpack_at("writer", &layer(&[("lib2/x", T::Regular, b"x", "")]));
+        let err = inherit_implicit_dirs(&writer, &extracted, &[base, linked]).unwrap_err();
+        assert!(matches!(err, UnpackError::LowerConflict { .. }) && err.to_string().contains("symlink"), "{err}");
+    }
+
+    /// overlayfs reads its own xattrs from lower layers (redirects, opaque markers, metacopy):
+    /// a layer must not set them; its other xattrs stay.
+    #[test]
+    fn layers_cannot_set_overlayfs_attributes() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+            ("SCHILY.xattr.user.kept", &b"1"[..]),
+        ])
+        .unwrap();
+        b.append(&header("d/", T::Directory, 0, 0o755), &b""[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        usage.unwrap();
+        let mut value = [0u8; 16];
+        for name in ["trusted.overlay.redirect", "trusted.overlay.opaque"] {
+            assert!(rfs::getxattr(tmp.path().join("d"), name, &mut value[..]).is_err(), "{name} was set");
+        }
+        assert_eq!(rfs::getxattr(tmp.path().join("d"), "user.kept", &mut value[..]).unwrap(), 1);
+    }
+
+    /// The mode a layer gives a device node or a FIFO is the mode it gets, whatever the umask.
+    #[test]
+    fn device_and_fifo_modes_are_kept_whole() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut null = header("null", T::Char, 0, 0o666);
+        null.set_device_major(1).unwrap();
+        null.set_device_minor(3).unwrap();
+        null.set_cksum();
+        b.append(&null, &b""[..]).unwrap();
+        b.append(&header("pipe", T::Fifo, 0, 0o666), &b""[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        usage.unwrap();
+        for name in ["null", "pipe"] {
+            let meta = std::fs::symlink_metadata(tmp.path().join(name)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o666, "{name}");
+            assert_eq!((meta.uid(), meta.gid()), (1234, 5678), "{name}");
+        }
+    }
+
+    /// Later entries win, as tar extraction does: a directory replaced by a file or a symlink
+    /// in the same layer goes with its contents.
+    #[test]
+    fn a_later_entry_replaces_a_directory() {
+        let bytes = layer(&[
+            ("d/", T::Directory, b"", ""),
+            ("d/f", T::Regular, b"x", ""),
+            ("d", T::Symlink, b"", "/elsewhere"),
+            ("e/sub/", T::Directory, b"", ""),
+            ("e", T::Regular, b"file now", ""),
+            ("h/", T::Directory, b"", ""),
+            ("h", T::Link, b"", "e"),
+        ]);
+        let (tmp, usage) = unpack(&bytes);
+        usage.unwrap();
+        assert_eq!(std::fs::read_link(tmp.path().join("d")).unwrap(), Path::new("/elsewhere"));
+        assert_eq!(std::fs::read(tmp.path().join("e")).unwrap(), b"file now");
+        assert_eq!(std::fs::metadata(tmp.path().join("h")).unwrap().nlink(), 2);
     }
 
     #[test]
@@ -651,6 +1010,68 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let err = extract(reader, tmp.path()).err().unwrap().to_string();
         assert!(err.contains("gzip"), "{err}");
+    }
+
+    /// zstd:chunked and other seekable layouts: several frames, and skippable frames between.
+    #[test]
+    fn zstd_layers_of_several_frames_are_read_to_the_end() {
+        let bytes = layer(&[("a", T::Regular, &[b'a'; 5000][..], ""), ("b", T::Regular, b"second frame", "")]);
+        let mid = bytes.len() / 2;
+        let frame = |part: &[u8]| ruzstd::encoding::compress_to_vec(part, ruzstd::encoding::CompressionLevel::Fastest);
+        let mut stream = frame(&bytes[..mid]);
+        stream.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+        stream.extend_from_slice(&5u32.to_le_bytes());
+        stream.extend_from_slice(b"skip!");
+        stream.extend(frame(&bytes[mid..]));
+        let (kind, reader) = decompress(&stream[..]).unwrap();
+        assert_eq!(kind, Compression::Zstd);
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, rest) = extract(Hashing::new(reader), tmp.path()).unwrap();
+        let (_, count, _) = rest.finish();
+        assert_eq!(count, bytes.len() as u64, "every frame was decoded");
+        assert_eq!(std::fs::read(tmp.path().join("b")).unwrap(), b"second frame");
+        let mut cut = stream.clone();
+        cut.truncate(stream.len() - 3);
+        let (_, reader) = decompress(&cut[..]).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let err = extract(reader, tmp.path()).err().unwrap().to_string();
+        assert!(err.contains("zstd"), "a truncated last frame is reported: {err}");
+    }
+
+    /// GNU tar --sparse: the holes read as zeros. Entry kinds it cannot place fail the layer
+    /// instead of vanishing from it.
+    #[test]
+    fn sparse_files_are_expanded_and_unknown_kinds_refused() {
+        let mut h = header("sparse", T::GNUSparse, 1024, 0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].set_offset(0);
+        gnu.sparse[0].set_length(512);
+        gnu.sparse[1].set_offset(4096);
+        gnu.sparse[1].set_length(512);
+        gnu.set_real_size(4608);
+        h.set_cksum();
+        let mut data = vec![b'a'; 512];
+        data.extend([b'b'; 512]);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &data[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        assert_eq!(usage.unwrap().bytes, 4608);
+        let content = std::fs::read(tmp.path().join("sparse")).unwrap();
+        assert_eq!(content.len(), 4608);
+        assert!(content[..512].iter().all(|&c| c == b'a') && content[4096..].iter().all(|&c| c == b'b'));
+        assert!(content[512..4096].iter().all(|&c| c == 0), "the hole reads as zeros");
+
+        let (_, usage) = unpack(&layer(&[("dump", T::new(b'D'), b"", "")]));
+        let err = usage.unwrap_err().to_string();
+        assert!(err.contains("dump") && err.contains("kind"), "{err}");
+
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("GNU.sparse.major", &b"1"[..]), ("GNU.sparse.name", &b"f"[..])]).unwrap();
+        b.append(&header("GNUSparseFile.0/f", T::Regular, 1, 0o644), &b"x"[..]).unwrap();
+        let (tmp, usage) = unpack(&b.into_inner().unwrap());
+        let err = usage.unwrap_err().to_string();
+        assert!(err.contains("sparse"), "PAX sparse files are refused, not stored as their map: {err}");
+        assert!(!tmp.path().join("GNUSparseFile.0").exists());
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn status(e: &ImageError) -> Status {
             RegistryError::Denied { .. } => Status::permission_denied(message),
             RegistryError::Stalled { .. } => Status::deadline_exceeded(message),
             RegistryError::Protocol { .. } => Status::unknown(message),
-            RegistryError::Setup { .. } => Status::failed_precondition(message),
+            RegistryError::Setup { .. } | RegistryError::Insecure { .. } => Status::failed_precondition(message),
         },
         ImageError::BadImage { .. } => Status::data_loss(message),
         ImageError::Layer(SnapshotError::Io { .. }) => Status::internal(message),
@@ -137,20 +137,20 @@ pub async fn remove(
 
 pub async fn fs_info(images: &Arc<ImageService>) -> Result<model::ImageFsInfoResponse, Status> {
     let images = images.clone();
-    let (image_dir, image_usage, container_dir, container_usage) = tokio::task::spawn_blocking(move || images.usage())
+    let measured = tokio::task::spawn_blocking(move || images.usage())
         .await
         .map_err(|e| Status::internal(format!("measuring the image store failed: {e}")))?;
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
-    let usage = |dir: std::path::PathBuf, u: crate::image::unpack::Usage| model::FilesystemUsage {
+    let usage = |fs: crate::image::service::Filesystem| model::FilesystemUsage {
         timestamp: now,
-        fs_id: Some(model::FilesystemIdentifier { mountpoint: dir.display().to_string() }),
-        used_bytes: Some(model::UInt64Value { value: u.bytes }),
-        inodes_used: Some(model::UInt64Value { value: u.inodes }),
+        fs_id: Some(model::FilesystemIdentifier { mountpoint: fs.mountpoint.display().to_string() }),
+        used_bytes: Some(model::UInt64Value { value: fs.usage.bytes }),
+        inodes_used: Some(model::UInt64Value { value: fs.usage.inodes }),
     };
     Ok(model::ImageFsInfoResponse {
-        image_filesystems: vec![usage(image_dir, image_usage)],
-        container_filesystems: vec![usage(container_dir, container_usage)],
+        image_filesystems: vec![usage(measured.images)],
+        container_filesystems: vec![usage(measured.containers)],
     })
 }
 

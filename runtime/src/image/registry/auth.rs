@@ -12,6 +12,8 @@ pub struct Credentials {
     pub identity_token: String,
     /// A bearer token sent to the registry as is.
     pub registry_token: String,
+    /// The registry these are for (`HOST[:PORT]`, or a URL); empty: the one the image names.
+    pub server_address: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -21,6 +23,7 @@ impl std::fmt::Debug for Credentials {
             .field("password", &(!self.password.is_empty()).then_some("<redacted>"))
             .field("identity_token", &(!self.identity_token.is_empty()).then_some("<redacted>"))
             .field("registry_token", &(!self.registry_token.is_empty()).then_some("<redacted>"))
+            .field("server_address", &self.server_address)
             .finish()
     }
 }
@@ -35,6 +38,7 @@ impl Credentials {
             password: a.password.clone(),
             identity_token: a.identity_token.clone(),
             registry_token: a.registry_token.clone(),
+            server_address: a.server_address.clone(),
         };
         if !a.auth.is_empty() && c.username.is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -49,6 +53,18 @@ impl Credentials {
         Ok(c)
     }
 
+    /// These credentials for a request to `registry` during a pull of an image on `named`:
+    /// all of them when `registry` is the one they are for (`server_address`, else `named`),
+    /// none otherwise, so a mirror or another search registry never receives them.
+    pub fn for_registry(&self, named: &str, registry: &str) -> Credentials {
+        let meant = if self.server_address.is_empty() { named.to_string() } else { registry_of(&self.server_address) };
+        if same_registry(&meant, registry) {
+            self.clone()
+        } else {
+            Credentials::default()
+        }
+    }
+
     pub fn has_basic(&self) -> bool {
         !self.username.is_empty()
     }
@@ -57,6 +73,24 @@ impl Credentials {
         let raw = format!("{}:{}", self.username, self.password);
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
     }
+}
+
+/// The registry a server address names: `https://index.docker.io/v1/` is `docker.io`,
+/// `https://reg.io:5000/x` is `reg.io:5000`.
+fn registry_of(server_address: &str) -> String {
+    let rest = server_address.split_once("://").map_or(server_address, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_ascii_lowercase()
+}
+
+fn same_registry(a: &str, b: &str) -> bool {
+    let docker = |r: &str| {
+        let r = r.to_ascii_lowercase();
+        match r.as_str() {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+            _ => r,
+        }
+    };
+    docker(a) == docker(b)
 }
 
 /// A parsed WWW-Authenticate header.
@@ -152,6 +186,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.basic_header(), "Basic Ym9iOnB3");
         assert!(!format!("{c:?}").contains("pw\""), "{c:?}");
+    }
+
+    #[test]
+    fn credentials_are_for_one_registry() {
+        let c = Credentials { username: "u".into(), ..Default::default() };
+        assert!(c.for_registry("reg.io:5000", "reg.io:5000").has_basic(), "no server address: the image's registry");
+        assert!(!c.for_registry("reg.io:5000", "mirror.io").has_basic());
+        for (address, registry) in [
+            ("reg.io:5000", "reg.io:5000"),
+            ("https://reg.io:5000/v2/", "reg.io:5000"),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("REG.io", "reg.io"),
+        ] {
+            let c = Credentials { server_address: address.into(), ..c.clone() };
+            assert!(c.for_registry("elsewhere.io", registry).has_basic(), "{address} is {registry}");
+            assert!(!c.for_registry(registry, "mirror.io").has_basic(), "{address} is not mirror.io");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The OCI distribution client: manifests and blobs over HTTP(S), with Basic and bearer-token
 //! auth, per-host CAs and client certificates from certs.d, and plain HTTP for insecure and
-//! loopback registries. Every wait is bounded by the pull's progress timeout. Touches only the
-//! network and reads certs.d.
+//! loopback registries only: redirects and token realms are followed by hand, each hop checked
+//! (no plain HTTP to any other host, TLS verified for every host but an insecure registry's
+//! own, credentials only to the registry and its token service). Every wait is bounded by the
+//! pull's progress timeout. Touches only the network and reads certs.d.
 
 pub mod auth;
 pub mod manifest;
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 
 use super::reference::{Digest, Reference};
@@ -19,6 +21,8 @@ use auth::{Challenge, Credentials};
 
 /// Manifests above this size are refused (containerd uses the same limit).
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Redirects followed for one request (blob downloads are often redirected once, to storage).
+const MAX_REDIRECTS: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -34,6 +38,8 @@ pub enum RegistryError {
     Stalled { host: String, what: String, after: Duration },
     #[error("cannot set up a client for registry {host}: {detail}")]
     Setup { host: String, detail: String },
+    #[error("registry {host}: refused {detail}")]
+    Insecure { host: String, detail: String },
 }
 
 /// HTTP clients per registry host, built once: each carries that host's CAs from certs.d.
@@ -105,6 +111,8 @@ impl Registry {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.progress_timeout)
             .no_proxy()
+            // Followed by hand (Session::follow), each hop checked.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("lockstep/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(insecure);
         let (cas, identity) = host_certs(&self.certs_dir.join(host)).map_err(setup)?;
@@ -229,7 +237,15 @@ impl Session<'_> {
         }
     }
 
-    /// One request, choosing HTTPS or (insecure or loopback registries only) plain HTTP.
+    /// Whether `host` may be spoken to over plain HTTP (or, for `insecure`, unverified TLS):
+    /// only this session's registry when it is configured insecure, and loopback hosts, which
+    /// nothing outside this machine can intercept.
+    fn may_be_plain(&self, host: &str) -> bool {
+        (self.insecure && host == self.host()) || is_loopback(host)
+    }
+
+    /// One request, choosing HTTPS or (insecure or loopback registries only) plain HTTP, and
+    /// following redirects.
     async fn send(
         &self,
         host: &str,
@@ -237,7 +253,7 @@ impl Session<'_> {
         accept: Option<&str>,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        let may_be_plain = self.insecure || is_loopback(host);
+        let may_be_plain = self.may_be_plain(host);
         let known_plain =
             *self.registry.plain_http.lock().unwrap_or_else(|p| p.into_inner()).get(host).unwrap_or(&false);
         let schemes: &[&str] = match (may_be_plain, known_plain) {
@@ -248,7 +264,8 @@ impl Session<'_> {
         let client = self.registry.client(host, self.insecure)?;
         let mut last_error = None;
         for scheme in schemes {
-            let mut request = client.get(format!("{scheme}://{host}{path}"));
+            let url = format!("{scheme}://{host}{path}");
+            let mut request = client.get(&url);
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }
@@ -268,13 +285,75 @@ impl Session<'_> {
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(host.to_string(), true);
                     }
-                    return Ok(response);
+                    return self.follow(response, accept, what).await;
                 }
                 Ok(Err(e)) => last_error = Some(e),
             }
         }
         let detail = last_error.map(|e| error_chain(&e)).unwrap_or_default();
         Err(self.unreachable(detail))
+    }
+
+    /// Follows the redirects a response starts, each hop checked: never from HTTPS to plain
+    /// HTTP, plain HTTP only to a host that may be plain, TLS verified for every host but an
+    /// insecure registry's own, and the Authorization header only to the registry itself.
+    async fn follow(
+        &self,
+        mut response: reqwest::Response,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        for _ in 0..MAX_REDIRECTS {
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let Some(location) = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()) else {
+                return Ok(response);
+            };
+            let from = response.url().clone();
+            let to = from.join(location).map_err(|e| RegistryError::Protocol {
+                host: self.reference.registry.clone(),
+                detail: format!("bad redirect {location:?} for {what}: {e}"),
+            })?;
+            let to_host = url_host(&to);
+            self.check_hop(&to, &to_host, &format!("a redirect for {what}"))?;
+            let client = self.registry.client(&to_host, self.insecure && to_host == self.host())?;
+            let mut request = client.get(to.clone());
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if to_host == self.host() {
+                if let Some(a) = &self.authorization {
+                    request = request.header(AUTHORIZATION, a);
+                }
+            }
+            response = match tokio::time::timeout(self.registry.progress_timeout, request.send()).await {
+                Err(_) => return Err(self.stalled(what)),
+                Ok(Err(e)) => return Err(RegistryError::Unreachable { host: to_host, detail: error_chain(&e) }),
+                Ok(Ok(r)) => r,
+            };
+        }
+        Err(RegistryError::Protocol {
+            host: self.reference.registry.clone(),
+            detail: format!("more than {MAX_REDIRECTS} redirects for {what}"),
+        })
+    }
+
+    /// Refuses plain HTTP to a host that may not be plain (so a redirect from HTTPS to plain
+    /// HTTP is refused unless the user declared that host insecure, or it is loopback).
+    fn check_hop(&self, to: &reqwest::Url, to_host: &str, what: &str) -> Result<(), RegistryError> {
+        let refused = |why: &str| RegistryError::Insecure {
+            host: self.reference.registry.clone(),
+            detail: format!("{what} to {to}: {why}"),
+        };
+        match to.scheme() {
+            "https" => Ok(()),
+            "http" if self.may_be_plain(to_host) => Ok(()),
+            "http" => {
+                Err(refused("plain HTTP is allowed only to a registry configured insecure and to loopback hosts"))
+            }
+            other => Err(refused(&format!("scheme {other:?} is not HTTP(S)"))),
+        }
     }
 
     /// Earns an Authorization header for the challenge.
@@ -306,12 +385,11 @@ impl Session<'_> {
             host: host.clone(),
             detail: format!("bad token realm {realm:?}: {e}"),
         })?;
-        let realm_host = realm_url.host_str().unwrap_or_default().to_string();
-        let realm_host = match realm_url.port() {
-            Some(p) => format!("{realm_host}:{p}"),
-            None => realm_host,
-        };
-        let client = self.registry.client(&realm_host, self.insecure)?;
+        let realm_host = url_host(&realm_url);
+        // The token service gets credentials: HTTPS, verified, unless it may be plain (the
+        // insecure registry itself, or loopback); an insecure registry's flag covers only itself.
+        self.check_hop(&realm_url, &realm_host, "the token realm")?;
+        let client = self.registry.client(&realm_host, self.insecure && realm_host == self.host())?;
         let mut pairs = vec![("scope", scope)];
         if let Some(s) = service {
             pairs.push(("service", s));
@@ -347,6 +425,12 @@ impl Session<'_> {
             Ok(Err(e)) => return Err(RegistryError::Unreachable { host: realm_host, detail: error_chain(&e) }),
             Ok(Ok(b)) => b,
         };
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(RegistryError::Unreachable {
+                host: realm_host,
+                detail: format!("the token service {realm} answered HTTP {status}"),
+            });
+        }
         if !status.is_success() {
             return Err(RegistryError::Denied {
                 host,
@@ -438,6 +522,15 @@ impl Blob {
             Ok(Err(e)) => Err(RegistryError::Unreachable { host: self.host.clone(), detail: error_chain(&e) }),
             Ok(Ok(c)) => Ok(c),
         }
+    }
+}
+
+/// `host[:port]` of a URL, as registries are named.
+fn url_host(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
     }
 }
 

@@ -41,9 +41,13 @@ impl Layout {
         self.base.join("tmp")
     }
 
-    /// Creates the directories and removes whatever an interrupted pull left in tmp/.
+    /// Creates the directories and removes whatever an interrupted pull left in tmp/. The
+    /// store is closed to other users (0700): layers hold setuid files and device nodes, and
+    /// a lower layer shared by containers must not take files from anyone but lockstepd.
     pub fn prepare(&self) -> Result<(), PersistError> {
-        for dir in [self.blobs(), self.records(), self.holds(), self.snapshots(), self.tmp()] {
+        persist::restrict_dir(&self.base, 0o700)?;
+        persist::restrict_dir(&self.tmp(), 0o700)?;
+        for dir in [self.blobs(), self.records(), self.holds(), self.snapshots()] {
             std::fs::create_dir_all(&dir).map_err(|source| PersistError::Io {
                 what: "create directory",
                 path: dir.clone(),
@@ -140,6 +144,20 @@ mod tests {
         assert!(err.to_string().contains("digest mismatch"), "{err}");
         assert!(!layout.blob(&other).exists());
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0, "no temp file left");
+    }
+
+    #[test]
+    fn the_store_is_closed_to_other_users_even_when_it_was_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        std::fs::create_dir_all(layout.tmp()).unwrap();
+        for dir in [layout.base.clone(), layout.tmp()] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        }
+        layout.prepare().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode(&layout.base), mode(&layout.tmp())), (0o700, 0o700));
     }
 
     #[test]
