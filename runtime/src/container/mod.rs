@@ -2,14 +2,22 @@
 //! image and the runtime settings (`spec`), and the parts it is made of — capabilities,
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
+//! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s),
+//! `rootfs` (overlay mounts) and `recovery` (after a restart).
 
 pub mod capabilities;
 pub mod host;
+mod manager;
+pub mod record;
+mod recovery;
 pub mod resources;
+pub mod rootfs;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;
 pub mod user;
+
+pub use manager::{ContainerError, ContainerManager};
 
 /// What kind of gRPC status a bad request deserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
