@@ -553,6 +553,22 @@ async fn resources_update_and_security_contexts_apply() {
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     let resources = node.status(&id).await.resources.unwrap().linux.unwrap();
     assert_eq!((resources.memory_limit_in_bytes, resources.cpu_shares), (64 << 20, 512));
+
+    // Stats from the cgroups, as the kubelet's stats provider reads them.
+    let filter = model::ContainerStatsFilter { pod_sandbox_id: pod.0.clone(), ..Default::default() };
+    let listed = node.kubelet().list_container_stats(model::ListContainerStatsRequest { filter: Some(filter) });
+    let listed = listed.await.unwrap().stats;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attributes.as_ref().unwrap().id, id);
+    let memory = listed[0].memory.unwrap();
+    assert!(memory.usage_bytes.unwrap().value > 0 && memory.working_set_bytes.is_some());
+    assert!(memory.available_bytes.unwrap().value <= 64 << 20, "available below the limit");
+    assert!(listed[0].cpu.as_ref().unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let one = node.kubelet().container_stats(model::ContainerStatsRequest { container_id: id.clone() });
+    let one = one.await.unwrap().stats.unwrap();
+    assert!(one.cpu.unwrap().usage_nano_cores.is_some(), "a rate from two readings");
+    assert!(one.writable_layer.unwrap().fs_id.unwrap().mountpoint.ends_with("upper"));
     node.stop(&id, 0).await.unwrap();
     node.remove(&id).await;
 

@@ -15,7 +15,7 @@ use lockstep_cri::model;
 use super::host::{self, HostFacts};
 use super::record::{ContainerRecord, ExitInfo, RecordState};
 use super::spec::{self, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
-use super::{resources, rootfs, signal, ErrorKind, SpecError};
+use super::{resources, rootfs, signal, stats, ErrorKind, SpecError};
 use crate::image::reference;
 use crate::image::service::ImageService;
 use crate::image::store::records::ImageRecord;
@@ -105,6 +105,8 @@ pub struct ContainerManager {
     monitor_binary: Result<PathBuf, String>,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     reservations: Mutex<HashMap<NameKey, Arc<Mutex<()>>>>,
+    /// The last cgroup reading per container, for CPU rates.
+    samples: Mutex<HashMap<String, stats::CgroupSample>>,
 }
 
 impl ContainerManager {
@@ -130,6 +132,7 @@ impl ContainerManager {
             handle,
             index: RwLock::new(BTreeMap::new()),
             reservations: Mutex::new(HashMap::new()),
+            samples: Mutex::new(HashMap::new()),
         };
         manager.recover()?;
         Ok(Arc::new(manager))
@@ -508,6 +511,7 @@ impl ContainerManager {
         self.records.remove(id).map_err(internal("cannot remove the container record"))?;
         self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         lock(&self.reservations).remove(&(record.sandbox_id.clone(), record.name.clone(), record.attempt));
+        lock(&self.samples).remove(id);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }
@@ -616,6 +620,48 @@ impl ContainerManager {
             .map(|r| r.to_container())
             .filter(|c| crate::filter::container_matches(c, filter))
             .collect()
+    }
+
+    // ---- ContainerStats and ListContainerStats -----------------------------------------
+
+    /// A container's resource usage; an exited one has only its attributes and layer.
+    pub fn stats(&self, id: &str) -> Result<model::ContainerStats, ContainerError> {
+        let entry = self.existing(id)?;
+        Ok(self.stats_of(&self.refresh(&entry)))
+    }
+
+    /// The usage of every running container the filter matches.
+    pub fn list_stats(&self, filter: Option<&model::ContainerStatsFilter>) -> Vec<model::ContainerStats> {
+        let entries: Vec<Arc<Entry>> = self.index.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        entries
+            .iter()
+            .map(|e| self.refresh(e))
+            .filter(|r| r.state == RecordState::Running)
+            .filter(|r| {
+                filter.is_none_or(|f| {
+                    (f.id.is_empty() || f.id == r.id)
+                        && (f.pod_sandbox_id.is_empty() || f.pod_sandbox_id == r.sandbox_id)
+                        && crate::filter::labels_match(&r.template().labels, &f.label_selector)
+                })
+            })
+            .map(|r| self.stats_of(&r))
+            .collect()
+    }
+
+    fn stats_of(&self, record: &ContainerRecord) -> model::ContainerStats {
+        let template = record.template();
+        let attributes = model::ContainerAttributes {
+            id: record.id.clone(),
+            metadata: template.metadata,
+            labels: template.labels,
+            annotations: template.annotations,
+        };
+        let layer = stats::upper_dir(&record.layer_dir);
+        let reading =
+            (record.state == RecordState::Running).then(|| stats::sample(record.init_pid, now_nanos())).flatten();
+        let reading = reading.unwrap_or(stats::CgroupSample { timestamp: now_nanos(), cpu_ns: None, memory: None });
+        let previous = lock(&self.samples).insert(record.id.clone(), reading.clone());
+        stats::to_cri(attributes, &reading, previous.as_ref(), &layer)
     }
 
     /// The ids of a sandbox's containers.

@@ -3,7 +3,7 @@
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
 //! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s),
-//! `rootfs` (overlay mounts) and `recovery` (after a restart).
+//! `rootfs` (overlay mounts), `recovery` (after a restart) and `stats` (cgroup readings).
 
 pub mod capabilities;
 pub mod host;
@@ -15,6 +15,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;
+pub mod stats;
 pub mod user;
 
 pub use manager::{ContainerError, ContainerManager};

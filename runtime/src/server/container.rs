@@ -121,3 +121,31 @@ pub async fn exec_sync(
     let containers = containers.clone();
     blocking(move || containers.exec_sync(&request.container_id, &request.cmd, request.timeout)).await
 }
+
+pub async fn stats(
+    containers: &Arc<Containers>,
+    request: model::ContainerStatsRequest,
+) -> Result<model::ContainerStatsResponse, Status> {
+    let containers = containers.clone();
+    let stats = blocking(move || containers.stats(&request.container_id)).await?;
+    Ok(model::ContainerStatsResponse { stats: Some(stats) })
+}
+
+pub async fn list_stats(
+    containers: &Arc<Containers>,
+    request: model::ListContainerStatsRequest,
+) -> Result<model::ListContainerStatsResponse, Status> {
+    let containers = containers.clone();
+    let stats = blocking(move || Ok(containers.list_stats(request.filter.as_ref()))).await?;
+    Ok(model::ListContainerStatsResponse { stats })
+}
+
+/// One message with every container's usage, as ListContainerStats.
+pub async fn stream_stats(
+    containers: &Arc<Containers>,
+    request: model::StreamContainerStatsRequest,
+) -> Result<StreamOf<model::StreamContainerStatsResponse>, Status> {
+    let containers = containers.clone();
+    let container_stats = blocking(move || Ok(containers.list_stats(request.filter.as_ref()))).await?;
+    Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
+}

@@ -173,21 +173,24 @@ impl RuntimeService for Cri {
         unimplemented("GetContainerEvents")
     }
 
-    async fn container_stats(&self, _: Request<model::ContainerStatsRequest>) -> Reply<model::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+    async fn container_stats(
+        &self,
+        request: Request<model::ContainerStatsRequest>,
+    ) -> Reply<model::ContainerStatsResponse> {
+        container::stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_container_stats(
         &self,
-        _: Request<model::ListContainerStatsRequest>,
+        request: Request<model::ListContainerStatsRequest>,
     ) -> Reply<model::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        container::list_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     type StreamContainerStatsStream = StreamOf<model::StreamContainerStatsResponse>;
     async fn stream_container_stats(
         &self,
-        _: Request<model::StreamContainerStatsRequest>,
+        request: Request<model::StreamContainerStatsRequest>,
     ) -> Reply<Self::StreamContainerStatsStream> {
-        unimplemented("StreamContainerStats")
+        container::stream_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn pod_sandbox_stats(
         &self,
