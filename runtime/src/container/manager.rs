@@ -450,7 +450,8 @@ impl ContainerManager {
         let id = record.id.as_str();
         let runtime = self.runtime(&record.oci_handler)?;
         let dir = ContainerDir::new(&record.run_dir);
-        if !grace.is_zero() {
+        // A container never started runs only the runtime's init, waiting: nothing to warn.
+        if !grace.is_zero() && record.state == RecordState::Running {
             send(&runtime, id, record.stop_signal, false)?;
             match monitor::wait_exit(&dir, id, grace) {
                 Ok(exit) => {
