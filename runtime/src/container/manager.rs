@@ -252,15 +252,18 @@ impl ContainerManager {
         };
 
         let mut undo = Undo::new();
+        let mut timer = crate::timing::StepTimer::new();
         // 1. The record first: a crash from here on is rolled back at the next start.
         self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
         let records = self.records.clone();
         let record_id = id.to_string();
         undo.push("remove the container record", move || records.remove(&record_id).map_err(|e| e.to_string()));
+        timer.mark("record");
 
         // 2. The image's layers, held against removal.
         let held = self.hold(id, &image.id.to_string())?;
         self.push_release(&mut undo, id.to_string());
+        timer.mark("hold");
 
         // 3. The rootfs: the layers under a writable one; directories swept on failure.
         let (swept_run, swept_layer) = (run_dir.clone(), layer_dir.clone());
@@ -270,6 +273,7 @@ impl ContainerManager {
         });
         rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs())
             .map_err(internal("cannot mount the container's rootfs"))?;
+        timer.mark("rootfs");
 
         // 4. Image volumes (1.31+), each held and mounted read-only.
         let mut resolved_volumes = BTreeMap::new();
@@ -328,9 +332,13 @@ impl ContainerManager {
         record.stop_signal = built.stop_signal;
         let bundle = record.bundle();
         let spec_bytes = serde_json::to_vec_pretty(&built.spec).map_err(internal("cannot encode the OCI spec"))?;
-        crate::persist::write_atomic(&bundle.join("config.json"), &spec_bytes)
-            .map_err(internal("cannot write the OCI spec"))?;
+        // Not fsynced: the bundle is needed only until the runtime's create has read it, and a
+        // crash before that leaves a `creating` record, which recovery rolls back.
+        std::fs::create_dir_all(&bundle)
+            .and_then(|()| std::fs::write(bundle.join("config.json"), &spec_bytes))
+            .map_err(|e| ContainerError::Internal(format!("cannot write {}/config.json: {e}", bundle.display())))?;
         record.set_template(&status_template(config, image, image_name, &built, log_path.as_deref()));
+        timer.mark("spec");
 
         // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes.
         let dir = ContainerDir::new(&run_dir);
@@ -358,12 +366,15 @@ impl ContainerManager {
             )),
             other => ContainerError::Internal(other.to_string()),
         })?;
+        timer.mark("monitor");
 
         // 7. Created, on disk before the answer.
         record.init_pid = spawned.init_pid;
         record.state = RecordState::Created;
         self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
         undo.disarm();
+        timer.mark("created");
+        tracing::debug!(container = %id, steps = %timer, "CreateContainer step times");
         tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, attempt = record.attempt,
             "container created");
         Ok(record)
