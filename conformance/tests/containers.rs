@@ -778,3 +778,40 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
         let _ = std::fs::remove_dir(hierarchy.path().join(parent.trim_start_matches('/')));
     }
 }
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_create_container_leaks_nothing() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("midway", false).await;
+    // lockstepd is SIGKILLed at several instants of a CreateContainer; whatever the instant,
+    // after the restart the container either exists whole or left nothing behind.
+    for (round, delay_ms) in [5u64, 20, 40, 60, 90, 130].into_iter().enumerate() {
+        let socket = node.socket();
+        let request = model::CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(container(&format!("c{round}"), &image_id, "sleep 1000")),
+            sandbox_config: Some(pod.1.clone()),
+        };
+        let call = tokio::spawn(async move {
+            let channel =
+                lockstep_cri::connect(&format!("unix://{}", socket.display()), Duration::from_secs(5)).await.ok()?;
+            let mut client = CriClient::new(Minor::V1_36, channel).ok()?;
+            client.create_container(request).await.ok().map(|r| r.container_id)
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        node.kill();
+        let answered = call.await.unwrap();
+        node.spawn().await;
+        let listed = node.list(None).await;
+        if let Some(id) = &answered {
+            assert!(listed.iter().any(|c| &c.id == id), "an answered CreateContainer survives the crash");
+        }
+        for c in &listed {
+            assert_eq!(c.state(), model::ContainerState::ContainerCreated, "round {round}: {c:?}");
+            node.remove(&c.id).await;
+        }
+        node.assert_no_container_leaks();
+    }
+    node.remove_pod(&pod.0).await;
+}
