@@ -815,3 +815,37 @@ async fn a_crash_in_the_middle_of_create_container_leaks_nothing() {
     }
     node.remove_pod(&pod.0).await;
 }
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_remove_container_is_finished_at_restart() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("unmade", false).await;
+    for (round, delay_ms) in [5u64, 20, 40, 70].into_iter().enumerate() {
+        let id = node.run(&pod, container(&format!("c{round}"), &image_id, "sleep 1000")).await;
+        let socket = node.socket();
+        let request = model::RemoveContainerRequest { container_id: id.clone() };
+        let call = tokio::spawn(async move {
+            let channel =
+                lockstep_cri::connect(&format!("unix://{}", socket.display()), Duration::from_secs(5)).await.ok()?;
+            let mut client = CriClient::new(Minor::V1_36, channel).ok()?;
+            client.remove_container(request).await.ok()
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        node.kill();
+        let answered = call.await.unwrap().is_some();
+        node.spawn().await;
+        let listed = node.list(None).await;
+        if answered {
+            assert!(listed.is_empty(), "an answered RemoveContainer stays done: {listed:?}");
+        }
+        for c in &listed {
+            // Not removed yet: it was not even marked, so it still runs.
+            assert_eq!(c.state(), model::ContainerState::ContainerRunning, "round {round}: {c:?}");
+            node.remove(&c.id).await;
+        }
+        node.assert_no_container_leaks();
+        assert!(cgroups_of(&id).is_empty(), "cgroups of {id} remain");
+    }
+    node.remove_pod(&pod.0).await;
+}
