@@ -849,3 +849,61 @@ async fn a_crash_in_the_middle_of_remove_container_is_finished_at_restart() {
     }
     node.remove_pod(&pod.0).await;
 }
+
+#[tokio::test]
+async fn host_paths_and_image_volumes_are_mounted_and_released() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let two_layers = node.pull(fixtures::USER_NAME).await;
+    let pod = node.pod("volumes", false).await;
+    let host_dir = node.dir.path().join("host-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("greeting"), "from the host\n").unwrap();
+
+    let mut config = container("volumes", &image_id, "sleep 1000");
+    config.mounts = vec![
+        model::Mount {
+            container_path: "/host".into(),
+            host_path: host_dir.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        model::Mount {
+            container_path: "/scratch".into(),
+            host_path: host_dir.display().to_string(),
+            ..Default::default()
+        },
+        // One layer (a read-only bind) and two layers (an overlay without an upper layer).
+        model::Mount {
+            container_path: "/vol/one".into(),
+            image: Some(model::ImageSpec { image: image_id.clone(), ..Default::default() }),
+            ..Default::default()
+        },
+        model::Mount {
+            container_path: "/vol/two".into(),
+            image: Some(model::ImageSpec { image: two_layers.clone(), ..Default::default() }),
+            image_sub_path: "etc".into(),
+            ..Default::default()
+        },
+    ];
+    let id = node.run(&pod, config).await;
+    for cmd in ["cat /host/greeting", "echo written > /scratch/new; cat /scratch/new"] {
+        let out = node.exec(&id, &["sh", "-c", cmd], 10).await.unwrap();
+        assert_eq!(out.exit_code, 0, "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read_to_string(host_dir.join("new")).unwrap(), "written\n", "a writable bind reaches the host");
+    let out = node.exec(&id, &["touch", "/host/nope"], 10).await.unwrap();
+    assert_ne!(out.exit_code, 0, "a readonly bind refuses writes");
+    let out =
+        node.exec(&id, &["sh", "-c", "test -x /vol/one/bin/busybox && grep app /vol/two/passwd"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "the image volumes hold the images' files: {}", String::from_utf8_lossy(&out.stderr));
+    for target in ["/vol/one/new", "/vol/two/new"] {
+        let out = node.exec(&id, &["touch", target], 10).await.unwrap();
+        assert_ne!(out.exit_code, 0, "{target}: an image volume is read-only");
+    }
+    let holds = std::fs::read_dir(node.root().join("images/holds")).unwrap().count();
+    assert_eq!(holds, 3, "the container's own image and both volumes are held");
+    node.remove(&id).await;
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
