@@ -1,9 +1,11 @@
 //! Containers on a real lockstepd process (this crate's binary as `daemon`), from images built
 //! by the fixtures and pulled from a private docker-registry, run by runc under
 //! lockstep-monitor: lifecycle, status fields, logs and their reopening, ExecSync, stop
-//! signals and timeouts, OOM kills, resource updates, security contexts, pods with several
-//! containers, restarts with SIGKILL, and bad requests. After each, the leak checker looks at
-//! the host itself: records, directories, mounts, cgroups, monitors, image holds.
+//! signals and timeouts, OOM kills, resource updates and stats, security contexts (users,
+//! capabilities, read-only rootfs, seccomp, privileged), mounts, devices and image volumes,
+//! pods with several containers, SIGKILLs of lockstepd (while containers run, and in the middle
+//! of a create or a remove), and bad requests. After each, the leak checker looks at the host
+//! itself: records, directories, mounts, cgroups, monitors, image holds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,6 +143,10 @@ impl Node {
     /// A pod on the node's network (no CNI) unless `pod_network`.
     async fn pod(&mut self, name: &str, pod_network: bool) -> (String, model::PodSandboxConfig) {
         let config = pod_config(name, &self.dir.path().join("logs").join(name), pod_network);
+        self.pod_of(config).await
+    }
+
+    async fn pod_of(&mut self, config: model::PodSandboxConfig) -> (String, model::PodSandboxConfig) {
         let request = model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
         (self.kubelet().run_pod_sandbox(request).await.unwrap().pod_sandbox_id, config)
     }
@@ -595,6 +601,8 @@ async fn resources_update_and_security_contexts_apply() {
     let plain = node.run(&pod, container("plain", &image_id, "sleep 1000")).await;
     let out = node.exec(&plain, &["cat", "/proc/self/status"], 10).await.unwrap();
     assert_eq!(caps(&out), "00000000000005fb", "CRI-O's nine default capabilities");
+    let out = node.exec(&plain, &["grep", "-c", "/proc/timer_list", "/proc/self/mountinfo"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "/proc/timer_list is masked by default");
     let out = node.exec(&plain, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
     assert_ne!(out.exit_code, 0, "RuntimeDefault seccomp refuses a new user namespace");
     let mut config = container("locked", &image_id, "sleep 1000");
@@ -611,11 +619,74 @@ async fn resources_update_and_security_contexts_apply() {
     assert_ne!(out.exit_code, 0, "the rootfs is read-only");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only"), "{out:?}");
 
-    for id in [user, plain, locked] {
+    // Seccomp: Unconfined lets the user namespace through; a Localhost profile is applied.
+    let mut config = container("unconfined", &image_id, "sleep 1000");
+    security(&mut config).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    });
+    let unconfined = node.run(&pod, config).await;
+    let out = node.exec(&unconfined, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "Unconfined: {}", String::from_utf8_lossy(&out.stderr));
+    let profile = node.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut config = container("localhost", &image_id, "sleep 1000");
+    security(&mut config).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: profile.display().to_string(),
+    });
+    let localhost = node.run(&pod, config).await;
+    let out = node.exec(&localhost, &["mkdir", "/tmp/refused"], 10).await.unwrap();
+    assert_ne!(out.exit_code, 0, "the Localhost profile refuses mkdir");
+    let out = node.exec(&localhost, &["touch", "/tmp/allowed"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "and allows the rest");
+
+    // A device from the host, under another name.
+    let mut config = container("device", &image_id, "sleep 1000");
+    config.devices = vec![model::Device {
+        container_path: "/dev/xnull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let device = node.run(&pod, config).await;
+    let out = node.exec(&device, &["sh", "-c", "echo gone > /dev/xnull && test -c /dev/xnull"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+
+    for id in [user, plain, locked, unconfined, localhost, device] {
         node.remove(&id).await;
     }
     node.assert_no_container_leaks();
     node.remove_pod(&pod.0).await;
+
+    // Privileged: every capability lockstepd holds, the host's devices, nothing masked; only
+    // in a privileged pod.
+    let mut config = pod_config("privileged", &node.dir.path().join("logs/privileged"), false);
+    config.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
+    let privileged_pod = node.pod_of(config).await;
+    let mut config = container("root", &image_id, "sleep 1000");
+    security(&mut config).privileged = true;
+    let err = node.create(&pod, config.clone()).await;
+    assert_eq!(err.unwrap_err().code(), Code::NotFound, "the first pod is gone");
+    let root = node.run(&privileged_pod, config).await;
+    let out = node.exec(&root, &["cat", "/proc/self/status"], 10).await.unwrap();
+    let daemon_pid = node.child.as_ref().unwrap().id();
+    let daemon = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).unwrap();
+    let bounding = daemon.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim().to_string();
+    assert_eq!(caps(&out), bounding, "all of lockstepd's capabilities");
+    let out =
+        node.exec(&root, &["sh", "-c", "ls /dev | wc -l; grep -c /proc/timer_list /proc/self/mountinfo"], 10).await;
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    let mut lines = text.lines();
+    let devices: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(devices > 20, "the host's devices: {devices}");
+    assert_eq!(lines.next().unwrap().trim(), "0", "/proc/timer_list is not masked (no mount over it)");
+    node.remove(&root).await;
+    node.remove_pod(&privileged_pod.0).await;
+    node.assert_no_container_leaks();
 }
 
 #[tokio::test]
@@ -623,21 +694,38 @@ async fn a_pod_of_several_containers_stops_and_goes_with_its_sandbox() {
     let mut node = Node::start().await;
     let image_id = node.pull(fixtures::SHELL).await;
     let pod = node.pod("multi", true).await;
-    let web = node.run(&pod, container("web", &image_id, "httpd -f -p 8080 -h /tmp")).await;
+    let web = node
+        .run(&pod, container("web", &image_id, "echo pod-local > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"))
+        .await;
     let client = node.run(&pod, container("client", &image_id, "sleep 1000")).await;
     let created = node.create(&pod, container("later", &image_id, "sleep 1000")).await.unwrap();
     // The containers share the pod's network: one reaches the other on localhost.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = node.exec(&client, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], 10).await.unwrap();
-        // The directory listing is refused (403 or 404) by httpd; any HTTP answer proves the path.
-        let text = String::from_utf8_lossy(&out.stderr).to_string();
-        if text.contains("HTTP/1.1") || text.contains("server returned error") || out.exit_code == 0 {
+        if out.exit_code == 0 {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "pod-local\n");
             break;
         }
-        assert!(Instant::now() < deadline, "no answer from the pod's other container: {text}");
+        assert!(Instant::now() < deadline, "no answer from the pod's other container: {out:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // ... and its IPC namespace and /dev/shm, its hostname, hosts and resolv.conf.
+    let out = node.exec(&client, &["sh", "-c", "echo shared > /dev/shm/note"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    let out = node.exec(&web, &["cat", "/dev/shm/note"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "shared\n", "one /dev/shm for the pod");
+    let out = node.exec(&client, &["sh", "-c", "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf"], 10).await;
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    let status = node
+        .kubelet()
+        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: pod.0.clone(), verbose: false });
+    let ip = status.await.unwrap().status.unwrap().network.unwrap().ip;
+    assert!(text.starts_with("multi\nmulti\n"), "the pod's hostname: {text}");
+    assert!(text.contains(&format!("{ip}\tmulti")), "the pod's IP in /etc/hosts: {text}");
+    let sandbox_resolv =
+        std::fs::read_to_string(node.runroot().join("sandboxes").join(&pod.0).join("resolv.conf")).unwrap();
+    assert!(text.ends_with(&sandbox_resolv), "the sandbox's resolv.conf: {text}");
     let by_pod = node.list(Some(model::ContainerFilter { pod_sandbox_id: pod.0.clone(), ..Default::default() })).await;
     assert_eq!(by_pod.len(), 3);
 
@@ -714,8 +802,7 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
     let parent = format!("/lockstep-bad-{}", std::process::id());
     let mut config = pod_config("bad", &node.dir.path().join("logs/bad"), false);
     config.linux.as_mut().unwrap().cgroup_parent = parent.clone();
-    let request = model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
-    let pod = (node.kubelet().run_pod_sandbox(request).await.unwrap().pod_sandbox_id, config);
+    let pod = node.pod_of(config).await;
     let children = || -> Vec<PathBuf> {
         std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
@@ -753,6 +840,12 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
     let mut absent_user = good();
     security(&mut absent_user).run_as_username = "nobody-here".into();
     cases.push(("absent user", absent_user, Code::NotFound, "run_as_username"));
+    let mut apparmor = good();
+    security(&mut apparmor).apparmor = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "lockstep-test-profile".into(),
+    });
+    cases.push(("AppArmor profile", apparmor, Code::FailedPrecondition, "apparmor"));
     let mut no_name = good();
     no_name.metadata = Some(model::ContainerMetadata { name: String::new(), attempt: 0 });
     cases.push(("no name", no_name, Code::InvalidArgument, "config.metadata.name"));
