@@ -2,12 +2,15 @@
 //! image and the runtime settings (`spec`), and the parts it is made of — capabilities,
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
-//! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s),
+//! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s,
+//! with `create` and `operations`),
 //! `rootfs` (overlay mounts), `recovery` (after a restart) and `stats` (cgroup readings).
 
 pub mod capabilities;
+mod create;
 pub mod host;
 mod manager;
+mod operations;
 pub mod record;
 mod recovery;
 pub mod resources;
