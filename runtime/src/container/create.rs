@@ -336,3 +336,69 @@ fn status_template(
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::reference::Digest;
+    use crate::image::registry::manifest::{ImageConfig, RootFs};
+
+    fn image() -> ImageRecord {
+        let id = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["registry.test/shop/web:1".into()],
+            repo_digests: vec![format!("registry.test/shop/web@sha256:{}", "b".repeat(64))],
+            manifest: id,
+            config: ImageConfig {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                created: None,
+                config: Default::default(),
+                rootfs: RootFs { kind: "layers".into(), diff_ids: vec![] },
+            },
+            layers: vec![],
+            size: 1,
+            pulled_at: 0,
+        }
+    }
+
+    fn built(stop_signal: i32) -> spec::BuiltSpec {
+        spec::BuiltSpec {
+            spec: Default::default(),
+            stop_signal,
+            user: super::super::user::ResolvedUser { uid: 7, gid: 8, additional_gids: vec![8, 9] },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn the_template_names_the_image_as_the_kubelet_shows_it() {
+        let image = image();
+        let config = model::ContainerConfig {
+            metadata: Some(model::ContainerMetadata { name: "web".into(), attempt: 1 }),
+            image: Some(model::ImageSpec {
+                image: image.id.to_string(),
+                user_specified_image: "shop/web:1".into(),
+                ..Default::default()
+            }),
+            mounts: vec![model::Mount { container_path: "/data".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        // Created by ID, as the kubelet does: the status shows the tag, the digest and the ID.
+        let t = status_template(&config, &image, &image.id.to_string(), &built(10), Some(Path::new("/logs/web/1.log")));
+        let spec = t.image.unwrap();
+        assert_eq!(spec.image, "registry.test/shop/web:1");
+        assert_eq!(spec.user_specified_image, "shop/web:1");
+        assert!(t.image_ref.starts_with("registry.test/shop/web@sha256:bbbb"), "{}", t.image_ref);
+        assert_eq!(t.image_id, image.id.to_string());
+        assert_eq!((t.log_path.as_str(), t.mounts.len()), ("/logs/web/1.log", 1));
+        assert_eq!(t.stop_signal, model::Signal::Sigusr1 as i32);
+        let user = t.user.unwrap().linux.unwrap();
+        assert_eq!((user.uid, user.gid, user.supplemental_groups), (7, 8, vec![8, 9]));
+        // Created by name: the name as given.
+        let t = status_template(&config, &image, "shop/web:1", &built(15), None);
+        assert_eq!(t.image.unwrap().image, "shop/web:1");
+        assert_eq!((t.log_path.as_str(), t.stop_signal), ("", model::Signal::Sigterm as i32));
+    }
+}
