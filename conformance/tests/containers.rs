@@ -106,9 +106,15 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let channel = lockstep_cri::connect(&format!("unix://{}", self.socket().display()), Duration::from_secs(5))
-            .await
-            .unwrap();
+        // The socket file exists from bind() on; connections succeed from listen() on.
+        let endpoint = format!("unix://{}", self.socket().display());
+        let channel = loop {
+            match lockstep_cri::connect(&endpoint, Duration::from_secs(5)).await {
+                Ok(channel) => break channel,
+                Err(e) => assert!(Instant::now() < deadline, "cannot connect to lockstepd: {e}: {}", self.log()),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let mut client = CriClient::new(Minor::V1_36, channel).unwrap();
         client.set_timeout(Some(Duration::from_secs(120)));
         self.kubelet = Some(client);
