@@ -30,6 +30,8 @@ pub enum DaemonError {
     NotCompiled(#[from] lockstep_cri::NotCompiled),
     #[error("sandbox recovery failed: {0}")]
     Sandboxes(#[from] crate::sandbox::SandboxError),
+    #[error("container recovery failed: {0}")]
+    Containers(#[from] crate::container::ContainerError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -55,7 +57,9 @@ pub async fn run(
     let info = Arc::new(RuntimeInfo::new(minor, config)?);
     log_handlers(&info);
     let sandboxes = recover_sandboxes(info.clone()).await?;
-    let cri = Arc::new(Cri { info, sandboxes, containers: Arc::new(Containers::default()), images });
+    let containers = recover_containers(info.clone(), sandboxes.clone(), images.clone()).await?;
+    sandboxes.set_containers(containers.clone());
+    let cri = Arc::new(Cri { info, sandboxes, containers, images });
     let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
     let listener = socket::listen(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");
@@ -76,6 +80,23 @@ async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, Dae
         Ok(result) => Ok(result?),
         Err(e) => {
             Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::internal("the sandbox recovery panicked", e)))
+        }
+    }
+}
+
+/// Loads the container records and reconciles them with the monitors and OCI runtimes before
+/// the socket opens; the sandboxes then stop and remove their containers through it.
+async fn recover_containers(
+    info: Arc<RuntimeInfo>,
+    sandboxes: Arc<Sandboxes>,
+    images: Arc<ImageService>,
+) -> Result<Arc<Containers>, DaemonError> {
+    let handle = tokio::runtime::Handle::current();
+    let recovered = tokio::task::spawn_blocking(move || Containers::start(info, sandboxes, images, handle)).await;
+    match recovered {
+        Ok(result) => Ok(result?),
+        Err(e) => {
+            Err(DaemonError::Containers(crate::container::ContainerError::Internal(format!("recovery panicked: {e}"))))
         }
     }
 }

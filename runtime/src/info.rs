@@ -147,7 +147,8 @@ impl RuntimeInfo {
             info,
             runtime_handlers,
             features: Some(model::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                // Merge and Strict are honoured by the spec builder (container::user).
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         }

@@ -19,4 +19,5 @@ pub mod persist;
 pub mod sandbox;
 pub mod server;
 pub mod socket;
+pub mod timing;
 pub mod undo;

@@ -152,9 +152,14 @@ async fn runtime_config_and_pod_cidr() {
 #[tokio::test]
 async fn rpcs_not_built_yet_say_which() {
     let daemon = Daemon::start(Minor::V1_36).await;
-    let err = daemon.kubelet(Minor::V1_36).await.create_container(Default::default()).await.unwrap_err();
+    let mut kubelet = daemon.kubelet(Minor::V1_36).await;
+    let err = kubelet.checkpoint_container(Default::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("CreateContainer"), "{}", err.message());
+    assert!(err.message().contains("CheckpointContainer"), "{}", err.message());
+    // Built RPCs check their input instead.
+    let err = kubelet.create_container(Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("config"), "{}", err.message());
     daemon.stop().await;
 }
 

@@ -2,14 +2,26 @@
 //! image and the runtime settings (`spec`), and the parts it is made of — capabilities,
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
+//! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s,
+//! with `create` and `operations`),
+//! `rootfs` (overlay mounts), `recovery` (after a restart) and `stats` (cgroup readings).
 
 pub mod capabilities;
+mod create;
 pub mod host;
+mod manager;
+mod operations;
+pub mod record;
+mod recovery;
 pub mod resources;
+pub mod rootfs;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;
+pub mod stats;
 pub mod user;
+
+pub use manager::{ContainerError, ContainerManager};
 
 /// What kind of gRPC status a bad request deserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -97,55 +97,61 @@ impl RuntimeService for Cri {
 
     async fn create_container(
         &self,
-        _: Request<model::CreateContainerRequest>,
+        request: Request<model::CreateContainerRequest>,
     ) -> Reply<model::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        container::create(&self.containers, request.into_inner()).await.map(Response::new)
     }
-    async fn start_container(&self, _: Request<model::StartContainerRequest>) -> Reply<model::StartContainerResponse> {
-        unimplemented("StartContainer")
+    async fn start_container(
+        &self,
+        request: Request<model::StartContainerRequest>,
+    ) -> Reply<model::StartContainerResponse> {
+        container::start(&self.containers, request.into_inner()).await.map(Response::new)
     }
-    async fn stop_container(&self, _: Request<model::StopContainerRequest>) -> Reply<model::StopContainerResponse> {
-        unimplemented("StopContainer")
+    async fn stop_container(
+        &self,
+        request: Request<model::StopContainerRequest>,
+    ) -> Reply<model::StopContainerResponse> {
+        container::stop(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn remove_container(
         &self,
-        _: Request<model::RemoveContainerRequest>,
+        request: Request<model::RemoveContainerRequest>,
     ) -> Reply<model::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        container::remove(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn container_status(
         &self,
-        _: Request<model::ContainerStatusRequest>,
+        request: Request<model::ContainerStatusRequest>,
     ) -> Reply<model::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        container::status(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_containers(
         &self,
         request: Request<model::ListContainersRequest>,
     ) -> Reply<model::ListContainersResponse> {
-        Ok(Response::new(container::list(&self.containers, request.into_inner())))
+        container::list(&self.containers, request.into_inner()).await.map(Response::new)
     }
     type StreamContainersStream = StreamOf<model::StreamContainersResponse>;
     async fn stream_containers(
         &self,
         request: Request<model::StreamContainersRequest>,
     ) -> Reply<Self::StreamContainersStream> {
-        Ok(Response::new(container::stream(&self.containers, request.into_inner())))
+        container::stream(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn update_container_resources(
         &self,
-        _: Request<model::UpdateContainerResourcesRequest>,
+        request: Request<model::UpdateContainerResourcesRequest>,
     ) -> Reply<model::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        container::update_resources(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn reopen_container_log(
         &self,
-        _: Request<model::ReopenContainerLogRequest>,
+        request: Request<model::ReopenContainerLogRequest>,
     ) -> Reply<model::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        container::reopen_log(&self.containers, request.into_inner()).await.map(Response::new)
     }
-    async fn exec_sync(&self, _: Request<model::ExecSyncRequest>) -> Reply<model::ExecSyncResponse> {
-        unimplemented("ExecSync")
+    async fn exec_sync(&self, request: Request<model::ExecSyncRequest>) -> Reply<model::ExecSyncResponse> {
+        container::exec_sync(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn exec(&self, _: Request<model::ExecRequest>) -> Reply<model::ExecResponse> {
         unimplemented("Exec")
@@ -167,21 +173,24 @@ impl RuntimeService for Cri {
         unimplemented("GetContainerEvents")
     }
 
-    async fn container_stats(&self, _: Request<model::ContainerStatsRequest>) -> Reply<model::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+    async fn container_stats(
+        &self,
+        request: Request<model::ContainerStatsRequest>,
+    ) -> Reply<model::ContainerStatsResponse> {
+        container::stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_container_stats(
         &self,
-        _: Request<model::ListContainerStatsRequest>,
+        request: Request<model::ListContainerStatsRequest>,
     ) -> Reply<model::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        container::list_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     type StreamContainerStatsStream = StreamOf<model::StreamContainerStatsResponse>;
     async fn stream_container_stats(
         &self,
-        _: Request<model::StreamContainerStatsRequest>,
+        request: Request<model::StreamContainerStatsRequest>,
     ) -> Reply<Self::StreamContainerStatsStream> {
-        unimplemented("StreamContainerStats")
+        container::stream_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn pod_sandbox_stats(
         &self,

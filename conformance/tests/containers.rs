@@ -1,0 +1,1008 @@
+//! Containers on a real lockstepd process (this crate's binary as `daemon`), from images built
+//! by the fixtures and pulled from a private docker-registry, run by runc under
+//! lockstep-monitor: lifecycle, status fields, logs and their reopening, ExecSync, stop
+//! signals and timeouts, OOM kills, resource updates and stats, security contexts (users,
+//! capabilities, read-only rootfs, seccomp, privileged), mounts, devices and image volumes,
+//! pods with several containers, SIGKILLs of lockstepd (while containers run, and in the middle
+//! of a create or a remove), and bad requests. After each, the leak checker looks at the host
+//! itself: records, directories, mounts, cgroups, monitors, image holds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep_conformance::fixtures::{self, registry::LocalRegistry};
+use lockstep_cri::{model, CriClient, Minor};
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
+const NETWORK: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "lockstep",
+  "plugins": [
+    { "type": "bridge", "bridge": "lockstep0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.88.0.0/16" }]], "routes": [{ "dst": "0.0.0.0/0" }] } },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}"#;
+
+/// A lockstepd with its own state and a registry holding the shell and user-name images.
+struct Node {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    registry: LocalRegistry,
+    kubelet: Option<CriClient>,
+}
+
+impl Node {
+    async fn start() -> Node {
+        let monitor = Path::new(BIN).with_file_name("lockstep-monitor");
+        assert!(
+            monitor.exists(),
+            "{} is missing: build the workspace (cargo test --workspace does)",
+            monitor.display()
+        );
+        let registry = LocalRegistry::start().unwrap();
+        let set = fixtures::standard().unwrap();
+        let wanted: Vec<_> =
+            set.into_iter().filter(|f| [fixtures::SHELL, fixtures::USER_NAME].contains(&f.repo)).collect();
+        fixtures::push_all(&registry.host, &wanted).await.unwrap();
+        let dir = tempfile::Builder::new().prefix("lsc-").tempdir_in("/tmp").unwrap();
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        std::fs::write(dir.path().join("net.d/10-test.conflist"), NETWORK).unwrap();
+        std::fs::write(dir.path().join("registries.conf"), "").unwrap();
+        std::fs::write(
+            dir.path().join("lockstep.toml"),
+            format!(
+                "[network]\ncni_config_dir = {:?}\ncni_plugin_dirs = [\"/usr/lib/cni\"]\n[image]\nregistries_conf = {:?}\n",
+                dir.path().join("net.d").display().to_string(),
+                dir.path().join("registries.conf").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let mut node = Node { dir, child: None, registry, kubelet: None };
+        node.spawn().await;
+        node
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    fn runroot(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("lockstep.sock")
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lockstepd.log")).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("lockstepd.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["daemon", "--kube", "1.36", "--config"])
+            .arg(self.dir.path().join("lockstep.toml"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.runroot())
+            .arg("--listen")
+            .arg(self.socket())
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.socket().exists() {
+            assert!(Instant::now() < deadline, "lockstepd did not serve: {}", self.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("lockstepd exited ({status}): {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The socket file exists from bind() on; connections succeed from listen() on.
+        let endpoint = format!("unix://{}", self.socket().display());
+        let channel = loop {
+            match lockstep_cri::connect(&endpoint, Duration::from_secs(5)).await {
+                Ok(channel) => break channel,
+                Err(e) => assert!(Instant::now() < deadline, "cannot connect to lockstepd: {e}: {}", self.log()),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let mut client = CriClient::new(Minor::V1_36, channel).unwrap();
+        client.set_timeout(Some(Duration::from_secs(120)));
+        self.kubelet = Some(client);
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(&mut self) {
+        self.kubelet = None;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn kubelet(&mut self) -> &mut CriClient {
+        self.kubelet.as_mut().unwrap()
+    }
+
+    fn image(&self, repo: &str) -> String {
+        format!("{}/{repo}:{}", self.registry.host, fixtures::TAG)
+    }
+
+    async fn pull(&mut self, repo: &str) -> String {
+        let image = self.image(repo);
+        let request = model::PullImageRequest {
+            image: Some(model::ImageSpec { image, ..Default::default() }),
+            ..Default::default()
+        };
+        self.kubelet().pull_image(request).await.unwrap().image_ref
+    }
+
+    /// A pod on the node's network (no CNI) unless `pod_network`.
+    async fn pod(&mut self, name: &str, pod_network: bool) -> (String, model::PodSandboxConfig) {
+        let config = pod_config(name, &self.dir.path().join("logs").join(name), pod_network);
+        self.pod_of(config).await
+    }
+
+    async fn pod_of(&mut self, config: model::PodSandboxConfig) -> (String, model::PodSandboxConfig) {
+        let request = model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        (self.kubelet().run_pod_sandbox(request).await.unwrap().pod_sandbox_id, config)
+    }
+
+    async fn create(
+        &mut self,
+        pod: &(String, model::PodSandboxConfig),
+        config: model::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        let request = model::CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.1.clone()),
+        };
+        self.kubelet().create_container(request).await.map(|r| r.container_id)
+    }
+
+    async fn run(&mut self, pod: &(String, model::PodSandboxConfig), config: model::ContainerConfig) -> String {
+        let id = self.create(pod, config).await.unwrap();
+        self.kubelet().start_container(model::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        id
+    }
+
+    async fn status(&mut self, id: &str) -> model::ContainerStatus {
+        let request = model::ContainerStatusRequest { container_id: id.into(), verbose: false };
+        self.kubelet().container_status(request).await.unwrap().status.unwrap()
+    }
+
+    async fn verbose(&mut self, id: &str) -> serde_json::Value {
+        let request = model::ContainerStatusRequest { container_id: id.into(), verbose: true };
+        let info = self.kubelet().container_status(request).await.unwrap().info;
+        serde_json::from_str(&info["info"]).unwrap()
+    }
+
+    async fn wait_state(&mut self, id: &str, state: model::ContainerState) -> model::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status(id).await;
+            if status.state() == state {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "container {id} stays {:?}", status.state());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(&mut self, id: &str, timeout: i64) -> Result<(), tonic::Status> {
+        let request = model::StopContainerRequest { container_id: id.into(), timeout };
+        self.kubelet().stop_container(request).await.map(|_| ())
+    }
+
+    async fn remove(&mut self, id: &str) {
+        self.kubelet().remove_container(model::RemoveContainerRequest { container_id: id.into() }).await.unwrap();
+    }
+
+    async fn exec(&mut self, id: &str, cmd: &[&str], timeout: i64) -> Result<model::ExecSyncResponse, tonic::Status> {
+        let request = model::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        };
+        self.kubelet().exec_sync(request).await
+    }
+
+    async fn remove_pod(&mut self, id: &str) {
+        self.kubelet().stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap();
+        self.kubelet().remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap();
+    }
+
+    async fn list(&mut self, filter: Option<model::ContainerFilter>) -> Vec<model::Container> {
+        self.kubelet().list_containers(model::ListContainersRequest { filter }).await.unwrap().containers
+    }
+
+    /// Nothing of the node's containers is left: records, directories, mounts, cgroups,
+    /// monitors, image holds.
+    fn assert_no_container_leaks(&self) {
+        let records = self.root().join("containers");
+        let left: Vec<_> = std::fs::read_dir(&records).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "container records or layers remain: {left:?}");
+        let runs = self.runroot().join("containers");
+        let left: Vec<_> = std::fs::read_dir(&runs).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "container run directories remain: {left:?}");
+        let holds = self.root().join("images/holds");
+        let left: Vec<_> = std::fs::read_dir(&holds).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "image holds remain: {left:?}");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let ours = self.dir.path().display().to_string();
+        let leaked: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&ours) && l.contains("overlay")).collect();
+        assert!(leaked.is_empty(), "container mounts remain: {leaked:#?}");
+        let monitors = monitors_of(&self.runroot());
+        assert!(monitors.is_empty(), "monitors still run: {monitors:?}");
+    }
+}
+
+impl Drop for Node {
+    /// A failed test leaves containers and pods behind: kill their monitors' containers and
+    /// unmount what is under the node's directory.
+    fn drop(&mut self) {
+        self.kill();
+        for pid in monitors_of(&self.runroot()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        for state in ["run/oci/runc"] {
+            for entry in std::fs::read_dir(self.dir.path().join(state)).into_iter().flatten().flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let root = self.dir.path().join(state);
+                let _ = Command::new("runc").arg("--root").arg(&root).args(["kill", "--all", &id, "KILL"]).output();
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
+            }
+        }
+        let cache = lockstep_runtime::cni::network::AttachmentCache::new(&self.root());
+        for (_, attachment) in cache.all().unwrap_or_default() {
+            let _ = lockstep_runtime::cni::network::del(&attachment, &[PathBuf::from("/usr/lib/cni")]);
+        }
+        for dir in std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten() {
+            if let Ok(Some(pause)) = lockstep_runtime::sandbox::pause::read_pid_file(&dir.path()) {
+                let _ = lockstep_runtime::sandbox::pause::kill(&pause);
+            }
+        }
+        for mount in lockstep_runtime::sandbox::files::mounts_under(self.dir.path()) {
+            let _ = lockstep_runtime::sandbox::files::unmount(&mount);
+        }
+    }
+}
+
+/// lockstep-monitor processes whose container directory is under `runroot`.
+fn monitors_of(runroot: &Path) -> Vec<i32> {
+    let wanted = runroot.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline);
+            text.contains("lockstep-monitor") && text.contains(&wanted)
+        })
+        .collect()
+}
+
+/// Cgroup directories whose name holds `id`, in any hierarchy.
+fn cgroups_of(id: &str) -> Vec<String> {
+    let out = Command::new("find").args(["/sys/fs/cgroup", "-maxdepth", "5", "-name", &format!("*{id}*")]).output();
+    String::from_utf8_lossy(&out.unwrap().stdout).lines().map(str::to_string).collect()
+}
+
+fn pod_config(name: &str, log_directory: &Path, pod_network: bool) -> model::PodSandboxConfig {
+    let uid = format!("uid-{name}-{}", std::process::id());
+    let network = if pod_network { model::NamespaceMode::Pod } else { model::NamespaceMode::Node };
+    model::PodSandboxConfig {
+        metadata: Some(model::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.clone(),
+            namespace: "lockstep-test".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_directory.display().to_string(),
+        labels: [("io.kubernetes.pod.name".to_string(), name.to_string())].into(),
+        linux: Some(model::LinuxPodSandboxConfig {
+            security_context: Some(model::LinuxSandboxSecurityContext {
+                namespace_options: Some(model::NamespaceOption {
+                    network: network as i32,
+                    pid: model::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container as the kubelet sends it: image by the ID PullImage returned, log under the pod's
+/// directory.
+fn container(name: &str, image_id: &str, script: &str) -> model::ContainerConfig {
+    model::ContainerConfig {
+        metadata: Some(model::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(model::ImageSpec { image: image_id.into(), ..Default::default() }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: [("io.kubernetes.container.name".to_string(), name.to_string())].into(),
+        annotations: [("lockstep.test/kind".to_string(), "container".to_string())].into(),
+        linux: Some(model::LinuxContainerConfig {
+            resources: Some(Default::default()),
+            security_context: Some(model::LinuxContainerSecurityContext {
+                namespace_options: Some(model::NamespaceOption {
+                    pid: model::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+fn security(config: &mut model::ContainerConfig) -> &mut model::LinuxContainerSecurityContext {
+    config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)
+}
+
+/// The log's entries without timestamps ("stdout F text"), checking each timestamp's form.
+fn log_entries(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let (stamp, rest) = line.split_once(' ').unwrap();
+            assert_eq!(stamp.len(), 30, "RFC3339Nano with nine digits: {stamp}");
+            rest.to_string()
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("life", false).await;
+    let script = "trap 'echo bye; exit 0' TERM; echo hello; echo oops >&2; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done";
+    let id = node.create(&pod, container("web", &image_id, script)).await.unwrap();
+
+    // Created: listed and described as the kubelet reads it.
+    let listed = node.list(None).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].pod_sandbox_id.as_str()), (id.as_str(), pod.0.as_str()));
+    assert_eq!(listed[0].state(), model::ContainerState::ContainerCreated);
+    let status = node.status(&id).await;
+    assert_eq!(status.state(), model::ContainerState::ContainerCreated);
+    assert!(status.created_at > 0 && status.started_at == 0);
+    assert_eq!(status.metadata.as_ref().unwrap().name, "web");
+    assert_eq!(status.image.as_ref().unwrap().image, node.image(fixtures::SHELL), "the name, not the ID");
+    assert_eq!(status.image_id, image_id);
+    assert!(status.image_ref.contains("@sha256:"), "{}", status.image_ref);
+    let log = node.dir.path().join("logs/life/web/0.log");
+    assert_eq!(Path::new(&status.log_path), log);
+    assert_eq!(status.labels["io.kubernetes.container.name"], "web");
+    assert_eq!(status.annotations["lockstep.test/kind"], "container");
+    assert_eq!(status.user.unwrap().linux.unwrap().uid, 0);
+    let info = node.verbose(&id).await;
+    assert_eq!(info["runtimeHandler"], "runc");
+    assert!(info["pid"].as_i64().unwrap() > 0);
+
+    // Running.
+    node.kubelet().start_container(model::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let err = node.kubelet().start_container(model::StartContainerRequest { container_id: id.clone() }).await;
+    assert_eq!(err.unwrap_err().code(), Code::FailedPrecondition, "a running container cannot start again");
+    let status = node.status(&id).await;
+    assert_eq!(status.state(), model::ContainerState::ContainerRunning);
+    assert!(status.started_at >= status.created_at);
+    let running = Some(model::ContainerStateValue { state: model::ContainerState::ContainerRunning as i32 });
+    let by_state = node.list(Some(model::ContainerFilter { state: running, ..Default::default() })).await;
+    assert_eq!(by_state.len(), 1);
+    let by_label = model::ContainerFilter {
+        label_selector: [("io.kubernetes.container.name".to_string(), "db".to_string())].into(),
+        ..Default::default()
+    };
+    assert!(node.list(Some(by_label)).await.is_empty());
+    wait_for("the first lines", || log_entries(&log).len() >= 4).await;
+    let entries = log_entries(&log);
+    assert!(entries.contains(&"stdout F hello".to_string()) && entries.contains(&"stderr F oops".to_string()));
+
+    // ExecSync: output, exit code, the container's own view, the timeout.
+    let out = node.exec(&id, &["sh", "-c", "echo out; echo err >&2; hostname; exit 3"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 3);
+    let node_name = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("out\n{node_name}\n"),
+        "a host-network pod has the node's name"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let started = Instant::now();
+    let err = node.exec(&id, &["sleep", "4242"], 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(err.message().contains("timed out"), "{}", err.message());
+    let err = node.exec(&id, &["sleep", "1"], -1).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("timeout"), "{}", err.message());
+
+    // ReopenContainerLog after the kubelet renamed the file: no line lost.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    node.kubelet().reopen_container_log(model::ReopenContainerLogRequest { container_id: id.clone() }).await.unwrap();
+    wait_for("lines in the new file", || log_entries(&log).len() >= 3).await;
+
+    // StopContainer: the stop signal first; the trap exits 0.
+    node.stop(&id, 10).await.unwrap();
+    let status = node.status(&id).await;
+    assert_eq!(status.state(), model::ContainerState::ContainerExited);
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert!(status.finished_at >= status.started_at);
+    node.stop(&id, 10).await.unwrap();
+    let ticks: Vec<u32> = log_entries(&rotated)
+        .into_iter()
+        .chain(log_entries(&log))
+        .filter_map(|e| e.strip_prefix("stdout F tick ").map(|n| n.parse().unwrap()))
+        .collect();
+    assert_eq!(ticks, (0..ticks.len() as u32).collect::<Vec<_>>(), "every tick once, in order, across the reopen");
+    assert!(log_entries(&log).contains(&"stdout F bye".to_string()));
+    let err = node.kubelet().reopen_container_log(model::ReopenContainerLogRequest { container_id: id.clone() }).await;
+    assert_eq!(err.unwrap_err().code(), Code::FailedPrecondition);
+
+    // RemoveContainer: gone, idempotent; the log stays (the kubelet's).
+    node.remove(&id).await;
+    node.remove(&id).await;
+    assert!(node.list(None).await.is_empty());
+    let err =
+        node.kubelet().container_status(model::ContainerStatusRequest { container_id: id.clone(), verbose: false });
+    assert_eq!(err.await.unwrap_err().code(), Code::NotFound);
+    assert!(log.exists());
+    assert!(cgroups_of(&id).is_empty(), "cgroups remain: {:?}", cgroups_of(&id));
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
+
+#[tokio::test]
+async fn stop_signals_timeouts_and_oom_kills() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("stops", false).await;
+
+    // A process that ignores SIGTERM is killed after the timeout.
+    let stubborn = node.run(&pod, container("stubborn", &image_id, "trap '' TERM; while :; do sleep 0.1; done")).await;
+    let started = Instant::now();
+    node.stop(&stubborn, 2).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    let status = node.status(&stubborn).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (137, "Error"));
+
+    // The request's stop signal (1.33+) is what StopContainer sends first.
+    let mut config = container("usr1", &image_id, "trap 'exit 7' USR1; while :; do sleep 0.1; done");
+    config.stop_signal = model::Signal::Sigusr1 as i32;
+    let usr1 = node.run(&pod, config).await;
+    assert_eq!(node.status(&usr1).await.stop_signal, model::Signal::Sigusr1 as i32);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.stop(&usr1, 30).await.unwrap();
+    assert_eq!(node.status(&usr1).await.exit_code, 7);
+
+    // A negative timeout names the field; nothing changes.
+    let sleeper = node.run(&pod, container("sleeper", &image_id, "sleep 1000")).await;
+    let err = node.stop(&sleeper, -1).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("timeout"), "{}", err.message());
+    assert_eq!(node.status(&sleeper).await.state(), model::ContainerState::ContainerRunning);
+    // Timeout 0: SIGKILL at once (sh as PID 1 would ignore SIGTERM).
+    node.stop(&sleeper, 0).await.unwrap();
+    assert_eq!(node.status(&sleeper).await.exit_code, 137);
+
+    // An exit of its own; then an OOM kill in a memory limit.
+    let done = node.run(&pod, container("done", &image_id, "exit 4")).await;
+    let status = node.wait_state(&done, model::ContainerState::ContainerExited).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (4, "Error"));
+    let mut config = container("hog", &image_id, "exec busybox dd if=/dev/zero of=/dev/null bs=96M count=1");
+    config.linux.as_mut().unwrap().resources = Some(model::LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        memory_swap_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let hog = node.run(&pod, config).await;
+    let status = node.wait_state(&hog, model::ContainerState::ContainerExited).await;
+    assert_eq!(status.reason, "OOMKilled", "{status:?}");
+    assert_eq!(status.exit_code, 137);
+
+    for id in [stubborn, usr1, sleeper, done, hog] {
+        node.remove(&id).await;
+    }
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
+
+#[tokio::test]
+async fn resources_update_and_security_contexts_apply() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let user_image = node.pull(fixtures::USER_NAME).await;
+    let pod = node.pod("secure", false).await;
+
+    // UpdateContainerResources reaches the cgroup and ContainerStatus.
+    let id = node.run(&pod, container("limits", &image_id, "sleep 1000")).await;
+    let pid = node.verbose(&id).await["pid"].as_i64().unwrap();
+    let memory_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .expect("a v1 memory cgroup");
+    let update = model::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(model::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    node.kubelet().update_container_resources(update).await.unwrap();
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{memory_cgroup}/memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let resources = node.status(&id).await.resources.unwrap().linux.unwrap();
+    assert_eq!((resources.memory_limit_in_bytes, resources.cpu_shares), (64 << 20, 512));
+
+    // Stats from the cgroups, as the kubelet's stats provider reads them.
+    let filter = model::ContainerStatsFilter { pod_sandbox_id: pod.0.clone(), ..Default::default() };
+    let listed = node.kubelet().list_container_stats(model::ListContainerStatsRequest { filter: Some(filter) });
+    let listed = listed.await.unwrap().stats;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attributes.as_ref().unwrap().id, id);
+    let memory = listed[0].memory.unwrap();
+    assert!(memory.usage_bytes.unwrap().value > 0 && memory.working_set_bytes.is_some());
+    assert!(memory.available_bytes.unwrap().value <= 64 << 20, "available below the limit");
+    assert!(listed[0].cpu.as_ref().unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let one = node.kubelet().container_stats(model::ContainerStatsRequest { container_id: id.clone() });
+    let one = one.await.unwrap().stats.unwrap();
+    assert!(one.cpu.unwrap().usage_nano_cores.is_some(), "a rate from two readings");
+    assert!(one.writable_layer.unwrap().fs_id.unwrap().mountpoint.ends_with("upper"));
+    node.stop(&id, 0).await.unwrap();
+    node.remove(&id).await;
+
+    // Users: numeric, by name from the image's passwd, with supplemental groups.
+    let mut config = container("user", &user_image, "id; sleep 1000");
+    config.command.clear();
+    config.args = vec!["sh".into(), "-c".into(), "id; sleep 1000".into()];
+    let sc = security(&mut config);
+    sc.run_as_username = "app".into();
+    sc.supplemental_groups = vec![4242];
+    let user = node.run(&pod, config).await;
+    let out = node.exec(&user, &["id"], 10).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("uid=1500") && text.contains("gid=1500") && text.contains("4242"), "{text}");
+    let reported = node.status(&user).await.user.unwrap().linux.unwrap();
+    assert_eq!((reported.uid, reported.gid), (1500, 1500));
+    assert!(reported.supplemental_groups.contains(&4242));
+
+    // Default capabilities, then all dropped; a read-only rootfs; RuntimeDefault seccomp.
+    let caps = |out: &model::ExecSyncResponse| {
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())).unwrap()
+    };
+    let plain = node.run(&pod, container("plain", &image_id, "sleep 1000")).await;
+    let out = node.exec(&plain, &["cat", "/proc/self/status"], 10).await.unwrap();
+    assert_eq!(caps(&out), "00000000000005fb", "CRI-O's nine default capabilities");
+    let out = node.exec(&plain, &["grep", "-c", "/proc/timer_list", "/proc/self/mountinfo"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "/proc/timer_list is masked by default");
+    let out = node.exec(&plain, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
+    assert_ne!(out.exit_code, 0, "RuntimeDefault seccomp refuses a new user namespace");
+    let mut config = container("locked", &image_id, "sleep 1000");
+    let sc = security(&mut config);
+    sc.readonly_rootfs = true;
+    sc.no_new_privs = true;
+    sc.capabilities = Some(model::Capability { drop_capabilities: vec!["ALL".into()], ..Default::default() });
+    let locked = node.run(&pod, config).await;
+    let out = node.exec(&locked, &["cat", "/proc/self/status"], 10).await.unwrap();
+    assert_eq!(caps(&out), "0000000000000000");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{text}");
+    let out = node.exec(&locked, &["touch", "/file"], 10).await.unwrap();
+    assert_ne!(out.exit_code, 0, "the rootfs is read-only");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only"), "{out:?}");
+
+    // Seccomp: Unconfined lets the user namespace through; a Localhost profile is applied.
+    let mut config = container("unconfined", &image_id, "sleep 1000");
+    security(&mut config).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    });
+    let unconfined = node.run(&pod, config).await;
+    let out = node.exec(&unconfined, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "Unconfined: {}", String::from_utf8_lossy(&out.stderr));
+    let profile = node.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut config = container("localhost", &image_id, "sleep 1000");
+    security(&mut config).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: profile.display().to_string(),
+    });
+    let localhost = node.run(&pod, config).await;
+    let out = node.exec(&localhost, &["mkdir", "/tmp/refused"], 10).await.unwrap();
+    assert_ne!(out.exit_code, 0, "the Localhost profile refuses mkdir");
+    let out = node.exec(&localhost, &["touch", "/tmp/allowed"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "and allows the rest");
+
+    // A device from the host, under another name.
+    let mut config = container("device", &image_id, "sleep 1000");
+    config.devices = vec![model::Device {
+        container_path: "/dev/xnull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let device = node.run(&pod, config).await;
+    let out = node.exec(&device, &["sh", "-c", "echo gone > /dev/xnull && test -c /dev/xnull"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+
+    for id in [user, plain, locked, unconfined, localhost, device] {
+        node.remove(&id).await;
+    }
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+
+    // Privileged: every capability lockstepd holds, the host's devices, nothing masked; only
+    // in a privileged pod.
+    let mut config = pod_config("privileged", &node.dir.path().join("logs/privileged"), false);
+    config.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
+    let privileged_pod = node.pod_of(config).await;
+    let mut config = container("root", &image_id, "sleep 1000");
+    security(&mut config).privileged = true;
+    let err = node.create(&pod, config.clone()).await;
+    assert_eq!(err.unwrap_err().code(), Code::NotFound, "the first pod is gone");
+    let root = node.run(&privileged_pod, config).await;
+    let out = node.exec(&root, &["cat", "/proc/self/status"], 10).await.unwrap();
+    let daemon_pid = node.child.as_ref().unwrap().id();
+    let daemon = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).unwrap();
+    let bounding = daemon.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim().to_string();
+    assert_eq!(caps(&out), bounding, "all of lockstepd's capabilities");
+    let out =
+        node.exec(&root, &["sh", "-c", "ls /dev | wc -l; grep -c /proc/timer_list /proc/self/mountinfo"], 10).await;
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    let mut lines = text.lines();
+    let devices: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(devices > 20, "the host's devices: {devices}");
+    assert_eq!(lines.next().unwrap().trim(), "0", "/proc/timer_list is not masked (no mount over it)");
+    node.remove(&root).await;
+    node.remove_pod(&privileged_pod.0).await;
+    node.assert_no_container_leaks();
+}
+
+#[tokio::test]
+async fn a_pod_of_several_containers_stops_and_goes_with_its_sandbox() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("multi", true).await;
+    let web = node
+        .run(&pod, container("web", &image_id, "echo pod-local > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"))
+        .await;
+    let client = node.run(&pod, container("client", &image_id, "sleep 1000")).await;
+    let created = node.create(&pod, container("later", &image_id, "sleep 1000")).await.unwrap();
+    // The containers share the pod's network: one reaches the other on localhost.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = node.exec(&client, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], 10).await.unwrap();
+        if out.exit_code == 0 {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "pod-local\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer from the pod's other container: {out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... and its IPC namespace and /dev/shm, its hostname, hosts and resolv.conf.
+    let out = node.exec(&client, &["sh", "-c", "echo shared > /dev/shm/note"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    let out = node.exec(&web, &["cat", "/dev/shm/note"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "shared\n", "one /dev/shm for the pod");
+    let out = node.exec(&client, &["sh", "-c", "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf"], 10).await;
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    let status = node
+        .kubelet()
+        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: pod.0.clone(), verbose: false });
+    let ip = status.await.unwrap().status.unwrap().network.unwrap().ip;
+    assert!(text.starts_with("multi\nmulti\n"), "the pod's hostname: {text}");
+    assert!(text.contains(&format!("{ip}\tmulti")), "the pod's IP in /etc/hosts: {text}");
+    let sandbox_resolv =
+        std::fs::read_to_string(node.runroot().join("sandboxes").join(&pod.0).join("resolv.conf")).unwrap();
+    assert!(text.ends_with(&sandbox_resolv), "the sandbox's resolv.conf: {text}");
+    let by_pod = node.list(Some(model::ContainerFilter { pod_sandbox_id: pod.0.clone(), ..Default::default() })).await;
+    assert_eq!(by_pod.len(), 3);
+
+    node.kubelet().stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: pod.0.clone() }).await.unwrap();
+    for id in [&web, &client, &created] {
+        assert_eq!(node.status(id).await.state(), model::ContainerState::ContainerExited, "{id}");
+    }
+    // A stopped sandbox takes no new container.
+    let err = node.create(&pod, container("late", &image_id, "true")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("pod_sandbox_id"), "{}", err.message());
+    node.kubelet().remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: pod.0.clone() }).await.unwrap();
+    assert!(node.list(None).await.is_empty());
+    for id in [&web, &client, &created] {
+        assert!(cgroups_of(id).is_empty(), "cgroups of {id} remain");
+    }
+    node.assert_no_container_leaks();
+}
+
+#[tokio::test]
+async fn containers_survive_a_lockstepd_crash_with_their_real_exits() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("crash", false).await;
+    let ticker = node
+        .run(&pod, container("ticker", &image_id, "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done"))
+        .await;
+    let quitter = node.run(&pod, container("quitter", &image_id, "sleep 1; exit 5")).await;
+    let waiting = node.create(&pod, container("waiting", &image_id, "echo started; sleep 1000")).await.unwrap();
+    let old_ticker_pid = node.verbose(&ticker).await["pid"].as_i64().unwrap();
+
+    node.kill();
+    let down_since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.spawn().await;
+
+    let states: std::collections::HashMap<String, model::ContainerState> =
+        node.list(None).await.into_iter().map(|c| (c.id.clone(), c.state())).collect();
+    assert_eq!(states.len(), 3);
+    assert_eq!(states[&ticker], model::ContainerState::ContainerRunning);
+    assert_eq!(states[&quitter], model::ContainerState::ContainerExited);
+    assert_eq!(states[&waiting], model::ContainerState::ContainerCreated);
+    let status = node.status(&quitter).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (5, "Error"), "the real exit code");
+    assert!(status.finished_at >= down_since - 1_000_000_000, "it exited while lockstepd was down");
+    assert_eq!(node.verbose(&ticker).await["pid"].as_i64().unwrap(), old_ticker_pid, "the same process runs on");
+
+    // A kubelet retry of CreateContainer with the same metadata: the same container.
+    let again = node.create(&pod, container("waiting", &image_id, "echo started; sleep 1000")).await.unwrap();
+    assert_eq!(again, waiting);
+    node.kubelet().start_container(model::StartContainerRequest { container_id: waiting.clone() }).await.unwrap();
+    assert_eq!(node.status(&waiting).await.state(), model::ContainerState::ContainerRunning);
+
+    // The ticker's log has no gap across the crash; it is re-attached for stop.
+    node.stop(&ticker, 0).await.unwrap();
+    let log = node.dir.path().join("logs/crash/ticker/0.log");
+    let ticks: Vec<u32> = log_entries(&log)
+        .into_iter()
+        .filter_map(|e| e.strip_prefix("stdout F tick ").map(|n| n.parse().unwrap()))
+        .collect();
+    assert!(ticks.len() > 30, "ticks before, during and after the crash: {}", ticks.len());
+    assert_eq!(ticks, (0..ticks.len() as u32).collect::<Vec<_>>());
+
+    node.remove_pod(&pod.0).await;
+    assert!(node.list(None).await.is_empty());
+    node.assert_no_container_leaks();
+}
+
+#[tokio::test]
+async fn bad_requests_name_their_field_and_leave_nothing_behind() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    // A cgroup parent of the test's own, to see that no container cgroup is left in it.
+    let parent = format!("/lockstep-bad-{}", std::process::id());
+    let mut config = pod_config("bad", &node.dir.path().join("logs/bad"), false);
+    config.linux.as_mut().unwrap().cgroup_parent = parent.clone();
+    let pod = node.pod_of(config).await;
+    let children = || -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|h| {
+                std::fs::read_dir(h.path().join(parent.trim_start_matches('/'))).into_iter().flatten().flatten()
+            })
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    let good = || container("bad", &image_id, "sleep 1000");
+
+    let mut cases: Vec<(&str, model::ContainerConfig, Code, &str)> = Vec::new();
+    let mut absent_image = good();
+    absent_image.image =
+        Some(model::ImageSpec { image: format!("{}/lockstep/absent:1", node.registry.host), ..Default::default() });
+    cases.push(("absent image", absent_image, Code::NotFound, "config.image.image"));
+    let mut missing_source = good();
+    missing_source.mounts = vec![model::Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/lockstep/source".into(),
+        ..Default::default()
+    }];
+    cases.push(("missing mount source", missing_source, Code::NotFound, "config.mounts[0].host_path"));
+    let mut relative = good();
+    relative.mounts =
+        vec![model::Mount { container_path: "data".into(), host_path: "/tmp".into(), ..Default::default() }];
+    cases.push(("relative destination", relative, Code::InvalidArgument, "config.mounts[0].container_path"));
+    let mut unknown_cap = good();
+    security(&mut unknown_cap).capabilities =
+        Some(model::Capability { add_capabilities: vec!["CAP_TELEPORT".into()], ..Default::default() });
+    cases.push(("unknown capability", unknown_cap, Code::InvalidArgument, "add_capabilities[0]"));
+    let mut absent_user = good();
+    security(&mut absent_user).run_as_username = "nobody-here".into();
+    cases.push(("absent user", absent_user, Code::NotFound, "run_as_username"));
+    let mut apparmor = good();
+    security(&mut apparmor).apparmor = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "lockstep-test-profile".into(),
+    });
+    cases.push(("AppArmor profile", apparmor, Code::FailedPrecondition, "apparmor"));
+    let mut no_name = good();
+    no_name.metadata = Some(model::ContainerMetadata { name: String::new(), attempt: 0 });
+    cases.push(("no name", no_name, Code::InvalidArgument, "config.metadata.name"));
+
+    for (what, config, code, field) in cases {
+        let err = node.create(&pod, config).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        assert!(err.message().contains(field), "{what}: {}", err.message());
+        node.assert_no_container_leaks();
+        assert!(children().is_empty(), "{what}: container cgroups remain: {:?}", children());
+    }
+    let unknown = (String::from("0123456789abcdef"), pod.1.clone());
+    let err = node.create(&unknown, good()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("pod_sandbox_id"), "{}", err.message());
+    assert!(node.list(None).await.is_empty());
+    let err = node.stop("0123456789abcdef", -1).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("timeout"), "{}", err.message());
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join(parent.trim_start_matches('/')));
+    }
+}
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_create_container_leaks_nothing() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("midway", false).await;
+    // lockstepd is SIGKILLed at several instants of a CreateContainer; whatever the instant,
+    // after the restart the container either exists whole or left nothing behind.
+    for (round, delay_ms) in [5u64, 20, 40, 60, 90, 130].into_iter().enumerate() {
+        let socket = node.socket();
+        let request = model::CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(container(&format!("c{round}"), &image_id, "sleep 1000")),
+            sandbox_config: Some(pod.1.clone()),
+        };
+        let call = tokio::spawn(async move {
+            let channel =
+                lockstep_cri::connect(&format!("unix://{}", socket.display()), Duration::from_secs(5)).await.ok()?;
+            let mut client = CriClient::new(Minor::V1_36, channel).ok()?;
+            client.create_container(request).await.ok().map(|r| r.container_id)
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        node.kill();
+        let answered = call.await.unwrap();
+        node.spawn().await;
+        let listed = node.list(None).await;
+        if let Some(id) = &answered {
+            assert!(listed.iter().any(|c| &c.id == id), "an answered CreateContainer survives the crash");
+        }
+        for c in &listed {
+            assert_eq!(c.state(), model::ContainerState::ContainerCreated, "round {round}: {c:?}");
+            node.remove(&c.id).await;
+        }
+        node.assert_no_container_leaks();
+    }
+    node.remove_pod(&pod.0).await;
+}
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_remove_container_is_finished_at_restart() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("unmade", false).await;
+    for (round, delay_ms) in [5u64, 20, 40, 70].into_iter().enumerate() {
+        let id = node.run(&pod, container(&format!("c{round}"), &image_id, "sleep 1000")).await;
+        let socket = node.socket();
+        let request = model::RemoveContainerRequest { container_id: id.clone() };
+        let call = tokio::spawn(async move {
+            let channel =
+                lockstep_cri::connect(&format!("unix://{}", socket.display()), Duration::from_secs(5)).await.ok()?;
+            let mut client = CriClient::new(Minor::V1_36, channel).ok()?;
+            client.remove_container(request).await.ok()
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        node.kill();
+        let answered = call.await.unwrap().is_some();
+        node.spawn().await;
+        let listed = node.list(None).await;
+        if answered {
+            assert!(listed.is_empty(), "an answered RemoveContainer stays done: {listed:?}");
+        }
+        for c in &listed {
+            // Not removed yet: it was not even marked, so it still runs.
+            assert_eq!(c.state(), model::ContainerState::ContainerRunning, "round {round}: {c:?}");
+            node.remove(&c.id).await;
+        }
+        node.assert_no_container_leaks();
+        assert!(cgroups_of(&id).is_empty(), "cgroups of {id} remain");
+    }
+    node.remove_pod(&pod.0).await;
+}
+
+#[tokio::test]
+async fn host_paths_and_image_volumes_are_mounted_and_released() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let two_layers = node.pull(fixtures::USER_NAME).await;
+    let pod = node.pod("volumes", false).await;
+    let host_dir = node.dir.path().join("host-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("greeting"), "from the host\n").unwrap();
+
+    let mut config = container("volumes", &image_id, "sleep 1000");
+    config.mounts = vec![
+        model::Mount {
+            container_path: "/host".into(),
+            host_path: host_dir.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        model::Mount {
+            container_path: "/scratch".into(),
+            host_path: host_dir.display().to_string(),
+            ..Default::default()
+        },
+        // One layer (a read-only bind) and two layers (an overlay without an upper layer).
+        model::Mount {
+            container_path: "/vol/one".into(),
+            image: Some(model::ImageSpec { image: image_id.clone(), ..Default::default() }),
+            ..Default::default()
+        },
+        model::Mount {
+            container_path: "/vol/two".into(),
+            image: Some(model::ImageSpec { image: two_layers.clone(), ..Default::default() }),
+            image_sub_path: "etc".into(),
+            ..Default::default()
+        },
+    ];
+    let id = node.run(&pod, config).await;
+    for cmd in ["cat /host/greeting", "echo written > /scratch/new; cat /scratch/new"] {
+        let out = node.exec(&id, &["sh", "-c", cmd], 10).await.unwrap();
+        assert_eq!(out.exit_code, 0, "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read_to_string(host_dir.join("new")).unwrap(), "written\n", "a writable bind reaches the host");
+    let out = node.exec(&id, &["touch", "/host/nope"], 10).await.unwrap();
+    assert_ne!(out.exit_code, 0, "a readonly bind refuses writes");
+    let out =
+        node.exec(&id, &["sh", "-c", "test -x /vol/one/bin/busybox && grep app /vol/two/passwd"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "the image volumes hold the images' files: {}", String::from_utf8_lossy(&out.stderr));
+    for target in ["/vol/one/new", "/vol/two/new"] {
+        let out = node.exec(&id, &["touch", target], 10).await.unwrap();
+        assert_ne!(out.exit_code, 0, "{target}: an image volume is read-only");
+    }
+    let holds = std::fs::read_dir(node.root().join("images/holds")).unwrap().count();
+    assert_eq!(holds, 3, "the container's own image and both volumes are held");
+    node.remove(&id).await;
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}

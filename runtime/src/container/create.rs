@@ -1,0 +1,404 @@
+//! CreateContainer: validation, the kubelet's retries answered with the same id, then a
+//! straight line of steps (record, image hold, rootfs, image volumes, spec, monitor), each
+//! registering its undo, so that a failure at any step leaves nothing behind.
+//! May touch: the container's record and directories, image holds, mounts, its monitor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lockstep_cri::model;
+
+use super::host;
+use super::manager::{
+    internal, lock, now_nanos, ContainerError, ContainerManager, Entry, CREATE_TIMEOUT, KILL_WAIT, SIGKILL,
+};
+use super::record::{ContainerRecord, RecordState};
+use super::spec::{self, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
+use super::{rootfs, signal};
+use crate::image::reference;
+use crate::image::store::records::ImageRecord;
+use crate::monitor::{self, ContainerDir, MonitorConfig, MonitorError, MonitorState};
+use crate::oci::OciRuntime;
+use crate::sandbox::record::{SandboxRecord, SandboxState};
+use crate::undo::Undo;
+
+impl ContainerManager {
+    pub fn create(&self, request: &model::CreateContainerRequest) -> Result<String, ContainerError> {
+        let invalid = |field: &str, problem: &str| ContainerError::InvalidArgument(format!("{field}: {problem}"));
+        let config = request.config.as_ref().ok_or_else(|| invalid("config", "is missing"))?;
+        let metadata = config.metadata.as_ref().ok_or_else(|| invalid("config.metadata", "is missing"))?;
+        if metadata.name.is_empty() {
+            return Err(invalid("config.metadata.name", "is empty"));
+        }
+        let image_name = config.image.as_ref().map(|i| i.image.as_str()).unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(invalid("config.image.image", "is empty"));
+        }
+        let sandbox_id = &request.pod_sandbox_id;
+        if !crate::ids::is_safe_id(sandbox_id) {
+            return Err(invalid("pod_sandbox_id", &format!("{sandbox_id:?} is not a pod sandbox id")));
+        }
+        let sandbox = self
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| ContainerError::NotFound(format!("pod_sandbox_id {sandbox_id:?}: no such pod sandbox")))?;
+        let pause_alive = sandbox.namespaces.pause.as_ref().is_none_or(crate::sandbox::pause::alive);
+        if sandbox.state != SandboxState::Ready || !pause_alive {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod_sandbox_id {sandbox_id:?}: the pod sandbox is not ready (stopped or broken)"
+            )));
+        }
+
+        let key = (sandbox_id.clone(), metadata.name.clone(), metadata.attempt);
+        let key_lock = lock(&self.reservations).entry(key.clone()).or_default().clone();
+        let _reserved = lock(&key_lock);
+        let same = self.index.read().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.read()).find(|r| {
+            r.sandbox_id == key.0 && r.name == key.1 && r.attempt == key.2 && r.state != RecordState::Removing
+        });
+        if let Some(found) = same {
+            // The kubelet retried a call that timed out: the container it asked for.
+            tracing::info!(container = %found.id, name = %key.1, attempt = key.2, "CreateContainer retried: same id");
+            return Ok(found.id);
+        }
+
+        let image = self
+            .images
+            .resolve(image_name)
+            .map_err(|e| invalid("config.image.image", &format!("{image_name:?}: {e}")))?
+            .ok_or_else(|| {
+                ContainerError::NotFound(format!(
+                    "config.image.image {image_name:?}: the image is not present; pull it first"
+                ))
+            })?;
+        let id = crate::ids::random_id().map_err(internal("cannot make a container id"))?;
+        let record = self.create_steps(&id, config, &sandbox, &image, image_name)?;
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Entry::new(record));
+        Ok(id)
+    }
+
+    fn create_steps(
+        &self,
+        id: &str,
+        config: &model::ContainerConfig,
+        sandbox: &SandboxRecord,
+        image: &ImageRecord,
+        image_name: &str,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let metadata = config.metadata.clone().unwrap_or_default();
+        let run_dir = self.run_root.join(id);
+        let layer_dir = self.layers_root.join(id);
+        let runtime = self.runtime(&sandbox.oci_handler)?;
+        let monitor_binary = self.monitor_binary.clone().map_err(ContainerError::Unavailable)?;
+        let log_path = spec::log_file(&sandbox.log_directory, &config.log_path)?;
+        let mut record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            name: metadata.name.clone(),
+            attempt: metadata.attempt,
+            state: RecordState::Creating,
+            created_at: now_nanos(),
+            started_at: 0,
+            exit: None,
+            oci_handler: sandbox.oci_handler.clone(),
+            stop_signal: signal::DEFAULT_STOP_SIGNAL,
+            init_pid: 0,
+            run_dir: run_dir.clone(),
+            layer_dir: layer_dir.clone(),
+            log_path: log_path.clone(),
+            volume_holds: Vec::new(),
+            status_template: String::new(),
+        };
+
+        let mut undo = Undo::new();
+        let mut timer = crate::timing::StepTimer::new();
+        // 1. The record first: a crash from here on is rolled back at the next start.
+        self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
+        let records = self.records.clone();
+        let record_id = id.to_string();
+        undo.push("remove the container record", move || records.remove(&record_id).map_err(|e| e.to_string()));
+        timer.mark("record");
+
+        // 2. The image's layers, held against removal.
+        let held = self.hold(id, &image.id.to_string())?;
+        self.push_release(&mut undo, id.to_string());
+        timer.mark("hold");
+
+        // 3. The rootfs: the layers under a writable one; directories swept on failure.
+        let (swept_run, swept_layer) = (run_dir.clone(), layer_dir.clone());
+        undo.push("remove the container's directories", move || {
+            rootfs::remove_dir(&swept_run).map_err(|e| e.to_string())?;
+            rootfs::remove_dir(&swept_layer).map_err(|e| e.to_string())
+        });
+        rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs())
+            .map_err(internal("cannot mount the container's rootfs"))?;
+        timer.mark("rootfs");
+
+        // 4. Image volumes (1.31+), each held and mounted read-only.
+        let mut resolved_volumes = BTreeMap::new();
+        for (i, m) in config.mounts.iter().enumerate() {
+            let Some(volume) = m.image.as_ref().filter(|img| !img.image.is_empty()) else { continue };
+            let field = format!("config.mounts[{i}].image.image");
+            let volume_image = self
+                .images
+                .resolve(&volume.image)
+                .map_err(|e| ContainerError::InvalidArgument(format!("{field}: {e}")))?
+                .ok_or_else(|| {
+                    ContainerError::NotFound(format!("{field}: image {:?} is not present; pull it first", volume.image))
+                })?;
+            let holder = format!("{id}-v{i}");
+            let held = self.hold(&holder, &volume_image.id.to_string())?;
+            self.push_release(&mut undo, holder.clone());
+            record.volume_holds.push(holder);
+            let target = run_dir.join("volumes").join(i.to_string());
+            rootfs::mount_image_readonly(&held.layer_dirs, &target)
+                .map_err(internal("cannot mount the image volume"))?;
+            resolved_volumes.insert(volume.image.clone(), target);
+        }
+
+        // 5. The spec: what the host says, then the pure builder.
+        let run = &image.config.config;
+        let image_view = ImageView {
+            name: image_name.to_string(),
+            entrypoint: run.entrypoint.clone().unwrap_or_default(),
+            cmd: run.cmd.clone().unwrap_or_default(),
+            env: run.env.clone().unwrap_or_default(),
+            working_dir: run.working_dir.clone(),
+            user: run.user.clone(),
+            stop_signal: run.stop_signal.clone(),
+            rootfs: record.rootfs(),
+        };
+        let mut resolved = host::resolve(config, &record.rootfs(), &run.user)?;
+        resolved.image_volumes = resolved_volumes;
+        resolved.target_pid_namespace = self.target_pid_namespace(config)?;
+        let settings = {
+            let handlers = self.info.handlers();
+            let features = handlers.get(&sandbox.oci_handler).map(|h| h.features).unwrap_or_default();
+            RuntimeSettings::new(self.info.config().cgroup_driver, features, self.host.clone())
+        };
+        let view = sandbox_view(sandbox);
+        let built = spec::build(&SpecInput {
+            id,
+            config,
+            sandbox: &view,
+            image: &image_view,
+            runtime: &settings,
+            resolved: &resolved,
+        })?;
+        for warning in &built.warnings {
+            tracing::warn!(container = %id, %warning, "CreateContainer honoured a request only in part");
+        }
+        record.stop_signal = built.stop_signal;
+        let bundle = record.bundle();
+        let spec_bytes = serde_json::to_vec_pretty(&built.spec).map_err(internal("cannot encode the OCI spec"))?;
+        // Not fsynced: the bundle is needed only until the runtime's create has read it, and a
+        // crash before that leaves a `creating` record, which recovery rolls back.
+        std::fs::create_dir_all(&bundle)
+            .and_then(|()| std::fs::write(bundle.join("config.json"), &spec_bytes))
+            .map_err(|e| ContainerError::Internal(format!("cannot write {}/config.json: {e}", bundle.display())))?;
+        record.set_template(&status_template(config, image, image_name, &built, log_path.as_deref()));
+        timer.mark("spec");
+
+        // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes.
+        let dir = ContainerDir::new(&run_dir);
+        let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
+        undo.push("kill and delete the container", move || {
+            let _ = undo_runtime.kill(&undo_id, SIGKILL, true);
+            if matches!(monitor::state(&undo_dir), Ok(MonitorState::Running { .. })) {
+                let _ = monitor::wait_exit(&undo_dir, &undo_id, KILL_WAIT);
+            }
+            undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
+        });
+        let monitor_config = MonitorConfig {
+            container_id: id.to_string(),
+            runtime: runtime.command().clone(),
+            bundle,
+            log_path,
+            tty: config.tty,
+            stdin: config.stdin,
+            max_log_line: monitor::log::DEFAULT_MAX_LINE,
+        };
+        let spawned = monitor::spawn(&monitor_binary, &dir, &monitor_config, CREATE_TIMEOUT).map_err(|e| match e {
+            MonitorError::CreateFailed { message, .. } => ContainerError::Internal(format!(
+                "the OCI runtime {} could not create the container: {message}",
+                sandbox.oci_handler
+            )),
+            other => ContainerError::Internal(other.to_string()),
+        })?;
+        timer.mark("monitor");
+
+        // 7. Created, on disk before the answer.
+        record.init_pid = spawned.init_pid;
+        record.state = RecordState::Created;
+        self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
+        undo.disarm();
+        timer.mark("created");
+        tracing::debug!(container = %id, steps = %timer, "CreateContainer step times");
+        tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, attempt = record.attempt,
+            "container created");
+        Ok(record)
+    }
+
+    fn hold(&self, holder: &str, image_id: &str) -> Result<crate::image::service::HeldImage, ContainerError> {
+        self.handle.block_on(self.images.hold(holder, image_id)).map_err(|e| match e {
+            crate::image::service::ImageError::NotFound(_) => ContainerError::NotFound(format!(
+                "config.image.image: image {image_id} was removed while the container was being created"
+            )),
+            other => ContainerError::Internal(format!("cannot hold image {image_id}: {other}")),
+        })
+    }
+
+    fn push_release(&self, undo: &mut Undo, holder: String) {
+        let (images, handle) = (self.images.clone(), self.handle.clone());
+        undo.push("release the image hold", move || {
+            handle.block_on(images.release(&holder)).map_err(|e| e.to_string())
+        });
+    }
+
+    /// The pid namespace of the container that namespace_options.target_id names.
+    fn target_pid_namespace(&self, config: &model::ContainerConfig) -> Result<Option<PathBuf>, ContainerError> {
+        let options =
+            config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.as_ref());
+        let Some(options) = options.filter(|o| o.pid == model::NamespaceMode::Target as i32) else {
+            return Ok(None);
+        };
+        let field = "config.linux.security_context.namespace_options.target_id";
+        let target = self
+            .entry(&options.target_id)
+            .map(|e| self.refresh(&e))
+            .ok_or_else(|| ContainerError::NotFound(format!("{field}: no container {:?}", options.target_id)))?;
+        if !matches!(target.state, RecordState::Created | RecordState::Running) || target.init_pid <= 0 {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "{field}: container {:?} is not running",
+                options.target_id
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.init_pid))))
+    }
+}
+
+/// What the spec builder needs of the sandbox.
+fn sandbox_view(sandbox: &SandboxRecord) -> SandboxView {
+    let source = |path: &Option<PathBuf>| match path {
+        Some(p) => NamespaceSource::Join(p.clone()),
+        None => NamespaceSource::Host,
+    };
+    SandboxView {
+        id: sandbox.id.clone(),
+        pod_name: sandbox.metadata.name.clone(),
+        pod_namespace: sandbox.metadata.namespace.clone(),
+        pod_uid: sandbox.metadata.uid.clone(),
+        hostname: sandbox.hostname.clone(),
+        network: source(&sandbox.namespaces.network),
+        ipc: source(&sandbox.namespaces.ipc),
+        uts: source(&sandbox.namespaces.uts),
+        pod_pid: sandbox.namespaces.pid_path(),
+        resolv_conf: Some(sandbox.files.resolv_conf.clone()),
+        hosts: Some(sandbox.files.hosts.clone()),
+        hostname_file: Some(sandbox.files.hostname.clone()),
+        shm: Some(sandbox.files.shm.clone()),
+        cgroup_parent: sandbox.cgroup_parent.clone(),
+        privileged: sandbox.security.privileged,
+    }
+}
+
+/// The status fields fixed at creation.
+fn status_template(
+    config: &model::ContainerConfig,
+    image: &ImageRecord,
+    requested: &str,
+    built: &spec::BuiltSpec,
+    log_path: Option<&Path>,
+) -> model::ContainerStatus {
+    // The kubelet creates containers by image ID; it shows the name, as containerd gives it.
+    let shown = if reference::parse_image_id(requested).is_some() {
+        image.repo_tags.first().cloned().unwrap_or_else(|| requested.to_string())
+    } else {
+        requested.to_string()
+    };
+    let image_id = image.id.to_string();
+    let image_ref = image.repo_digests.first().cloned().unwrap_or_else(|| image_id.clone());
+    let given = config.image.clone().unwrap_or_default();
+    model::ContainerStatus {
+        metadata: config.metadata.clone(),
+        image: Some(model::ImageSpec { image: shown, image_ref: image_ref.clone(), ..given }),
+        image_ref,
+        image_id,
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        mounts: config.mounts.clone(),
+        log_path: log_path.map(|p| p.display().to_string()).unwrap_or_default(),
+        resources: Some(model::ContainerResources {
+            linux: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            windows: None,
+        }),
+        user: Some(built.user.to_cri()),
+        stop_signal: signal::to_cri(built.stop_signal) as i32,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::reference::Digest;
+    use crate::image::registry::manifest::{ImageConfig, RootFs};
+
+    fn image() -> ImageRecord {
+        let id = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["registry.test/shop/web:1".into()],
+            repo_digests: vec![format!("registry.test/shop/web@sha256:{}", "b".repeat(64))],
+            manifest: id,
+            config: ImageConfig {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                created: None,
+                config: Default::default(),
+                rootfs: RootFs { kind: "layers".into(), diff_ids: vec![] },
+            },
+            layers: vec![],
+            size: 1,
+            pulled_at: 0,
+        }
+    }
+
+    fn built(stop_signal: i32) -> spec::BuiltSpec {
+        spec::BuiltSpec {
+            spec: Default::default(),
+            stop_signal,
+            user: super::super::user::ResolvedUser { uid: 7, gid: 8, additional_gids: vec![8, 9] },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn the_template_names_the_image_as_the_kubelet_shows_it() {
+        let image = image();
+        let config = model::ContainerConfig {
+            metadata: Some(model::ContainerMetadata { name: "web".into(), attempt: 1 }),
+            image: Some(model::ImageSpec {
+                image: image.id.to_string(),
+                user_specified_image: "shop/web:1".into(),
+                ..Default::default()
+            }),
+            mounts: vec![model::Mount { container_path: "/data".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        // Created by ID, as the kubelet does: the status shows the tag, the digest and the ID.
+        let t = status_template(&config, &image, &image.id.to_string(), &built(10), Some(Path::new("/logs/web/1.log")));
+        let spec = t.image.unwrap();
+        assert_eq!(spec.image, "registry.test/shop/web:1");
+        assert_eq!(spec.user_specified_image, "shop/web:1");
+        assert!(t.image_ref.starts_with("registry.test/shop/web@sha256:bbbb"), "{}", t.image_ref);
+        assert_eq!(t.image_id, image.id.to_string());
+        assert_eq!((t.log_path.as_str(), t.mounts.len()), ("/logs/web/1.log", 1));
+        assert_eq!(t.stop_signal, model::Signal::Sigusr1 as i32);
+        let user = t.user.unwrap().linux.unwrap();
+        assert_eq!((user.uid, user.gid, user.supplemental_groups), (7, 8, vec![8, 9]));
+        // Created by name: the name as given.
+        let t = status_template(&config, &image, "shop/web:1", &built(15), None);
+        assert_eq!(t.image.unwrap().image, "shop/web:1");
+        assert_eq!((t.log_path.as_str(), t.stop_signal), ("", model::Signal::Sigterm as i32));
+    }
+}

@@ -1,0 +1,465 @@
+//! The container manager: the containers lockstepd holds (crash-safe records, one lock per
+//! container), their live state (exits read from the monitors), StartContainer,
+//! StopContainer, RemoveContainer, ContainerStatus and ListContainers, and a sandbox's
+//! containers stopped and removed with it. Creation is in `create`, what runs against a live
+//! container in `operations`. Blocking code: call it off the async workers (image holds are
+//! awaited with the runtime handle it was given).
+//! May touch: `<root>/containers`, `<runroot>/containers`, the OCI runtimes' state, the
+//! containers' cgroups (through the runtimes), their monitors and their mounts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use lockstep_cri::model;
+
+use super::host::HostFacts;
+use super::record::{ContainerRecord, ExitInfo, RecordState};
+use super::{rootfs, signal, stats, ErrorKind, SpecError};
+use crate::image::service::ImageService;
+use crate::info::RuntimeInfo;
+use crate::monitor::{self, ContainerDir, MonitorError, MonitorState};
+use crate::oci::{CommandRuntime, OciError, OciRuntime, OciStatus};
+use crate::persist::RecordDir;
+use crate::sandbox::{PodContainers, SandboxManager};
+
+/// How long the monitor may take to report that the runtime created the container.
+pub(super) const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGKILLed container may take to be reaped and recorded.
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(30);
+pub(super) const SIGKILL: i32 = 9;
+
+/// What went wrong, by the gRPC code it maps to; each message names the field or the id.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<SpecError> for ContainerError {
+    fn from(e: SpecError) -> Self {
+        let message = e.to_string();
+        match e.kind {
+            ErrorKind::InvalidArgument => ContainerError::InvalidArgument(message),
+            ErrorKind::NotFound => ContainerError::NotFound(message),
+            ErrorKind::FailedPrecondition => ContainerError::FailedPrecondition(message),
+        }
+    }
+}
+
+pub(super) fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ContainerError + '_ {
+    move |e| ContainerError::Internal(format!("{what}: {e}"))
+}
+
+pub(super) fn not_found(id: &str) -> ContainerError {
+    ContainerError::NotFound(format!("container_id {id:?}: no such container"))
+}
+
+/// One container held in memory: `op` serialises the operations on it, `record` is what readers see.
+pub(super) struct Entry {
+    pub(super) op: Mutex<()>,
+    pub(super) record: RwLock<ContainerRecord>,
+}
+
+impl Entry {
+    pub(super) fn new(record: ContainerRecord) -> Arc<Entry> {
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record) })
+    }
+    pub(super) fn read(&self) -> ContainerRecord {
+        self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The CRI's uniqueness key: a name and attempt within a sandbox.
+pub(super) type NameKey = (String, String, u32);
+
+pub struct ContainerManager {
+    pub(super) info: Arc<RuntimeInfo>,
+    pub(super) sandboxes: Arc<SandboxManager>,
+    pub(super) images: Arc<ImageService>,
+    pub(super) handle: tokio::runtime::Handle,
+    pub(super) records: RecordDir,
+    /// `<root>/containers`: records and writable layers.
+    pub(super) layers_root: PathBuf,
+    /// `<runroot>/containers`: bundles, rootfs mount points, monitor files.
+    pub(super) run_root: PathBuf,
+    pub(super) host: HostFacts,
+    pub(super) monitor_binary: Result<PathBuf, String>,
+    pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
+    pub(super) reservations: Mutex<HashMap<NameKey, Arc<Mutex<()>>>>,
+    /// The last cgroup reading per container, for CPU rates.
+    pub(super) samples: Mutex<HashMap<String, stats::CgroupSample>>,
+}
+
+impl ContainerManager {
+    /// Loads the records and reconciles them with the monitors and runtimes (see recovery).
+    /// `handle` runs the image service's async calls from the blocking code here.
+    pub fn start(
+        info: Arc<RuntimeInfo>,
+        sandboxes: Arc<SandboxManager>,
+        images: Arc<ImageService>,
+        handle: tokio::runtime::Handle,
+    ) -> Result<Arc<ContainerManager>, ContainerError> {
+        let config = info.config();
+        let host = HostFacts::read().map_err(internal("cannot read the host's facts"))?;
+        let manager = ContainerManager {
+            records: RecordDir::new(config.root.join("containers")),
+            layers_root: config.root.join("containers"),
+            run_root: config.runroot.join("containers"),
+            host,
+            monitor_binary: crate::helpers::find_helper(monitor::BINARY).map_err(|e| e.to_string()),
+            info,
+            sandboxes,
+            images,
+            handle,
+            index: RwLock::new(BTreeMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+            samples: Mutex::new(HashMap::new()),
+        };
+        manager.recover()?;
+        Ok(Arc::new(manager))
+    }
+
+    pub(super) fn entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub(super) fn existing(&self, id: &str) -> Result<Arc<Entry>, ContainerError> {
+        if !crate::ids::is_safe_id(id) {
+            return Err(ContainerError::InvalidArgument(format!("container_id {id:?} is not a container id")));
+        }
+        self.entry(id).ok_or_else(|| not_found(id))
+    }
+
+    /// The OCI runtime of a handler, in lockstepd's layout.
+    pub(super) fn runtime(&self, handler: &str) -> Result<CommandRuntime, ContainerError> {
+        let handlers = self.info.handlers();
+        let probed = handlers.get(handler).ok_or_else(|| {
+            ContainerError::FailedPrecondition(format!("runtime handler {handler:?} is not configured"))
+        })?;
+        let oci_dir = self.info.config().runroot.join("oci");
+        let systemd = self.info.config().cgroup_driver == crate::config::CgroupDriver::Systemd;
+        let command = probed.command(&oci_dir, systemd).ok_or_else(|| {
+            ContainerError::FailedPrecondition(format!("runtime handler {handler:?}: its binary was not found"))
+        })?;
+        Ok(CommandRuntime::new(command))
+    }
+
+    /// The ids of a sandbox's containers.
+    fn of_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry>> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.values().filter(|e| e.read().sandbox_id == sandbox_id).cloned().collect()
+    }
+
+    // ---- StartContainer -------------------------------------------------------------------
+
+    pub fn start_container(&self, id: &str) -> Result<(), ContainerError> {
+        let entry = self.existing(id)?;
+        let _op = lock(&entry.op);
+        let record = self.refresh(&entry);
+        if record.state != RecordState::Created {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {id} is {}, not created: only a created container can be started",
+                state_word(record.state)
+            )));
+        }
+        let runtime = self.runtime(&record.oci_handler)?;
+        runtime.start(id).map_err(|e| ContainerError::Internal(format!("cannot start container {id}: {e}")))?;
+        let mut updated = record;
+        updated.state = RecordState::Running;
+        updated.started_at = now_nanos();
+        self.records.put(id, &updated).map_err(internal("cannot write the container record"))?;
+        *entry.record.write().unwrap_or_else(|p| p.into_inner()) = updated;
+        tracing::info!(container = %id, "container started");
+        Ok(())
+    }
+
+    // ---- StopContainer --------------------------------------------------------------------
+
+    /// The stop signal, then SIGKILL after `timeout` seconds (0: SIGKILL at once); returns once
+    /// the exit is recorded. Stopping a stopped container succeeds.
+    pub fn stop(&self, id: &str, timeout: i64) -> Result<(), ContainerError> {
+        if timeout < 0 {
+            return Err(ContainerError::InvalidArgument(format!("timeout: {timeout} is negative")));
+        }
+        let entry = self.existing(id)?;
+        let _op = lock(&entry.op);
+        self.stop_locked(&entry, Duration::from_secs(timeout as u64))
+    }
+
+    fn stop_locked(&self, entry: &Entry, grace: Duration) -> Result<(), ContainerError> {
+        let record = self.refresh(entry);
+        if !matches!(record.state, RecordState::Created | RecordState::Running) {
+            return Ok(());
+        }
+        let id = record.id.as_str();
+        let runtime = self.runtime(&record.oci_handler)?;
+        let dir = ContainerDir::new(&record.run_dir);
+        // A container never started runs only the runtime's init, waiting: nothing to warn.
+        if !grace.is_zero() && record.state == RecordState::Running {
+            send(&runtime, id, record.stop_signal, false)?;
+            match monitor::wait_exit(&dir, id, grace) {
+                Ok(exit) => {
+                    self.mark_exited(entry, exit_info(&exit));
+                    return Ok(());
+                }
+                Err(MonitorError::ExitTimeout { .. }) | Err(MonitorError::Lost { .. }) => {
+                    tracing::info!(container = %id, ?grace, "stop signal not heeded in time: SIGKILL");
+                }
+                Err(e) => return Err(ContainerError::Internal(format!("cannot stop container {id}: {e}"))),
+            }
+        }
+        send(&runtime, id, SIGKILL, true)?;
+        let exit = self.wait_killed(&runtime, &dir, id)?;
+        self.mark_exited(entry, exit);
+        tracing::info!(container = %id, "container stopped");
+        Ok(())
+    }
+
+    /// After SIGKILL: the monitor's record, or (monitor lost) the runtime's word that it stopped.
+    fn wait_killed(&self, runtime: &CommandRuntime, dir: &ContainerDir, id: &str) -> Result<ExitInfo, ContainerError> {
+        match monitor::wait_exit(dir, id, KILL_WAIT) {
+            Ok(exit) => Ok(exit_info(&exit)),
+            Err(MonitorError::Lost { .. }) => {
+                let deadline = std::time::Instant::now() + KILL_WAIT;
+                loop {
+                    let state = runtime.state(id).map_err(internal("cannot ask the OCI runtime"))?;
+                    if state.is_none_or(|s| s.status == OciStatus::Stopped) {
+                        return Ok(lost_exit(128 + SIGKILL));
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(ContainerError::Internal(format!("container {id} survived SIGKILL")));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Err(e) => Err(ContainerError::Internal(format!("container {id} did not exit after SIGKILL: {e}"))),
+        }
+    }
+
+    // ---- RemoveContainer ------------------------------------------------------------------
+
+    /// Kills a running container, then removes everything of it but its log. Idempotent.
+    pub fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        if !crate::ids::is_safe_id(id) {
+            return Ok(());
+        }
+        let Some(entry) = self.entry(id) else { return Ok(()) };
+        let _op = lock(&entry.op);
+        let mut record = entry.read();
+        if record.state != RecordState::Removing {
+            record.state = RecordState::Removing;
+            // A crash from here on finishes the removal at the next start.
+            self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
+            *entry.record.write().unwrap_or_else(|p| p.into_inner()) = record.clone();
+        }
+        self.tear_down(&record)?;
+        self.records.remove(id).map_err(internal("cannot remove the container record"))?;
+        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        lock(&self.reservations).remove(&(record.sandbox_id.clone(), record.name.clone(), record.attempt));
+        lock(&self.samples).remove(id);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    /// Everything of a container but its record and log, each step idempotent: the process
+    /// (killed), the runtime's state and cgroup, the mounts and directories, the image holds.
+    pub(super) fn tear_down(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        let id = record.id.as_str();
+        let dir = ContainerDir::new(&record.run_dir);
+        if let Ok(runtime) = self.runtime(&record.oci_handler) {
+            let alive = match monitor::state(&dir) {
+                Ok(MonitorState::Running { .. }) => true,
+                Ok(MonitorState::Lost) => {
+                    runtime.state(id).ok().flatten().is_some_and(|s| s.status != OciStatus::Stopped)
+                }
+                _ => false,
+            };
+            if alive {
+                send(&runtime, id, SIGKILL, true)?;
+                self.wait_killed(&runtime, &dir, id)?;
+            }
+            runtime.delete(id).map_err(|e| ContainerError::Internal(format!("cannot delete container {id}: {e}")))?;
+        }
+        rootfs::remove_dir(&record.run_dir).map_err(internal("cannot remove the container's files"))?;
+        rootfs::remove_dir(&record.layer_dir).map_err(internal("cannot remove the container's writable layer"))?;
+        for holder in std::iter::once(id).chain(record.volume_holds.iter().map(String::as_str)) {
+            self.handle.block_on(self.images.release(holder)).map_err(internal("cannot release the image hold"))?;
+        }
+        Ok(())
+    }
+
+    // ---- ContainerStatus and ListContainers -----------------------------------------------
+
+    /// The record with what happened since it was written: an exit the monitor recorded.
+    pub(super) fn refresh(&self, entry: &Entry) -> ContainerRecord {
+        let record = entry.read();
+        if !matches!(record.state, RecordState::Created | RecordState::Running) {
+            return record;
+        }
+        match monitor::state(&ContainerDir::new(&record.run_dir)) {
+            Ok(MonitorState::Running { .. }) => record,
+            Ok(MonitorState::Exited(exit)) => self.mark_exited(entry, exit_info(&exit)),
+            Ok(MonitorState::Lost) => {
+                let running = self
+                    .runtime(&record.oci_handler)
+                    .ok()
+                    .and_then(|r| r.state(&record.id).ok().flatten())
+                    .is_some_and(|s| matches!(s.status, OciStatus::Running | OciStatus::Created));
+                if running {
+                    record
+                } else {
+                    self.mark_exited(entry, lost_exit(255))
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = %record.id, error = %e, "cannot read the monitor's state");
+                record
+            }
+        }
+    }
+
+    /// Records an exit (once), on disk and in memory.
+    pub(super) fn mark_exited(&self, entry: &Entry, exit: ExitInfo) -> ContainerRecord {
+        let mut record = entry.record.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(record.state, RecordState::Created | RecordState::Running) {
+            record.state = RecordState::Exited;
+            record.exit = Some(exit);
+            if let Err(e) = self.records.put(&record.id, &*record) {
+                tracing::warn!(container = %record.id, error = %e, "cannot persist the exit; it is read again later");
+            }
+        }
+        record.clone()
+    }
+
+    pub fn status(&self, id: &str, verbose: bool) -> Result<model::ContainerStatusResponse, ContainerError> {
+        let entry = self.existing(id)?;
+        let record = self.refresh(&entry);
+        let mut info = HashMap::new();
+        if verbose {
+            let detail = serde_json::json!({
+                "id": record.id,
+                "sandboxID": record.sandbox_id,
+                "pid": if record.state == RecordState::Running || record.state == RecordState::Created { record.init_pid } else { 0 },
+                "runtimeHandler": record.oci_handler,
+                "bundle": record.bundle(),
+                "specPath": record.bundle().join("config.json"),
+                "rootfs": record.rootfs(),
+                "writableLayer": record.layer_dir,
+                "monitorDir": record.run_dir,
+                "stopSignal": signal::name(record.stop_signal),
+            });
+            info.insert("info".to_string(), detail.to_string());
+        }
+        Ok(model::ContainerStatusResponse { status: Some(record.to_status()), info })
+    }
+
+    pub fn list(&self, filter: Option<&model::ContainerFilter>) -> Vec<model::Container> {
+        let entries: Vec<Arc<Entry>> = match filter.map(|f| f.id.as_str()).filter(|id| !id.is_empty()) {
+            Some(id) => self.entry(id).into_iter().collect(),
+            None => self.index.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
+        };
+        entries
+            .iter()
+            .map(|e| self.refresh(e))
+            .filter(|r| r.state != RecordState::Removing)
+            .map(|r| r.to_container())
+            .filter(|c| crate::filter::container_matches(c, filter))
+            .collect()
+    }
+}
+
+/// StopPodSandbox and RemovePodSandbox go through the pod's containers first.
+impl PodContainers for ContainerManager {
+    fn stop_all(&self, sandbox_id: &str) -> Result<(), String> {
+        let entries = self.of_sandbox(sandbox_id);
+        let problems: Vec<String> = std::thread::scope(|scope| {
+            let stops: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    scope.spawn(move || {
+                        let _op = lock(&e.op);
+                        self.stop_locked(e, Duration::ZERO)
+                    })
+                })
+                .collect();
+            stops
+                .into_iter()
+                .filter_map(|s| {
+                    s.join().map_err(|_| "a stop panicked".to_string()).and_then(|r| r.map_err(|e| e.to_string())).err()
+                })
+                .collect()
+        });
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    fn remove_all(&self, sandbox_id: &str) -> Result<(), String> {
+        let ids: Vec<String> = self.of_sandbox(sandbox_id).iter().map(|e| e.read().id).collect();
+        let problems: Vec<String> = ids.iter().filter_map(|id| self.remove(id).err().map(|e| e.to_string())).collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Sends a signal; a container that is no longer running has nothing to receive it.
+pub(super) fn send(runtime: &CommandRuntime, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+    match runtime.kill(id, signal, all) {
+        Ok(()) | Err(OciError::NotRunning { .. }) | Err(OciError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(ContainerError::Internal(format!("cannot signal container {id}: {e}"))),
+    }
+}
+
+pub(super) fn exit_info(exit: &monitor::ExitRecord) -> ExitInfo {
+    ExitInfo {
+        exit_code: exit.exit_code,
+        finished_at: exit.exited_at_ns,
+        oom_killed: exit.oom_killed,
+        message: String::new(),
+    }
+}
+
+/// An exit whose code nobody recorded: the monitor was killed.
+pub(super) fn lost_exit(code: i32) -> ExitInfo {
+    ExitInfo {
+        exit_code: code,
+        finished_at: now_nanos(),
+        oom_killed: false,
+        message: "the container's monitor was lost; its real exit code is unknown".into(),
+    }
+}
+
+pub(super) fn state_word(state: RecordState) -> &'static str {
+    match state {
+        RecordState::Creating => "being created",
+        RecordState::Created => "created",
+        RecordState::Running => "running",
+        RecordState::Exited => "exited",
+        RecordState::Removing => "being removed",
+    }
+}
+
+pub(super) fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}

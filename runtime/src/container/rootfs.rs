@@ -1,0 +1,141 @@
+//! A container's root filesystem: an overlay of the image's layer snapshots (read-only) and a
+//! writable layer of the container's own, mounted in lockstepd's (the host's) mount namespace
+//! so that it outlives a lockstepd restart; also read-only image volumes. Touches only the
+//! directories it is given and the mounts it makes there.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+/// The kernel limit on mount options (one page).
+const MAX_OPTIONS: usize = 4095;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot {what} {path}: {source}")]
+    Mount { what: &'static str, path: PathBuf, source: nix::Error },
+    #[error("the image has {layers} layers whose paths do not fit one overlay mount ({len} bytes of options)")]
+    TooManyLayers { layers: usize, len: usize },
+}
+
+fn create_dir(path: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(path).map_err(|source| RootfsError::Io { what: "create", path: path.into(), source })
+}
+
+/// The overlay options for `layers` (lowest first, as the image lists them: overlayfs wants the
+/// top first) with the writable layer in `layer_dir`.
+pub fn overlay_options(layers: &[PathBuf], layer_dir: &Path) -> String {
+    let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        layer_dir.join("upper").display(),
+        layer_dir.join("work").display()
+    )
+}
+
+/// Mounts the container's rootfs at `target`: `layers` under the writable layer kept in
+/// `layer_dir` (`upper` and `work` are made there). An image without layers gets an empty one.
+pub fn mount_rootfs(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> Result<(), RootfsError> {
+    create_dir(&layer_dir.join("upper"))?;
+    create_dir(&layer_dir.join("work"))?;
+    create_dir(target)?;
+    let mut layers = layers.to_vec();
+    if layers.is_empty() {
+        let empty = layer_dir.join("empty");
+        create_dir(&empty)?;
+        layers.push(empty);
+    }
+    let options = overlay_options(&layers, layer_dir);
+    if options.len() > MAX_OPTIONS {
+        return Err(RootfsError::TooManyLayers { layers: layers.len(), len: options.len() });
+    }
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|source| RootfsError::Mount { what: "mount the overlay rootfs on", path: target.into(), source })
+}
+
+/// Mounts an image read-only at `target` (an image volume): its only layer bound read-only,
+/// or an overlay of its layers without a writable one.
+pub fn mount_image_readonly(layers: &[PathBuf], target: &Path) -> Result<(), RootfsError> {
+    create_dir(target)?;
+    match layers {
+        [] => Ok(()),
+        [only] => {
+            let fail = |source| RootfsError::Mount { what: "bind the image volume on", path: target.into(), source };
+            mount(Some(only.as_path()), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(fail)?;
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|source| {
+                let _ = unmount(target);
+                RootfsError::Mount { what: "make read-only the image volume", path: target.into(), source }
+            })
+        }
+        many => {
+            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
+            let options = format!("lowerdir={}", lower.join(":"));
+            if options.len() > MAX_OPTIONS {
+                return Err(RootfsError::TooManyLayers { layers: many.len(), len: options.len() });
+            }
+            mount(Some("overlay"), target, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str()))
+                .map_err(|source| RootfsError::Mount { what: "mount the image volume on", path: target.into(), source })
+        }
+    }
+}
+
+/// Unmounts whatever is mounted at `target` (detached); not mounted is fine.
+pub fn unmount(target: &Path) -> Result<(), RootfsError> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(source) => Err(RootfsError::Mount { what: "unmount", path: target.into(), source }),
+    }
+}
+
+/// Unmounts everything at or under `dir` (deepest first), then removes it. Absent is fine.
+pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
+    for mounted in crate::sandbox::files::mounts_under(dir) {
+        unmount(&mounted)?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RootfsError::Io { what: "remove", path: dir.into(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_list_the_top_layer_first() {
+        let layers = vec![PathBuf::from("/s/base"), PathBuf::from("/s/top")];
+        assert_eq!(
+            overlay_options(&layers, Path::new("/c/1")),
+            "lowerdir=/s/top:/s/base,upperdir=/c/1/upper,workdir=/c/1/work"
+        );
+    }
+
+    #[test]
+    fn a_rootfs_is_writable_above_read_only_layers_and_removed_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, top) = (tmp.path().join("base"), tmp.path().join("top"));
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(&top).unwrap();
+        std::fs::write(base.join("a"), "base").unwrap();
+        std::fs::write(top.join("a"), "top").unwrap();
+        let target = tmp.path().join("run/rootfs");
+        mount_rootfs(&[base.clone(), top.clone()], &tmp.path().join("layer"), &target).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "top", "the upper image layer wins");
+        std::fs::write(target.join("b"), "new").unwrap();
+        assert!(!base.join("b").exists() && !top.join("b").exists(), "writes go to the container's layer");
+        assert!(tmp.path().join("layer/upper/b").exists());
+        let volume = tmp.path().join("run/volume");
+        mount_image_readonly(&[base.clone(), top], &volume).unwrap();
+        assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
+        remove_dir(&tmp.path().join("run")).unwrap();
+        assert!(!tmp.path().join("run").exists());
+        assert!(crate::sandbox::files::mounts_under(tmp.path()).is_empty());
+        remove_dir(&tmp.path().join("run")).unwrap();
+    }
+}
