@@ -264,16 +264,17 @@ impl Drop for Node {
                 let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
             }
         }
+        let plugins = lockstep_runtime::cni::exec::Plugins::new(vec![PathBuf::from("/usr/lib/cni")]);
         let cache = lockstep_runtime::cni::network::AttachmentCache::new(&self.root());
         for (_, attachment) in cache.all().unwrap_or_default() {
-            let _ = lockstep_runtime::cni::network::del(&attachment, &[PathBuf::from("/usr/lib/cni")]);
+            let _ = lockstep_runtime::cni::network::del(&attachment, &plugins);
         }
         for dir in std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten() {
             if let Ok(Some(pause)) = lockstep_runtime::sandbox::pause::read_pid_file(&dir.path()) {
                 let _ = lockstep_runtime::sandbox::pause::kill(&pause);
             }
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.dir.path()) {
+        for mount in lockstep_runtime::sandbox::files::mounts_under(self.dir.path()).unwrap_or_default() {
             let _ = lockstep_runtime::sandbox::files::unmount(&mount);
         }
     }

@@ -18,6 +18,8 @@ pub enum RootfsError {
     Mount { what: &'static str, path: PathBuf, source: nix::Error },
     #[error("the image has {layers} layers whose paths do not fit one overlay mount ({len} bytes of options)")]
     TooManyLayers { layers: usize, len: usize },
+    #[error(transparent)]
+    Files(#[from] crate::sandbox::files::FilesError),
 }
 
 fn create_dir(path: &Path) -> Result<(), RootfsError> {
@@ -93,7 +95,7 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
 
 /// Unmounts everything at or under `dir` (deepest first), then removes it. Absent is fine.
 pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
-    for mounted in crate::sandbox::files::mounts_under(dir) {
+    for mounted in crate::sandbox::files::mounts_under(dir)? {
         unmount(&mounted)?;
     }
     match std::fs::remove_dir_all(dir) {
@@ -135,7 +137,7 @@ mod tests {
         assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
         remove_dir(&tmp.path().join("run")).unwrap();
         assert!(!tmp.path().join("run").exists());
-        assert!(crate::sandbox::files::mounts_under(tmp.path()).is_empty());
+        assert!(crate::sandbox::files::mounts_under(tmp.path()).unwrap().is_empty());
         remove_dir(&tmp.path().join("run")).unwrap();
     }
 }
