@@ -249,9 +249,9 @@ async fn registry_env(
     use crate::fixtures::env::RegistryEnv;
     use framework::Need;
     let selected = framework::profile(&crate::suites::all(), minor, &options.selection);
-    let pulls = selected
-        .iter()
-        .any(|t| t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry)));
+    let pulls = selected.iter().any(|t| {
+        t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry | Need::ExecInPod))
+    });
     if !pulls {
         return Ok(None);
     }
