@@ -412,11 +412,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         focus: regex("--focus", &args.focus)?,
     };
     let target = Target::open(minor, args.endpoint.clone(), args.pid).await?;
-    let pulls = options.focus.as_ref().is_none_or(|f| f.is_match(crate::bench::images::PULL_BENCH));
+    let selected = |name: &str| options.focus.as_ref().is_none_or(|f| f.is_match(name));
+    let pulls = selected(crate::bench::images::PULL_BENCH);
+    let containers = selected(crate::bench::containers::CONTAINER_BENCH);
     let measured = async {
-        let registry = if pulls {
-            eprintln!("bench: building the large image and pushing it to a private registry");
-            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_bench().await?))
+        let registry = if pulls || containers {
+            eprintln!("bench: building the fixture images and pushing them to a private registry");
+            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_benches(pulls, containers).await?))
         } else {
             None
         };
