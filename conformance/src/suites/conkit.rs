@@ -136,7 +136,13 @@ impl Kit {
             metadata: Some(model::ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(model::ImageSpec {
                 image: image.into(),
-                user_specified_image: image.into(),
+                // The kubelet sends the image ID it resolved and the name the pod spec gave.
+                user_specified_image: self
+                    .registry
+                    .standard
+                    .iter()
+                    .find(|f| f.id() == image)
+                    .map_or_else(|| image.to_string(), |f| f.reference(&self.registry.host)),
                 ..Default::default()
             }),
             command: command.iter().map(|s| s.to_string()).collect(),
