@@ -625,7 +625,7 @@ async fn strict_refusals(ctx: Ctx) -> TestResult {
             kit.pod.id.clone(),
             kit.config("strict", &absent, &["sh"]),
             NotFound,
-            words(&[&absent]),
+            words(&[&absent, "config.image"]),
         ));
         let mut c = base.clone();
         c.mounts.push(model::Mount {
