@@ -126,6 +126,11 @@ struct KubeletArgs {
     /// Write the calls and checks as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// The registry that replaces $(LOCKSTEP_REGISTRY) in the manifest, HOST:PORT, holding the
+    /// fixture images (`lockstep-conformance fixtures`). Without it, a manifest that uses the
+    /// placeholder gets a private docker-registry with the fixtures, started for the run.
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -249,9 +254,9 @@ async fn registry_env(
     use crate::fixtures::env::RegistryEnv;
     use framework::Need;
     let selected = framework::profile(&crate::suites::all(), minor, &options.selection);
-    let pulls = selected
-        .iter()
-        .any(|t| t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry)));
+    let pulls = selected.iter().any(|t| {
+        t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry | Need::ExecInPod))
+    });
     if !pulls {
         return Ok(None);
     }
@@ -323,13 +328,34 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
 async fn kubelet(args: KubeletArgs) -> anyhow::Result<ExitCode> {
     use crate::kubelet;
     let minor = parse_minor(&args.kube)?;
-    let pod = kubelet::manifest::load(&args.pod)?;
+    let text = kubelet::manifest::read(&args.pod)?;
+    let shown = args.pod.display().to_string();
+    // Checked before anything starts: a manifest that is not a Pod ends the run at once.
+    let mut pod = kubelet::manifest::parse(&text, &shown)?;
     let scratch = tempfile::Builder::new().prefix("lockstep-kubelet-").tempdir().context("cannot make a temp dir")?;
     let kubelet_dir = args.kubelet_dir.clone().unwrap_or_else(|| scratch.path().join("kubelet"));
     let pod_logs_dir = args.pod_logs_dir.clone().unwrap_or_else(|| scratch.path().join("pods"));
     let target = Target::open(minor, args.endpoint.clone(), None).await?;
     let result = async {
         let ctx = connect(minor, &target.endpoint).await?;
+        // The registry behind $(LOCKSTEP_REGISTRY); the uid stays the one given above.
+        let _registry = if kubelet::manifest::uses_registry(&text) {
+            let env = match &args.registry {
+                Some(host) => crate::fixtures::env::RegistryEnv::existing(host)?,
+                None => {
+                    eprintln!("kubelet: starting a private registry with the fixture images for $(LOCKSTEP_REGISTRY)");
+                    crate::fixtures::env::RegistryEnv::standard_only()
+                        .await
+                        .context("cannot start the fixture registry")?
+                }
+            };
+            let uid = pod.metadata.uid.clone();
+            pod = kubelet::manifest::parse_with_registry(&text, &shown, &env.host)?;
+            pod.metadata.uid = uid;
+            Some(env)
+        } else {
+            None
+        };
         let mut client = ctx.kubelet();
         // The kubelet takes its cgroup driver from the runtime when the runtime says.
         let systemd = match client.runtime_config(lockstep_cri::model::RuntimeConfigRequest {}).await {
@@ -386,11 +412,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         focus: regex("--focus", &args.focus)?,
     };
     let target = Target::open(minor, args.endpoint.clone(), args.pid).await?;
-    let pulls = options.focus.as_ref().is_none_or(|f| f.is_match(crate::bench::images::PULL_BENCH));
+    let selected = |name: &str| options.focus.as_ref().is_none_or(|f| f.is_match(name));
+    let pulls = selected(crate::bench::images::PULL_BENCH);
+    let containers = selected(crate::bench::containers::CONTAINER_BENCH);
     let measured = async {
-        let registry = if pulls {
-            eprintln!("bench: building the large image and pushing it to a private registry");
-            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_bench().await?))
+        let registry = if pulls || containers {
+            eprintln!("bench: building the fixture images and pushing them to a private registry");
+            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_benches(pulls, containers).await?))
         } else {
             None
         };

@@ -34,8 +34,22 @@ impl Embedded {
 
     /// Kills lockstepd with SIGKILL, as a crash, and starts it again on the same state.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        self.start_again().await
+    }
+
+    /// Kills lockstepd with SIGKILL, as a crash (what it started keeps running).
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().await.context("cannot kill the embedded lockstepd")?;
         let _ = std::fs::remove_file(self.dir.path().join("lockstep.sock"));
+        Ok(())
+    }
+
+    /// Starts lockstepd again on the state of the one `kill` ended.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            bail!("the embedded lockstepd still runs; kill it first");
+        }
         self.child = Self::spawn(self.dir.path(), self.minor)?;
         self.wait_serving().await
     }
@@ -123,17 +137,29 @@ impl Embedded {
     }
 }
 
+type BoxedResult<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
 /// Restarts a runtime under test (kill and start on the same state), for tests that need it.
 pub trait Restarter: Send + Sync {
-    fn restart(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>>;
+    fn restart(&self) -> BoxedResult<'_>;
+    /// Kills the runtime (SIGKILL), leaving it down until `start`.
+    fn kill(&self) -> BoxedResult<'_>;
+    /// Starts the runtime that `kill` ended, on the same state.
+    fn start(&self) -> BoxedResult<'_>;
 }
 
 /// The embedded lockstepd, shared between the run and the tests that restart it.
 pub struct SharedEmbedded(pub std::sync::Arc<tokio::sync::Mutex<Embedded>>);
 
 impl Restarter for SharedEmbedded {
-    fn restart(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+    fn restart(&self) -> BoxedResult<'_> {
         Box::pin(async move { self.0.lock().await.restart().await })
+    }
+    fn kill(&self) -> BoxedResult<'_> {
+        Box::pin(async move { self.0.lock().await.kill().await })
+    }
+    fn start(&self) -> BoxedResult<'_> {
+        Box::pin(async move { self.0.lock().await.start_again().await })
     }
 }
 

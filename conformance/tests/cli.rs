@@ -110,7 +110,7 @@ fn focus_and_skip_select_tests() {
     let out = conformance(&["list", "--kube", "1.36"]);
     let all = text(&out.stdout).lines().count();
     assert!(all >= 7, "{}", text(&out.stdout));
-    let out = conformance(&["run", "--kube", "1.36", "--focus", "Status", "--skip", "verbose"]);
+    let out = conformance(&["run", "--kube", "1.36", "--focus", "^runtime-info/.*Status", "--skip", "verbose"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
@@ -141,7 +141,7 @@ fn bad_input_is_refused_with_exit_code_2() {
 fn skew_prints_a_row_per_minor_and_json() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("skew.json");
-    let out = conformance(&["skew", "--kube", "1.35", "--json", json.to_str().unwrap()]);
+    let out = conformance(&["skew", "--kube", "1.35", "--focus", "^runtime-info/", "--json", json.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     for minor in 30..=37 {
@@ -162,4 +162,32 @@ fn bench_prints_percentiles_for_each_operation() {
     assert_eq!(columns[1], "lockstep");
     assert_eq!(columns[2], "5", "n = iterations: {version}");
     assert!(text(&out.stderr).contains("5/5"), "progress on stderr");
+}
+
+#[test]
+fn the_kubelet_emulation_refuses_bad_input_with_exit_code_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployment = tmp.path().join("deployment.yaml");
+    std::fs::write(&deployment, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n").unwrap();
+    let pod = tmp.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: x}]\n",
+    )
+    .unwrap();
+    let (deployment, pod) = (deployment.to_str().unwrap(), pod.to_str().unwrap());
+    let dead = format!("unix://{}/nothing.sock", tmp.path().display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["kubelet", "--kube", "1.36", "--pod", deployment, "--endpoint", &dead], "not a Pod"),
+        (vec!["kubelet", "--kube", "1.36", "--pod", "/nonexistent/pod.yaml"], "/nonexistent/pod.yaml"),
+        (vec!["kubelet", "--kube", "1.12", "--pod", pod], "unknown Kubernetes minor"),
+        (vec!["kubelet", "--kube", "1.36", "--pod", pod, "--endpoint", &dead], "cannot connect"),
+    ];
+    for (args, expected) in cases {
+        let out = conformance(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

@@ -3,6 +3,7 @@
 //! in the same run, with the ratios between them. A benchmark is written once against the
 //! model, like a test, and sent through the run's minor. Progress goes to stderr.
 
+pub mod containers;
 pub mod images;
 mod pods;
 pub mod run;
@@ -69,6 +70,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(runtime_info::benches());
     benches.extend(pods::benches());
     benches.extend(images::benches());
+    benches.extend(containers::benches());
     benches
 }
 

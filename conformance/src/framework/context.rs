@@ -79,6 +79,18 @@ impl Ctx {
         restarter.restart().await.map_err(|e| Failure::fail(format!("restarting the runtime failed: {e:#}")))
     }
 
+    /// Kills the runtime (SIGKILL) and leaves it down until `start_runtime`.
+    pub async fn kill_runtime(&self) -> Result<(), Failure> {
+        let restarter = self.restarter.as_ref().ok_or_else(|| Failure::skip("the runtime cannot be restarted"))?;
+        restarter.kill().await.map_err(|e| Failure::fail(format!("killing the runtime failed: {e:#}")))
+    }
+
+    /// Starts the runtime that `kill_runtime` ended, on the same state.
+    pub async fn start_runtime(&self) -> Result<(), Failure> {
+        let restarter = self.restarter.as_ref().ok_or_else(|| Failure::skip("the runtime cannot be restarted"))?;
+        restarter.start().await.map_err(|e| Failure::fail(format!("starting the runtime again failed: {e:#}")))
+    }
+
     /// The connection, for clients of other kinds (the model's own, unwindowed).
     pub fn channel(&self) -> tonic::transport::Channel {
         self.channel.clone()

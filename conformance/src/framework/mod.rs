@@ -63,7 +63,9 @@ pub enum Need {
     /// The harness can kill and restart the runtime: only an embedded lockstepd, not a given
     /// endpoint (whose process the harness does not own).
     Restart,
-    /// A way to run a command inside a pod (ExecSync in a container): needs containers (issue 5).
+    /// A command run inside a pod (ExecSync in a container of the shell fixture image): needs
+    /// the fixture registry, and the runtime's containers and ExecSync (core RPCs, so a runtime
+    /// without them fails such a test rather than skipping it).
     ExecInPod,
     /// A registry holding the fixture images (started for the run, or `--registry`).
     Registry,

@@ -21,7 +21,7 @@ pub enum Kind {
 }
 
 /// /proc paths the kubelet asks runtimes to mask for the Default procMount.
-const MASKED_PATHS: [&str; 11] = [
+pub const MASKED_PATHS: [&str; 11] = [
     "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
@@ -34,7 +34,7 @@ const MASKED_PATHS: [&str; 11] = [
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
 ];
-const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 pub fn container_config(
     pod: &Pod,

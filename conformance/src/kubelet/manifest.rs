@@ -18,11 +18,28 @@ pub enum ManifestError {
     Invalid { path: String, message: String },
 }
 
+/// The placeholder the example manifests use for the registry holding the fixture images;
+/// `lockstep-conformance kubelet` replaces it with the registry's HOST:PORT.
+pub const REGISTRY_PLACEHOLDER: &str = "$(LOCKSTEP_REGISTRY)";
+
+/// Reads a manifest's text.
+pub fn read(path: &Path) -> Result<String, ManifestError> {
+    std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.display().to_string(), source })
+}
+
+/// Whether a manifest's text names the fixture registry through the placeholder.
+pub fn uses_registry(text: &str) -> bool {
+    text.contains(REGISTRY_PLACEHOLDER)
+}
+
 /// Loads and checks a Pod manifest; fills what the API server would (namespace, uid).
 pub fn load(path: &Path) -> Result<Pod, ManifestError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: shown.clone(), source })?;
-    parse(&text, &shown)
+    parse(&read(path)?, &path.display().to_string())
+}
+
+/// Parses a manifest's text with the registry placeholder replaced by `registry` (HOST:PORT).
+pub fn parse_with_registry(text: &str, shown: &str, registry: &str) -> Result<Pod, ManifestError> {
+    parse(&text.replace(REGISTRY_PLACEHOLDER, registry), shown)
 }
 
 pub fn parse(text: &str, shown: &str) -> Result<Pod, ManifestError> {
@@ -108,6 +125,32 @@ mod tests {
         assert!(err.contains("not a Pod"), "{err}");
         let err = parse(": : :\n\t", "bad.yaml").unwrap_err().to_string();
         assert!(err.contains("bad.yaml"), "{err}");
+    }
+
+    #[test]
+    fn the_registry_placeholder_is_replaced() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: $(LOCKSTEP_REGISTRY)/lockstep/shell:1}]\n";
+        assert!(uses_registry(text));
+        let pod = parse_with_registry(text, "p", "127.0.0.1:5000").unwrap();
+        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("127.0.0.1:5000/lockstep/shell:1"));
+    }
+
+    #[test]
+    fn every_example_manifest_is_a_pod_that_names_the_fixture_registry() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = read(&path).unwrap();
+            assert!(uses_registry(&text), "{} names no $(LOCKSTEP_REGISTRY) image", path.display());
+            let pod = parse_with_registry(&text, &path.display().to_string(), "127.0.0.1:5000").unwrap();
+            let spec = pod.spec.unwrap();
+            for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                assert!(c.image.as_deref().unwrap().starts_with("127.0.0.1:5000/lockstep/"), "{}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4, "only {seen} examples in {}", dir.display());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod driver;
 pub mod manifest;
 mod node;
 pub mod pod_config;
+pub mod probe;
 pub mod report;
 pub mod resources;
 

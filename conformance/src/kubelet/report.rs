@@ -29,6 +29,12 @@ pub fn to_table(e: &Emulation, pod: &str, runtime: &str, kube: &str) -> String {
             if check.ok { String::new() } else { format!(": {}", check.detail) }
         );
     }
+    if !e.notes.is_empty() {
+        let _ = writeln!(s, "\nnotes:");
+        for note in &e.notes {
+            let _ = writeln!(s, "  {note}");
+        }
+    }
     if let Some(reason) = &e.aborted {
         let _ = writeln!(s, "\nthe pod did not come up: {reason}");
     }

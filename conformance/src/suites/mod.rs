@@ -1,10 +1,18 @@
 //! The conformance suites, one module per area.
 
+pub(crate) mod conkit;
+mod container_logs;
+mod container_resources;
+mod container_stop;
+mod containers;
+mod exec;
 mod images;
+mod multi_container;
 mod networking;
 pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
+mod security;
 
 use crate::framework::Test;
 
@@ -15,5 +23,12 @@ pub fn all() -> Vec<Test> {
     tests.extend(pods::tests());
     tests.extend(networking::tests());
     tests.extend(images::tests());
+    tests.extend(containers::tests());
+    tests.extend(container_logs::tests());
+    tests.extend(exec::tests());
+    tests.extend(container_stop::tests());
+    tests.extend(container_resources::tests());
+    tests.extend(security::tests());
+    tests.extend(multi_container::tests());
     tests
 }

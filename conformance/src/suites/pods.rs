@@ -56,7 +56,7 @@ pub fn tests() -> Vec<Test> {
             Box::pin(unknown_handler(c, Judged::Refused))
         }),
         test("The hostname is set in the pod's UTS namespace", &[], |c| Box::pin(hostname(c))),
-        test("DNSConfig is written to the pod's resolv.conf", &[], |c| Box::pin(dns_config(c))),
+        test("DNSConfig is written to the pod's resolv.conf", &[Need::ExecInPod], |c| Box::pin(dns_config(c))),
         test("Namespaced sysctls are set inside the pod, not on the node", &[], |c| Box::pin(sysctls(c))),
         test("A sysctl of the pod's eth0 is set inside the pod", &[], |c| Box::pin(eth0_sysctl(c))),
         test("A sysctl outside the pod's namespaces is refused and leaves nothing", &[], |c| {
@@ -342,21 +342,24 @@ async fn dns_config(ctx: Ctx) -> TestResult {
         searches: vec![format!("{}.svc.cluster.local", podkit::NAMESPACE), "svc.cluster.local".into()],
         options: vec!["ndots:5".into(), "edns0".into()],
     });
+    let sandbox_config = config.clone();
     with_pod(&ctx.clone(), config, |pod| async move {
-        let Some(path) = pod.resolv_conf.clone() else {
-            return Err(Failure::skip(
-                "the runtime does not say where the pod's resolv.conf is; reading it from inside the pod needs \
-                 ExecSync in a container (issue 5)",
-            ));
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Failure::fail(format!("cannot read {}: {e}", path.display())))?;
-        for line in [
-            "nameserver 10.96.0.10",
-            &format!("search {}.svc.cluster.local svc.cluster.local", podkit::NAMESPACE),
-            "options ndots:5 edns0",
-        ] {
-            check!(text.lines().any(|l| l == line), "resolv.conf lacks {line:?}:\n{text}");
+        // What a container of the pod reads (Need::ExecInPod), and the runtime's file where it says.
+        let inside = super::conkit::exec_in_pod(&ctx, &pod.id, &sandbox_config, &["cat", "/etc/resolv.conf"]).await?;
+        let mut texts = vec![("/etc/resolv.conf in a container of the pod".to_string(), inside)];
+        if let Some(path) = pod.resolv_conf.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Failure::fail(format!("cannot read {}: {e}", path.display())))?;
+            texts.push((path.display().to_string(), text));
+        }
+        for (source, text) in texts {
+            for line in [
+                "nameserver 10.96.0.10",
+                &format!("search {}.svc.cluster.local svc.cluster.local", podkit::NAMESPACE),
+                "options ndots:5 edns0",
+            ] {
+                check!(text.lines().any(|l| l == line), "{source} lacks {line:?}:\n{text}");
+            }
         }
         Ok(())
     })
