@@ -51,6 +51,8 @@ pub async fn run(
         *dir = std::fs::canonicalize(&*dir).map_err(|source| DaemonError::StateDir { path: dir.clone(), source })?;
     }
     persist::restrict_dir(&config.runroot.join("sandboxes"), 0o700)?;
+    // Mounted container root filesystems (setuid binaries, devices) and bundles (environment).
+    persist::restrict_dir(&config.runroot.join("containers"), 0o700)?;
     let _lock = lock_root(&config.root)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);

@@ -13,10 +13,15 @@ use crate::oci::{OciRuntime, OciStatus};
 
 impl ContainerManager {
     pub(super) fn recover(&self) -> Result<(), ContainerError> {
-        let records: Vec<(String, ContainerRecord)> = self
+        let loaded = self
             .records
-            .load_all()
+            .load_readable::<ContainerRecord>()
             .map_err(|e| ContainerError::Internal(format!("cannot load the container records: {e}")))?;
+        for bad in &loaded.set_aside {
+            tracing::error!(container = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
+                "an unreadable container record was set aside; the container is no longer listed");
+        }
+        let records = loaded.records;
         let mut kept = BTreeMap::new();
         for (id, mut record) in records {
             match record.state {

@@ -289,7 +289,14 @@ impl ImageService {
         credentials: Credentials,
     ) -> Result<ImageRecord, ImageError> {
         let mut failures = Vec::new();
-        for candidate in &candidates {
+        for (index, candidate) in candidates.iter().enumerate() {
+            // Credentials that name no registry are for the first search registry only: the
+            // others are other parties, which must not receive them.
+            let credentials = if index > 0 && credentials.server_address.is_empty() {
+                Credentials::default()
+            } else {
+                credentials.clone()
+            };
             match self.pull_reference(candidate, &credentials).await {
                 Ok(record) => return Ok(record),
                 Err(e) => failures.push((candidate.to_string(), e)),
@@ -319,6 +326,9 @@ impl ImageService {
             let pulled = self.pull_from(named, source.reference.clone(), source.insecure, &credentials).await;
             if pulled.is_err() && self.layers_unpacked() != committed_before {
                 // Lower layers committed before a later one failed: nothing of a failed pull stays.
+                // Under the commit lock, as every collection: a pull committing meanwhile would
+                // otherwise lose the blobs it wrote between the listing and the sweep.
+                let _commit = self.commit.lock().await;
                 self.collect_garbage_off_thread().await;
             }
             match pulled {

@@ -101,7 +101,14 @@ impl Records {
     pub fn load(dir: RecordDir, holds_dir: RecordDir) -> Result<Records, PersistError> {
         let mut by_id = BTreeMap::new();
         let mut written = BTreeMap::new();
-        for (_, record) in dir.load_all::<ImageRecord>()? {
+        // An unreadable image record is set aside (its layers go at the next collection unless a
+        // container holds them); holds stay strict: losing one could delete a running container's layers.
+        let loaded = dir.load_readable::<ImageRecord>()?;
+        for bad in &loaded.set_aside {
+            tracing::error!(image = %bad.id, moved_to = %bad.moved_to.display(), problem = %bad.problem,
+                "an unreadable image record was set aside; pull the image again");
+        }
+        for (_, record) in loaded.records {
             let modified = std::fs::metadata(dir.path(record.id.hex())).and_then(|m| m.modified()).ok();
             written.insert(record.id.clone(), (modified, record.pulled_at));
             by_id.insert(record.id.clone(), record);
