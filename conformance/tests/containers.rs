@@ -441,6 +441,10 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
     assert!(err.message().contains("timed out"), "{}", err.message());
+    let started = Instant::now();
+    let out = node.exec(&id, &["sh", "-c", "sleep 1000 & echo hi"], 0).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "a background process keeps the pipes open");
+    assert!(started.elapsed() < Duration::from_secs(30), "the answer waited for the background process");
     let err = node.exec(&id, &["sleep", "1"], -1).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("timeout"), "{}", err.message());
@@ -766,6 +770,12 @@ async fn containers_survive_a_lockstepd_crash_with_their_real_exits() {
 
     node.kill();
     let down_since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    // The ticker as a kill between the runtime's start and the record's update leaves it (a
+    // window too short to hit with a real kill): recorded as created, running.
+    let ticker_record = node.root().join(format!("containers/{ticker}.json"));
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&ticker_record).unwrap()).unwrap();
+    record["state"] = serde_json::to_value(lockstep_runtime::container::record::RecordState::Created).unwrap();
+    std::fs::write(&ticker_record, serde_json::to_vec(&record).unwrap()).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     node.spawn().await;
 
@@ -986,6 +996,13 @@ async fn host_paths_and_image_volumes_are_mounted_and_released() {
             ..Default::default()
         },
     ];
+    let mut missing = config.clone();
+    missing.metadata.as_mut().unwrap().name = "missing-sub-path".into();
+    missing.mounts[3].image_sub_path = "no/such/dir".into();
+    let err = node.create(&pod, missing).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().contains("config.mounts[3].image_sub_path"), "{}", err.message());
+    node.assert_no_container_leaks();
     let id = node.run(&pod, config).await;
     for cmd in ["cat /host/greeting", "echo written > /scratch/new; cat /scratch/new"] {
         let out = node.exec(&id, &["sh", "-c", cmd], 10).await.unwrap();

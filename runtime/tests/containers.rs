@@ -203,16 +203,16 @@ fn exec_process(lab: &Lab, id: &str, args: &[&str]) -> oci_spec::runtime::Proces
 fn exec_captures_output_and_exit_code_and_caps_the_size() {
     let lab = Lab::new("runc");
     lab.run("exec", &Lab::config(&["sleep", "100"]));
-    let options = ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1 << 20 };
+    let options = ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1 << 20, reaper: None };
     let process = exec_process(&lab, "exec", &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
-    let outcome = lab.runtime.exec("exec", &process, options).unwrap();
+    let outcome = lab.runtime.exec("exec", &process, options.clone()).unwrap();
     assert_eq!(
         (outcome.exit_code, outcome.stdout.as_slice(), outcome.stderr.as_slice()),
         (5, &b"hi\n"[..], &b"oops\n"[..])
     );
     assert!(!outcome.timed_out && !outcome.truncated);
     let big = exec_process(&lab, "exec", &["sh", "-c", "head -c 100000 /dev/zero"]);
-    let outcome = lab.runtime.exec("exec", &big, ExecOptions { output_cap: 1000, ..options }).unwrap();
+    let outcome = lab.runtime.exec("exec", &big, ExecOptions { output_cap: 1000, ..options.clone() }).unwrap();
     assert_eq!((outcome.stdout.len(), outcome.truncated, outcome.exit_code), (1000, true, 0));
     let missing = exec_process(&lab, "exec", &["/no/such/tool"]);
     let err = lab.runtime.exec("exec", &missing, options).unwrap_err().to_string();
@@ -225,7 +225,7 @@ fn a_timed_out_exec_is_killed_and_reaped() {
     lab.run("slow", &Lab::config(&["sleep", "100"]));
     let process = exec_process(&lab, "slow", &["sleep", "4242"]);
     let started = Instant::now();
-    let options = ExecOptions { timeout: Some(Duration::from_millis(500)), output_cap: 1024 };
+    let options = ExecOptions { timeout: Some(Duration::from_millis(500)), output_cap: 1024, reaper: None };
     let outcome = lab.runtime.exec("slow", &process, options).unwrap();
     assert!(outcome.timed_out);
     assert_eq!(outcome.exit_code, 137);

@@ -277,7 +277,9 @@ async fn helper_processes(bench: &BenchCtx) -> (String, Vec<u32>) {
     let mut monitors = Vec::new();
     let runroot = lockstep_runroot(bench).await;
     for (pid, comm, cmdline) in processes() {
-        if comm == "lockstep-monitor" {
+        // comm holds 15 bytes ("lockstep-monito"): the program's name is taken from the command line.
+        let program = cmdline.first().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or(comm.as_str());
+        if program == "lockstep-monitor" {
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
             if runroot.as_deref().is_some_and(|r| cwd.starts_with(r)) {
                 monitors.push(pid);

@@ -105,7 +105,15 @@ impl ContainerManager {
             run_dir: run_dir.clone(),
             layer_dir: layer_dir.clone(),
             log_path: log_path.clone(),
-            volume_holds: Vec::new(),
+            // Named before they are taken (step 4), so that a crash in between leaves nothing held
+            // that the rollback at the next start does not release (releasing is idempotent).
+            volume_holds: config
+                .mounts
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.image.as_ref().is_some_and(|img| !img.image.is_empty()))
+                .map(|(i, _)| volume_holder(id, i))
+                .collect(),
             status_template: String::new(),
         };
 
@@ -145,10 +153,9 @@ impl ContainerManager {
                 .ok_or_else(|| {
                     ContainerError::NotFound(format!("{field}: image {:?} is not present; pull it first", volume.image))
                 })?;
-            let holder = format!("{id}-v{i}");
+            let holder = volume_holder(id, i);
             let held = self.hold(&holder, &volume_image.id.to_string())?;
-            self.push_release(&mut undo, holder.clone());
-            record.volume_holds.push(holder);
+            self.push_release(&mut undo, holder);
             let target = run_dir.join("volumes").join(i.to_string());
             rootfs::mount_image_readonly(&held.layer_dirs, &target)
                 .map_err(internal("cannot mount the image volume"))?;
@@ -168,6 +175,7 @@ impl ContainerManager {
             rootfs: record.rootfs(),
         };
         let mut resolved = host::resolve(config, &record.rootfs(), &run.user)?;
+        resolved.image_sub_paths = host::resolve_image_sub_paths(config, &resolved_volumes)?;
         resolved.image_volumes = resolved_volumes;
         resolved.target_pid_namespace = self.target_pid_namespace(config)?;
         let settings = {
@@ -335,6 +343,11 @@ fn status_template(
         stop_signal: signal::to_cri(built.stop_signal) as i32,
         ..Default::default()
     }
+}
+
+/// The name of the image hold of a container's image volume mount `index`.
+fn volume_holder(id: &str, index: usize) -> String {
+    format!("{id}-v{index}")
 }
 
 #[cfg(test)]

@@ -90,7 +90,34 @@ pub struct Resolved {
     /// The Localhost seccomp profile, when one is asked for.
     pub seccomp_localhost: Option<Profile>,
     pub image_volumes: BTreeMap<String, PathBuf>,
+    /// The source of each image volume mount with an image_sub_path (by mount index), resolved
+    /// inside its volume; the builder joins the sub path lexically when one is missing here.
+    pub image_sub_paths: BTreeMap<usize, PathBuf>,
     pub target_pid_namespace: Option<PathBuf>,
+}
+
+/// Resolves the image_sub_path of each image volume mount inside its mounted `volumes`
+/// (image → mount point): a symlink in the image cannot lead the bind mount to the host's files.
+pub fn resolve_image_sub_paths(
+    config: &model::ContainerConfig,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<usize, PathBuf>, SpecError> {
+    let mut resolved = BTreeMap::new();
+    for (i, mount) in config.mounts.iter().enumerate() {
+        let (Some(image), false) = (mount.image.as_ref(), mount.image_sub_path.is_empty()) else { continue };
+        let Some(root) = volumes.get(&image.image) else { continue };
+        let field = format!("config.mounts[{i}].image_sub_path");
+        let source = super::inroot::resolve(root, Path::new(&mount.image_sub_path))
+            .map_err(|e| SpecError::precondition(field.clone(), format!("{:?}: {e}", mount.image_sub_path)))?;
+        if std::fs::symlink_metadata(&source).is_err() {
+            return Err(SpecError::not_found(
+                field,
+                format!("{:?} does not exist in image {}", mount.image_sub_path, image.image),
+            ));
+        }
+        resolved.insert(i, source);
+    }
+    Ok(resolved)
 }
 
 /// Reads what `config` needs from the host: the user from the image at `rootfs`, devices,

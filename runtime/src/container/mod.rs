@@ -9,6 +9,7 @@
 pub mod capabilities;
 mod create;
 pub mod host;
+pub mod inroot;
 mod manager;
 mod operations;
 pub mod record;

@@ -125,6 +125,7 @@ impl ContainerManager {
         let options = ExecOptions {
             timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
             output_cap: DEFAULT_EXEC_OUTPUT_CAP,
+            reaper: self.monitor_binary.clone().ok(),
         };
         let runtime = self.runtime(&record.oci_handler)?;
         let outcome = runtime.exec(id, &process, options).map_err(|e| match e {

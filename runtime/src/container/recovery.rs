@@ -57,7 +57,7 @@ impl ContainerManager {
     fn reconcile(&self, record: &mut ContainerRecord) {
         let dir = ContainerDir::new(&record.run_dir);
         let exit = match monitor::state(&dir) {
-            Ok(MonitorState::Running { .. }) => return,
+            Ok(MonitorState::Running { .. }) => return self.reconcile_started(record),
             Ok(MonitorState::Exited(exit)) => exit_info(&exit),
             Ok(MonitorState::Lost) | Err(_) => {
                 let alive = self
@@ -77,6 +77,28 @@ impl ContainerManager {
         record.exit = Some(exit);
         if let Err(e) = self.records.put(&record.id, &*record) {
             tracing::warn!(container = %record.id, error = %e, "cannot persist the exit; it is read again later");
+        }
+    }
+
+    /// A container recorded as created whose runtime says it runs: lockstepd was killed after
+    /// the runtime's start and before the record said so. Recorded as running, from now.
+    fn reconcile_started(&self, record: &mut ContainerRecord) {
+        if record.state != RecordState::Created {
+            return;
+        }
+        let running = self
+            .runtime(&record.oci_handler)
+            .ok()
+            .and_then(|r| r.state(&record.id).ok().flatten())
+            .is_some_and(|s| s.status == OciStatus::Running);
+        if !running {
+            return;
+        }
+        tracing::info!(container = %record.id, "a start that a crash cut short had run: the container is running");
+        record.state = RecordState::Running;
+        record.started_at = super::manager::now_nanos();
+        if let Err(e) = self.records.put(&record.id, &*record) {
+            tracing::warn!(container = %record.id, error = %e, "cannot persist the start; it is read again later");
         }
     }
 

@@ -545,7 +545,7 @@ fn mounts(
                             format!("{:?} must be a relative path inside the image", m.image_sub_path),
                         ));
                     }
-                    root.join(sub)
+                    input.resolved.image_sub_paths.get(&i).cloned().unwrap_or_else(|| root.join(sub))
                 }
             }
             None if m.host_path.is_empty() => return Err(SpecError::invalid(field("host_path"), "is empty")),

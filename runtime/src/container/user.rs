@@ -34,6 +34,8 @@ impl ResolvedUser {
 }
 
 const FIELD: &str = "config.linux.security_context";
+/// The largest /etc/passwd or /etc/group read from an image.
+const MAX_ACCOUNT_FILE: u64 = 8 << 20;
 
 /// Resolves the user from the request's security context and the image's USER, reading
 /// `<rootfs>/etc/passwd` and `<rootfs>/etc/group` (absent files are empty).
@@ -42,12 +44,14 @@ pub fn resolve(
     security: Option<&model::LinuxContainerSecurityContext>,
     image_user: &str,
 ) -> Result<ResolvedUser, SpecError> {
+    // The image's files, resolved inside the image: its links cannot point at the host's.
     let read = |name: &str| -> Result<String, SpecError> {
-        let path = rootfs.join("etc").join(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(SpecError::precondition("image", format!("cannot read {}: {e}", path.display()))),
+        let path = Path::new("etc").join(name);
+        match super::inroot::read_small_file(rootfs, &path, MAX_ACCOUNT_FILE) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()),
+            Err(e) => {
+                Err(SpecError::precondition("image", format!("cannot read the image's /{}: {e}", path.display())))
+            }
         }
     };
     resolve_with(&read("passwd")?, &read("group")?, security, image_user)

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod control;
+pub mod exec_reaper;
 pub mod files;
 pub mod log;
 pub mod oom;

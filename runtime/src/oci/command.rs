@@ -247,7 +247,16 @@ impl OciRuntime for CommandRuntime {
                 source,
             })?;
             let mut cmd = self.base(&log, "exec")?;
-            cmd.arg("--process").arg(&process_file).arg("--pid-file").arg(&pid_file).arg(id);
+            cmd.arg("--process").arg(&process_file).arg("--pid-file").arg(&pid_file);
+            if let Some(reaper) = &options.reaper {
+                cmd.arg("--detach").arg(id);
+                let mut through = Command::new(reaper);
+                super::spawn::with_default_signals(&mut through);
+                through.arg("exec").arg(cmd.get_program()).args(cmd.get_args());
+                cmd = through;
+            } else {
+                cmd.arg(id);
+            }
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
             let child = self.spawn(&mut cmd)?;
             self.wait_exec(id, child, &pid_file, options)
@@ -298,8 +307,10 @@ impl CommandRuntime {
         options: ExecOptions,
     ) -> Result<ExecOutcome, OciError> {
         let cap = options.output_cap;
-        let stdout = child.stdout.take().map(|s| std::thread::spawn(move || read_capped(s, cap)));
-        let stderr = child.stderr.take().map(|s| std::thread::spawn(move || read_capped(s, cap)));
+        let (read_tx, readers_done) = mpsc::channel();
+        let stdout = child.stdout.take().map(|s| CappedOutput::collect(s, cap, read_tx.clone()));
+        let stderr = child.stderr.take().map(|s| CappedOutput::collect(s, cap, read_tx.clone()));
+        drop(read_tx);
         let runtime_pid = child.id();
         let (done_tx, done) = mpsc::channel();
         let waiter = std::thread::spawn(move || {
@@ -333,30 +344,60 @@ impl CommandRuntime {
                 message: "the waiting thread panicked".into(),
             })?
             .map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })?;
-        let (stdout, out_cut) = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
-        let (stderr, err_cut) = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+        // A process the command left in the background may hold the pipes open for ever: what
+        // was written until then is the answer, not a wait without end.
+        let deadline = std::time::Instant::now() + EXEC_OUTPUT_DRAIN;
+        for _ in stdout.iter().chain(stderr.iter()) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if readers_done.recv_timeout(left).is_err() {
+                tracing::debug!(
+                    container = id,
+                    "exec: a process still holds the output pipes; answering with what was read"
+                );
+                break;
+            }
+        }
+        let (stdout, out_cut) = stdout.map(|o| o.take()).unwrap_or_default();
+        let (stderr, err_cut) = stderr.map(|o| o.take()).unwrap_or_default();
         Ok(ExecOutcome { exit_code: exit_code(status), stdout, stderr, timed_out, truncated: out_cut || err_cut })
     }
 }
 
-/// Reads everything, keeping at most `cap` bytes; whether some were dropped.
-fn read_capped(mut reader: impl Read, cap: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut truncated = false;
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
+/// How long the output of an exec'd command is still read after its runtime exited (a process
+/// it left in the background may keep the pipes open).
+const EXEC_OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// One output stream of an exec, read on a thread of its own into a buffer that can be taken at
+/// any time: at most `cap` bytes kept, and whether some were dropped.
+struct CappedOutput(std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>);
+
+impl CappedOutput {
+    fn collect(mut reader: impl Read + Send + 'static, cap: usize, done: mpsc::Sender<()>) -> CappedOutput {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
+        let buffer = shared.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut kept = buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let room = cap.saturating_sub(kept.0.len());
+                        kept.0.extend_from_slice(&buf[..n.min(room)]);
+                        kept.1 |= n > room;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
+            let _ = done.send(());
+        });
+        CappedOutput(shared)
     }
-    (kept, truncated)
+
+    fn take(self) -> (Vec<u8>, bool) {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -424,10 +465,15 @@ mod tests {
 
     #[test]
     fn output_beyond_the_cap_is_read_and_dropped() {
-        let data = vec![7u8; 20_000];
-        let (kept, cut) = read_capped(&data[..], 1000);
+        let read = |len: usize| {
+            let (done_tx, done) = mpsc::channel();
+            let output = CappedOutput::collect(std::io::Cursor::new(vec![7u8; len]), 1000, done_tx);
+            done.recv_timeout(Duration::from_secs(10)).unwrap();
+            output.take()
+        };
+        let (kept, cut) = read(20_000);
         assert_eq!((kept.len(), cut), (1000, true));
-        let (kept, cut) = read_capped(&data[..100], 1000);
+        let (kept, cut) = read(100);
         assert_eq!((kept.len(), cut), (100, false));
     }
 

@@ -70,12 +70,16 @@ pub struct CreateOptions<'a> {
 pub const DEFAULT_EXEC_OUTPUT_CAP: usize = 16 << 20;
 
 /// How `exec` runs a process and what it keeps of the output.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExecOptions {
     /// Kill the process (and wait for it) when it runs longer; None waits forever.
     pub timeout: Option<Duration>,
     /// At most this many bytes of stdout and of stderr each are kept; the rest is read and dropped.
     pub output_cap: usize,
+    /// `lockstep-monitor`, to run the runtime's exec detached under it (see
+    /// monitor::exec_reaper); None runs it undetached, which waits for every process that
+    /// holds the output.
+    pub reaper: Option<std::path::PathBuf>,
 }
 
 /// What an `exec` produced.
