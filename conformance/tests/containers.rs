@@ -1024,3 +1024,28 @@ async fn host_paths_and_image_volumes_are_mounted_and_released() {
     node.assert_no_container_leaks();
     node.remove_pod(&pod.0).await;
 }
+
+#[tokio::test]
+async fn a_container_created_while_its_pod_stops_is_not_left_in_the_stopped_pod() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    for round in 0..3 {
+        let pod = node.pod(&format!("race-{round}"), false).await;
+        let request = model::CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(container("late", &image_id, "sleep 1000")),
+            sandbox_config: Some(pod.1.clone()),
+        };
+        let (mut creator, mut stopper) = (node.kubelet().clone(), node.kubelet().clone());
+        let create = tokio::spawn(async move { creator.create_container(request).await });
+        let stop = model::StopPodSandboxRequest { pod_sandbox_id: pod.0.clone() };
+        stopper.stop_pod_sandbox(stop).await.unwrap();
+        let created = create.await.unwrap();
+        let filter = model::ContainerFilter { pod_sandbox_id: pod.0.clone(), ..Default::default() };
+        for c in node.list(Some(filter)).await {
+            assert_eq!(c.state(), model::ContainerState::ContainerExited, "round {round}: {created:?}");
+        }
+        node.remove_pod(&pod.0).await;
+    }
+    node.assert_no_container_leaks();
+}

@@ -43,7 +43,7 @@ impl ContainerManager {
             .get(sandbox_id)
             .ok_or_else(|| ContainerError::NotFound(format!("pod_sandbox_id {sandbox_id:?}: no such pod sandbox")))?;
         let pause_alive = sandbox.namespaces.pause.as_ref().is_none_or(crate::sandbox::pause::alive);
-        if sandbox.state != SandboxState::Ready || !pause_alive {
+        if sandbox.state != SandboxState::Ready || !pause_alive || !self.sandboxes.accepts_containers(sandbox_id) {
             return Err(ContainerError::FailedPrecondition(format!(
                 "pod_sandbox_id {sandbox_id:?}: the pod sandbox is not ready (stopped or broken)"
             )));
@@ -73,6 +73,16 @@ impl ContainerManager {
         let id = crate::ids::random_id().map_err(internal("cannot make a container id"))?;
         let record = self.create_steps(&id, config, &sandbox, &image, image_name)?;
         self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Entry::new(record));
+        // A StopPodSandbox or RemovePodSandbox that began meanwhile may have gone through the
+        // pod's containers before this one was listed: it is taken back, not left in a stopped pod.
+        if !self.sandboxes.accepts_containers(sandbox_id) {
+            if let Err(e) = self.remove(&id) {
+                tracing::warn!(container = %id, error = %e, "cannot take back a container of a pod being stopped");
+            }
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod_sandbox_id {sandbox_id:?}: the pod sandbox was stopped while the container was being created"
+            )));
+        }
         Ok(id)
     }
 

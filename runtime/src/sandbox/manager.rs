@@ -98,11 +98,19 @@ pub(super) struct Entry {
     op: Mutex<()>,
     record: RwLock<SandboxRecord>,
     removed: AtomicBool,
+    /// Set (for good) when StopPodSandbox or RemovePodSandbox begins: a CreateContainer that
+    /// races them sees it after adding its container, and takes the container back.
+    closing: AtomicBool,
 }
 
 impl Entry {
     pub(super) fn new(record: SandboxRecord) -> Arc<Entry> {
-        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record), removed: AtomicBool::new(false) })
+        Arc::new(Entry {
+            op: Mutex::new(()),
+            record: RwLock::new(record),
+            removed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+        })
     }
     fn read(&self) -> SandboxRecord {
         self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -169,6 +177,12 @@ impl SandboxManager {
     /// The record of a sandbox, for containers to build their specs from.
     pub fn get(&self, id: &str) -> Option<SandboxRecord> {
         self.entry(id).map(|e| e.read())
+    }
+
+    /// Whether the sandbox still takes new containers: it exists and no StopPodSandbox or
+    /// RemovePodSandbox has begun.
+    pub fn accepts_containers(&self, id: &str) -> bool {
+        self.entry(id).is_some_and(|e| !e.closing.load(Ordering::SeqCst) && !e.is_removed())
     }
 
     // ---- RunPodSandbox ------------------------------------------------------------------
@@ -242,6 +256,7 @@ impl SandboxManager {
         if entry.is_removed() {
             return Err(SandboxError::NotFound(id.to_string()));
         }
+        entry.closing.store(true, Ordering::SeqCst);
         let mut record = entry.read();
         self.containers()
             .stop_all(id)
@@ -295,6 +310,7 @@ impl SandboxManager {
         if entry.is_removed() {
             return Ok(());
         }
+        entry.closing.store(true, Ordering::SeqCst);
         let mut record = entry.read();
         self.containers()
             .remove_all(id)
