@@ -500,6 +500,23 @@ async fn stop_signals_timeouts_and_oom_kills() {
     let status = node.status(&stubborn).await;
     assert_eq!((status.exit_code, status.reason.as_str()), (137, "Error"));
 
+    // A long graceful stop under way does not hold back a forced one (a pod deleted with
+    // --grace-period=0 after a normal deletion): the second stop kills at once, both return.
+    let patient = node.run(&pod, container("patient", &image_id, "trap '' TERM; while :; do sleep 0.1; done")).await;
+    let mut first = node.kubelet().clone();
+    let request = model::StopContainerRequest { container_id: patient.clone(), timeout: 600 };
+    let graceful = tokio::spawn(async move { first.stop_container(request).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    node.stop(&patient, 0).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "the forced stop waited: {:?}", started.elapsed());
+    tokio::time::timeout(Duration::from_secs(30), graceful)
+        .await
+        .expect("the graceful stop returns too")
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.status(&patient).await.exit_code, 137);
+
     // The request's stop signal (1.33+) is what StopContainer sends first.
     let mut config = container("usr1", &image_id, "trap 'exit 7' USR1; while :; do sleep 0.1; done");
     config.stop_signal = model::Signal::Sigusr1 as i32;
@@ -534,7 +551,7 @@ async fn stop_signals_timeouts_and_oom_kills() {
     assert_eq!(status.reason, "OOMKilled", "{status:?}");
     assert_eq!(status.exit_code, 137);
 
-    for id in [stubborn, usr1, sleeper, done, hog] {
+    for id in [stubborn, patient, usr1, sleeper, done, hog] {
         node.remove(&id).await;
     }
     node.assert_no_container_leaks();

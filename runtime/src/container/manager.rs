@@ -198,24 +198,14 @@ impl ContainerManager {
             return Err(ContainerError::InvalidArgument(format!("timeout: {timeout} is negative")));
         }
         let entry = self.existing(id)?;
-        let _op = lock(&entry.op);
-        self.stop_locked(&entry, Duration::from_secs(timeout as u64))
-    }
-
-    fn stop_locked(&self, entry: &Entry, grace: Duration) -> Result<(), ContainerError> {
-        let record = self.refresh(entry);
-        if !matches!(record.state, RecordState::Created | RecordState::Running) {
-            return Ok(());
-        }
-        let id = record.id.as_str();
-        let runtime = self.runtime(&record.oci_handler)?;
-        let dir = ContainerDir::new(&record.run_dir);
-        // A container never started runs only the runtime's init, waiting: nothing to warn.
-        if !grace.is_zero() && record.state == RecordState::Running {
-            send(&runtime, id, record.stop_signal, false)?;
-            match monitor::wait_exit(&dir, id, grace) {
+        let grace = Duration::from_secs(timeout as u64);
+        if !grace.is_zero() && self.signal_stop(&entry)? {
+            // The grace period is waited out without the container's lock: a shorter stop (a
+            // forced pod deletion), RemoveContainer or StopPodSandbox meanwhile kills at once.
+            let record = entry.read();
+            match monitor::wait_exit(&ContainerDir::new(&record.run_dir), id, grace) {
                 Ok(exit) => {
-                    self.mark_exited(entry, exit_info(&exit));
+                    self.mark_exited(&entry, exit_info(&exit));
                     return Ok(());
                 }
                 Err(MonitorError::ExitTimeout { .. }) | Err(MonitorError::Lost { .. }) => {
@@ -224,6 +214,32 @@ impl ContainerManager {
                 Err(e) => return Err(ContainerError::Internal(format!("cannot stop container {id}: {e}"))),
             }
         }
+        let _op = lock(&entry.op);
+        self.kill_locked(&entry)
+    }
+
+    /// Sends a running container its stop signal (under its lock); whether one was sent. A
+    /// container never started runs only the runtime's init, waiting: nothing to warn.
+    fn signal_stop(&self, entry: &Entry) -> Result<bool, ContainerError> {
+        let _op = lock(&entry.op);
+        let record = self.refresh(entry);
+        if record.state != RecordState::Running {
+            return Ok(false);
+        }
+        let runtime = self.runtime(&record.oci_handler)?;
+        send(&runtime, &record.id, record.stop_signal, false)?;
+        Ok(true)
+    }
+
+    /// Kills a created or running container, its lock held, and records the exit.
+    fn kill_locked(&self, entry: &Entry) -> Result<(), ContainerError> {
+        let record = self.refresh(entry);
+        if !matches!(record.state, RecordState::Created | RecordState::Running) {
+            return Ok(());
+        }
+        let id = record.id.as_str();
+        let runtime = self.runtime(&record.oci_handler)?;
+        let dir = ContainerDir::new(&record.run_dir);
         send(&runtime, id, SIGKILL, true)?;
         let exit = self.wait_killed(&runtime, &dir, id)?;
         self.mark_exited(entry, exit);
@@ -394,7 +410,7 @@ impl PodContainers for ContainerManager {
                 .map(|e| {
                     scope.spawn(move || {
                         let _op = lock(&e.op);
-                        self.stop_locked(e, Duration::ZERO)
+                        self.kill_locked(e)
                     })
                 })
                 .collect();
