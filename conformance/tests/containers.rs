@@ -406,6 +406,14 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     let info = node.verbose(&id).await;
     assert_eq!(info["runtimeHandler"], "runc");
     assert!(info["pid"].as_i64().unwrap() > 0);
+    // The monitor is out of lockstepd's cgroups: a restart of lockstepd's service leaves it.
+    let cgroups_of_pid = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let monitors = monitors_of(&node.runroot());
+    assert_eq!(monitors.len(), 1);
+    let monitor_cgroups = cgroups_of_pid(monitors[0] as u32);
+    assert!(monitor_cgroups.contains("lockstep-monitors"), "{monitor_cgroups}");
+    let daemon_cgroups = cgroups_of_pid(node.child.as_ref().unwrap().id());
+    assert!(monitor_cgroups.lines().all(|l| !daemon_cgroups.contains(l)), "{monitor_cgroups}\nvs\n{daemon_cgroups}");
 
     // Running.
     node.kubelet().start_container(model::StartContainerRequest { container_id: id.clone() }).await.unwrap();

@@ -234,6 +234,7 @@ impl ContainerManager {
             tty: config.tty,
             stdin: config.stdin,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
+            cgroups: self.monitor_cgroups.clone(),
         };
         let spawned = monitor::spawn(&monitor_binary, &dir, &monitor_config, CREATE_TIMEOUT).map_err(|e| match e {
             MonitorError::CreateFailed { message, .. } => ContainerError::Internal(format!(

@@ -100,6 +100,8 @@ pub struct ContainerManager {
     pub(super) run_root: PathBuf,
     pub(super) host: HostFacts,
     pub(super) monitor_binary: Result<PathBuf, String>,
+    /// The cgroup (one directory per hierarchy) every lockstep-monitor moves itself into.
+    pub(super) monitor_cgroups: Vec<PathBuf>,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     pub(super) reservations: Mutex<HashMap<NameKey, Arc<Mutex<()>>>>,
     /// The last cgroup reading per container, for CPU rates.
@@ -117,12 +119,14 @@ impl ContainerManager {
     ) -> Result<Arc<ContainerManager>, ContainerError> {
         let config = info.config();
         let host = HostFacts::read().map_err(internal("cannot read the host's facts"))?;
+        let monitor_cgroups = monitor_cgroups(config.cgroup_driver);
         let manager = ContainerManager {
             records: RecordDir::new(config.root.join("containers")),
             layers_root: config.root.join("containers"),
             run_root: config.runroot.join("containers"),
             host,
             monitor_binary: crate::helpers::find_helper(monitor::BINARY).map_err(|e| e.to_string()),
+            monitor_cgroups,
             info,
             sandboxes,
             images,
@@ -474,6 +478,21 @@ pub(super) fn state_word(state: RecordState) -> &'static str {
         RecordState::Exited => "exited",
         RecordState::Removing => "being removed",
     }
+}
+
+/// The monitors' own cgroup, made when missing: out of lockstepd's, so that a restart of its
+/// service (systemd's KillMode=control-group) does not take the monitors along, and their memory
+/// is not charged to it. Without one (no cgroupfs access) they stay in lockstepd's, with a warning.
+fn monitor_cgroups(driver: crate::config::CgroupDriver) -> Vec<PathBuf> {
+    use crate::sandbox::cgroups;
+    let made = cgroups::plan(driver, "", "monitors").and_then(|planned| {
+        cgroups::create(&planned.missing)?;
+        Ok(planned.leaves)
+    });
+    made.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no cgroup of their own for the monitors: they stay in lockstepd's");
+        Vec::new()
+    })
 }
 
 pub(super) fn now_nanos() -> i64 {

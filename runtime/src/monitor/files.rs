@@ -27,6 +27,9 @@ pub struct MonitorConfig {
     pub stdin: bool,
     /// Lines longer than this are split into partial entries.
     pub max_log_line: usize,
+    /// Cgroup directories (one per hierarchy) the monitor moves itself into at its start.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// The monitor's own identity, to find it again after a lockstepd restart without mistaking

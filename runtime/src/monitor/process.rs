@@ -48,6 +48,15 @@ pub fn main(dir: &Path) -> ExitCode {
         Err(e) => return fail(&format!("cannot fork: {e}")),
     }
     let _ = nix::unistd::setsid();
+    for cgroup in &config.cgroups {
+        let procs = cgroup.join("cgroup.procs");
+        if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+            eprintln!(
+                "lockstep-monitor: cannot move into {}: {e}; staying in lockstepd's cgroup there",
+                procs.display()
+            );
+        }
+    }
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return fail(&format!("cannot become a child subreaper: {e}"));
     }

@@ -1,6 +1,8 @@
-//! The pause process's cgroup: a child of the pod's cgroup parent in every mounted hierarchy
-//! (each cgroup v1 hierarchy and the v2 one), so that the pod's limits apply to it and a
-//! restart of lockstepd's own service (KillMode=control-group) does not take it along. Only the
+//! The cgroups of lockstepd's helper processes. The pause process's: a child of the pod's
+//! cgroup parent in every mounted hierarchy (each cgroup v1 hierarchy and the v2 one), so that
+//! the pod's limits apply to it and a restart of lockstepd's own service
+//! (KillMode=control-group) does not take it along. The monitors' (`lockstep-monitors`, one for
+//! all, planned the same way under the default parent), for the second reason. Only the
 //! directories lockstepd created are removed, deepest first. Touches /sys/fs/cgroup below the
 //! pods' parents only.
 //!
