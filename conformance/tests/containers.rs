@@ -875,6 +875,10 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
     relative.mounts =
         vec![model::Mount { container_path: "data".into(), host_path: "/tmp".into(), ..Default::default() }];
     cases.push(("relative destination", relative, Code::InvalidArgument, "config.mounts[0].container_path"));
+    let mut relative_source = good();
+    relative_source.mounts =
+        vec![model::Mount { container_path: "/data".into(), host_path: "tmp".into(), ..Default::default() }];
+    cases.push(("relative source", relative_source, Code::InvalidArgument, "config.mounts[0].host_path"));
     let mut unknown_cap = good();
     security(&mut unknown_cap).capabilities =
         Some(model::Capability { add_capabilities: vec!["CAP_TELEPORT".into()], ..Default::default() });
@@ -899,6 +903,20 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
         node.assert_no_container_leaks();
         assert!(children().is_empty(), "{what}: container cgroups remain: {:?}", children());
     }
+    // A target_id (shared PID namespace with one container) in another pod is refused.
+    let other_pod = node.pod("other", false).await;
+    let elsewhere = node.run(&other_pod, container("elsewhere", &image_id, "sleep 1000")).await;
+    let mut targeted = good();
+    security(&mut targeted).namespace_options = Some(model::NamespaceOption {
+        pid: model::NamespaceMode::Target as i32,
+        target_id: elsewhere.clone(),
+        ..Default::default()
+    });
+    let err = node.create(&pod, targeted).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("target_id"), "{}", err.message());
+    assert!(children().is_empty(), "container cgroups remain: {:?}", children());
+    node.remove_pod(&other_pod.0).await;
     let unknown = (String::from("0123456789abcdef"), pod.1.clone());
     let err = node.create(&unknown, good()).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);

@@ -1,7 +1,13 @@
-//! Where a multi-step operation spends its time, for the debug log (profile before
-//! optimising): mark each step as it ends, then print "step 1.2ms, step 0.4ms". Pure.
+//! Time: where a multi-step operation spends its time, for the debug log (profile before
+//! optimising): mark each step as it ends, then print "step 1.2ms, step 0.4ms"; and the
+//! CRI's timestamps (nanoseconds since the epoch).
 
 use std::time::{Duration, Instant};
+
+/// Now, in nanoseconds since the Unix epoch (as the CRI's timestamps are).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}
 
 pub struct StepTimer {
     last: Instant,

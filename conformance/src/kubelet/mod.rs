@@ -87,24 +87,9 @@ pub fn read_resolv_conf(path: &Path) -> model::DnsConfig {
     dns
 }
 
+/// The kubelet's `kubernetes.io/config.seen`: when it first saw the pod, in RFC3339Nano.
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), by Howard Hinnant's civil calendar algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    lockstep_runtime::monitor::log::rfc3339_nano(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
@@ -123,11 +108,5 @@ mod tests {
         assert_eq!(dns.servers, vec!["1.1.1.1", "9.9.9.9"]);
         assert_eq!(dns.searches, vec!["a.b", "c"]);
         assert_eq!(dns.options, vec!["ndots:2", "rotate"]);
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_785), (2026, 11, 28));
     }
 }

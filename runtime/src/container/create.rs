@@ -187,7 +187,7 @@ impl ContainerManager {
         let mut resolved = host::resolve(config, &record.rootfs(), &run.user)?;
         resolved.image_sub_paths = host::resolve_image_sub_paths(config, &resolved_volumes)?;
         resolved.image_volumes = resolved_volumes;
-        resolved.target_pid_namespace = self.target_pid_namespace(config)?;
+        resolved.target_pid_namespace = self.target_pid_namespace(config, &sandbox.id)?;
         let settings = {
             let handlers = self.info.handlers();
             let features = handlers.get(&sandbox.oci_handler).map(|h| h.features).unwrap_or_default();
@@ -274,7 +274,12 @@ impl ContainerManager {
     }
 
     /// The pid namespace of the container that namespace_options.target_id names.
-    fn target_pid_namespace(&self, config: &model::ContainerConfig) -> Result<Option<PathBuf>, ContainerError> {
+    /// The pid namespace of namespace_options.target_id: a container of the same pod only.
+    fn target_pid_namespace(
+        &self,
+        config: &model::ContainerConfig,
+        sandbox_id: &str,
+    ) -> Result<Option<PathBuf>, ContainerError> {
         let options =
             config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.as_ref());
         let Some(options) = options.filter(|o| o.pid == model::NamespaceMode::Target as i32) else {
@@ -285,6 +290,12 @@ impl ContainerManager {
             .entry(&options.target_id)
             .map(|e| self.refresh(&e))
             .ok_or_else(|| ContainerError::NotFound(format!("{field}: no container {:?}", options.target_id)))?;
+        if target.sandbox_id != sandbox_id {
+            return Err(ContainerError::InvalidArgument(format!(
+                "{field}: container {:?} is not in pod sandbox {sandbox_id:?}",
+                options.target_id
+            )));
+        }
         if !matches!(target.state, RecordState::Created | RecordState::Running) || target.init_pid <= 0 {
             return Err(ContainerError::FailedPrecondition(format!(
                 "{field}: container {:?} is not running",

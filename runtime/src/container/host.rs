@@ -134,8 +134,11 @@ pub fn resolve(config: &model::ContainerConfig, rootfs: &Path, image_user: &str)
         if is_image || mount.host_path.is_empty() {
             continue; // image volumes are the caller's; an empty host_path is spec's error
         }
+        let field = format!("config.mounts[{i}].host_path");
+        if !Path::new(&mount.host_path).is_absolute() {
+            return Err(SpecError::invalid(field, format!("{:?} is not an absolute path", mount.host_path)));
+        }
         if let Err(e) = std::fs::metadata(&mount.host_path) {
-            let field = format!("config.mounts[{i}].host_path");
             return Err(if e.kind() == std::io::ErrorKind::NotFound {
                 SpecError::not_found(field, format!("{} does not exist", mount.host_path))
             } else {

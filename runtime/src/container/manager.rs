@@ -336,15 +336,16 @@ impl ContainerManager {
             Ok(MonitorState::Running { .. }) => record,
             Ok(MonitorState::Exited(exit)) => self.mark_exited(entry, exit_info(&exit)),
             Ok(MonitorState::Lost) => {
-                let running = self
-                    .runtime(&record.oci_handler)
-                    .ok()
-                    .and_then(|r| r.state(&record.id).ok().flatten())
-                    .is_some_and(|s| matches!(s.status, OciStatus::Running | OciStatus::Created));
-                if running {
-                    record
-                } else {
+                // Only the runtime's word that the container is gone or stopped records an exit:
+                // a failed query (a transient fork failure) is asked again at the next refresh.
+                let stopped =
+                    self.runtime(&record.oci_handler).ok().and_then(|r| r.state(&record.id).ok()).is_some_and(
+                        |state| state.is_none_or(|s| !matches!(s.status, OciStatus::Running | OciStatus::Created)),
+                    );
+                if stopped {
                     self.mark_exited(entry, lost_exit(255))
+                } else {
+                    record
                 }
             }
             Err(e) => {
@@ -495,6 +496,4 @@ fn monitor_cgroups(driver: crate::config::CgroupDriver) -> Vec<PathBuf> {
     })
 }
 
-pub(super) fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
-}
+pub(super) use crate::timing::now_nanos;

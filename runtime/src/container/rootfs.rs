@@ -20,6 +20,8 @@ pub enum RootfsError {
     TooManyLayers { layers: usize, len: usize },
     #[error(transparent)]
     Files(#[from] crate::sandbox::files::FilesError),
+    #[error("{path} stays mounted after repeated unmounts; the directory is kept")]
+    StillMounted { path: PathBuf },
 }
 
 fn create_dir(path: &Path) -> Result<(), RootfsError> {
@@ -95,8 +97,21 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
 
 /// Unmounts everything at or under `dir` (deepest first), then removes it. Absent is fine.
 pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
-    for mounted in crate::sandbox::files::mounts_under(dir)? {
-        unmount(&mounted)?;
+    // Until nothing is mounted there: a mount point may hold several stacked mounts, and
+    // remove_dir_all must never walk into one (a propagated host directory).
+    let mut rounds = 0;
+    loop {
+        let mounted = crate::sandbox::files::mounts_under(dir)?;
+        if mounted.is_empty() {
+            break;
+        }
+        rounds += 1;
+        if rounds > 8 {
+            return Err(RootfsError::StillMounted { path: mounted[0].clone() });
+        }
+        for target in &mounted {
+            unmount(target)?;
+        }
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),

@@ -3,6 +3,7 @@
 //! and again when it exits. The cgroup is found from /proc/<pid>/cgroup and the mount table,
 //! so it works for either cgroup driver. Reads /proc and the cgroup file system only.
 
+use crate::sandbox::files::unescape_mountinfo;
 use std::path::{Path, PathBuf};
 
 /// The OOM counter of one container's memory cgroup, and its value at the start.
@@ -85,7 +86,7 @@ fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(
         if !matches(fstype, options) {
             return None;
         }
-        Some((PathBuf::from(unescape(fields.get(4)?)), unescape(fields.get(3)?)))
+        Some((PathBuf::from(unescape_mountinfo(fields.get(4)?)), unescape_mountinfo(fields.get(3)?)))
     })
 }
 
@@ -93,24 +94,6 @@ fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(
 fn join_cgroup(mount: &Path, root: &str, path: &str) -> PathBuf {
     let relative = path.strip_prefix(root).filter(|_| root != "/").unwrap_or(path);
     mount.join(relative.trim_start_matches('/'))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(n);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -148,7 +131,7 @@ mod tests {
             memory_counter_file("4:memory:/outer/c1\n", mountinfo).unwrap(),
             Path::new("/mnt/mem/c1/memory.oom_control")
         );
-        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
     }
 
     #[test]

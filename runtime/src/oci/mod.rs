@@ -65,9 +65,10 @@ pub struct CreateOptions<'a> {
     pub stderr: Stdio,
 }
 
-/// What ExecSync keeps of each stream: 16 MiB, the limit CRI-O and conmon adopted for
-/// CVE-2022-1708 (unbounded exec output exhausting the runtime's memory).
-pub const DEFAULT_EXEC_OUTPUT_CAP: usize = 16 << 20;
+/// What ExecSync keeps of each stream: 8 MiB. Both together stay under the 16 MiB the kubelet
+/// accepts in one CRI message (and the bound CRI-O and conmon adopted for CVE-2022-1708,
+/// unbounded exec output exhausting the runtime's memory), leaving room for the rest.
+pub const DEFAULT_EXEC_OUTPUT_CAP: usize = (8 << 20) - (64 << 10);
 
 /// How `exec` runs a process and what it keeps of the output.
 #[derive(Debug, Clone)]

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::manager::{del_with_retries, internal, now_nanos, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
 use super::namespaces::{self, NsKind};
@@ -118,7 +117,7 @@ impl SandboxManager {
         let id = record.id.clone();
         let dir = record.files.dir.clone();
         let ns_dir = dir.join("ns");
-        let mut timer = StepTimer::new();
+        let mut timer = crate::timing::StepTimer::new();
         // 1. The record first: a crash from here on is rolled back at the next start.
         self.records.put(&id, record).map_err(internal("cannot write the sandbox record"))?;
         let records = self.records.clone();
@@ -356,30 +355,4 @@ fn refused_sysctl(refused: Option<(String, String)>) -> Result<(), SandboxError>
 
 fn node_hostname() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
-}
-
-/// Where creation spends its time, for the debug log (profile before optimising).
-struct StepTimer {
-    last: std::time::Instant,
-    steps: Vec<(&'static str, Duration)>,
-}
-
-impl StepTimer {
-    fn new() -> Self {
-        StepTimer { last: std::time::Instant::now(), steps: Vec::new() }
-    }
-    fn mark(&mut self, step: &'static str) {
-        let now = std::time::Instant::now();
-        self.steps.push((step, now - self.last));
-        self.last = now;
-    }
-}
-
-impl std::fmt::Display for StepTimer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (step, took)) in self.steps.iter().enumerate() {
-            write!(f, "{}{step} {:.1}ms", if i > 0 { ", " } else { "" }, took.as_secs_f64() * 1000.0)?;
-        }
-        Ok(())
-    }
 }

@@ -425,6 +425,4 @@ pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) 
     }
 }
 
-pub(super) fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
-}
+pub(super) use crate::timing::now_nanos;
