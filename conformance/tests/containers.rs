@@ -410,8 +410,9 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     let cgroups_of_pid = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let monitors = monitors_of(&node.runroot());
     assert_eq!(monitors.len(), 1);
+    // It moves once the container is created, off CreateContainer's path.
+    wait_for("the monitor's own cgroup", || cgroups_of_pid(monitors[0] as u32).contains("lockstep-monitors")).await;
     let monitor_cgroups = cgroups_of_pid(monitors[0] as u32);
-    assert!(monitor_cgroups.contains("lockstep-monitors"), "{monitor_cgroups}");
     let daemon_cgroups = cgroups_of_pid(node.child.as_ref().unwrap().id());
     assert!(monitor_cgroups.lines().all(|l| !daemon_cgroups.contains(l)), "{monitor_cgroups}\nvs\n{daemon_cgroups}");
 

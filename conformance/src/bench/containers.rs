@@ -169,7 +169,9 @@ async fn start_one(mut c: CriClient, image: String, log_dir: PathBuf, steps: Arc
     Ok(())
 }
 
-/// A sleeping container as the kubelet configures one (labels, log path, the pod's namespaces).
+/// A sleeping container as the kubelet configures one (labels, log path, the pod's namespaces,
+/// and seccomp Unconfined: what the kubelet sends for a pod that names no profile, unless its
+/// seccompDefault is on).
 fn container_config(pod: &model::PodSandboxConfig, image: &str) -> model::ContainerConfig {
     let mut labels = pod.labels.clone();
     labels.insert("io.kubernetes.container.name".into(), "sleeper".into());
@@ -183,7 +185,14 @@ fn container_config(pod: &model::PodSandboxConfig, image: &str) -> model::Contai
         log_path: "sleeper/0.log".into(),
         linux: Some(model::LinuxContainerConfig {
             resources: Some(model::LinuxContainerResources::default()),
-            security_context: Some(model::LinuxContainerSecurityContext { namespace_options, ..Default::default() }),
+            security_context: Some(model::LinuxContainerSecurityContext {
+                namespace_options,
+                seccomp: Some(model::SecurityProfile {
+                    profile_type: model::security_profile::ProfileType::Unconfined as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
         }),
         ..Default::default()
     }
