@@ -1093,3 +1093,33 @@ async fn a_container_created_while_its_pod_stops_is_not_left_in_the_stopped_pod(
     }
     node.assert_no_container_leaks();
 }
+
+#[tokio::test]
+async fn a_shared_pid_pod_under_a_new_cgroup_parent_leaves_no_cgroup_behind() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let parent = format!("/lockstep-parent-{}", std::process::id());
+    let mut config = pod_config("shared-pid", &node.dir.path().join("logs/shared-pid"), false);
+    let linux = config.linux.as_mut().unwrap();
+    linux.cgroup_parent = parent.clone();
+    linux.security_context.as_mut().unwrap().namespace_options.as_mut().unwrap().pid = model::NamespaceMode::Pod as i32;
+    let pod = node.pod_of(config).await;
+    let id = node.run(&pod, container("app", &image_id, "sleep 1000")).await;
+    let made = || -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path().join(parent.trim_start_matches('/')))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    assert!(!made().is_empty(), "the pod's cgroup parent was made");
+    // As the kubelet does: the pod stopped (its containers too), then each container removed,
+    // then the pod.
+    node.kubelet().stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: pod.0.clone() }).await.unwrap();
+    node.remove(&id).await;
+    node.remove_pod(&pod.0).await;
+    assert!(made().is_empty(), "cgroups lockstepd made for the pod remain: {:?}", made());
+    node.assert_no_container_leaks();
+}

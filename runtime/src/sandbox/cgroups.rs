@@ -135,14 +135,26 @@ pub fn create(missing: &[PathBuf]) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Of the directories lockstepd created for sandbox `id`'s pause, its own (the leaves), not
+/// their parents.
+pub fn leaves(created: &[PathBuf], id: &str) -> Vec<PathBuf> {
+    created.iter().filter(|d| is_leaf(d, id)).cloned().collect()
+}
+
+/// The pause's own cgroup of sandbox `id` (a parent may be named `lockstep-…` too).
+fn is_leaf(dir: &Path, id: &str) -> bool {
+    let leaf = format!("{LEAF_PREFIX}{id}");
+    dir.file_name().is_some_and(|n| n.to_str() == Some(leaf.as_str()) || n.to_str() == Some(&format!("{leaf}.scope")))
+}
+
 /// Removes the directories lockstepd created (as `create` got them), deepest first; gone is
 /// fine. A parent that another pod's cgroup still uses stays. The leaves are retried for a
 /// moment: the killed pause may not have left its cgroup yet.
-pub fn remove(created: &[PathBuf]) -> Result<(), CgroupError> {
+pub fn remove(created: &[PathBuf], id: &str) -> Result<(), CgroupError> {
     let mut dirs: Vec<&PathBuf> = created.iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for dir in dirs {
-        let is_leaf = dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(LEAF_PREFIX));
+        let is_leaf = is_leaf(dir, id);
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             match std::fs::remove_dir(dir) {
@@ -205,10 +217,15 @@ mod tests {
         create(&[parent.clone(), leaf.clone()]).unwrap();
         let other = parent.join("someone-else");
         std::fs::create_dir(&other).unwrap();
-        remove(&[parent.clone(), leaf.clone()]).unwrap();
+        remove(&[parent.clone(), leaf.clone()], "abc").unwrap();
         assert!(!leaf.exists() && other.exists(), "the leaf went, the parent in use stayed");
         std::fs::remove_dir(&other).unwrap();
-        remove(&[parent.clone(), leaf]).unwrap();
+        remove(&[parent.clone(), leaf.clone()], "abc").unwrap();
         assert!(!parent.exists(), "and went once unused");
+        assert_eq!(
+            leaves(&[tmp.path().join("lockstep-x"), leaf.clone()], "abc"),
+            vec![leaf],
+            "a parent named lockstep-… is no leaf"
+        );
     }
 }

@@ -192,8 +192,8 @@ impl SandboxManager {
                 // On disk before the first mkdir: a crash after it is undone by the recovery.
                 record.pause_cgroups = cgroups.missing.clone();
                 self.records.put(&id, record).map_err(internal("cannot write the sandbox record"))?;
-                let made = cgroups.missing.clone();
-                undo.push("remove the pause's cgroups", move || cgroups::remove(&made));
+                let (made, owner) = (cgroups.missing.clone(), id.clone());
+                undo.push("remove the pause's cgroups", move || cgroups::remove(&made, &owner));
                 cgroups::create(&cgroups.missing).map_err(internal("cannot make the pause's cgroup"))?;
             }
             let started =

@@ -277,10 +277,13 @@ impl SandboxManager {
         if let Some(p) = &record.namespaces.pause {
             pause::kill(p).map_err(internal("cannot stop the pause process"))?;
         }
-        if !record.pause_cgroups.is_empty() {
-            cgroups::remove(&record.pause_cgroups).map_err(internal("cannot remove the pause's cgroups"))?;
+        // The pause's own cgroup goes now; the parents lockstepd made for it still hold the
+        // stopped containers' cgroups until RemoveContainer, so they go with the pod (`remove`).
+        let leaves = cgroups::leaves(&record.pause_cgroups, &record.id);
+        if !leaves.is_empty() {
+            cgroups::remove(&leaves, &record.id).map_err(internal("cannot remove the pause's cgroups"))?;
             // Forgotten at once: a directory of the same name made later is someone else's.
-            record.pause_cgroups.clear();
+            record.pause_cgroups.retain(|dir| !leaves.contains(dir));
             self.records.put(&record.id, record).map_err(internal("cannot write the sandbox record"))?;
         }
         // The cache entry, not the record's flag, says whether a DEL is owed: a crash or a failed
@@ -318,6 +321,14 @@ impl SandboxManager {
         let released = self.release(&mut record);
         entry.write(record.clone());
         released?;
+        if !record.pause_cgroups.is_empty() {
+            // The pod's containers are gone: the parents made for its pause can go (one that
+            // another pod uses stays).
+            cgroups::remove(&record.pause_cgroups, id).map_err(internal("cannot remove the pause's cgroups"))?;
+            record.pause_cgroups.clear();
+            self.records.put(&record.id, &record).map_err(internal("cannot write the sandbox record"))?;
+            entry.write(record.clone());
+        }
         // The recorded pins by their own paths first: they are known even when mountinfo's
         // resolved paths would not match.
         let ns = &record.namespaces;

@@ -75,7 +75,7 @@ impl SandboxManager {
         {
             pause::kill(&p).map_err(internal("cannot kill the pause process"))?;
         }
-        cgroups::remove(&record.pause_cgroups).map_err(internal("cannot remove the pause's cgroups"))?;
+        cgroups::remove(&record.pause_cgroups, &record.id).map_err(internal("cannot remove the pause's cgroups"))?;
         if let Some(attachment) = self.cni_cache.get(&record.id).map_err(internal("cannot read the CNI cache"))? {
             del_with_retries(&attachment, self.plugins())
                 .map_err(|e| SandboxError::unavailable("cannot detach the sandbox from its network", e))?;
@@ -134,6 +134,12 @@ impl SandboxManager {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !kept.contains_key(&name) {
+                // A pause of a record set aside (unreadable) still runs: it goes with its directory.
+                if let Ok(Some(pause)) = pause::read_pid_file(&entry.path()) {
+                    if let Err(e) = pause::kill(&pause) {
+                        tracing::warn!(sandbox = %name, error = %e, "cannot stop the pause of a sandbox without a record");
+                    }
+                }
                 if let Err(e) = remove_sandbox_dir(&self.cni_cache, &name, &entry.path()) {
                     tracing::warn!(dir = %entry.path().display(), error = %e, "cannot sweep a leftover sandbox directory");
                 }
