@@ -336,13 +336,7 @@ impl ContainerManager {
             Ok(MonitorState::Running { .. }) => record,
             Ok(MonitorState::Exited(exit)) => self.mark_exited(entry, exit_info(&exit)),
             Ok(MonitorState::Lost) => {
-                // Only the runtime's word that the container is gone or stopped records an exit:
-                // a failed query (a transient fork failure) is asked again at the next refresh.
-                let stopped =
-                    self.runtime(&record.oci_handler).ok().and_then(|r| r.state(&record.id).ok()).is_some_and(
-                        |state| state.is_none_or(|s| !matches!(s.status, OciStatus::Running | OciStatus::Created)),
-                    );
-                if stopped {
+                if self.runtime_says_stopped(&record) {
                     self.mark_exited(entry, lost_exit(255))
                 } else {
                     record
@@ -353,6 +347,16 @@ impl ContainerManager {
                 record
             }
         }
+    }
+
+    /// Whether the OCI runtime says a container whose monitor is lost has stopped or is gone.
+    /// Only its word records an exit: a failed query (a transient fork failure) says no, and
+    /// is asked again at the next refresh.
+    pub(super) fn runtime_says_stopped(&self, record: &ContainerRecord) -> bool {
+        self.runtime(&record.oci_handler)
+            .ok()
+            .and_then(|r| r.state(&record.id).ok())
+            .is_some_and(|state| state.is_none_or(|s| !matches!(s.status, OciStatus::Running | OciStatus::Created)))
     }
 
     /// Records an exit (once), on disk and in memory.

@@ -60,12 +60,7 @@ impl ContainerManager {
             Ok(MonitorState::Running { .. }) => return self.reconcile_started(record),
             Ok(MonitorState::Exited(exit)) => exit_info(&exit),
             Ok(MonitorState::Lost) | Err(_) => {
-                // An exit only on the runtime's word; a failed query leaves it to the next refresh.
-                let stopped =
-                    self.runtime(&record.oci_handler).ok().and_then(|r| r.state(&record.id).ok()).is_some_and(
-                        |state| state.is_none_or(|s| !matches!(s.status, OciStatus::Running | OciStatus::Created)),
-                    );
-                if !stopped {
+                if !self.runtime_says_stopped(record) {
                     tracing::warn!(container = %record.id, "the container runs without its monitor: its output is lost");
                     return;
                 }
