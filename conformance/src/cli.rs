@@ -98,6 +98,10 @@ struct RunArgs {
     /// image tests start private docker-registries for the run.
     #[arg(long, value_name = "HOST:PORT")]
     registry: Option<String>,
+    /// A lockstep.toml for the embedded lockstepd (ignored with --endpoint), e.g. one naming
+    /// its default handler.
+    #[arg(long, value_name = "FILE")]
+    lockstepd_config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +135,10 @@ struct KubeletArgs {
     /// placeholder gets a private docker-registry with the fixtures, started for the run.
     #[arg(long, value_name = "HOST:PORT")]
     registry: Option<String>,
+    /// A lockstep.toml for the embedded lockstepd (ignored with --endpoint), e.g. one naming
+    /// its default handler.
+    #[arg(long, value_name = "FILE")]
+    lockstepd_config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +164,10 @@ struct SkewArgs {
     skip: Option<String>,
     #[arg(long, default_value_t = 1, value_name = "N")]
     parallel: usize,
+    /// A lockstep.toml for the embedded lockstepd (ignored with --endpoint), e.g. one naming
+    /// its default handler.
+    #[arg(long, value_name = "FILE")]
+    lockstepd_config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,6 +199,10 @@ struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// A lockstep.toml for the embedded lockstepd (ignored with --endpoint), e.g. one naming
+    /// its default handler.
+    #[arg(long, value_name = "FILE")]
+    lockstepd_config: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -276,7 +292,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let selection = Selection { focus: regex("--focus", &args.focus)?, skip: regex("--skip", &args.skip)? };
     let options = RunOptions { selection, parallel: args.parallel };
     let expected = load_expected(&args.expected)?;
-    let target = Target::open(minor, args.endpoint.clone(), None).await?;
+    let target = Target::open(minor, args.endpoint.clone(), None, args.lockstepd_config.as_deref()).await?;
     let result = async {
         let registry = registry_env(minor, &options, args.registry.as_deref()).await?;
         run_against(minor, &target.endpoint, &options, target.restarter(), registry).await
@@ -301,7 +317,7 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
     let selection = Selection { focus: regex("--focus", &args.focus)?, skip: regex("--skip", &args.skip)? };
     let options = RunOptions { selection, parallel: args.parallel };
     let expected = load_expected(&args.expected)?;
-    let target = Target::open(embedded_minor, args.endpoint.clone(), None).await?;
+    let target = Target::open(embedded_minor, args.endpoint.clone(), None, args.lockstepd_config.as_deref()).await?;
     let rows = async {
         // One set of registries for every minor: the newest profile holds every test that pulls.
         let registry = registry_env(Minor::MODEL, &options, args.registry.as_deref()).await?;
@@ -335,7 +351,7 @@ async fn kubelet(args: KubeletArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::Builder::new().prefix("lockstep-kubelet-").tempdir().context("cannot make a temp dir")?;
     let kubelet_dir = args.kubelet_dir.clone().unwrap_or_else(|| scratch.path().join("kubelet"));
     let pod_logs_dir = args.pod_logs_dir.clone().unwrap_or_else(|| scratch.path().join("pods"));
-    let target = Target::open(minor, args.endpoint.clone(), None).await?;
+    let target = Target::open(minor, args.endpoint.clone(), None, args.lockstepd_config.as_deref()).await?;
     let result = async {
         let ctx = connect(minor, &target.endpoint).await?;
         // The registry behind $(LOCKSTEP_REGISTRY); the uid stays the one given above.
@@ -411,7 +427,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         focus: regex("--focus", &args.focus)?,
     };
-    let target = Target::open(minor, args.endpoint.clone(), args.pid).await?;
+    let target = Target::open(minor, args.endpoint.clone(), args.pid, args.lockstepd_config.as_deref()).await?;
     let selected = |name: &str| options.focus.as_ref().is_none_or(|f| f.is_match(name));
     let pulls = selected(crate::bench::images::PULL_BENCH);
     let containers = selected(crate::bench::containers::CONTAINER_BENCH);

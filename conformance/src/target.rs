@@ -19,12 +19,16 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Starts lockstepd for `minor` on its defaults, in a fresh temporary directory.
-    pub async fn start(minor: Minor) -> anyhow::Result<Embedded> {
+    /// Starts lockstepd for `minor` in a fresh temporary directory, on its defaults or on
+    /// `config` (a lockstep.toml, copied there so that restarts read the same).
+    pub async fn start(minor: Minor, config: Option<&std::path::Path>) -> anyhow::Result<Embedded> {
         let dir =
             tempfile::Builder::new().prefix("lockstep-conformance-").tempdir().context("cannot create a temp dir")?;
-        let config = dir.path().join("lockstep.toml");
-        std::fs::write(&config, "# empty: lockstepd's defaults\n").context("cannot write the embedded config")?;
+        let text = match config {
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+            None => "# empty: lockstepd's defaults\n".to_string(),
+        };
+        std::fs::write(dir.path().join("lockstep.toml"), text).context("cannot write the embedded config")?;
         let socket = dir.path().join("lockstep.sock");
         let child = Self::spawn(dir.path(), minor)?;
         let mut embedded = Embedded { child, dir, minor, endpoint: format!("unix://{}", socket.display()) };
@@ -173,11 +177,17 @@ pub struct Target {
 }
 
 impl Target {
-    pub async fn open(minor: Minor, endpoint: Option<String>, pid: Option<u32>) -> anyhow::Result<Target> {
+    /// `config`: the embedded lockstepd's lockstep.toml (unused with an endpoint).
+    pub async fn open(
+        minor: Minor,
+        endpoint: Option<String>,
+        pid: Option<u32>,
+        config: Option<&std::path::Path>,
+    ) -> anyhow::Result<Target> {
         match endpoint {
             Some(endpoint) => Ok(Target { endpoint, pid, embedded: None }),
             None => {
-                let embedded = Embedded::start(minor).await?;
+                let embedded = Embedded::start(minor, config).await?;
                 let (endpoint, pid) = (embedded.endpoint.clone(), embedded.pid());
                 Ok(Target { endpoint, pid, embedded: Some(std::sync::Arc::new(tokio::sync::Mutex::new(embedded))) })
             }

@@ -55,6 +55,10 @@ pub struct RuntimeSection {
     pub default_handler: String,
     /// The handlers, in order of preference.
     pub handlers: Vec<Handler>,
+    /// On a hybrid cgroup host (v1 hierarchies plus a v2 mount), a handler that refuses the
+    /// layout (crun 1.8) runs with the v2 mount hidden from it: on cgroup v1 alone, as the
+    /// kubelet sees such a host. false: such a handler is reported as not working.
+    pub hybrid_cgroup_v1_view: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +117,7 @@ impl Default for RuntimeSection {
                 Handler { name: "crun".into(), path: PathBuf::from("crun") },
                 Handler { name: "runc".into(), path: PathBuf::from("runc") },
             ],
+            hybrid_cgroup_v1_view: true,
         }
     }
 }
@@ -290,6 +295,13 @@ impl Config {
             "\n[runtime]\n# The handler for pods that name none; empty: the first configured one that works."
         );
         let _ = writeln!(s, "default_handler = {}", toml_string(&self.runtime.default_handler));
+        let _ = writeln!(
+            s,
+            "# On a hybrid cgroup host, a handler that refuses the layout (crun 1.8) runs with the v2 mount\n\
+             # hidden from it (cgroup v1 alone, as the kubelet sees the host); false: it is not used.\n\
+             hybrid_cgroup_v1_view = {}",
+            self.runtime.hybrid_cgroup_v1_view
+        );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");
             let _ = writeln!(s, "[[runtime.handlers]]\nname = {}\npath = {}", toml_string(&h.name), q(&h.path));

@@ -363,31 +363,55 @@ fn resources_apply_and_update() {
 
 #[test]
 fn crun_runs_containers_in_a_pure_cgroup_v1_view() {
-    let ran = support::in_pure_v1_view(|| {
-        let tmp = tempfile::Builder::new().prefix("lsk").tempdir_in("/tmp").unwrap();
-        let probed = lockstep_runtime::oci::probe_one(
-            "crun",
-            Path::new("crun"),
-            &tmp.path().join("oci"),
-            false,
-            Path::new(lockstep_runtime::oci::PROBE_BINARY),
-        );
-        assert!(probed.works(), "{probed:?}");
-        assert_eq!(probed.checked_by, "container");
-
-        let lab = Lab::new("crun");
-        lab.run("crun", &Lab::config(&["sh", "-c", "echo from crun; exit 9"]));
-        let exit = lab.wait_exit("crun");
-        assert_eq!(exit.exit_code, 9);
-        assert_eq!(lab.log_entries("crun"), vec!["stdout F from crun"]);
-        assert!(matches!(lab.runtime.kill("crun", 15, false), Err(OciError::NotRunning { .. })));
-        lab.runtime.delete("crun").unwrap();
-        assert_eq!(lab.runtime.state("crun").unwrap(), None);
-        lab.clean_up();
-    });
-    if ran.is_none() {
+    let Some(cgroup2) = support::hybrid_cgroup2() else {
         eprintln!("this host has no hybrid cgroup layout to hide; crun's probe test covers it");
-    }
+        return;
+    };
+    let tmp = tempfile::Builder::new().prefix("lsk").tempdir_in("/tmp").unwrap();
+    let busybox = Path::new(lockstep_runtime::oci::PROBE_BINARY);
+    let probed = lockstep_runtime::oci::probe_one(
+        "crun",
+        Path::new("crun"),
+        &tmp.path().join("oci"),
+        false,
+        busybox,
+        Some(&cgroup2),
+    );
+    assert!(probed.works(), "{probed:?}");
+    assert_eq!(probed.cgroup2_hidden.as_deref(), Some(cgroup2.as_path()));
+    assert!(probed.checked_by.contains("pure cgroup v1 view"), "{}", probed.checked_by);
+    assert!(
+        probed.checked_by.contains("cgroups in hybrid mode not supported"),
+        "its refusal is kept: {}",
+        probed.checked_by
+    );
+
+    let lab = Lab::hiding_cgroup2("crun", Some(cgroup2.clone()));
+    let config = Lab::config(&["sh", "-c", "echo from crun; sleep 30"]);
+    let built = lab.spec("crun", &config).unwrap();
+    let spawned = lab.create_from("crun", &built, false, false).unwrap();
+    lab.runtime.start("crun").unwrap();
+    // The container sits in its v1 cgroups; the host keeps its v2 mount.
+    let cgroups_path = built.spec.linux().as_ref().unwrap().cgroups_path().clone().unwrap();
+    let procs = Path::new("/sys/fs/cgroup/memory").join(cgroups_path.strip_prefix("/").unwrap()).join("cgroup.procs");
+    let members = std::fs::read_to_string(&procs).unwrap();
+    assert!(members.lines().any(|p| p == spawned.init_pid.to_string()), "{}: {members}", procs.display());
+    assert_eq!(support::hybrid_cgroup2().as_deref(), Some(cgroup2.as_path()), "hidden from crun only");
+    // ExecSync's way: through lockstep-monitor exec, which must run crun in the same view.
+    let options =
+        ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1024, reaper: Some(support::MONITOR.into()) };
+    let exec =
+        lab.runtime.exec("crun", &exec_process(&lab, "crun", &["sh", "-c", "echo in; exit 4"]), options).unwrap();
+    assert_eq!((exec.exit_code, exec.stdout.as_slice()), (4, &b"in\n"[..]));
+    lab.runtime.kill("crun", 9, false).unwrap();
+    let exit = lab.wait_exit("crun");
+    assert_eq!(exit.signal, Some(9));
+    assert_eq!(lab.log_entries("crun"), vec!["stdout F from crun"]);
+    assert!(matches!(lab.runtime.kill("crun", 15, false), Err(OciError::NotRunning { .. })));
+    lab.runtime.delete("crun").unwrap();
+    assert_eq!(lab.runtime.state("crun").unwrap(), None);
+    assert!(!procs.exists(), "crun removed its v1 cgroups");
+    lab.clean_up();
 }
 
 #[test]
@@ -395,10 +419,20 @@ fn the_probe_reports_what_this_hosts_cgroup_layout_allows() {
     let tmp = tempfile::Builder::new().prefix("lsk").tempdir_in("/tmp").unwrap();
     let oci = tmp.path().join("oci");
     let busybox = Path::new(lockstep_runtime::oci::PROBE_BINARY);
-    let crun = lockstep_runtime::oci::probe_one("crun", Path::new("crun"), &oci, false, busybox);
-    let runc = lockstep_runtime::oci::probe_one("runc", Path::new("runc"), &oci, false, busybox);
+    let crun = lockstep_runtime::oci::probe_one("crun", Path::new("crun"), &oci, false, busybox, None);
+    let runc = lockstep_runtime::oci::probe_one("runc", Path::new("runc"), &oci, false, busybox, None);
     assert!(runc.works(), "{runc:?}");
     assert!(runc.features.recursive_read_only_mounts, "runc 1.1 lists rro");
+    // runc takes a hybrid host as it is: it is never given the v1 view.
+    let runc_offered_the_view = lockstep_runtime::oci::probe_one(
+        "runc",
+        Path::new("runc"),
+        &oci,
+        false,
+        busybox,
+        support::hybrid_cgroup2().as_deref(),
+    );
+    assert_eq!(runc_offered_the_view.cgroup2_hidden, None);
     let hybrid =
         std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").is_ok_and(|c| !c.trim().is_empty());
     if hybrid {
@@ -408,6 +442,38 @@ fn the_probe_reports_what_this_hosts_cgroup_layout_allows() {
         assert!(crun.works(), "{crun:?}");
     }
     assert!(std::fs::read_dir(&oci).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("probe")));
+}
+
+#[test]
+fn bidirectional_mounts_reach_the_host_whatever_the_cgroup_view() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    for (handler, cgroup2) in [("runc", None), ("crun", support::hybrid_cgroup2())] {
+        let lab = Lab::hiding_cgroup2(handler, cgroup2);
+        let shared = lab.tmp.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        mount(Some("tmpfs"), &shared, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+        mount(None::<&str>, &shared, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+        let mut config = Lab::config(&[
+            "sh",
+            "-c",
+            "mkdir /mnt/shared/inner && mount -t tmpfs tmpfs /mnt/shared/inner && touch /mnt/shared/inner/made-inside",
+        ]);
+        security(&mut config).privileged = true;
+        config.mounts.push(model::Mount {
+            container_path: "/mnt/shared".into(),
+            host_path: shared.to_string_lossy().into_owned(),
+            propagation: model::MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        });
+        lab.run(handler, &config);
+        let exit = lab.wait_exit(handler);
+        let seen = shared.join("inner/made-inside").exists();
+        let _ = umount2(&shared.join("inner"), MntFlags::MNT_DETACH);
+        umount2(&shared, MntFlags::MNT_DETACH).unwrap();
+        assert_eq!(exit.exit_code, 0, "{handler}: {:?}", lab.log_entries(handler));
+        assert!(seen, "{handler}: the container's mount reached the host");
+        lab.clean_up();
+    }
 }
 
 #[test]

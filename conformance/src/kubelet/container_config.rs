@@ -97,7 +97,7 @@ pub fn container_config(
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         linux: Some(model::LinuxContainerConfig {
-            resources: Some(resources::linux_resources(pod, c, node.memory_capacity)?),
+            resources: Some(resources::linux_resources(pod, c, node.memory_capacity, &node.hugepage_sizes)?),
             security_context: Some(security_context(pod, c)),
         }),
         ..Default::default()

@@ -34,6 +34,8 @@ pub struct Node {
     /// The host's /etc/resolv.conf, for dnsPolicy Default and host-network pods.
     pub host_dns: model::DnsConfig,
     pub memory_capacity: i64,
+    /// The node's hugepage sizes in bytes: each gets a limit in every container.
+    pub hugepage_sizes: Vec<u64>,
     /// The kubernetes.io/config.seen timestamp.
     pub seen: String,
 }
@@ -48,6 +50,7 @@ impl Node {
             cluster_domain: "cluster.local".into(),
             host_dns: read_resolv_conf(Path::new("/etc/resolv.conf")),
             memory_capacity: resources::node_memory_bytes(),
+            hugepage_sizes: resources::node_hugepage_sizes(),
             seen: now_rfc3339(),
         }
     }
@@ -66,6 +69,7 @@ impl Node {
                 options: vec![],
             },
             memory_capacity: 1 << 30,
+            hugepage_sizes: vec![2 << 20],
             seen: "2026-01-01T00:00:00Z".into(),
         }
     }

@@ -1,5 +1,6 @@
 //! Pod resources as the kubelet turns them into CRI fields: quantity parsing, QoS class,
-//! CPU shares / quota, memory limit, OOM score adjustment and the pod cgroup parent.
+//! CPU shares / quota, memory limit, hugepage limits, OOM score adjustment and the pod cgroup
+//! parent.
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -103,6 +104,7 @@ pub fn linux_resources(
     pod: &Pod,
     c: &Container,
     memory_capacity: i64,
+    hugepage_sizes: &[u64],
 ) -> Result<model::LinuxContainerResources, String> {
     let cpu_request = request(c, "cpu", 1000.0)?;
     let cpu_limit = quantity(c.resources.as_ref(), "limits", "cpu", 1000.0)?;
@@ -124,8 +126,54 @@ pub fn linux_resources(
         cpu_shares: shares,
         memory_limit_in_bytes: memory_limit.unwrap_or(0),
         oom_score_adj,
+        hugepage_limits: hugepage_limits(c, hugepage_sizes)?,
         ..Default::default()
     })
+}
+
+/// A limit for every page size the node has: zero unless the container's limits name it
+/// (`hugepages-2Mi: 64Mi`), so that a container uses no hugepages it did not ask for.
+fn hugepage_limits(c: &Container, sizes: &[u64]) -> Result<Vec<model::HugepageLimit>, String> {
+    let mut limits: Vec<model::HugepageLimit> =
+        sizes.iter().map(|&size| model::HugepageLimit { page_size: page_size_name(size), limit: 0 }).collect();
+    let asked = c.resources.as_ref().and_then(|r| r.limits.as_ref()).into_iter().flatten();
+    for (name, quantity) in asked {
+        let Some(size) = name.strip_prefix("hugepages-") else { continue };
+        let size = parse_quantity(&Quantity(size.to_string()), 1.0)?;
+        let page_size = page_size_name(u64::try_from(size).map_err(|_| format!("{name}: negative page size"))?);
+        let limit = u64::try_from(parse_quantity(quantity, 1.0)?).map_err(|_| format!("{name}: negative limit"))?;
+        match limits.iter_mut().find(|l| l.page_size == page_size) {
+            Some(entry) => entry.limit = limit,
+            None => return Err(format!("{name}: the node has no {page_size} hugepages")),
+        }
+    }
+    Ok(limits)
+}
+
+/// A page size as the kubelet names it for CRI: 2 MiB is "2MB", 1 GiB "1GB" (binary units).
+fn page_size_name(bytes: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value}{}", units[unit])
+}
+
+/// The node's hugepage sizes in bytes, from /sys/kernel/mm/hugepages/hugepages-<n>kB.
+pub fn node_hugepage_sizes() -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir("/sys/kernel/mm/hugepages") else { return Vec::new() };
+    let mut sizes: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse::<u64>().ok().map(|kib| kib * 1024)
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes
 }
 
 /// The node's memory in bytes (MemTotal), for Burstable OOM scores.
@@ -181,12 +229,24 @@ mod tests {
     fn cpu_and_memory_fields() {
         let p = pod("{requests: {cpu: 250m, memory: 32Mi}, limits: {cpu: 500m, memory: 64Mi}}");
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let r = linux_resources(&p, c, 1 << 30).unwrap();
+        let r = linux_resources(&p, c, 1 << 30, &[]).unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period), (256, 50_000, 100_000));
         assert_eq!(r.memory_limit_in_bytes, 64 * 1024 * 1024);
         assert_eq!(r.oom_score_adj, 1000 - 1000 * (32 << 20) / (1 << 30));
         let best = pod("{}");
-        let r = linux_resources(&best, &best.spec.as_ref().unwrap().containers[0], 1 << 30).unwrap();
+        let r = linux_resources(&best, &best.spec.as_ref().unwrap().containers[0], 1 << 30, &[]).unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota, r.oom_score_adj), (2, 0, 1000));
+    }
+
+    #[test]
+    fn every_node_page_size_gets_a_limit_zero_unless_asked() {
+        let p = pod("{limits: {hugepages-2Mi: 64Mi, memory: 128Mi}}");
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let r = linux_resources(&p, c, 1 << 30, &[2 << 20, 1 << 30]).unwrap();
+        let limits: Vec<(&str, u64)> = r.hugepage_limits.iter().map(|l| (l.page_size.as_str(), l.limit)).collect();
+        assert_eq!(limits, vec![("2MB", 64 << 20), ("1GB", 0)]);
+        let unknown = pod("{limits: {hugepages-16Gi: 16Gi}}");
+        let c = &unknown.spec.as_ref().unwrap().containers[0];
+        assert!(linux_resources(&unknown, c, 1 << 30, &[2 << 20]).unwrap_err().contains("no 16GB hugepages"));
     }
 }

@@ -24,6 +24,10 @@ pub struct HostFacts {
     pub apparmor: AppArmor,
     /// /sys/fs/cgroup is the cgroup v2 hierarchy itself (no v1 controllers).
     pub pure_cgroup_v2: bool,
+    /// The OCI runtimes can set hugepage limits: hugetlb is a mounted v1 hierarchy, or in the
+    /// pure v2 hierarchy's controllers. A hybrid host that keeps it on its v2 mount puts it
+    /// out of their reach (runc's v1 manager and crun's v1 view both fail on such limits).
+    pub hugetlb: bool,
 }
 
 /// Whether the kernel enforces AppArmor, and which profiles are loaded.
@@ -58,7 +62,19 @@ impl HostFacts {
             l.split(' ').nth(4) == Some("/sys/fs/cgroup")
                 && l.split_once(" - ").is_some_and(|(_, r)| r.starts_with("cgroup2 "))
         });
-        Ok(HostFacts { bounding, oom: OomPolicy { own_score, can_lower }, apparmor, pure_cgroup_v2 })
+        let hugetlb = if pure_cgroup_v2 {
+            std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+                .is_ok_and(|c| c.split_whitespace().any(|name| name == "hugetlb"))
+        } else {
+            mountinfo.lines().any(|l| {
+                l.split_once(" - ").is_some_and(|(_, r)| {
+                    let mut fields = r.split(' ');
+                    fields.next() == Some("cgroup")
+                        && fields.nth(1).is_some_and(|o| o.split(',').any(|o| o == "hugetlb"))
+                })
+            })
+        };
+        Ok(HostFacts { bounding, oom: OomPolicy { own_score, can_lower }, apparmor, pure_cgroup_v2, hugetlb })
     }
 }
 
@@ -258,6 +274,12 @@ mod tests {
         assert!(facts.bounding.contains(0), "root holds CAP_CHOWN");
         let v2_root = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok();
         assert_eq!(facts.pure_cgroup_v2, v2_root);
+        // /proc/cgroups: "hugetlb <hierarchy> …", hierarchy 0 when it sits on the v2 mount.
+        let cgroups = std::fs::read_to_string("/proc/cgroups").unwrap();
+        let v1_hugetlb = cgroups.lines().any(|l| l.starts_with("hugetlb\t") && l.split('\t').nth(1) != Some("0"));
+        if !v2_root {
+            assert_eq!(facts.hugetlb, v1_hugetlb, "{cgroups}");
+        }
     }
 
     #[test]

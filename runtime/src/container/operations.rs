@@ -73,7 +73,10 @@ impl ContainerManager {
             )));
         }
         let Some(linux) = linux else { return Ok(()) };
-        let oci = resources::linux_resources(linux, "linux")?;
+        let mut oci = resources::linux_resources(linux, "linux")?;
+        if let Some(warning) = resources::tolerate_missing_hugetlb(&mut oci, self.host.hugetlb) {
+            tracing::warn!(container = %id, %warning, "UpdateContainerResources honoured a request only in part");
+        }
         let runtime = self.runtime(&record.oci_handler)?;
         runtime.update(id, &oci).map_err(|e| ContainerError::Internal(format!("cannot update container {id}: {e}")))?;
         let mut template = record.template();

@@ -94,6 +94,24 @@ pub fn linux_resources(r: &model::LinuxContainerResources, field: &str) -> Resul
     Ok(out)
 }
 
+/// Drops the hugepage limits of `resources` when the host's runtimes have no hugetlb
+/// controller to set them in (`HostFacts::hugetlb`): the kubelet sends a limit, zero unless
+/// requested, for every page size the kernel has, so refusing them would fail every container
+/// on such a host. containerd does the same (tolerate_missing_hugetlb_controller, on by
+/// default). Returns the warning to log when something was dropped.
+pub fn tolerate_missing_hugetlb(resources: &mut LinuxResources, hugetlb: bool) -> Option<String> {
+    if hugetlb || resources.hugepage_limits().as_ref().is_none_or(|l| l.is_empty()) {
+        return None;
+    }
+    let sizes: Vec<String> =
+        resources.hugepage_limits().iter().flatten().map(|l| format!("{}={}", l.page_size(), l.limit())).collect();
+    resources.set_hugepage_limits(None);
+    Some(format!(
+        "hugepage limits {} not applied: the OCI runtimes have no hugetlb controller on this host",
+        sizes.join(", ")
+    ))
+}
+
 /// The oom_score_adj to give the container and, when it had to be raised, why.
 pub fn oom_score_adj(requested: i64, policy: OomPolicy, field: &str) -> Result<(i32, Option<String>), SpecError> {
     if !(-1000..=1000).contains(&requested) {

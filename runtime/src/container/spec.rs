@@ -217,6 +217,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         Some(r) => resources::linux_resources(r, "config.linux.resources")?,
         None => LinuxResources::default(),
     };
+    warnings.extend(resources::tolerate_missing_hugetlb(&mut oci_resources, input.runtime.host.hugetlb));
     let (devices, device_rules) = devices(sc.privileged, input.resolved);
     oci_resources.set_devices(Some(device_rules));
     oci_linux.set_devices(Some(devices));

@@ -18,6 +18,7 @@ fn host() -> HostFacts {
         oom: OomPolicy { own_score: 0, can_lower: false },
         apparmor: AppArmor::Disabled,
         pure_cgroup_v2: false,
+        hugetlb: true,
     }
 }
 
@@ -231,6 +232,36 @@ fn snapshot_resources() {
     });
     config.stop_signal = model::Signal::Sigusr1 as i32;
     insta::assert_snapshot!(snapshot(&built(&config), false));
+}
+
+#[test]
+fn hugepage_limits_are_dropped_with_a_warning_where_no_runtime_can_set_them() {
+    let mut config = config();
+    config.linux.as_mut().unwrap().resources = Some(model::LinuxContainerResources {
+        memory_limit_in_bytes: 128 << 20,
+        hugepage_limits: vec![
+            model::HugepageLimit { page_size: "2MB".into(), limit: 0 },
+            model::HugepageLimit { page_size: "1GB".into(), limit: 0 },
+        ],
+        ..Default::default()
+    });
+    let mut settings = runtime();
+    settings.host.hugetlb = false;
+    let built = build_with(&config, &sandbox(), &image(), &settings, &resolved()).unwrap();
+    let resources = built.spec.linux().as_ref().unwrap().resources().clone().unwrap();
+    assert_eq!(resources.hugepage_limits(), &None);
+    assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(128 << 20), "the rest stays");
+    assert!(
+        built.warnings.iter().any(|w| w.contains("hugepage limits 2MB=0, 1GB=0 not applied")),
+        "{:?}",
+        built.warnings
+    );
+
+    settings.host.hugetlb = true;
+    let built = build_with(&config, &sandbox(), &image(), &settings, &resolved()).unwrap();
+    let resources = built.spec.linux().as_ref().unwrap().resources().clone().unwrap();
+    assert_eq!(resources.hugepage_limits().as_ref().map(Vec::len), Some(2));
+    assert!(built.warnings.is_empty(), "{:?}", built.warnings);
 }
 
 #[test]

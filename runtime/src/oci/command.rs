@@ -29,6 +29,10 @@ pub struct RuntimeCommand {
     pub log_dir: PathBuf,
     /// Pass `--systemd-cgroup` (the cgroup driver is systemd).
     pub systemd_cgroup: bool,
+    /// On a hybrid cgroup host, the v2 mount hidden from this runtime because it refuses the
+    /// layout (crun 1.8): it runs in a pure cgroup v1 view (`spawn::with_cgroup2_hidden`).
+    #[serde(default)]
+    pub cgroup2_hidden: Option<PathBuf>,
 }
 
 impl RuntimeCommand {
@@ -41,7 +45,27 @@ impl RuntimeCommand {
             root: oci_dir.join(handler),
             log_dir: oci_dir.join(format!("{handler}.log")),
             systemd_cgroup,
+            cgroup2_hidden: None,
         }
+    }
+
+    /// The same, run with `cgroup2` hidden (None: the host's own view).
+    pub fn hiding_cgroup2(self, cgroup2: Option<PathBuf>) -> Self {
+        RuntimeCommand { cgroup2_hidden: cgroup2, ..self }
+    }
+
+    /// Prepares a command for one of this runtime's processes (the runtime itself, or the
+    /// helper that runs it): default signals, and the cgroup view it needs.
+    fn prepare(&self, cmd: &mut Command) -> Result<(), OciError> {
+        super::spawn::with_default_signals(cmd);
+        if let Some(cgroup2) = &self.cgroup2_hidden {
+            super::spawn::with_cgroup2_hidden(cmd, cgroup2).map_err(|source| OciError::Io {
+                what: "hide the cgroup v2 mount from the runtime at",
+                path: cgroup2.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -89,7 +113,7 @@ impl CommandRuntime {
             source,
         })?;
         let mut cmd = Command::new(&self.command.binary);
-        super::spawn::with_default_signals(&mut cmd);
+        self.command.prepare(&mut cmd)?;
         cmd.arg("--root").arg(&self.command.root).arg("--log").arg(log).arg("--log-format").arg("json");
         if self.command.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
@@ -251,7 +275,7 @@ impl OciRuntime for CommandRuntime {
             if let Some(reaper) = &options.reaper {
                 cmd.arg("--detach").arg(id);
                 let mut through = Command::new(reaper);
-                super::spawn::with_default_signals(&mut through);
+                self.command.prepare(&mut through)?;
                 through.arg("exec").arg(cmd.get_program()).args(cmd.get_args());
                 cmd = through;
             } else {

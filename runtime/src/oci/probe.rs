@@ -1,8 +1,11 @@
 //! Finds each configured OCI runtime and checks that it really runs containers on this host:
 //! a throwaway container (a read-only rootfs holding only busybox, `sh -c "exit 42"`, in a
 //! cgroup of its own) is run with each handler, so a runtime that refuses this host's cgroup
-//! layout is reported with its own message. The default handler is the configured default,
-//! or else the first one that works. Touches `<runroot>/oci/probe*` and the probe's cgroups.
+//! layout is reported with its own message. On a hybrid cgroup host a runtime that refuses
+//! the layout (crun 1.8) is probed again in a pure cgroup v1 view (the v2 mount hidden from it,
+//! as the kubelet sees such a host) and, if it works there, always runs in that view. The
+//! default handler is the configured default, or else the first one that works. Touches
+//! `<runroot>/oci/probe*` and the probe's cgroups.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +43,8 @@ pub struct ProbedHandler {
     pub checked_by: String,
     /// How long the probe took.
     pub took: Duration,
+    /// The hybrid host's v2 mount, hidden from this runtime, which refuses it.
+    pub cgroup2_hidden: Option<PathBuf>,
 }
 
 impl ProbedHandler {
@@ -50,7 +55,8 @@ impl ProbedHandler {
     /// How to run this handler, in lockstepd's layout (`<runroot>/oci`); None when its binary
     /// was not found.
     pub fn command(&self, oci_dir: &Path, systemd_cgroup: bool) -> Option<RuntimeCommand> {
-        Some(RuntimeCommand::under(oci_dir, &self.name, self.path.as_deref()?, systemd_cgroup))
+        let command = RuntimeCommand::under(oci_dir, &self.name, self.path.as_deref()?, systemd_cgroup);
+        Some(command.hiding_cgroup2(self.cgroup2_hidden.clone()))
     }
 }
 
@@ -86,13 +92,18 @@ pub fn probe_handlers(config: &Config) -> HandlerSet {
     let oci_dir = config.runroot.join("oci");
     let systemd = config.cgroup_driver == CgroupDriver::Systemd;
     let section: &RuntimeSection = &config.runtime;
+    let cgroup2 = if section.hybrid_cgroup_v1_view {
+        std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|text| hybrid_cgroup2_mount(&text))
+    } else {
+        None
+    };
     let handlers: Vec<ProbedHandler> = std::thread::scope(|scope| {
         let probes: Vec<_> = section
             .handlers
             .iter()
             .map(|h| {
-                let oci_dir = &oci_dir;
-                scope.spawn(move || probe_one(&h.name, &h.path, oci_dir, systemd, Path::new(PROBE_BINARY)))
+                let (oci_dir, cgroup2) = (&oci_dir, cgroup2.as_deref());
+                scope.spawn(move || probe_one(&h.name, &h.path, oci_dir, systemd, Path::new(PROBE_BINARY), cgroup2))
             })
             .collect();
         probes
@@ -107,6 +118,7 @@ pub fn probe_handlers(config: &Config) -> HandlerSet {
                     features: HandlerFeatures::default(),
                     checked_by: "nothing".into(),
                     took: Duration::ZERO,
+                    cgroup2_hidden: None,
                 })
             })
             .collect()
@@ -119,8 +131,17 @@ pub fn probe_handlers(config: &Config) -> HandlerSet {
     HandlerSet { handlers, default }
 }
 
-/// Probes one handler: its binary, its version, then a real container.
-pub fn probe_one(name: &str, binary: &Path, oci_dir: &Path, systemd: bool, busybox: &Path) -> ProbedHandler {
+/// Probes one handler: its binary, its version, then a real container. `hybrid_cgroup2` is
+/// the v2 mount of a hybrid host: if the runtime refuses the layout, the container is tried
+/// again with that mount hidden from it.
+pub fn probe_one(
+    name: &str,
+    binary: &Path,
+    oci_dir: &Path,
+    systemd: bool,
+    busybox: &Path,
+    hybrid_cgroup2: Option<&Path>,
+) -> ProbedHandler {
     let started = Instant::now();
     let mut probed = ProbedHandler {
         name: name.to_string(),
@@ -130,6 +151,7 @@ pub fn probe_one(name: &str, binary: &Path, oci_dir: &Path, systemd: bool, busyb
         features: HandlerFeatures::default(),
         checked_by: "nothing".into(),
         took: Duration::ZERO,
+        cgroup2_hidden: None,
     };
     let Some(path) = resolve(binary) else {
         probed.problem = Some(format!("{} not found (PATH and absolute path checked)", binary.display()));
@@ -156,11 +178,23 @@ pub fn probe_one(name: &str, binary: &Path, oci_dir: &Path, systemd: bool, busyb
             return probed;
         }
     }
-    let runtime = CommandRuntime::new(RuntimeCommand::under(oci_dir, name, &path, systemd));
+    let mut runtime = CommandRuntime::new(RuntimeCommand::under(oci_dir, name, &path, systemd));
     if busybox.is_file() {
         probed.checked_by = "container".into();
         if let Err(problem) = run_probe_container(&runtime, oci_dir, busybox, systemd) {
-            probed.problem = Some(problem);
+            probed.problem = Some(problem.clone());
+            if let Some(cgroup2) = hybrid_cgroup2 {
+                let hiding = CommandRuntime::new(runtime.command().clone().hiding_cgroup2(Some(cgroup2.into())));
+                if run_probe_container(&hiding, oci_dir, busybox, systemd).is_ok() {
+                    probed.problem = None;
+                    probed.cgroup2_hidden = Some(cgroup2.into());
+                    probed.checked_by = format!(
+                        "container, in a pure cgroup v1 view ({} hidden) as it refuses this hybrid host: {problem}",
+                        cgroup2.display()
+                    );
+                    runtime = hiding;
+                }
+            }
         }
     } else {
         probed.checked_by =
@@ -171,6 +205,29 @@ pub fn probe_one(name: &str, binary: &Path, oci_dir: &Path, systemd: bool, busyb
     }
     probed.took = started.elapsed();
     probed
+}
+
+/// The v2 mount of a hybrid cgroup host: a cgroup2 mount directly inside the tmpfs at
+/// /sys/fs/cgroup that holds the v1 hierarchies (systemd's /sys/fs/cgroup/unified). None on a
+/// pure v1 or v2 host.
+pub fn hybrid_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    let tree = Path::new("/sys/fs/cgroup");
+    let mounts: Vec<(PathBuf, &str)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            // <id> <parent> <maj:min> <root> <mount point> <options> [optional…] - <type> …
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let fstype = right.split(' ').next()?;
+            Some((PathBuf::from(crate::sandbox::files::unescape_mountinfo(mount_point)), fstype))
+        })
+        .collect();
+    // The last mount at a path is the one seen there.
+    let tree_type = mounts.iter().rev().find(|(point, _)| point == tree).map(|(_, fstype)| *fstype);
+    if tree_type != Some("tmpfs") {
+        return None;
+    }
+    mounts.iter().find(|(point, fstype)| *fstype == "cgroup2" && point.parent() == Some(tree)).map(|(p, _)| p.clone())
 }
 
 /// The handler's features from `<runtime> features`; a runtime without the command (crun
@@ -277,6 +334,7 @@ mod tests {
         config.runtime = RuntimeSection {
             default_handler: default.into(),
             handlers: handlers.iter().map(|(n, p)| Handler { name: n.to_string(), path: p.into() }).collect(),
+            hybrid_cgroup_v1_view: true,
         };
         config
     }
@@ -295,6 +353,22 @@ mod tests {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
             !name.starts_with("probe")
         }));
+    }
+
+    #[test]
+    fn only_a_cgroup2_mount_inside_the_v1_tmpfs_makes_a_hybrid_host() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(hybrid_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let pure_v2 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(hybrid_cgroup2_mount(pure_v2), None);
+        let pure_v1 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+        assert_eq!(hybrid_cgroup2_mount(pure_v1), None);
+        let v2_elsewhere = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            41 23 0:38 / /mnt/cgroup2 rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(hybrid_cgroup2_mount(v2_elsewhere), None);
     }
 
     #[test]

@@ -32,12 +32,18 @@ pub struct Lab {
 impl Lab {
     /// A lab whose containers run with `handler` (a binary in PATH).
     pub fn new(handler: &str) -> Lab {
+        Lab::hiding_cgroup2(handler, None)
+    }
+
+    /// A lab whose runtime runs with `cgroup2` hidden (a pure cgroup v1 view of a hybrid host).
+    pub fn hiding_cgroup2(handler: &str, cgroup2: Option<PathBuf>) -> Lab {
         // Short, so that socket paths inside stay within 108 bytes.
         let tmp = tempfile::Builder::new().prefix("lsk").tempdir_in("/tmp").unwrap();
         let rootfs = tmp.path().join("rootfs");
         make_rootfs(&rootfs);
         let binary = lockstep_runtime::oci::resolve(Path::new(handler)).expect("the OCI runtime is installed");
-        let runtime = CommandRuntime::new(RuntimeCommand::under(&tmp.path().join("oci"), handler, &binary, false));
+        let command = RuntimeCommand::under(&tmp.path().join("oci"), handler, &binary, false);
+        let runtime = CommandRuntime::new(command.hiding_cgroup2(cgroup2));
         let features = lockstep_runtime::oci::HandlerFeatures { recursive_read_only_mounts: handler == "runc" };
         let settings = RuntimeSettings::new(CgroupDriver::Cgroupfs, features, HostFacts::read().unwrap());
         let suffix = tmp.path().file_name().unwrap().to_string_lossy().replace('.', "");
@@ -261,29 +267,7 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
     true
 }
 
-/// Runs `body` on a thread whose mount namespace has no cgroup v2 mount, so that crun sees a
-/// pure cgroup v1 host. None when this host has no hybrid layout to hide.
-pub fn in_pure_v1_view<T: Send>(body: impl FnOnce() -> T + Send) -> Option<T> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    let is_hybrid = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup/unified") && l.contains(" - cgroup2 "));
-    if !is_hybrid {
-        return None;
-    }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).unwrap();
-                umount2(unified, MntFlags::MNT_DETACH).unwrap();
-                body()
-            })
-            .join()
-            // A failed assertion inside must fail the test, not look like "no hybrid host".
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-    .into()
+/// The v2 mount of this host when it is a hybrid cgroup host (crun refuses those).
+pub fn hybrid_cgroup2() -> Option<PathBuf> {
+    lockstep_runtime::oci::hybrid_cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo").unwrap())
 }
