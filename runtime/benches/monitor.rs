@@ -1,8 +1,9 @@
 //! `cargo bench -p lockstep-runtime --bench monitor`: what lockstep-monitor costs per
 //! container (resident and proportional memory with N containers running, read from /proc),
 //! the latency of the steps it takes part in (spawn until the init pid is reported, start,
-//! kill until the exit is recorded, delete) and the handler probe lockstepd runs at start.
-//! Real runc containers from a busybox rootfs, cleaned up afterwards.
+//! kill until the exit is recorded, delete) with runc and with crun (in its pure cgroup v1
+//! view on a hybrid host), and the handler probe lockstepd runs at start. Real containers from
+//! a busybox rootfs, cleaned up afterwards.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -16,49 +17,83 @@ use support::Lab;
 const CONTAINERS: usize = 20;
 const PROBES: usize = 10;
 
-fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs it too: keep that short.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let containers = if quick { 2 } else { CONTAINERS };
-    let lab = Lab::new("runc");
-    let (mut spawn, mut start, mut stop, mut delete) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut monitors = Vec::new();
+/// One monitor's memory (KiB) and threads, read while its container runs.
+struct MonitorMemory {
+    rss: u64,
+    pss: u64,
+    /// Unique set size: the pages no other process maps, what one more container really adds.
+    uss: u64,
+    threads: u64,
+}
+
+/// The step latencies of `containers` containers in `lab`, and their monitors' memory.
+struct Steps {
+    spawn: Vec<Duration>,
+    start: Vec<Duration>,
+    stop: Vec<Duration>,
+    delete: Vec<Duration>,
+    monitors: Vec<MonitorMemory>,
+}
+
+/// Creates and starts `containers` sleeping containers, reads their monitors, then kills,
+/// waits for and deletes each, timing every step.
+fn lifecycle(lab: &Lab, containers: usize) -> Steps {
+    let mut steps =
+        Steps { spawn: Vec::new(), start: Vec::new(), stop: Vec::new(), delete: Vec::new(), monitors: Vec::new() };
+    let mut pids = Vec::new();
     for i in 0..containers {
         let id = format!("bench-{i}");
         let t = Instant::now();
         let spawned = lab.create(&id, &Lab::config(&["sleep", "1000"])).expect("create");
-        spawn.push(t.elapsed());
+        steps.spawn.push(t.elapsed());
         let t = Instant::now();
         lab.runtime.start(&id).expect("start");
-        start.push(t.elapsed());
-        monitors.push(spawned.monitor_pid);
+        steps.start.push(t.elapsed());
+        pids.push(spawned.monitor_pid);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let rss: Vec<u64> = monitors.iter().filter_map(|pid| status_kib(*pid, "VmRSS:")).collect();
-    let pss: Vec<u64> = monitors.iter().filter_map(|pid| rollup_kib(*pid, "Pss:")).collect();
-    // Unique set size: the pages no other process maps, what one more container really adds.
-    let uss: Vec<u64> = monitors
+    steps.monitors = pids
         .iter()
-        .filter_map(|pid| Some(rollup_kib(*pid, "Private_Clean:")? + rollup_kib(*pid, "Private_Dirty:")?))
+        .filter_map(|&pid| {
+            Some(MonitorMemory {
+                rss: status_kib(pid, "VmRSS:")?,
+                pss: rollup_kib(pid, "Pss:")?,
+                uss: rollup_kib(pid, "Private_Clean:")? + rollup_kib(pid, "Private_Dirty:")?,
+                threads: status_kib(pid, "Threads:")?,
+            })
+        })
         .collect();
-    let threads: Vec<u64> = monitors.iter().filter_map(|pid| status_kib(*pid, "Threads:")).collect();
     for i in 0..containers {
         let id = format!("bench-{i}");
         let t = Instant::now();
         lab.runtime.kill(&id, 9, false).expect("kill");
         lab.wait_exit(&id);
-        stop.push(t.elapsed());
+        steps.stop.push(t.elapsed());
         let t = Instant::now();
         lab.runtime.delete(&id).expect("delete");
-        delete.push(t.elapsed());
+        steps.delete.push(t.elapsed());
     }
     lab.clean_up();
+    steps
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs it too: keep that short.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let containers = if quick { 2 } else { CONTAINERS };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let hybrid_cgroup2 = lockstep_runtime::oci::hybrid_cgroup2_mount(&mountinfo);
+    let runc = lifecycle(&Lab::new("runc"), containers);
+    // crun as lockstepd runs it: in a pure cgroup v1 view on a hybrid host.
+    let crun = lifecycle(&Lab::hiding_cgroup2("crun", hybrid_cgroup2.clone()), containers);
+    let rss: Vec<u64> = runc.monitors.iter().map(|m| m.rss).collect();
+    let pss: Vec<u64> = runc.monitors.iter().map(|m| m.pss).collect();
+    let uss: Vec<u64> = runc.monitors.iter().map(|m| m.uss).collect();
+    let threads: Vec<u64> = runc.monitors.iter().map(|m| m.threads).collect();
 
     let probes = if quick { 1 } else { PROBES };
     let tmp = tempfile::Builder::new().prefix("lsk").tempdir_in("/tmp").unwrap();
     let mut probe_times: Vec<(String, Vec<Duration>)> = Vec::new();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let hybrid_cgroup2 = lockstep_runtime::oci::hybrid_cgroup2_mount(&mountinfo);
     for handler in ["runc", "crun"] {
         let mut times = Vec::new();
         for _ in 0..probes {
@@ -84,10 +119,12 @@ fn main() {
     println!("  proportional memory per monitor (Pss): {}", summary_kib(&pss));
     println!("  unique memory per monitor (USS: Private_Clean + Private_Dirty): {}", summary_kib(&uss));
     println!("  threads per monitor: {}", summary_count(&threads));
-    println!("  spawn monitor + runc create, until the init pid is reported: {}", summary(&spawn));
-    println!("  runc start: {}", summary(&start));
-    println!("  runc kill -9 until the monitor recorded the exit: {}", summary(&stop));
-    println!("  runc delete: {}", summary(&delete));
+    for (handler, steps) in [("runc", &runc), ("crun", &crun)] {
+        println!("  {handler}: spawn monitor + create, until the init pid is reported: {}", summary(&steps.spawn));
+        println!("  {handler}: start: {}", summary(&steps.start));
+        println!("  {handler}: kill -9 until the monitor recorded the exit: {}", summary(&steps.stop));
+        println!("  {handler}: delete: {}", summary(&steps.delete));
+    }
     for (handler, times) in &probe_times {
         println!("  probe {handler} (version + probe container + features): {}", summary(times));
     }
