@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_conformance::fixtures::{self, registry::LocalRegistry};
 use lockstep_cri::{model, CriClient, Minor};
+use lockstep_runtime::oci::{CommandRuntime, OciRuntime, RuntimeCommand};
 use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
@@ -255,13 +256,19 @@ impl Drop for Node {
         for pid in monitors_of(&self.runroot()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
-        for state in ["run/oci/runc"] {
-            for entry in std::fs::read_dir(self.dir.path().join(state)).into_iter().flatten().flatten() {
+        // Each handler as lockstepd runs it (crun in its pure cgroup v1 view on a hybrid host).
+        let oci_dir = self.dir.path().join("run/oci");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hybrid_cgroup2 = lockstep_runtime::oci::hybrid_cgroup2_mount(&mountinfo);
+        for (handler, view) in [("runc", None), ("crun", hybrid_cgroup2)] {
+            let Some(binary) = lockstep_runtime::oci::resolve(Path::new(handler)) else { continue };
+            let command = RuntimeCommand::under(&oci_dir, handler, &binary, false).hiding_cgroup2(view);
+            let runtime = CommandRuntime::new(command);
+            for entry in std::fs::read_dir(oci_dir.join(handler)).into_iter().flatten().flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
-                let root = self.dir.path().join(state);
-                let _ = Command::new("runc").arg("--root").arg(&root).args(["kill", "--all", &id, "KILL"]).output();
+                let _ = runtime.kill(&id, 9, true);
                 std::thread::sleep(Duration::from_millis(100));
-                let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", &id]).output();
+                let _ = runtime.delete(&id);
             }
         }
         let plugins = lockstep_runtime::cni::exec::Plugins::new(vec![PathBuf::from("/usr/lib/cni")]);
@@ -563,6 +570,40 @@ async fn stop_signals_timeouts_and_oom_kills() {
     for id in [stubborn, patient, usr1, sleeper, done, hog] {
         node.remove(&id).await;
     }
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
+
+#[tokio::test]
+async fn a_container_whose_monitor_died_still_gets_its_grace_period() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("orphan", false).await;
+    let out = node.dir.path().join("orphan-out");
+    std::fs::create_dir_all(&out).unwrap();
+    // The TERM handler takes a second: a SIGKILL sent at once would leave no file behind.
+    let script = "trap 'sleep 1; touch /out/graceful; exit 3' TERM; while :; do sleep 0.1; done";
+    let mut config = container("orphan", &image_id, script);
+    config.mounts = vec![model::Mount {
+        container_path: "/out".into(),
+        host_path: out.display().to_string(),
+        ..Default::default()
+    }];
+    let id = node.run(&pod, config).await;
+    let monitors = monitors_of(&node.runroot());
+    assert_eq!(monitors.len(), 1);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitors[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the monitor's end", || monitors_of(&node.runroot()).is_empty()).await;
+    assert_eq!(node.status(&id).await.state(), model::ContainerState::ContainerRunning, "the runtime's word");
+
+    let started = Instant::now();
+    node.stop(&id, 30).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(out.join("graceful").exists(), "the stop signal's handler ran to its end");
+    let status = node.status(&id).await;
+    assert_eq!(status.state(), model::ContainerState::ContainerExited);
+    assert!(status.message.contains("monitor was lost"), "{status:?}");
+    node.remove(&id).await;
     node.assert_no_container_leaks();
     node.remove_pod(&pod.0).await;
 }

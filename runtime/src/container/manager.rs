@@ -212,7 +212,16 @@ impl ContainerManager {
                     self.mark_exited(&entry, exit_info(&exit));
                     return Ok(());
                 }
-                Err(MonitorError::ExitTimeout { .. }) | Err(MonitorError::Lost { .. }) => {
+                Err(MonitorError::ExitTimeout { .. }) => {
+                    tracing::info!(container = %id, ?grace, "stop signal not heeded in time: SIGKILL");
+                }
+                Err(MonitorError::Lost { .. }) => {
+                    // No monitor to record the exit: the runtime's word, through the same grace.
+                    let runtime = self.runtime(&record.oci_handler)?;
+                    if runtime_stopped_within(&runtime, id, grace)? {
+                        self.mark_exited(&entry, lost_exit(UNKNOWN_EXIT));
+                        return Ok(());
+                    }
                     tracing::info!(container = %id, ?grace, "stop signal not heeded in time: SIGKILL");
                 }
                 Err(e) => return Err(ContainerError::Internal(format!("cannot stop container {id}: {e}"))),
@@ -256,16 +265,10 @@ impl ContainerManager {
         match monitor::wait_exit(dir, id, KILL_WAIT) {
             Ok(exit) => Ok(exit_info(&exit)),
             Err(MonitorError::Lost { .. }) => {
-                let deadline = std::time::Instant::now() + KILL_WAIT;
-                loop {
-                    let state = runtime.state(id).map_err(internal("cannot ask the OCI runtime"))?;
-                    if state.is_none_or(|s| s.status == OciStatus::Stopped) {
-                        return Ok(lost_exit(128 + SIGKILL));
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(ContainerError::Internal(format!("container {id} survived SIGKILL")));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                if runtime_stopped_within(runtime, id, KILL_WAIT)? {
+                    Ok(lost_exit(128 + SIGKILL))
+                } else {
+                    Err(ContainerError::Internal(format!("container {id} survived SIGKILL")))
                 }
             }
             Err(e) => Err(ContainerError::Internal(format!("container {id} did not exit after SIGKILL: {e}"))),
@@ -337,7 +340,7 @@ impl ContainerManager {
             Ok(MonitorState::Exited(exit)) => self.mark_exited(entry, exit_info(&exit)),
             Ok(MonitorState::Lost) => {
                 if self.runtime_says_stopped(&record) {
-                    self.mark_exited(entry, lost_exit(255))
+                    self.mark_exited(entry, lost_exit(UNKNOWN_EXIT))
                 } else {
                     record
                 }
@@ -466,6 +469,25 @@ pub(super) fn exit_info(exit: &monitor::ExitRecord) -> ExitInfo {
 }
 
 /// An exit whose code nobody recorded: the monitor was killed.
+/// The exit code recorded for a container whose monitor was lost before it exited.
+pub(super) const UNKNOWN_EXIT: i32 = 255;
+
+/// Whether the OCI runtime reports the container stopped (or gone) within `timeout`: how an
+/// exit is learned when the container's monitor is lost.
+fn runtime_stopped_within(runtime: &CommandRuntime, id: &str, timeout: Duration) -> Result<bool, ContainerError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let state = runtime.state(id).map_err(internal("cannot ask the OCI runtime"))?;
+        if state.is_none_or(|s| s.status == OciStatus::Stopped) {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(super) fn lost_exit(code: i32) -> ExitInfo {
     ExitInfo {
         exit_code: code,

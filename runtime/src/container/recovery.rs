@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::manager::{exit_info, lost_exit, ContainerError, ContainerManager, Entry};
+use super::manager::{exit_info, lost_exit, ContainerError, ContainerManager, Entry, UNKNOWN_EXIT};
 use super::record::{ContainerRecord, RecordState};
 use super::rootfs;
 use crate::monitor::{self, ContainerDir, MonitorState};
@@ -64,7 +64,7 @@ impl ContainerManager {
                     tracing::warn!(container = %record.id, "the container runs without its monitor: its output is lost");
                     return;
                 }
-                lost_exit(255)
+                lost_exit(UNKNOWN_EXIT)
             }
         };
         tracing::info!(container = %record.id, exit_code = exit.exit_code, "the container exited while lockstepd was down");
