@@ -303,6 +303,18 @@ fn monitors_of(runroot: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Host pids whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
 /// Cgroup directories whose name holds `id`, in any hierarchy.
 fn cgroups_of(id: &str) -> Vec<String> {
     let out = Command::new("find").args(["/sys/fs/cgroup", "-maxdepth", "5", "-name", &format!("*{id}*")]).output();
@@ -461,6 +473,16 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     let out = node.exec(&id, &["sh", "-c", "sleep 1000 & echo hi"], 0).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "a background process keeps the pipes open");
     assert!(started.elapsed() < Duration::from_secs(30), "the answer waited for the background process");
+    // The container and what an exec leaves behind are out of lockstepd's cgroups in every
+    // hierarchy, the v2 one included (crun runs in a pure v1 view on hybrid hosts).
+    let daemon_cgroups = cgroups_of_pid(node.child.as_ref().unwrap().id());
+    let init = node.verbose(&id).await["pid"].as_i64().unwrap() as u32;
+    let background = pids_running(&["sleep", "1000"]);
+    assert_eq!(background.len(), 1, "{background:?}");
+    for (what, pid) in [("init", init), ("exec", background[0])] {
+        let cgroups = cgroups_of_pid(pid);
+        assert!(cgroups.lines().all(|l| !daemon_cgroups.contains(l)), "{what} {pid}: {cgroups}\nvs\n{daemon_cgroups}");
+    }
     let err = node.exec(&id, &["sleep", "1"], -1).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("timeout"), "{}", err.message());

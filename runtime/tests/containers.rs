@@ -203,7 +203,8 @@ fn exec_process(lab: &Lab, id: &str, args: &[&str]) -> oci_spec::runtime::Proces
 fn exec_captures_output_and_exit_code_and_caps_the_size() {
     let lab = Lab::new("runc");
     lab.run("exec", &Lab::config(&["sleep", "100"]));
-    let options = ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1 << 20, reaper: None };
+    let options =
+        ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1 << 20, reaper: None, reaper_cgroup: None };
     let process = exec_process(&lab, "exec", &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
     let outcome = lab.runtime.exec("exec", &process, options.clone()).unwrap();
     assert_eq!(
@@ -225,7 +226,8 @@ fn a_timed_out_exec_is_killed_and_reaped() {
     lab.run("slow", &Lab::config(&["sleep", "100"]));
     let process = exec_process(&lab, "slow", &["sleep", "4242"]);
     let started = Instant::now();
-    let options = ExecOptions { timeout: Some(Duration::from_millis(500)), output_cap: 1024, reaper: None };
+    let options =
+        ExecOptions { timeout: Some(Duration::from_millis(500)), output_cap: 1024, reaper: None, reaper_cgroup: None };
     let outcome = lab.runtime.exec("slow", &process, options).unwrap();
     assert!(outcome.timed_out);
     assert_eq!(outcome.exit_code, 137);
@@ -398,8 +400,12 @@ fn crun_runs_containers_in_a_pure_cgroup_v1_view() {
     assert!(members.lines().any(|p| p == spawned.init_pid.to_string()), "{}: {members}", procs.display());
     assert_eq!(support::hybrid_cgroup2().as_deref(), Some(cgroup2.as_path()), "hidden from crun only");
     // ExecSync's way: through lockstep-monitor exec, which must run crun in the same view.
-    let options =
-        ExecOptions { timeout: Some(Duration::from_secs(20)), output_cap: 1024, reaper: Some(support::MONITOR.into()) };
+    let options = ExecOptions {
+        timeout: Some(Duration::from_secs(20)),
+        output_cap: 1024,
+        reaper: Some(support::MONITOR.into()),
+        reaper_cgroup: None,
+    };
     let exec =
         lab.runtime.exec("crun", &exec_process(&lab, "crun", &["sh", "-c", "echo in; exit 4"]), options).unwrap();
     assert_eq!((exec.exit_code, exec.stdout.as_slice()), (4, &b"in\n"[..]));

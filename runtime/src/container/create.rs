@@ -110,6 +110,7 @@ impl ContainerManager {
             started_at: 0,
             exit: None,
             oci_handler: sandbox.oci_handler.clone(),
+            cgroup2_hidden: runtime.command().cgroup2_hidden.clone(),
             stop_signal: signal::DEFAULT_STOP_SIGNAL,
             init_pid: 0,
             run_dir: run_dir.clone(),

@@ -164,6 +164,12 @@ impl ContainerManager {
         Ok(CommandRuntime::new(command))
     }
 
+    /// The OCI runtime of an existing container: its handler, run as when it was created.
+    pub(super) fn runtime_of(&self, record: &ContainerRecord) -> Result<CommandRuntime, ContainerError> {
+        let runtime = self.runtime(&record.oci_handler)?;
+        Ok(CommandRuntime::new(runtime.command().clone().hiding_cgroup2(record.cgroup2_hidden.clone())))
+    }
+
     /// The ids of a sandbox's containers.
     fn of_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry>> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
@@ -182,7 +188,7 @@ impl ContainerManager {
                 state_word(record.state)
             )));
         }
-        let runtime = self.runtime(&record.oci_handler)?;
+        let runtime = self.runtime_of(&record)?;
         runtime.start(id).map_err(|e| ContainerError::Internal(format!("cannot start container {id}: {e}")))?;
         let mut updated = record;
         updated.state = RecordState::Running;
@@ -217,7 +223,7 @@ impl ContainerManager {
                 }
                 Err(MonitorError::Lost { .. }) => {
                     // No monitor to record the exit: the runtime's word, through the same grace.
-                    let runtime = self.runtime(&record.oci_handler)?;
+                    let runtime = self.runtime_of(&record)?;
                     if runtime_stopped_within(&runtime, id, grace)? {
                         self.mark_exited(&entry, lost_exit(UNKNOWN_EXIT));
                         return Ok(());
@@ -239,7 +245,7 @@ impl ContainerManager {
         if record.state != RecordState::Running {
             return Ok(false);
         }
-        let runtime = self.runtime(&record.oci_handler)?;
+        let runtime = self.runtime_of(&record)?;
         send(&runtime, &record.id, record.stop_signal, false)?;
         Ok(true)
     }
@@ -251,7 +257,7 @@ impl ContainerManager {
             return Ok(());
         }
         let id = record.id.as_str();
-        let runtime = self.runtime(&record.oci_handler)?;
+        let runtime = self.runtime_of(&record)?;
         let dir = ContainerDir::new(&record.run_dir);
         send(&runtime, id, SIGKILL, true)?;
         let exit = self.wait_killed(&runtime, &dir, id)?;
@@ -305,7 +311,7 @@ impl ContainerManager {
     pub(super) fn tear_down(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
         let id = record.id.as_str();
         let dir = ContainerDir::new(&record.run_dir);
-        if let Ok(runtime) = self.runtime(&record.oci_handler) {
+        if let Ok(runtime) = self.runtime_of(record) {
             let alive = match monitor::state(&dir) {
                 Ok(MonitorState::Running { .. }) => true,
                 Ok(MonitorState::Lost) => {
@@ -356,7 +362,7 @@ impl ContainerManager {
     /// Only its word records an exit: a failed query (a transient fork failure) says no, and
     /// is asked again at the next refresh.
     pub(super) fn runtime_says_stopped(&self, record: &ContainerRecord) -> bool {
-        self.runtime(&record.oci_handler)
+        self.runtime_of(record)
             .ok()
             .and_then(|r| r.state(&record.id).ok())
             .is_some_and(|state| state.is_none_or(|s| !matches!(s.status, OciStatus::Running | OciStatus::Created)))

@@ -77,7 +77,7 @@ impl ContainerManager {
         if let Some(warning) = resources::tolerate_missing_hugetlb(&mut oci, self.host.hugetlb) {
             tracing::warn!(container = %id, %warning, "UpdateContainerResources honoured a request only in part");
         }
-        let runtime = self.runtime(&record.oci_handler)?;
+        let runtime = self.runtime_of(&record)?;
         runtime.update(id, &oci).map_err(|e| ContainerError::Internal(format!("cannot update container {id}: {e}")))?;
         let mut template = record.template();
         template.resources = Some(model::ContainerResources { linux: Some(linux.clone()), windows: None });
@@ -125,12 +125,15 @@ impl ContainerManager {
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cmd.to_vec()));
         process.set_terminal(Some(false));
+        let runtime = self.runtime_of(&record)?;
+        // The runtime in a pure v1 view leaves the process in the reaper's v2 cgroup.
+        let hidden = runtime.command().cgroup2_hidden.as_deref();
         let options = ExecOptions {
             timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
             output_cap: DEFAULT_EXEC_OUTPUT_CAP,
             reaper: self.monitor_binary.clone().ok(),
+            reaper_cgroup: hidden.and_then(|h| self.monitor_cgroups.iter().find(|c| c.starts_with(h))).cloned(),
         };
-        let runtime = self.runtime(&record.oci_handler)?;
         let outcome = runtime.exec(id, &process, options).map_err(|e| match e {
             OciError::NotRunning { .. } | OciError::NotFound { .. } => {
                 ContainerError::FailedPrecondition(format!("container {id} is not running"))

@@ -53,6 +53,10 @@ pub struct ContainerRecord {
     pub exit: Option<ExitInfo>,
     /// The OCI runtime handler that runs it.
     pub oci_handler: String,
+    /// The v2 cgroup mount hidden from that runtime when it was created (its pure cgroup v1
+    /// view): every later call runs it the same way, whatever a later probe finds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup2_hidden: Option<std::path::PathBuf>,
     /// The signal StopContainer sends first.
     pub stop_signal: i32,
     /// The container's host pid while it runs (0 before create).
@@ -155,6 +159,7 @@ mod tests {
 
     fn record() -> ContainerRecord {
         let mut r = ContainerRecord {
+            cgroup2_hidden: None,
             id: "c1".into(),
             sandbox_id: "p1".into(),
             name: "web".into(),

@@ -82,7 +82,7 @@ impl ContainerManager {
             return;
         }
         let running = self
-            .runtime(&record.oci_handler)
+            .runtime_of(record)
             .ok()
             .and_then(|r| r.state(&record.id).ok().flatten())
             .is_some_and(|s| s.status == OciStatus::Running);

@@ -82,6 +82,14 @@ fn move_into(cgroups: &[std::path::PathBuf]) {
     }
 }
 
+/// The monitor's cgroups inside (`inside` true) or outside the hierarchy hidden from its
+/// runtime (`RuntimeCommand::cgroup2_hidden`); without a hidden one, all are outside.
+fn hidden_hierarchy(config: &MonitorConfig, inside: bool) -> Vec<std::path::PathBuf> {
+    let hidden = config.runtime.cgroup2_hidden.as_deref();
+    let is_inside = |cgroup: &std::path::PathBuf| hidden.is_some_and(|h| cgroup.starts_with(h));
+    config.cgroups.iter().filter(|c| is_inside(c) == inside).cloned().collect()
+}
+
 /// Reports a failure to lockstepd (and the monitor log) and ends the monitor.
 fn fail(message: &str) -> ExitCode {
     eprintln!("lockstep-monitor: {message}");
@@ -129,6 +137,10 @@ impl Monitor {
         };
         let control = control::bind_here(ContainerDir::CONTROL)
             .map_err(|e| format!("cannot bind {}: {e}", dir.path().join(ContainerDir::CONTROL).display()))?;
+        // A runtime in a pure cgroup v1 view leaves the container in its parent's v2 cgroup: that
+        // must be the monitors' own before the create, not lockstepd's (whose service restart
+        // would kill it). The other hierarchies follow after the report, off the create's path.
+        move_into(&hidden_hierarchy(config, true));
         let runtime = CommandRuntime::new(config.runtime.clone());
         let pid_file = dir.init_pid();
         let _ = std::fs::remove_file(&pid_file);
@@ -206,7 +218,7 @@ impl Monitor {
         }
         // Only now, off CreateContainer's path: on cgroup v1 each move waits for an RCU grace
         // period, about 1.5 ms per hierarchy (17 ms for 11 here).
-        move_into(&self.config.cgroups);
+        move_into(&hidden_hierarchy(&self.config, false));
         if self.oom.is_none() {
             eprintln!("lockstep-monitor: no memory cgroup found for pid {}; OOM kills go unnoticed", self.init);
         }

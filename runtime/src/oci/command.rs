@@ -275,6 +275,14 @@ impl OciRuntime for CommandRuntime {
             if let Some(reaper) = &options.reaper {
                 cmd.arg("--detach").arg(id);
                 let mut through = Command::new(reaper);
+                // Joined first: the view hides the very mount the cgroup is reached through.
+                if let Some(cgroup) = &options.reaper_cgroup {
+                    super::spawn::joining_cgroup(&mut through, cgroup).map_err(|source| OciError::Io {
+                        what: "join",
+                        path: cgroup.clone(),
+                        source,
+                    })?;
+                }
                 self.command.prepare(&mut through)?;
                 through.arg("exec").arg(cmd.get_program()).args(cmd.get_args());
                 cmd = through;

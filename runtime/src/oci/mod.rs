@@ -83,6 +83,11 @@ pub struct ExecOptions {
     /// monitor::exec_reaper); None runs it undetached, which waits for every process that
     /// holds the output.
     pub reaper: Option<std::path::PathBuf>,
+    /// A cgroup the reaper joins before it runs the runtime: for a runtime in a pure cgroup v1
+    /// view, the monitors' v2 cgroup, which the exec'd process then inherits (the runtime
+    /// moves it into the container's v1 cgroups only, and lockstepd's own v2 cgroup goes with
+    /// its service).
+    pub reaper_cgroup: Option<std::path::PathBuf>,
 }
 
 /// What an `exec` produced.

@@ -183,7 +183,9 @@ pub fn probe_one(
         probed.checked_by = "container".into();
         if let Err(problem) = run_probe_container(&runtime, oci_dir, busybox, systemd) {
             probed.problem = Some(problem.clone());
-            if let Some(cgroup2) = hybrid_cgroup2 {
+            // Only a refusal of the hybrid layout (crun: "cgroups in hybrid mode not supported")
+            // is answered with the v1 view; any other failure stays the handler's problem.
+            if let Some(cgroup2) = hybrid_cgroup2.filter(|_| problem.contains("hybrid")) {
                 let hiding = CommandRuntime::new(runtime.command().clone().hiding_cgroup2(Some(cgroup2.into())));
                 if run_probe_container(&hiding, oci_dir, busybox, systemd).is_ok() {
                     probed.problem = None;

@@ -82,3 +82,81 @@ pub fn with_cgroup2_hidden<'c>(cmd: &'c mut Command, cgroup2: &Path) -> std::io:
     }
     Ok(cmd)
 }
+
+/// Makes `cmd` join the cgroup `dir` (writing 0, "this process", to its cgroup.procs) between
+/// fork and exec, so that what it starts is born there. A failure leaves it where it was.
+pub fn joining_cgroup<'c>(cmd: &'c mut Command, dir: &Path) -> std::io::Result<&'c mut Command> {
+    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} holds a NUL byte", dir.display()))
+    })?;
+    // SAFETY: the closure runs in the forked child before exec; it only makes the open, write
+    // and close system calls on a string allocated before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+    fn mounted(point: &Path) -> bool {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(point.to_str().unwrap()))
+    }
+
+    #[test]
+    fn the_hidden_mount_is_gone_for_the_program_only_even_under_a_shared_tree() {
+        // A stand-in for a systemd host's /sys/fs/cgroup: a shared tmpfs holding a mount.
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        let hidden = tree.join("unified");
+        std::fs::create_dir_all(&tree).unwrap();
+        mount(Some("tmpfs"), &tree, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+        mount(None::<&str>, &tree, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+        std::fs::create_dir_all(&hidden).unwrap();
+        mount(Some("tmpfs"), &hidden, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).unwrap();
+
+        let script = format!("grep -q ' {} ' /proc/self/mountinfo && exit 1; exit 0", hidden.display());
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(&script);
+        with_cgroup2_hidden(&mut cmd, &hidden).unwrap();
+        let status = cmd.status().unwrap();
+        let still_here = mounted(&hidden);
+        let _ = umount2(&hidden, MntFlags::MNT_DETACH);
+        umount2(&tree, MntFlags::MNT_DETACH).unwrap();
+        assert!(status.success(), "the program saw the mount: {status}");
+        assert!(still_here, "the detach propagated back to this namespace");
+    }
+
+    #[test]
+    fn a_program_is_born_in_the_cgroup_it_joins() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let Some(pids) = mountinfo.lines().find_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            (l.contains(" - cgroup ") && l.ends_with(",pids")).then(|| Path::new(point).to_path_buf())
+        }) else {
+            eprintln!("no v1 pids hierarchy here");
+            return;
+        };
+        let dir = pids.join(format!("lockstep-spawn-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("/bin/cat");
+        cmd.arg("/proc/self/cgroup");
+        joining_cgroup(&mut cmd, &dir).unwrap();
+        let output = cmd.output().unwrap();
+        let _ = std::fs::remove_dir(&dir);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let wanted = format!("pids:/{}", dir.strip_prefix(&pids).unwrap().display());
+        assert!(text.lines().any(|l| l.ends_with(&wanted)), "{text}");
+    }
+}
