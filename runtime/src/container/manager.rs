@@ -474,7 +474,6 @@ pub(super) fn exit_info(exit: &monitor::ExitRecord) -> ExitInfo {
     }
 }
 
-/// An exit whose code nobody recorded: the monitor was killed.
 /// The exit code recorded for a container whose monitor was lost before it exited.
 pub(super) const UNKNOWN_EXIT: i32 = 255;
 
@@ -482,18 +481,23 @@ pub(super) const UNKNOWN_EXIT: i32 = 255;
 /// exit is learned when the container's monitor is lost.
 fn runtime_stopped_within(runtime: &CommandRuntime, id: &str, timeout: Duration) -> Result<bool, ContainerError> {
     let deadline = std::time::Instant::now() + timeout;
+    // Each look runs the runtime: often at first, then at most five a second for long graces.
+    let mut pause = Duration::from_millis(20);
     loop {
         let state = runtime.state(id).map_err(internal("cannot ask the OCI runtime"))?;
         if state.is_none_or(|s| s.status == OciStatus::Stopped) {
             return Ok(true);
         }
-        if std::time::Instant::now() >= deadline {
+        let now = std::time::Instant::now();
+        if now >= deadline {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 
+/// An exit whose code nobody recorded: the monitor was killed.
 pub(super) fn lost_exit(code: i32) -> ExitInfo {
     ExitInfo {
         exit_code: code,

@@ -244,14 +244,16 @@ fn features(runtime: &CommandRuntime) -> HandlerFeatures {
 
 /// Runs the probe container and removes every trace of it; Err is the runtime's own message.
 fn run_probe_container(runtime: &CommandRuntime, oci_dir: &Path, busybox: &Path, systemd: bool) -> Result<(), String> {
+    // Unique per probe: two probes of one handler at once (tests, the hidden-view retry) must
+    // not share a container id, a bundle or a cgroup.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handler = &runtime.command().handler;
-    let id = format!("lockstep-probe-{handler}-{}", std::process::id());
-    let bundle = oci_dir.join(format!("probe-{handler}"));
-    let cgroup = if systemd {
-        format!("system.slice:lockstep-probe:{handler}-{}", std::process::id())
-    } else {
-        format!("/lockstep-probe-{handler}-{}", std::process::id())
-    };
+    let suffix = format!("{handler}-{}-{n}", std::process::id());
+    let id = format!("lockstep-probe-{suffix}");
+    let bundle = oci_dir.join(format!("probe-{suffix}"));
+    let cgroup =
+        if systemd { format!("system.slice:lockstep-probe:{suffix}") } else { format!("/lockstep-probe-{suffix}") };
     let result = (|| {
         write_probe_bundle(&bundle, busybox, &cgroup).map_err(|e| format!("cannot write the probe bundle: {e}"))?;
         match runtime.run(&id, &bundle) {
@@ -347,6 +349,7 @@ mod tests {
         let set = probe_handlers(&config(tmp.path(), &[("ghost", "/nonexistent/ghost-runtime"), ("runc", "runc")], ""));
         assert!(!set.handlers[0].works());
         assert!(set.handlers[0].problem.as_ref().unwrap().contains("not found"));
+        assert!(set.handlers[1].works(), "{:?}", set.handlers[1]);
         assert_eq!(set.default_handler().unwrap().name, "runc");
         assert_eq!(set.get("").unwrap().name, "runc");
         assert_eq!(set.working().count(), 1);
