@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_conformance::fixtures::{self, registry::LocalRegistry};
 use lockstep_cri::{model, CriClient, Minor};
-use lockstep_runtime::oci::{CommandRuntime, OciRuntime, RuntimeCommand};
+use lockstep_runtime::oci::{CommandRuntime, OciRuntime, OciStatus, RuntimeCommand};
 use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
@@ -267,7 +267,13 @@ impl Drop for Node {
             for entry in std::fs::read_dir(oci_dir.join(handler)).into_iter().flatten().flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
                 let _ = runtime.kill(&id, 9, true);
-                std::thread::sleep(Duration::from_millis(100));
+                // A plain delete refuses a container still running: wait (a little) for the kill.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline
+                    && runtime.state(&id).ok().flatten().is_some_and(|s| s.status != OciStatus::Stopped)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let _ = runtime.delete(&id);
             }
         }
