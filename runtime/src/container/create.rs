@@ -274,7 +274,6 @@ impl ContainerManager {
         });
     }
 
-    /// The pid namespace of the container that namespace_options.target_id names.
     /// The pid namespace of namespace_options.target_id: a container of the same pod only.
     fn target_pid_namespace(
         &self,

@@ -27,7 +27,8 @@ pub struct MonitorConfig {
     pub stdin: bool,
     /// Lines longer than this are split into partial entries.
     pub max_log_line: usize,
-    /// Cgroup directories (one per hierarchy) the monitor moves itself into at its start.
+    /// Cgroup directories (one per hierarchy) the monitor moves itself into: the one in the
+    /// hierarchy hidden from its runtime before the create, the others once it reported.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
 }
