@@ -14,6 +14,7 @@ pub mod ids;
 pub mod image;
 pub mod info;
 pub mod monitor;
+pub mod mountinfo;
 pub mod oci;
 pub mod persist;
 pub mod sandbox;

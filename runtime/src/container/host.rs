@@ -58,21 +58,13 @@ impl HostFacts {
             AppArmor::Disabled
         };
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let pure_cgroup_v2 = mountinfo.lines().any(|l| {
-            l.split(' ').nth(4) == Some("/sys/fs/cgroup")
-                && l.split_once(" - ").is_some_and(|(_, r)| r.starts_with("cgroup2 "))
-        });
+        let pure_cgroup_v2 = crate::mountinfo::mounts(&mountinfo)
+            .any(|m| m.point == Path::new("/sys/fs/cgroup") && m.fstype == "cgroup2");
         let hugetlb = if pure_cgroup_v2 {
             std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
                 .is_ok_and(|c| c.split_whitespace().any(|name| name == "hugetlb"))
         } else {
-            mountinfo.lines().any(|l| {
-                l.split_once(" - ").is_some_and(|(_, r)| {
-                    let mut fields = r.split(' ');
-                    fields.next() == Some("cgroup")
-                        && fields.nth(1).is_some_and(|o| o.split(',').any(|o| o == "hugetlb"))
-                })
-            })
+            crate::mountinfo::mounts(&mountinfo).any(|m| m.fstype == "cgroup" && m.has_super_option("hugetlb"))
         };
         Ok(HostFacts { bounding, oom: OomPolicy { own_score, can_lower }, apparmor, pure_cgroup_v2, hugetlb })
     }

@@ -3,7 +3,6 @@
 //! and again when it exits. The cgroup is found from /proc/<pid>/cgroup and the mount table,
 //! so it works for either cgroup driver. Reads /proc and the cgroup file system only.
 
-use crate::sandbox::files::unescape_mountinfo;
 use std::path::{Path, PathBuf};
 
 /// The OOM counter of one container's memory cgroup, and its value at the start.
@@ -77,17 +76,7 @@ pub fn controller_dir(cgroups: &str, mountinfo: &str, controller: &str) -> Optio
 
 /// The mount point and mounted root of the first mount whose type and super options match.
 fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
-    mountinfo.lines().find_map(|line| {
-        // <id> <parent> <maj:min> <root> <mount point> <options> [optional…] - <type> <source> <super options>
-        let (left, right) = line.split_once(" - ")?;
-        let fields: Vec<&str> = left.split(' ').collect();
-        let mut right = right.split(' ');
-        let (fstype, _source, options) = (right.next()?, right.next()?, right.next().unwrap_or(""));
-        if !matches(fstype, options) {
-            return None;
-        }
-        Some((PathBuf::from(unescape_mountinfo(fields.get(4)?)), unescape_mountinfo(fields.get(3)?)))
-    })
+    crate::mountinfo::mounts(mountinfo).find(|m| matches(m.fstype, m.super_options)).map(|m| (m.point, m.root))
 }
 
 /// `<mount point>/<cgroup path relative to the mounted root>`.
@@ -131,7 +120,7 @@ mod tests {
             memory_counter_file("4:memory:/outer/c1\n", mountinfo).unwrap(),
             Path::new("/mnt/mem/c1/memory.oom_control")
         );
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(crate::mountinfo::unescape("/a\\040b"), "/a b");
     }
 
     #[test]

@@ -214,22 +214,13 @@ pub fn probe_one(
 /// pure v1 or v2 host.
 pub fn hybrid_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     let tree = Path::new("/sys/fs/cgroup");
-    let mounts: Vec<(PathBuf, &str)> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            // <id> <parent> <maj:min> <root> <mount point> <options> [optional…] - <type> …
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
-            let fstype = right.split(' ').next()?;
-            Some((PathBuf::from(crate::sandbox::files::unescape_mountinfo(mount_point)), fstype))
-        })
-        .collect();
+    let mounts: Vec<crate::mountinfo::Mount> = crate::mountinfo::mounts(mountinfo).collect();
     // The last mount at a path is the one seen there.
-    let tree_type = mounts.iter().rev().find(|(point, _)| point == tree).map(|(_, fstype)| *fstype);
+    let tree_type = mounts.iter().rev().find(|m| m.point == tree).map(|m| m.fstype);
     if tree_type != Some("tmpfs") {
         return None;
     }
-    mounts.iter().find(|(point, fstype)| *fstype == "cgroup2" && point.parent() == Some(tree)).map(|(p, _)| p.clone())
+    mounts.into_iter().find(|m| m.fstype == "cgroup2" && m.point.parent() == Some(tree)).map(|m| m.point)
 }
 
 /// The handler's features from `<runtime> features`; a runtime without the command (crun

@@ -96,21 +96,10 @@ fn slice_path(slice: &str) -> PathBuf {
 /// The mount point of each cgroup hierarchy (v1 and v2) mounted at its root, once each.
 fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
     let mut seen = std::collections::BTreeSet::new();
-    let mut roots = Vec::new();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(separator) = fields.iter().position(|f| *f == "-") else { continue };
-        let fs_type = fields.get(separator + 1).copied().unwrap_or("");
-        if !matches!(fs_type, "cgroup" | "cgroup2") || fields.get(3) != Some(&"/") {
-            continue;
-        }
-        if let (Some(device), Some(mount_point)) = (fields.get(2), fields.get(4)) {
-            if seen.insert(device.to_string()) {
-                roots.push(PathBuf::from(mount_point));
-            }
-        }
-    }
-    roots
+    crate::mountinfo::mounts(mountinfo)
+        .filter(|m| matches!(m.fstype, "cgroup" | "cgroup2") && m.root == "/" && seen.insert(m.device))
+        .map(|m| m.point)
+        .collect()
 }
 
 /// Creates `missing` in order (parents first). A new cpuset v1 cgroup starts with no CPUs
