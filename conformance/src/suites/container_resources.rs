@@ -1,7 +1,7 @@
 //! container-resources: the container's cgroup as the process sees it (cgroup v1 or v2 files
 //! under /sys/fs/cgroup inside the container) — limits from CreateContainer, changes by
-//! UpdateContainerResources, ContainerStatus.resources where the runtime reports it, and an
-//! OOM kill reported with reason OOMKilled.
+//! UpdateContainerResources, ContainerStatus.resources where the runtime reports it, an OOM
+//! kill reported with reason OOMKilled, and the stats RPCs with their filters.
 
 use std::time::Duration;
 
@@ -28,6 +28,11 @@ pub fn tests() -> Vec<Test> {
         test("A container over its memory limit is OOM-killed: exit code 137, reason OOMKilled", IMAGES, |c| {
             Box::pin(oom_killed(c))
         }),
+        test(
+            "ContainerStats and ListContainerStats report running containers; id and label filters exclude the rest",
+            IMAGES,
+            |c| Box::pin(stats(c)),
+        ),
     ]
 }
 
@@ -169,6 +174,80 @@ async fn oom_killed(ctx: Ctx) -> TestResult {
         let s = kit.wait_exit(&id).await?;
         check!(s.exit_code == 137, "exit code is {}, not 137 (SIGKILL by the OOM killer)", s.exit_code);
         check!(s.reason == "OOMKilled", "reason is {:?}, not OOMKilled", s.reason);
+        Ok(())
+    })
+    .await
+}
+
+fn stats_ids(stats: &[model::ContainerStats]) -> Vec<String> {
+    let mut ids: Vec<String> = stats.iter().filter_map(|s| s.attributes.as_ref()).map(|a| a.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+async fn list_stats(kit: &Kit, filter: Option<model::ContainerStatsFilter>) -> Result<Vec<String>, Failure> {
+    let r = kit
+        .client()
+        .list_container_stats(model::ListContainerStatsRequest { filter })
+        .await
+        .map_err(|e| call_failed("ListContainerStats", &e))?;
+    Ok(stats_ids(&r.stats))
+}
+
+/// critest's stats specs: one container by id, every container with no filter, and a label
+/// selector that must leave out a container whose label has another value.
+async fn stats(ctx: Ctx) -> TestResult {
+    const LABEL: &str = "lockstep.conformance/stats";
+    with_kit(&ctx, "stats", |kit| async move {
+        let mut ids = Vec::new();
+        for name in ["stats-a", "stats-b"] {
+            let mut config = kit.shell_config(name, "exec sleep 3600").await?;
+            config.labels.insert(LABEL.into(), name.into());
+            ids.push(kit.run(config).await?);
+        }
+        let (a, b) = (ids[0].clone(), ids[1].clone());
+        let one = kit
+            .client()
+            .container_stats(model::ContainerStatsRequest { container_id: a.clone() })
+            .await
+            .map_err(|e| call_failed("ContainerStats", &e))?
+            .stats
+            .ok_or_else(|| Failure::fail("ContainerStatsResponse.stats is absent"))?;
+        let attributes = one.attributes.clone().unwrap_or_default();
+        check!(attributes.id == a, "ContainerStats of {a} reports attributes.id {:?}", attributes.id);
+        let name = attributes.metadata.map(|m| m.name).unwrap_or_default();
+        check!(name == "stats-a", "ContainerStats reports the container's name as {name:?}");
+        let cpu = one.cpu.as_ref().map_or(0, |c| c.timestamp);
+        let memory = one.memory.as_ref().map_or(0, |m| m.timestamp);
+        check!(cpu != 0 && memory != 0, "ContainerStats has cpu.timestamp {cpu} and memory.timestamp {memory}");
+        let by_id = list_stats(&kit, Some(model::ContainerStatsFilter { id: a.clone(), ..Default::default() })).await?;
+        check!(by_id == [a.clone()], "ListContainerStats filtered by id {a} gave {by_id:?}");
+        let everything = list_stats(&kit, None).await?;
+        check!(
+            everything.contains(&a) && everything.contains(&b),
+            "ListContainerStats with no filter lacks the pod's containers: {everything:?}"
+        );
+        let selector = |v: &str| [(LABEL.to_string(), v.to_string())].into();
+        let labelled = list_stats(
+            &kit,
+            Some(model::ContainerStatsFilter { label_selector: selector("stats-b"), ..Default::default() }),
+        )
+        .await?;
+        check!(labelled == [b.clone()], "ListContainerStats with {LABEL}=stats-b gave {labelled:?}, not just {b}");
+        let none = list_stats(
+            &kit,
+            Some(model::ContainerStatsFilter { label_selector: selector("stats-c"), ..Default::default() }),
+        )
+        .await?;
+        check!(none.is_empty(), "ListContainerStats with {LABEL}=stats-c, which no container has, gave {none:?}");
+        let in_pod = list_stats(
+            &kit,
+            Some(model::ContainerStatsFilter { pod_sandbox_id: kit.pod.id.clone(), ..Default::default() }),
+        )
+        .await?;
+        let mut want = vec![a, b];
+        want.sort();
+        check!(in_pod == want, "ListContainerStats filtered by the pod gave {in_pod:?}, not {want:?}");
         Ok(())
     })
     .await

@@ -37,6 +37,12 @@ pub fn tests() -> Vec<Test> {
         test("StopContainer and RemoveContainer are idempotent; a removed container is gone", v30, IMAGES, |c| {
             Box::pin(idempotent_stop_remove(c))
         }),
+        test("StopContainer of an id the runtime never knew succeeds and makes nothing", v30, &[], |c| {
+            Box::pin(unknown_container(c, Verb::Stop))
+        }),
+        test("RemoveContainer of an id the runtime never knew succeeds and makes nothing", v30, &[], |c| {
+            Box::pin(unknown_container(c, Verb::Remove))
+        }),
         test("RemoveContainer removes a running container", v30, IMAGES, |c| Box::pin(remove_running(c))),
         test("ListContainers filters by id, state, pod sandbox and label selector", v30, IMAGES, |c| {
             Box::pin(list_filters(c))
@@ -54,6 +60,19 @@ pub fn tests() -> Vec<Test> {
         test("ContainerStatus.stop_signal reports the container's stop signal", Minor::V1_33, IMAGES, |c| {
             Box::pin(status_stop_signal(c))
         }),
+        test(
+            "The environment is the image's ENV with the request's envs over it; WORKDIR applies unless the request \
+             names one",
+            v30,
+            IMAGES,
+            |c| Box::pin(image_defaults(c)),
+        ),
+        test(
+            "An environment value that is not UTF-8 is accepted and reaches the process, U+FFFD for each bad byte",
+            Minor::V1_34,
+            IMAGES,
+            |c| Box::pin(env_bytes(c)),
+        ),
         test("A retried CreateContainer with the same metadata returns the same container", v30, IMAGES, |c| {
             Box::pin(kubelet_retry(c))
         }),
@@ -77,6 +96,9 @@ pub fn tests() -> Vec<Test> {
         }),
         test("A run_as_username that the image does not have is refused and nothing runs", v30, IMAGES, |c| {
             Box::pin(bad_username(c))
+        }),
+        test("run_as_group without run_as_user is refused and nothing runs", v30, IMAGES, |c| {
+            Box::pin(group_without_user(c))
         }),
         test(
             "Bad container requests are refused by CreateContainer with InvalidArgument or NotFound naming the field (strict)",
@@ -214,6 +236,44 @@ async fn idempotent_stop_remove(ctx: Ctx) -> TestResult {
         gone(&kit, &id).await
     })
     .await
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Stop,
+    Remove,
+}
+
+/// The CRI makes both calls idempotent: a container that is already gone (or never was) is not
+/// an error. The kubelet's garbage collector and critest's Idempotence specs send such ids.
+async fn unknown_container(ctx: Ctx, verb: Verb) -> TestResult {
+    let mut client = ctx.kubelet();
+    let id = super::podkit::unknown_id();
+    for round in 1..=2 {
+        let (rpc, answer) = match verb {
+            Verb::Stop => (
+                "StopContainer",
+                client
+                    .stop_container(model::StopContainerRequest { container_id: id.clone(), timeout: 0 })
+                    .await
+                    .map(drop),
+            ),
+            Verb::Remove => (
+                "RemoveContainer",
+                client.remove_container(model::RemoveContainerRequest { container_id: id.clone() }).await.map(drop),
+            ),
+        };
+        answer.map_err(|e| {
+            Failure::fail(format!(
+                "{rpc} #{round} of the unknown id {id}: {:?}: {} (the CRI says a missing container is not an error)",
+                e.code(),
+                e.message()
+            ))
+        })?;
+    }
+    let listed = conkit::list(&ctx, model::ContainerFilter { id: id.clone(), ..Default::default() }).await?;
+    check!(listed.is_empty(), "after the calls on the unknown id {id}, ListContainers lists {:?}", ids(&listed));
+    Ok(())
 }
 
 /// ContainerStatus of `id` is NotFound and ListContainers does not list it.
@@ -413,6 +473,72 @@ async fn status_stop_signal(ctx: Ctx) -> TestResult {
     .await
 }
 
+/// The container's own process environment (/proc/1/environ) as `KEY=value` lines.
+async fn init_environment(kit: &Kit, id: &str) -> Result<Vec<String>, Failure> {
+    let text = kit.sh(id, "tr '\\0' '\\n' < /proc/1/environ").await?;
+    Ok(text.lines().map(String::from).collect())
+}
+
+async fn image_defaults(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "image-env", |kit| async move {
+        let image = kit.image(fixtures::ENV).await?;
+        let mut config = kit.config("image-env", &image, &["sleep", "3600"]);
+        for (key, value) in [("LOCKSTEP_BOTH", "request"), ("LOCKSTEP_FROM_REQUEST", "request")] {
+            config.envs.push(model::KeyValue { key: key.into(), value: value.as_bytes().to_vec() });
+        }
+        let id = kit.run(config).await?;
+        let want = ["LOCKSTEP_FROM_IMAGE=image", "LOCKSTEP_BOTH=request", "LOCKSTEP_FROM_REQUEST=request"];
+        for (who, env) in [
+            ("the container's process", init_environment(&kit, &id).await?),
+            ("an exec", kit.exec_ok(&id, &["env"]).await?.lines().map(String::from).collect()),
+        ] {
+            for w in want {
+                check!(env.iter().any(|e| e == w), "{who} lacks {w}: its environment is {env:?}");
+            }
+            check!(
+                env.iter().filter(|e| e.starts_with("LOCKSTEP_BOTH=")).count() == 1,
+                "{who} has LOCKSTEP_BOTH more than once: {env:?}"
+            );
+            check!(env.iter().any(|e| e.starts_with("PATH=")), "{who} lost the image's PATH: {env:?}");
+        }
+        let cwd = kit.exec_ok(&id, &["readlink", "/proc/1/cwd"]).await?;
+        check!(cwd.trim() == fixtures::IMAGE_WORKDIR, "the process runs in {:?}, not the image's WORKDIR", cwd.trim());
+        let mut elsewhere = kit.config("image-env-workdir", &image, &["sleep", "3600"]);
+        elsewhere.working_dir = "/tmp".into();
+        let id = kit.run(elsewhere).await?;
+        let cwd = kit.exec_ok(&id, &["readlink", "/proc/1/cwd"]).await?;
+        check!(cwd.trim() == "/tmp", "with working_dir /tmp the process runs in {:?}", cwd.trim());
+        Ok(())
+    })
+    .await
+}
+
+/// From 1.34 KeyValue.value is bytes, so a kubelet can send a value that is not UTF-8 (here
+/// Latin-1 "café" and a lone 0xff). The runtime must take it; the OCI runtime's config.json is
+/// JSON, which holds only Unicode, so each bad byte becomes U+FFFD (as Go's encoding/json writes
+/// it for containerd and CRI-O) and the rest arrives unchanged.
+async fn env_bytes(ctx: Ctx) -> TestResult {
+    const VALUE: &[u8] = b"caf\xe9 \xff";
+    with_kit(&ctx, "env-bytes", |kit| async move {
+        let mut config = kit.shell_config("env-bytes", "exec sleep 3600").await?;
+        config.envs.push(model::KeyValue { key: "LOCKSTEP_BYTES".into(), value: VALUE.to_vec() });
+        let id = kit.run(config).await?;
+        let r = kit
+            .exec(&id, &["sh", "-c", "printf %s \"$LOCKSTEP_BYTES\""], 30)
+            .await
+            .map_err(|e| call_failed("ExecSync", &e))?;
+        let want = String::from_utf8_lossy(VALUE);
+        check!(
+            r.stdout == want.as_bytes(),
+            "the value arrived as {:?} ({:?}), not {want:?}",
+            String::from_utf8_lossy(&r.stdout),
+            r.stdout
+        );
+        Ok(())
+    })
+    .await
+}
+
 async fn kubelet_retry(ctx: Ctx) -> TestResult {
     with_kit(&ctx, "retry", |kit| async move {
         let config = kit.shell_config("retry", "exec sleep 3600").await?;
@@ -598,6 +724,17 @@ async fn bad_username(ctx: Ctx) -> TestResult {
         let mut config = kit.shell_config("bad-username", "exec sleep 3600").await?;
         security(&mut config).run_as_username = "lockstep-nobody-by-that-name".into();
         never_runs(&kit, "a run_as_username absent from the image", &kit.pod.id, config).await.map(drop)
+    })
+    .await
+}
+
+/// The CRI: run_as_group is honoured only with run_as_user or run_as_username (a gid alone
+/// would pair the image's user with a group the pod did not ask for).
+async fn group_without_user(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "group-only", |kit| async move {
+        let mut config = kit.shell_config("group-only", "exec sleep 3600").await?;
+        security(&mut config).run_as_group = Some(model::Int64Value { value: 2000 });
+        never_runs(&kit, "run_as_group without run_as_user", &kit.pod.id, config).await.map(drop)
     })
     .await
 }

@@ -36,8 +36,12 @@ pub fn tests() -> Vec<Test> {
             Box::pin(status_absent(c))
         }),
         test("ImageStatus verbose returns the image config", v30, REGISTRY, |c| Box::pin(status_verbose(c))),
-        test("an image whose USER is a number reports it as uid", v30, REGISTRY, |c| Box::pin(user_uid(c))),
-        test("an image whose USER is a name reports it as username", v30, REGISTRY, |c| Box::pin(user_name(c))),
+        test("an image whose USER is a number, with or without a group, reports it as uid", v30, REGISTRY, |c| {
+            Box::pin(user_uid(c))
+        }),
+        test("an image whose USER is a name, with or without a group, reports it as username", v30, REGISTRY, |c| {
+            Box::pin(user_name(c))
+        }),
         test("ListImages lists an image once with all its tags", v30, REGISTRY, |c| Box::pin(list_tags(c))),
         test("ListImages with a filter returns only the image it names", v30, REGISTRY, |c| Box::pin(list_filter(c))),
         test("RemoveImage by one tag removes the image with all its tags", v30, REGISTRY, |c| {
@@ -45,6 +49,12 @@ pub fn tests() -> Vec<Test> {
         }),
         test("RemoveImage by ID and by digest; removing again succeeds", v30, REGISTRY, |c| {
             Box::pin(remove_idempotent(c))
+        }),
+        test("RemoveImage of an image ID the runtime never had succeeds, twice", v30, &[], |c| {
+            Box::pin(remove_unknown(c))
+        }),
+        test("concurrent RemoveImage calls of one image all succeed, and each finds it gone", v30, REGISTRY, |c| {
+            Box::pin(concurrent_removes(c))
         }),
         test("a multi-platform image resolves to linux on the host's architecture", v30, REGISTRY, |c| {
             Box::pin(multi_platform(c))
@@ -235,23 +245,32 @@ async fn status_verbose(ctx: Ctx) -> TestResult {
 async fn user_uid(ctx: Ctx) -> TestResult {
     let env = env(&ctx)?;
     let mut c = ctx.kubelet();
-    let image = pulled(&mut c, &env, env.fixture(fixtures::USER_UID)).await?;
-    check!(
-        image.uid.as_ref().map(|u| u.value) == Some(fixtures::IMAGE_UID),
-        "uid {:?}, expected {}",
-        image.uid,
-        fixtures::IMAGE_UID
-    );
-    check!(image.username.is_empty(), "username {:?} set for a numeric USER", image.username);
+    for repo in [fixtures::USER_UID, fixtures::USER_UID_GROUP] {
+        let image = pulled(&mut c, &env, env.fixture(repo)).await?;
+        check!(
+            image.uid.as_ref().map(|u| u.value) == Some(fixtures::IMAGE_UID),
+            "{repo}: uid {:?}, expected {}",
+            image.uid,
+            fixtures::IMAGE_UID
+        );
+        check!(image.username.is_empty(), "{repo}: username {:?} set for a numeric USER", image.username);
+    }
     Ok(())
 }
 
 async fn user_name(ctx: Ctx) -> TestResult {
     let env = env(&ctx)?;
     let mut c = ctx.kubelet();
-    let image = pulled(&mut c, &env, env.fixture(fixtures::USER_NAME)).await?;
-    check!(image.username == fixtures::IMAGE_USER, "username {:?}, expected {}", image.username, fixtures::IMAGE_USER);
-    check!(image.uid.is_none(), "uid {:?} set for a named USER", image.uid);
+    for repo in [fixtures::USER_NAME, fixtures::USER_NAME_GROUP] {
+        let image = pulled(&mut c, &env, env.fixture(repo)).await?;
+        check!(
+            image.username == fixtures::IMAGE_USER,
+            "{repo}: username {:?}, expected {}",
+            image.username,
+            fixtures::IMAGE_USER
+        );
+        check!(image.uid.is_none(), "{repo}: uid {:?} set for a named USER", image.uid);
+    }
     Ok(())
 }
 
@@ -325,6 +344,50 @@ async fn remove_idempotent(ctx: Ctx) -> TestResult {
     check!(status(&mut c, &name.reference(&env.host)).await?.is_none(), "RemoveImage by digest left the image");
     remove(&mut c, &digest).await?;
     remove(&mut c, &format!("{}/lockstep/never-pushed:1", env.host)).await?;
+    Ok(())
+}
+
+/// critest's Idempotence spec: an ID of 64 zeros, removed twice. The `sha256:` form too, as
+/// the kubelet's image garbage collector sends IDs.
+async fn remove_unknown(ctx: Ctx) -> TestResult {
+    let mut c = ctx.kubelet();
+    let zeros = "0".repeat(64);
+    for name in [zeros.clone(), format!("sha256:{zeros}")] {
+        for round in 1..=2 {
+            c.remove_image(model::RemoveImageRequest { image: spec(&name) }).await.map_err(|e| {
+                Failure::fail(format!(
+                    "RemoveImage #{round} of {name}, which was never pulled: {:?}: {} (the CRI says removing an image \
+                     that is gone succeeds)",
+                    e.code(),
+                    e.message()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// critest's Image Consistency spec: five RemoveImage calls at once; every one succeeds, and
+/// ImageStatus right after each finds nothing (no call answers before the image is gone).
+async fn concurrent_removes(ctx: Ctx) -> TestResult {
+    let env = env(&ctx)?;
+    let mut c = ctx.kubelet();
+    let own = env.fixture(fixtures::OWN_REMOVED);
+    pulled(&mut c, &env, own).await?;
+    let id = own.id().to_string();
+    let calls = (0..5).map(|_| {
+        let (mut client, id) = (ctx.kubelet(), id.clone());
+        async move {
+            let removed = client.remove_image(model::RemoveImageRequest { image: spec(&id) }).await;
+            let after = status(&mut client, &id).await;
+            (removed, after)
+        }
+    });
+    for (i, (removed, after)) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        removed.map_err(|e| call_failed(&format!("concurrent RemoveImage #{i}"), &e))?;
+        check!(after?.is_none(), "ImageStatus right after concurrent RemoveImage #{i} returned still finds the image");
+    }
+    check!(status(&mut c, &own.reference(&env.host)).await?.is_none(), "the image is still there by its tag");
     Ok(())
 }
 

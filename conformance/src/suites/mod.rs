@@ -7,6 +7,7 @@ mod container_stop;
 mod containers;
 mod exec;
 mod images;
+mod mounts;
 mod multi_container;
 mod networking;
 pub(crate) mod podkit;
@@ -29,6 +30,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(container_stop::tests());
     tests.extend(container_resources::tests());
     tests.extend(security::tests());
+    tests.extend(mounts::tests());
     tests.extend(multi_container::tests());
     tests
 }

@@ -61,6 +61,18 @@ pub fn namespace_options(config: &mut model::PodSandboxConfig) -> &mut model::Na
         .get_or_insert_with(Default::default)
 }
 
+/// An id no runtime has ever handed out, shaped as critest makes its own (a random UUID): a hash
+/// of the process id, the clock and a counter, so two tests never share one.
+pub fn unknown_id() -> String {
+    use sha2::Digest as _;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let hash = sha2::Sha256::digest(format!("{}-{nanos}-{n}", std::process::id()));
+    let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-4{}-8{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+}
+
 pub fn uid_of(config: &model::PodSandboxConfig) -> String {
     config.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default()
 }
@@ -204,6 +216,15 @@ pub fn eth0_carries(addrs: &str, ip: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_ids_are_uuids_and_never_repeat() {
+        let (a, b) = (unknown_id(), unknown_id());
+        assert_ne!(a, b);
+        let parts: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(parts, vec![8, 4, 4, 4, 12], "{a}");
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{a}");
+    }
 
     #[test]
     fn namespaces_are_found_in_lockstepd_s_and_containerd_s_verbose_info() {

@@ -43,6 +43,12 @@ pub fn tests() -> Vec<Test> {
         }),
         test("ListPodSandbox filters by id, state and label selector", &[], |c| Box::pin(list_filters(c))),
         test("StopPodSandbox and RemovePodSandbox are idempotent", &[], |c| Box::pin(idempotent_stop_remove(c))),
+        test("StopPodSandbox of an id the runtime never knew succeeds and makes nothing", &[], |c| {
+            Box::pin(unknown_sandbox(c, Verb::Stop))
+        }),
+        test("RemovePodSandbox of an id the runtime never knew succeeds and makes nothing", &[], |c| {
+            Box::pin(unknown_sandbox(c, Verb::Remove))
+        }),
         test("A retried RunPodSandbox with the same metadata returns the same sandbox", &[], |c| {
             Box::pin(kubelet_retry(c))
         }),
@@ -59,6 +65,11 @@ pub fn tests() -> Vec<Test> {
         test("DNSConfig is written to the pod's resolv.conf", &[Need::ExecInPod], |c| Box::pin(dns_config(c))),
         test("Namespaced sysctls are set inside the pod, not on the node", &[], |c| Box::pin(sysctls(c))),
         test("A sysctl of the pod's eth0 is set inside the pod", &[], |c| Box::pin(eth0_sysctl(c))),
+        test(
+            "Sysctls of the pod's IPC namespace are set for its containers, not on the node",
+            &[Need::ExecInPod],
+            |c| Box::pin(ipc_sysctls(c)),
+        ),
         test("A sysctl outside the pod's namespaces is refused and leaves nothing", &[], |c| {
             Box::pin(node_sysctl(c, Judged::Refused))
         }),
@@ -209,6 +220,44 @@ async fn idempotent_stop_remove(ctx: Ctx) -> TestResult {
     }
     let listed = list(&ctx, model::PodSandboxFilter { id: id.clone(), ..Default::default() }).await?;
     check!(listed.is_empty(), "a removed pod is still listed");
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Stop,
+    Remove,
+}
+
+/// The CRI makes both calls idempotent: a sandbox that is already gone (or never was) is not
+/// an error. The kubelet's garbage collector and critest's Idempotence specs send such ids.
+async fn unknown_sandbox(ctx: Ctx, verb: Verb) -> TestResult {
+    let mut client = ctx.kubelet();
+    let id = podkit::unknown_id();
+    for round in 1..=2 {
+        let (rpc, answer) = match verb {
+            Verb::Stop => (
+                "StopPodSandbox",
+                client.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.map(drop),
+            ),
+            Verb::Remove => (
+                "RemovePodSandbox",
+                client
+                    .remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
+                    .await
+                    .map(drop),
+            ),
+        };
+        answer.map_err(|e| {
+            Failure::fail(format!(
+                "{rpc} #{round} of the unknown id {id}: {:?}: {} (the CRI says a missing sandbox is not an error)",
+                e.code(),
+                e.message()
+            ))
+        })?;
+    }
+    let listed = list(&ctx, model::PodSandboxFilter { id: id.clone(), ..Default::default() }).await?;
+    check!(listed.is_empty(), "after the calls on the unknown id {id}, ListPodSandbox lists {:?}", ids(&listed));
     Ok(())
 }
 
@@ -381,6 +430,41 @@ async fn sysctls(ctx: Ctx) -> TestResult {
         check!(inside.trim() == "81", "net.ipv4.ip_unprivileged_port_start is {:?} inside the pod", inside.trim());
         let node = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
         check!(node.trim() != "81", "the node's own sysctl changed");
+        Ok(())
+    })
+    .await
+}
+
+/// critest's safe and unsafe sysctl specs: kernel.shm_rmid_forced and fs.mqueue.msg_max live in
+/// the IPC namespace, so a container of the pod reads them and the node keeps its own.
+async fn ipc_sysctls(ctx: Ctx) -> TestResult {
+    const SET: [(&str, &str, &str); 2] = [
+        ("kernel.shm_rmid_forced", "/proc/sys/kernel/shm_rmid_forced", "1"),
+        ("fs.mqueue.msg_max", "/proc/sys/fs/mqueue/msg_max", "100"),
+    ];
+    let node_before: Vec<String> =
+        SET.iter().map(|(_, path, _)| std::fs::read_to_string(path).unwrap_or_default().trim().to_string()).collect();
+    let mut config = pod_config("ipc-sysctl");
+    let sysctls = &mut config.linux.get_or_insert_with(Default::default).sysctls;
+    for (name, _, value) in SET {
+        sysctls.insert(name.into(), value.into());
+    }
+    let sandbox_config = config.clone();
+    with_pod(&ctx.clone(), config, |pod| async move {
+        let paths: Vec<&str> = SET.iter().map(|(_, path, _)| *path).collect();
+        let cmd: Vec<&str> = std::iter::once("cat").chain(paths.iter().copied()).collect();
+        let inside = super::conkit::exec_in_pod(&ctx, &pod.id, &sandbox_config, &cmd).await?;
+        let seen: Vec<&str> = inside.lines().map(str::trim).collect();
+        for (i, (name, path, value)) in SET.iter().enumerate() {
+            check!(seen.get(i) == Some(value), "{name} reads {:?} in a container of the pod, not {value}", seen.get(i));
+            let node = std::fs::read_to_string(path).unwrap_or_default();
+            check!(
+                node.trim() == node_before[i],
+                "the node's {name} changed from {} to {}",
+                node_before[i],
+                node.trim()
+            );
+        }
         Ok(())
     })
     .await

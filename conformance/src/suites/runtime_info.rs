@@ -1,6 +1,7 @@
 //! runtime-info: what the kubelet asks a runtime before it runs anything — Version on connect,
-//! Status for node readiness and runtime handlers, RuntimeConfig for the cgroup driver — and,
-//! for a runtime pinned to one minor, that RPCs of later minors are absent.
+//! Status for node readiness, runtime handlers and (1.31+) runtime features, RuntimeConfig for
+//! the cgroup driver — and, for a runtime pinned to one minor, that the RPCs and the answer
+//! fields of later minors are absent (read with the model's own client, past the window).
 
 use std::time::Duration;
 
@@ -28,12 +29,23 @@ pub fn tests() -> Vec<Test> {
         test("RuntimeConfig reports a cgroup driver", Minor::V1_30, &[Need::Rpc("RuntimeConfig")], |c| {
             Box::pin(runtime_config(c))
         }),
+        test("Status reports the runtime's features to a kubelet of 1.31 or later", Minor::V1_31, &[], |c| {
+            Box::pin(runtime_features(c))
+        }),
         test(
             "RPCs of later minors are absent, those of its own minor present",
             Minor::V1_30,
             &[Need::PinnedMinor],
             |c| Box::pin(version_lock(c)),
         ),
+        Test {
+            area: AREA,
+            name: "Answer fields of later minors are absent, as the pinned minor's kubelet cannot know them",
+            since: Minor::V1_30,
+            needs: &[Need::PinnedMinor, Need::Registry],
+            timeout: Duration::from_secs(120),
+            body: |c| Box::pin(field_lock(c)),
+        },
     ]
 }
 
@@ -131,6 +143,77 @@ async fn runtime_config(ctx: Ctx) -> TestResult {
         linux.cgroup_driver
     );
     Ok(())
+}
+
+/// StatusResponse.features came in 1.31 (KEP-3619): without it the kubelet takes every runtime
+/// feature (SupplementalGroupsPolicy, user namespaces with host network) as unsupported.
+async fn runtime_features(ctx: Ctx) -> TestResult {
+    let status = status(&ctx, false).await?;
+    check!(
+        status.features.is_some(),
+        "StatusResponse.features is absent (Kubernetes 1.31): the kubelet assumes no runtime feature"
+    );
+    Ok(())
+}
+
+/// For a runtime pinned to this run's minor, what it sends (read with the model's client, so the
+/// window hides nothing) holds no field that a later minor added: Status.features (1.31),
+/// RuntimeFeatures.user_namespaces_host_network (1.36), ContainerStatus.user (1.31) and
+/// stop_signal (1.33, made visible by an image with a STOPSIGNAL), ImageSpec.image_ref (1.36),
+/// and the PSI and IO stats (1.33).
+async fn field_lock(ctx: Ctx) -> TestResult {
+    use lockstep_cri::model::runtime_service_client::RuntimeServiceClient;
+    let pinned = ctx.runtime.pinned_minor.clone().unwrap_or_default();
+    if pinned != ctx.minor.to_string() {
+        return Err(Failure::skip(format!("the runtime is pinned to {pinned}, this run is for {}", ctx.minor)));
+    }
+    let minor = ctx.minor;
+    let before = |added: Minor| minor < added;
+    let mut raw = RuntimeServiceClient::new(ctx.channel());
+    let mut wrong = Vec::new();
+    let status = raw.status(model::StatusRequest { verbose: false }).await.map_err(|e| call_failed("Status", &e))?;
+    let status = status.into_inner();
+    if before(Minor::V1_31) && status.features.is_some() {
+        wrong.push("Status.features (1.31)".to_string());
+    }
+    if before(Minor::V1_36) && status.features.is_some_and(|f| f.user_namespaces_host_network) {
+        wrong.push("RuntimeFeatures.user_namespaces_host_network (1.36)".to_string());
+    }
+    super::conkit::with_kit(&ctx, "field-lock", |kit| async move {
+        let image = kit.image(crate::fixtures::STOP_SIGNAL).await?;
+        let id = kit.run(kit.config("field-lock", &image, &["sleep", "3600"])).await?;
+        let s = raw
+            .container_status(model::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+            .await
+            .map_err(|e| call_failed("ContainerStatus", &e))?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        if before(Minor::V1_31) && s.user.is_some() {
+            wrong.push("ContainerStatus.user (1.31)".into());
+        }
+        if before(Minor::V1_33) && s.stop_signal != 0 {
+            wrong.push(format!("ContainerStatus.stop_signal (1.33): {}", s.stop_signal));
+        }
+        if before(Minor::V1_36) && s.image.as_ref().is_some_and(|i| !i.image_ref.is_empty()) {
+            wrong.push("ContainerStatus.image.image_ref (1.36)".into());
+        }
+        let stats = raw
+            .container_stats(model::ContainerStatsRequest { container_id: id })
+            .await
+            .map_err(|e| call_failed("ContainerStats", &e))?
+            .into_inner()
+            .stats
+            .unwrap_or_default();
+        let psi = stats.cpu.as_ref().is_some_and(|c| c.psi.is_some())
+            || stats.memory.as_ref().is_some_and(|m| m.psi.is_some());
+        if before(Minor::V1_33) && (psi || stats.io.is_some()) {
+            wrong.push("ContainerStats psi or io (1.33)".into());
+        }
+        check!(wrong.is_empty(), "a runtime pinned to {minor} sends {}", wrong.join(", "));
+        Ok(())
+    })
+    .await
 }
 
 /// For a runtime pinned to this run's minor: every RPC of the model that the minor lacks is

@@ -1,9 +1,10 @@
 //! security-context: what the kubelet's securityContext becomes inside the container —
-//! capabilities added and dropped (ALL too; the default set is each runtime's policy, not
-//! conformance), privileged, masked and read-only /proc paths, users and groups (image USER by
-//! uid and by name, run_as_*, supplemental groups with SupplementalGroupsPolicy Merge and
-//! Strict), no_new_privs, seccomp RuntimeDefault / Unconfined / Localhost, read-only rootfs.
-//! Everything is read from inside the container (/proc/1/status, id, mountinfo).
+//! capabilities added and dropped (ALL too) and the default set when none are named,
+//! privileged, masked and read-only /proc paths (requested and default), users and groups
+//! (image USER by uid and by name, run_as_*, supplemental groups with SupplementalGroupsPolicy
+//! Merge and Strict), no_new_privs, seccomp (none, RuntimeDefault, Unconfined, Localhost, and
+//! privileged containers ignoring it), read-only rootfs. Everything is read from inside the
+//! container (/proc/<pid>/status, id, mountinfo).
 
 use std::time::Duration;
 
@@ -39,8 +40,19 @@ pub fn tests() -> Vec<Test> {
         test("run_as_user, run_as_group and supplemental groups set the process's ids", v30, IMAGES, |c| {
             Box::pin(user_and_groups(c))
         }),
-        test("An image's USER is used, by uid and by name", v30, IMAGES, |c| Box::pin(image_user(c))),
-        test("run_as_username is looked up in the image's /etc/passwd", v30, IMAGES, |c| Box::pin(run_as_username(c))),
+        test("An image's USER is used, by uid and by name, with or without a group", v30, IMAGES, |c| {
+            Box::pin(image_user(c))
+        }),
+        test("run_as_username is looked up in the image's /etc/passwd, over the image's USER", v30, IMAGES, |c| {
+            Box::pin(run_as_username(c))
+        }),
+        test(
+            "NamespaceMode NODE puts a container in the node's PID, IPC and network namespaces; POD and CONTAINER keep it \
+             out",
+            v30,
+            IMAGES,
+            |c| Box::pin(node_namespaces(c)),
+        ),
         test("SupplementalGroupsPolicy Merge adds the image's groups of the user", Minor::V1_31, GROUPS_POLICY, |c| {
             Box::pin(groups_policy(c, model::SupplementalGroupsPolicy::Merge))
         }),
@@ -54,7 +66,35 @@ pub fn tests() -> Vec<Test> {
         test("seccomp RuntimeDefault refuses a user namespace that Unconfined allows", v30, IMAGES, |c| {
             Box::pin(seccomp_default(c))
         }),
+        test("A container with no seccomp profile at all runs unconfined (Seccomp: 0)", v30, IMAGES, |c| {
+            Box::pin(seccomp_none(c))
+        }),
+        test(
+            "seccomp RuntimeDefault and Localhost filter the process (Seccomp: 2), Unconfined does not (0)",
+            v30,
+            IMAGES,
+            |c| Box::pin(seccomp_modes(c)),
+        ),
         test("A Localhost seccomp profile is applied", v30, IMAGES, |c| Box::pin(seccomp_localhost(c))),
+        test(
+            "A Localhost profile that blocks sethostname stops it despite SYS_ADMIN; Unconfined does not",
+            v30,
+            IMAGES,
+            |c| Box::pin(seccomp_sethostname(c)),
+        ),
+        test("A privileged container ignores its seccomp profile", v30, IMAGES, |c| {
+            Box::pin(seccomp_privileged(c))
+        }),
+        test(
+            "A container that names no capabilities gets the default set: CHOWN DAC_OVERRIDE FSETID FOWNER SETGID \
+             SETUID SETPCAP NET_BIND_SERVICE KILL",
+            v30,
+            IMAGES,
+            |c| Box::pin(default_capabilities(c)),
+        ),
+        test("A container that names no masked or read-only paths gets the default ones", v30, IMAGES, |c| {
+            Box::pin(default_paths(c))
+        }),
         test("A read-only rootfs cannot be written; its volumes can", v30, IMAGES, |c| Box::pin(readonly_rootfs(c))),
     ]
 }
@@ -318,20 +358,24 @@ async fn user_and_groups(ctx: Ctx) -> TestResult {
 }
 
 async fn image_user(ctx: Ctx) -> TestResult {
+    use fixtures::{IMAGE_EXTRA_GID, IMAGE_GID, IMAGE_UID, IMAGE_USER_UID};
     with_kit(&ctx, "image-user", |kit| async move {
-        let by_uid = kit.image(fixtures::USER_UID).await?;
-        let id = kit.run(kit.config("image-uid", &by_uid, &["sleep", "3600"])).await?;
-        let (uid, _, _) = init_ids(&kit, &id).await?;
-        check!(uid == fixtures::IMAGE_UID, "the image's USER {} gave uid {uid}", fixtures::IMAGE_UID);
-        let by_name = kit.image(fixtures::USER_NAME).await?;
-        let id = kit.run(kit.config("image-username", &by_name, &["sleep", "3600"])).await?;
-        let (uid, gid, _) = init_ids(&kit, &id).await?;
-        check!(
-            uid == fixtures::IMAGE_USER_UID && gid == fixtures::IMAGE_USER_UID,
-            "the image's USER {} gave uid {uid} gid {gid}, not {} from its /etc/passwd",
-            fixtures::IMAGE_USER,
-            fixtures::IMAGE_USER_UID
-        );
+        // (image, USER, uid, gid): a name takes its gid from /etc/passwd unless a group follows.
+        let cases = [
+            (fixtures::USER_UID, IMAGE_UID.to_string(), IMAGE_UID, 0),
+            (fixtures::USER_UID_GROUP, format!("{IMAGE_UID}:{IMAGE_GID}"), IMAGE_UID, IMAGE_GID),
+            (fixtures::USER_NAME, fixtures::IMAGE_USER.to_string(), IMAGE_USER_UID, IMAGE_USER_UID),
+            (fixtures::USER_NAME_GROUP, format!("{}:extra", fixtures::IMAGE_USER), IMAGE_USER_UID, IMAGE_EXTRA_GID),
+        ];
+        for (i, (repo, user, want_uid, want_gid)) in cases.into_iter().enumerate() {
+            let image = kit.image(repo).await?;
+            let id = kit.run(kit.config(&format!("image-user-{i}"), &image, &["sleep", "3600"])).await?;
+            let (uid, gid, _) = init_ids(&kit, &id).await?;
+            check!(
+                uid == want_uid && gid == want_gid,
+                "the image's USER {user} gave uid {uid} gid {gid}, not {want_uid} / {want_gid}"
+            );
+        }
         Ok(())
     })
     .await
@@ -351,6 +395,55 @@ async fn run_as_username(ctx: Ctx) -> TestResult {
             fixtures::IMAGE_USER,
             fixtures::IMAGE_USER_UID
         );
+        // Another name than the image's USER: a runtime that ignored the request would run as app.
+        let mut config = kit.config("username-root", &image, &["sleep", "3600"]);
+        security(&mut config).run_as_username = "root".into();
+        let id = kit.run(config).await?;
+        let (uid, gid, _) = init_ids(&kit, &id).await?;
+        check!(
+            uid == 0 && gid == 0,
+            "run_as_username root on an image whose USER is {} gave uid {uid} gid {gid}, not 0 / 0",
+            fixtures::IMAGE_USER
+        );
+        let name = kit.exec_ok(&id, &["id", "-un"]).await?;
+        check!(name.trim() == "root", "`id -un` says {:?}, not root", name.trim());
+        Ok(())
+    })
+    .await
+}
+
+/// The container's namespace links (`/proc/self/ns/<kind>` of an exec) against the harness's
+/// own, which are the node's.
+async fn namespace_links(kit: &Kit, id: &str) -> Result<Vec<(&'static str, bool)>, Failure> {
+    let mut same = Vec::new();
+    for kind in ["pid", "ipc", "net"] {
+        let inside = kit.exec_ok(id, &["readlink", &format!("/proc/self/ns/{kind}")]).await?;
+        let node = std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .map_err(|e| Failure::fail(format!("cannot read the node's /proc/self/ns/{kind}: {e}")))?;
+        same.push((kind, inside.trim() == node.display().to_string()));
+    }
+    Ok(same)
+}
+
+async fn node_namespaces(ctx: Ctx) -> TestResult {
+    let node = |c: &mut model::PodSandboxConfig| {
+        c.hostname.clear();
+        let options = super::podkit::namespace_options(c);
+        options.pid = model::NamespaceMode::Node as i32;
+        options.ipc = model::NamespaceMode::Node as i32;
+        options.network = model::NamespaceMode::Node as i32;
+    };
+    with_kit_config(&ctx, "host-namespaces", node, |kit| async move {
+        let id = kit.run_sleeper("host-namespaces").await?;
+        let apart: Vec<_> = namespace_links(&kit, &id).await?.into_iter().filter(|(_, same)| !same).collect();
+        check!(apart.is_empty(), "with pid, ipc and network NODE, the container is not in the node's {apart:?}");
+        Ok(())
+    })
+    .await?;
+    with_kit(&ctx, "pod-namespaces", |kit| async move {
+        let id = kit.run_sleeper("pod-namespaces").await?;
+        let shared: Vec<_> = namespace_links(&kit, &id).await?.into_iter().filter(|(_, same)| *same).collect();
+        check!(shared.is_empty(), "with pid CONTAINER, ipc and network POD, the container is in the node's {shared:?}");
         Ok(())
     })
     .await
@@ -485,6 +578,199 @@ async fn readonly_rootfs(ctx: Ctx) -> TestResult {
         check!(r.exit_code != 0, "writing to a read-only rootfs succeeded");
         kit.exec_ok(&id, &["touch", "/data/written"]).await?;
         check!(volume.path().join("written").exists(), "a file written to the volume is not on the node");
+        Ok(())
+    })
+    .await
+}
+
+/// The `Seccomp:` mode (0 off, 1 strict, 2 filter) of the container's process and of an
+/// exec's (`cat` reading its own /proc/self/status, as critest reads it).
+async fn seccomp_mode(kit: &Kit, id: &str) -> Result<(String, String), Failure> {
+    let field = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("(no Seccomp line)")
+            .to_string()
+    };
+    let init = field(&kit.exec_ok(id, &["cat", "/proc/1/status"]).await?);
+    let exec = field(&kit.exec_ok(id, &["cat", "/proc/self/status"]).await?);
+    Ok((init, exec))
+}
+
+/// A shell container whose security context carries `seccomp` (None: neither field set).
+async fn run_with_seccomp(kit: &Kit, name: &str, seccomp: Option<model::SecurityProfile>) -> Result<String, Failure> {
+    let mut config = kit.shell_config(name, "exec sleep 3600").await?;
+    // The kit never sets the deprecated seccomp_profile_path: `None` leaves both fields empty.
+    security(&mut config).seccomp = seccomp;
+    kit.run(config).await
+}
+
+/// The CRI: a nil profile is Unconfined (the kubelet sends one only with seccompDefault off and
+/// no pod profile; critest sends none). A runtime that applies its default profile here breaks
+/// workloads that ran unconfined before.
+async fn seccomp_none(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "seccomp-none", |kit| async move {
+        let id = run_with_seccomp(&kit, "seccomp-none", None).await?;
+        let (init, exec) = seccomp_mode(&kit, &id).await?;
+        check!(
+            init == "0" && exec == "0",
+            "with neither seccomp nor seccomp_profile_path set, Seccomp is {init} for the container and {exec} for \
+             an exec, not 0 (unconfined): a nil profile means Unconfined"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Writes a Localhost profile that allows everything but `denied`; the directory goes with the guard.
+fn localhost_profile(denied: &[&str]) -> Result<(tempfile::TempDir, String), Failure> {
+    let dir = tempfile::Builder::new()
+        .prefix("lockstep-conformance-seccomp-")
+        .tempdir()
+        .map_err(|e| Failure::fail(format!("cannot make a temp dir: {e}")))?;
+    let path = dir.path().join("profile.json");
+    let profile_json = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO"}],
+    });
+    std::fs::write(&path, profile_json.to_string())
+        .map_err(|e| Failure::fail(format!("cannot write {}: {e}", path.display())))?;
+    Ok((dir, path.display().to_string()))
+}
+
+fn localhost(path: &str) -> model::SecurityProfile {
+    model::SecurityProfile { profile_type: ProfileType::Localhost as i32, localhost_ref: path.into() }
+}
+
+async fn seccomp_modes(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "seccomp-modes", |kit| async move {
+        let (_dir, path) = localhost_profile(&["sethostname"])?;
+        for (name, seccomp, want) in [
+            ("seccomp-runtime-default", profile(ProfileType::RuntimeDefault), "2"),
+            ("seccomp-localhost", localhost(&path), "2"),
+            ("seccomp-unconfined", profile(ProfileType::Unconfined), "0"),
+        ] {
+            let id = run_with_seccomp(&kit, name, Some(seccomp.clone())).await?;
+            let (init, exec) = seccomp_mode(&kit, &id).await?;
+            check!(
+                init == want && exec == want,
+                "seccomp {:?} gave Seccomp {init} for the container and {exec} for an exec, not {want}",
+                ProfileType::try_from(seccomp.profile_type).unwrap_or(ProfileType::RuntimeDefault)
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Whether `hostname <new>` works in a container running `config`.
+async fn sethostname_works(kit: &Kit, config: model::ContainerConfig) -> Result<bool, Failure> {
+    let id = kit.run(config).await?;
+    let r = kit
+        .exec(&id, &["hostname", "lockstep-renamed"], 30)
+        .await
+        .map_err(|e| crate::framework::call_failed("ExecSync", &e))?;
+    Ok(r.exit_code == 0)
+}
+
+async fn seccomp_sethostname(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "seccomp-hostname", |kit| async move {
+        let (_dir, path) = localhost_profile(&["sethostname"])?;
+        let mut unconfined = kit.shell_config("hostname-unconfined", "exec sleep 3600").await?;
+        with_caps(&mut unconfined, &["SYS_ADMIN"], &[]);
+        check!(
+            sethostname_works(&kit, unconfined).await?,
+            "`hostname` failed with SYS_ADMIN and seccomp Unconfined: nothing should block it"
+        );
+        let mut blocked = kit.shell_config("hostname-blocked", "exec sleep 3600").await?;
+        with_caps(&mut blocked, &["SYS_ADMIN"], &[]);
+        security(&mut blocked).seccomp = Some(localhost(&path));
+        check!(
+            !sethostname_works(&kit, blocked).await?,
+            "`hostname` worked under a Localhost profile that refuses sethostname"
+        );
+        Ok(())
+    })
+    .await
+}
+
+async fn seccomp_privileged(ctx: Ctx) -> TestResult {
+    let adjust = |c: &mut model::PodSandboxConfig| {
+        c.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default).privileged =
+            true;
+    };
+    with_kit_config(&ctx, "seccomp-privileged", adjust, |kit| async move {
+        let (_dir, path) = localhost_profile(&["sethostname"])?;
+        let mut config = kit.shell_config("seccomp-privileged", "exec sleep 3600").await?;
+        let sc = security(&mut config);
+        sc.privileged = true;
+        sc.masked_paths.clear();
+        sc.readonly_paths.clear();
+        sc.seccomp = Some(localhost(&path));
+        check!(
+            sethostname_works(&kit, config).await?,
+            "`hostname` failed in a privileged container: its Localhost profile was applied, but privileged \
+             containers run without seccomp"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// CRI-O's nine; what lockstepd and CRI-O give. containerd and Docker give five more (MKNOD,
+/// NET_RAW, SETFCAP, SYS_CHROOT, AUDIT_WRITE), which this test reports.
+const DEFAULT_CAPABILITIES: [&str; 9] =
+    ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE", "KILL"];
+
+async fn default_capabilities(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "caps-default", |kit| async move {
+        let mut config = kit.shell_config("caps-default", "exec sleep 3600").await?;
+        // As the kubelet sends a container whose securityContext names no capabilities.
+        security(&mut config).capabilities = None;
+        let id = kit.run(config).await?;
+        let status = kit.exec_ok(&id, &["cat", "/proc/1/status"]).await?;
+        let want = DEFAULT_CAPABILITIES.iter().fold(0u64, |m, c| m | bit(c)) & node_capabilities()?;
+        for field in ["CapEff:", "CapBnd:"] {
+            let got = status_mask(&status, field)?;
+            let extra: Vec<_> = names(got & !want);
+            let missing: Vec<_> = names(want & !got);
+            check!(
+                got == want,
+                "{field} of a container that names no capabilities: extra {extra:?}, missing {missing:?} \
+                 (the default set is {DEFAULT_CAPABILITIES:?})"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The kubelet always sends its own lists, except for a privileged container; critest sends
+/// none: then the runtime's defaults apply, which cover at least the kubelet's lists.
+async fn default_paths(ctx: Ctx) -> TestResult {
+    use crate::kubelet::container_config::{MASKED_PATHS, READONLY_PATHS};
+    with_kit(&ctx, "paths-default", |kit| async move {
+        let mut config = kit.shell_config("paths-default", "exec sleep 3600").await?;
+        let sc = security(&mut config);
+        sc.masked_paths.clear();
+        sc.readonly_paths.clear();
+        let id = kit.run(config).await?;
+        let mounts = mount_points(&kit, &id).await?;
+        let mut problems = Vec::new();
+        for path in MASKED_PATHS.iter().filter(|p| std::path::Path::new(p).exists()) {
+            if !mounts.iter().any(|(p, _)| p == path) {
+                problems.push(format!("{path} is not masked"));
+            }
+        }
+        for path in READONLY_PATHS.iter().filter(|p| std::path::Path::new(p).exists()) {
+            let mount = mounts.iter().rev().find(|(p, _)| p == path);
+            if !mount.is_some_and(|(_, o)| o.split(',').any(|o| o == "ro")) {
+                problems.push(format!("{path} is not mounted read-only ({mount:?})"));
+            }
+        }
+        check!(problems.is_empty(), "with no masked or read-only paths requested: {}", problems.join("; "));
         Ok(())
     })
     .await
