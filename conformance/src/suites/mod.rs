@@ -14,6 +14,8 @@ pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
 mod security;
+mod streaming;
+mod websocket;
 
 use crate::framework::Test;
 
@@ -27,6 +29,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(containers::tests());
     tests.extend(container_logs::tests());
     tests.extend(exec::tests());
+    tests.extend(streaming::tests());
     tests.extend(container_stop::tests());
     tests.extend(container_resources::tests());
     tests.extend(security::tests());

@@ -1,6 +1,6 @@
 //! networking: what a pod's network looks like from the node — its IP on eth0 and lo up in its
-//! network namespace, a host port that reaches a listener inside the pod, and pod-to-pod
-//! traffic over the pod network. Listeners and clients run on threads inside the pods' network
+//! network namespace, a host port that reaches a listener inside the pod, and traffic from the
+//! node and from other pods over the pod network. Listeners and clients run on threads inside the pods' network
 //! namespaces, so no container image is needed.
 
 use std::io::{Read as _, Write as _};
@@ -28,6 +28,7 @@ pub fn tests() -> Vec<Test> {
         }),
         test("A host port reaches a listener in the pod through 127.0.0.1", &[], |c| Box::pin(host_port(c, true))),
         test("Pods reach each other over the pod network", &[], |c| Box::pin(pod_to_pod(c))),
+        test("The node reaches a listener in the pod at the pod's IP", &[], |c| Box::pin(node_to_pod(c))),
     ]
 }
 
@@ -50,7 +51,7 @@ async fn ip_on_eth0(ctx: Ctx) -> TestResult {
 }
 
 /// Accepts one connection inside `netns` on `port` and echoes one message.
-fn echo_server(netns: &std::path::Path, port: u16) -> Result<std::thread::JoinHandle<()>, Failure> {
+pub(crate) fn echo_server(netns: &std::path::Path, port: u16) -> Result<std::thread::JoinHandle<()>, Failure> {
     let listener = within(netns, podkit::net_flag(), move || TcpListener::bind(("0.0.0.0", port)))?
         .map_err(|e| Failure::fail(format!("cannot listen on {port} inside the pod: {e}")))?;
     Ok(std::thread::spawn(move || {
@@ -126,6 +127,32 @@ async fn host_port(ctx: Ctx, via_loopback: bool) -> TestResult {
             Err(e) => {
                 Err(Failure::fail(format!("{target} (host port {port} -> pod {}:8080) does not answer: {e}", pod.ip)))
             }
+        }
+    })
+    .await
+}
+
+/// critest's port mapping with only a container port: the node reaches pod IP:port directly.
+async fn node_to_pod(ctx: Ctx) -> TestResult {
+    with_pod(&ctx, pod_config("node-to-pod"), |pod| async move {
+        let netns = podkit::netns(&pod)?;
+        let server = echo_server(&netns, 8080)?;
+        let target: SocketAddr = format!("{}:8080", pod.ip)
+            .parse()
+            .map_err(|_| Failure::fail(format!("the pod's IP {:?} is not an IPv4", pod.ip)))?;
+        let reply = tokio::task::spawn_blocking(move || echo_from(target, "node to pod"))
+            .await
+            .map_err(|e| Failure::fail(format!("the client panicked: {e}")))?;
+        if reply.is_err() {
+            let _ = within(&netns, podkit::net_flag(), || TcpStream::connect(("127.0.0.1", 8080)));
+        }
+        let _ = server.join();
+        match reply {
+            Ok(text) => {
+                check!(text == "node to pod", "the pod echoed {text:?}");
+                Ok(())
+            }
+            Err(e) => Err(Failure::fail(format!("the node cannot reach {target}: {e}"))),
         }
     })
     .await
