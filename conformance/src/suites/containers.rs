@@ -43,7 +43,9 @@ pub fn tests() -> Vec<Test> {
         test("RemoveContainer of an id the runtime never knew succeeds and makes nothing", v30, &[], |c| {
             Box::pin(unknown_container(c, Verb::Remove))
         }),
-        test("RemoveContainer removes a running container", v30, IMAGES, |c| Box::pin(remove_running(c))),
+        test("RemoveContainer removes a created and a running container", v30, IMAGES, |c| {
+            Box::pin(remove_running(c))
+        }),
         test("ListContainers filters by id, state, pod sandbox and label selector", v30, IMAGES, |c| {
             Box::pin(list_filters(c))
         }),
@@ -297,6 +299,12 @@ async fn gone(kit: &Kit, id: &str) -> TestResult {
 
 async fn remove_running(ctx: Ctx) -> TestResult {
     with_kit(&ctx, "remove-running", |kit| async move {
+        let created = kit.create(kit.shell_config("remove-created", "exec sleep 3600").await?).await?;
+        kit.client()
+            .remove_container(model::RemoveContainerRequest { container_id: created.clone() })
+            .await
+            .map_err(|e| call_failed("RemoveContainer of a created container", &e))?;
+        gone(&kit, &created).await?;
         let id = kit.run_sleeper("remove-running").await?;
         kit.client()
             .remove_container(model::RemoveContainerRequest { container_id: id.clone() })

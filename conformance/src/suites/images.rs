@@ -29,7 +29,7 @@ pub fn tests() -> Vec<Test> {
         }),
         test("PullImage by digest gives the same image ID as by tag", v30, REGISTRY, |c| Box::pin(pull_by_digest(c))),
         test("a reference without a tag is pulled as :latest", v30, REGISTRY, |c| Box::pin(pull_latest(c))),
-        test("ImageStatus finds an image by ID, by tag and by digest", v30, REGISTRY, |c| {
+        test("ImageStatus gives the same answer by ID, by each tag and by each digest", v30, REGISTRY, |c| {
             Box::pin(status_by_every_name(c))
         }),
         test("ImageStatus of an absent image returns no image and no error", v30, REGISTRY, |c| {
@@ -42,7 +42,15 @@ pub fn tests() -> Vec<Test> {
         test("an image whose USER is a name, with or without a group, reports it as username", v30, REGISTRY, |c| {
             Box::pin(user_name(c))
         }),
-        test("ListImages lists an image once with all its tags", v30, REGISTRY, |c| Box::pin(list_tags(c))),
+        test("ListImages lists each image once with exactly the tags it was pulled by", v30, REGISTRY, |c| {
+            Box::pin(list_tags(c))
+        }),
+        test(
+            "An image pulled from two registries is one image; RemoveImage by one name removes both",
+            v30,
+            REGISTRY,
+            |c| Box::pin(two_registries(c)),
+        ),
         test("ListImages with a filter returns only the image it names", v30, REGISTRY, |c| Box::pin(list_filter(c))),
         test("RemoveImage by one tag removes the image with all its tags", v30, REGISTRY, |c| {
             Box::pin(remove_by_tag(c))
@@ -156,8 +164,8 @@ async fn pull_by_tag(ctx: Ctx) -> TestResult {
     let image = pulled(&mut c, &env, shell).await?;
     check!(image.id == shell.id(), "ImageStatus id {:?}, expected {}", image.id, shell.id());
     check!(
-        image.repo_tags.contains(&shell.reference(&env.host)),
-        "repo_tags {:?} lack {}",
+        image.repo_tags == [shell.reference(&env.host)],
+        "repo_tags {:?} are not just {}",
         image.repo_tags,
         shell.reference(&env.host)
     );
@@ -176,7 +184,12 @@ async fn pull_by_digest(ctx: Ctx) -> TestResult {
     let mut c = ctx.kubelet();
     let uid = env.fixture(fixtures::USER_UID);
     absent(&mut c, uid).await?;
-    let by_digest = pull(&mut c, &uid.digest_reference(&env.host)).await?;
+    let digest = uid.digest_reference(&env.host);
+    let by_digest = pull(&mut c, &digest).await?;
+    let image =
+        status(&mut c, &digest).await?.ok_or_else(|| Failure::fail(format!("ImageStatus {digest} found nothing")))?;
+    check!(image.repo_tags.is_empty(), "an image pulled by digest only has repo_tags {:?}", image.repo_tags);
+    check!(image.repo_digests == [digest.clone()], "pulled by {digest}, it has repo_digests {:?}", image.repo_digests);
     let by_tag = pull(&mut c, &uid.reference(&env.host)).await?;
     check!(
         by_digest == by_tag && by_tag == uid.id(),
@@ -207,10 +220,18 @@ async fn status_by_every_name(ctx: Ctx) -> TestResult {
     let mut c = ctx.kubelet();
     let web = env.fixture(fixtures::WEB);
     pulled(&mut c, &env, web).await?;
-    for name in [web.id().to_string(), web.reference(&env.host), web.digest_reference(&env.host)] {
+    let by_id = status(&mut c, web.id()).await?.ok_or_else(|| Failure::fail("ImageStatus by ID found nothing"))?;
+    check!(by_id.id == web.id(), "ImageStatus by ID gave id {}", by_id.id);
+    // Every name the runtime reports for the image gives the very same answer (critest).
+    let names: Vec<String> = [web.reference(&env.host), web.digest_reference(&env.host)]
+        .into_iter()
+        .chain(by_id.repo_tags.iter().cloned())
+        .chain(by_id.repo_digests.iter().cloned())
+        .collect();
+    for name in names {
         let image =
             status(&mut c, &name).await?.ok_or_else(|| Failure::fail(format!("ImageStatus {name} found nothing")))?;
-        check!(image.id == web.id(), "ImageStatus {name} gave id {}", image.id);
+        check!(image == by_id, "ImageStatus {name} gave {image:?}, but by ID {by_id:?}");
     }
     Ok(())
 }
@@ -294,6 +315,49 @@ async fn list_tags(ctx: Ctx) -> TestResult {
     check!(listed.len() == 1, "ListImages shows image {id} {} times", listed.len());
     for n in &names {
         check!(listed[0].repo_tags.contains(n), "repo_tags {:?} lack {n}", listed[0].repo_tags);
+    }
+    // An image pulled by one tag only lists that tag, nothing more.
+    let uid = env.fixture(fixtures::USER_UID);
+    absent(&mut c, uid).await?;
+    pulled(&mut c, &env, uid).await?;
+    let listed: Vec<model::Image> = list(&mut c).await?.into_iter().filter(|i| i.id == uid.id()).collect();
+    check!(listed.len() == 1, "ListImages shows image {} {} times", uid.id(), listed.len());
+    check!(
+        listed[0].repo_tags == [uid.reference(&env.host)],
+        "an image pulled by one tag lists repo_tags {:?}",
+        listed[0].repo_tags
+    );
+    Ok(())
+}
+
+/// critest: the same image under two registries' names (its mirrors of registry.k8s.io and
+/// k8s.gcr.io) is one image with both tags, and removing it by one name removes it by every
+/// name. Here the two names of the run's registry are 127.0.0.1:PORT and localhost:PORT.
+async fn two_registries(ctx: Ctx) -> TestResult {
+    let env = env(&ctx)?;
+    let mut c = ctx.kubelet();
+    let own = env.fixture(fixtures::OWN_REGISTRIES);
+    let Some((_, port)) = env.host.rsplit_once(':').filter(|(h, _)| *h == "127.0.0.1") else {
+        return Err(Failure::skip(format!("the registry {} is not on 127.0.0.1, so it has no second name", env.host)));
+    };
+    let first = own.reference(&env.host);
+    let second = own.reference(&format!("localhost:{port}"));
+    absent(&mut c, own).await?;
+    let (a, b) = (pull(&mut c, &first).await?, pull(&mut c, &second).await?);
+    check!(a == own.id() && b == own.id(), "pulled {first} as {a} and {second} as {b}, expected {}", own.id());
+    let listed: Vec<model::Image> = list(&mut c).await?.into_iter().filter(|i| i.id == own.id()).collect();
+    check!(listed.len() == 1, "ListImages shows the image {} times", listed.len());
+    for name in [&first, &second] {
+        check!(listed[0].repo_tags.contains(name), "repo_tags {:?} lack {name}", listed[0].repo_tags);
+    }
+    remove(&mut c, &first).await?;
+    for name in [first.as_str(), second.as_str(), own.id()] {
+        let found = status(&mut c, name).await?;
+        check!(
+            found.is_none(),
+            "after RemoveImage {first}, ImageStatus {name} still finds {:?}",
+            found.map(|i| i.repo_tags)
+        );
     }
     Ok(())
 }

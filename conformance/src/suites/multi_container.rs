@@ -1,6 +1,7 @@
 //! multi-container: what containers of one pod share — the network (one serves on localhost,
 //! another reaches it), the IPC and UTS namespaces and the pod's hostname, a volume, and with
-//! a shared PID namespace each other's processes (and without one, not).
+//! a shared PID namespace each other's processes (and without one, not); and what they keep
+//! apart: each its own log file.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub fn tests() -> Vec<Test> {
             Box::pin(shared_namespaces(c))
         }),
         test("Containers of a pod share a volume", IMAGES, |c| Box::pin(shared_volume(c))),
+        test("Each container of a pod writes its own log file", IMAGES, |c| Box::pin(own_logs(c))),
         test("With a shared PID namespace, containers see each other's processes", IMAGES, |c| Box::pin(shared_pid(c))),
         test("Without a shared PID namespace, each container has its own", IMAGES, |c| Box::pin(own_pid(c))),
     ]
@@ -118,6 +120,29 @@ async fn shared_volume(ctx: Ctx) -> TestResult {
             check!(std::time::Instant::now() < deadline, "the reader never saw the writer's file");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    })
+    .await
+}
+
+async fn own_logs(ctx: Ctx) -> TestResult {
+    with_kit(&ctx, "logs", |kit| async move {
+        for name in ["first", "second"] {
+            kit.run_shell(name, &format!("echo I am {name}; exec sleep 3600")).await?;
+        }
+        for (name, other) in [("first", "second"), ("second", "first")] {
+            let path = kit.log_file(name);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let text = loop {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if text.contains(&format!("I am {name}")) || std::time::Instant::now() > deadline {
+                    break text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            check!(text.contains(&format!("I am {name}")), "{}'s log lacks its line: {text:?}", path.display());
+            check!(!text.contains(&format!("I am {other}")), "{}'s log holds {other}'s line: {text:?}", path.display());
+        }
+        Ok(())
     })
     .await
 }
