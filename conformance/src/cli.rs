@@ -49,11 +49,12 @@ enum Command {
         #[arg(long)]
         without_large: bool,
     },
-    /// List the tests of one minor's profile.
+    /// List the tests (`area/name  (since 1.NN)`) of one minor's profile, or without --kube of
+    /// every minor: what --focus, --skip and the expected-failure lists match against.
     List {
         /// The Kubernetes minor, e.g. 1.36.
         #[arg(long)]
-        kube: String,
+        kube: Option<String>,
     },
     /// Run lockstepd pinned to a minor (what `run` starts when no --endpoint is given).
     #[command(hide = true)]
@@ -215,7 +216,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
-        Command::List { kube } => list(&kube).map(|()| ExitCode::SUCCESS),
+        Command::List { kube } => list(kube.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Fixtures { registry, without_large } => {
             tokio_runtime().and_then(|rt| rt.block_on(fixtures(&registry, !without_large))).map(|()| ExitCode::SUCCESS)
         }
@@ -245,9 +246,12 @@ fn daemon(kube: &str, args: Vec<OsString>) -> anyhow::Result<()> {
     lockstep_runtime::cli::run(minor, cli)
 }
 
-fn list(kube: &str) -> anyhow::Result<()> {
-    let minor = parse_minor(kube)?;
-    for test in framework::profile(&crate::suites::all(), minor, &Selection::default()) {
+fn list(kube: Option<&str>) -> anyhow::Result<()> {
+    let tests = match kube {
+        Some(kube) => framework::profile(&crate::suites::all(), parse_minor(kube)?, &Selection::default()),
+        None => crate::suites::all(),
+    };
+    for test in tests {
         println!("{}  (since {})", test.id(), test.since);
     }
     Ok(())
