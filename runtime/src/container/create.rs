@@ -192,7 +192,11 @@ impl ContainerManager {
         let settings = {
             let handlers = self.info.handlers();
             let features = handlers.get(&sandbox.oci_handler).map(|h| h.features).unwrap_or_default();
-            RuntimeSettings::new(self.info.config().cgroup_driver, features, self.host.clone())
+            let config = self.info.config();
+            RuntimeSettings {
+                seccomp_default_when_empty: config.runtime.seccomp_use_default_when_empty,
+                ..RuntimeSettings::new(config.cgroup_driver, features, self.host.clone())
+            }
         };
         let view = sandbox_view(sandbox);
         let built = spec::build(&SpecInput {

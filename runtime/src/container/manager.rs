@@ -150,6 +150,11 @@ impl ContainerManager {
         self.entry(id).ok_or_else(|| not_found(id))
     }
 
+    /// The entry of `id` if it names a container lockstepd knows; None for any other string.
+    fn known(&self, id: &str) -> Option<Arc<Entry>> {
+        crate::ids::is_safe_id(id).then(|| self.entry(id)).flatten()
+    }
+
     /// The OCI runtime of a handler, in lockstepd's layout.
     pub(super) fn runtime(&self, handler: &str) -> Result<CommandRuntime, ContainerError> {
         let handlers = self.info.handlers();
@@ -202,12 +207,19 @@ impl ContainerManager {
     // ---- StopContainer --------------------------------------------------------------------
 
     /// The stop signal, then SIGKILL after `timeout` seconds (0: SIGKILL at once); returns once
-    /// the exit is recorded. Stopping a stopped container succeeds.
+    /// the exit is recorded. Idempotent as the CRI requires: stopping a stopped, removed or
+    /// unknown container succeeds (the kubelet retries stops of containers already gone).
     pub fn stop(&self, id: &str, timeout: i64) -> Result<(), ContainerError> {
         if timeout < 0 {
             return Err(ContainerError::InvalidArgument(format!("timeout: {timeout} is negative")));
         }
-        let entry = self.existing(id)?;
+        if id.is_empty() {
+            return Err(ContainerError::InvalidArgument("container_id is empty".into()));
+        }
+        let Some(entry) = self.known(id) else {
+            tracing::debug!(container = %id, "StopContainer of an unknown container: nothing to stop");
+            return Ok(());
+        };
         let grace = Duration::from_secs(timeout as u64);
         if !grace.is_zero() && self.signal_stop(&entry)? {
             // The grace period is waited out without the container's lock: a shorter stop (a
