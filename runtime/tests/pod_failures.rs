@@ -68,7 +68,7 @@ async fn a_del_that_fails_during_rollback_keeps_the_pod_until_stop_releases_it()
     assert!(problem.contains("DEL refused for the test"), "the problem is recorded: {info}");
     assert!(daemon.root().join("cni").join(format!("{id}.json")).exists(), "the CNI cache stays for the DEL");
     assert!(
-        lockstep_runtime::sandbox::namespaces::is_pinned(&ns_path(&daemon, &id, "net")),
+        lockstep_runtime::host::namespaces::is_pinned(&ns_path(&daemon, &id, "net")),
         "the network namespace stays pinned: a DEL without it cannot remove the masquerade rules"
     );
     assert!(!iptables_rules_of(&id).is_empty(), "the bridge's rules wait for the DEL");
