@@ -1,6 +1,6 @@
 //! The command line: `run` (one minor's profile against an endpoint, or an embedded lockstepd),
-//! `skew` (every minor's profile), `bench`, `list`, and the hidden `daemon` that the embedded
-//! lockstepd runs as.
+//! `skew` (every minor's profile), `bench`, `list`, `critest` (a critest report judged by an
+//! expected list), and the hidden `daemon` that the embedded lockstepd runs as.
 //! Exit codes: 0 all passed, 1 some failed, 2 the run could not happen.
 
 use std::ffi::OsString;
@@ -48,6 +48,16 @@ enum Command {
         /// Leave out the ~200 MB benchmark image.
         #[arg(long)]
         without_large: bool,
+    },
+    /// Judge a critest run (its Ginkgo JSON report) by a runtime's expected failures and skips
+    /// (conformance/expected/critest-<runtime>.toml): exit 1 on any difference from the list.
+    Critest {
+        /// critest's JSON report (`critest -ginkgo.json-report FILE`, `critest-env run --report FILE`).
+        #[arg(long, value_name = "FILE")]
+        report: PathBuf,
+        /// The runtime's expected critest outcomes.
+        #[arg(long, value_name = "FILE")]
+        expected: PathBuf,
     },
     /// List the tests (`area/name  (since 1.NN)`) of one minor's profile, or without --kube of
     /// every minor: what --focus, --skip and the expected-failure lists match against.
@@ -217,6 +227,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
         Command::List { kube } => list(kube.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Critest { report, expected } => critest(&report, &expected),
         Command::Fixtures { registry, without_large } => {
             tokio_runtime().and_then(|rt| rt.block_on(fixtures(&registry, !without_large))).map(|()| ExitCode::SUCCESS)
         }
@@ -255,6 +266,27 @@ fn list(kube: Option<&str>) -> anyhow::Result<()> {
         println!("{}  (since {})", test.id(), test.since);
     }
     Ok(())
+}
+
+fn critest(report: &std::path::Path, expected: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let specs = crate::critest::read_report(report)?;
+    let expected = crate::critest::Expected::load(expected)?;
+    let verdict = crate::critest::judge(&specs, &expected);
+    for problem in &verdict.problems {
+        println!("  {problem}");
+    }
+    println!(
+        "critest: {} passed, {} failed, {} skipped; {}",
+        verdict.passed,
+        verdict.failed,
+        verdict.skipped,
+        if verdict.ok() {
+            "every failure and skip is listed with its reason".to_string()
+        } else {
+            format!("{} differences from the expected list", verdict.problems.len())
+        }
+    );
+    Ok(if verdict.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn fixtures(registry: &str, with_large: bool) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod critest;
 pub mod expected;
 pub mod fixtures;
 pub mod framework;

@@ -699,7 +699,7 @@ async fn resources_update_and_security_contexts_apply() {
     assert_eq!((reported.uid, reported.gid), (1500, 1500));
     assert!(reported.supplemental_groups.contains(&4242));
 
-    // Default capabilities, then all dropped; a read-only rootfs; RuntimeDefault seccomp.
+    // Default capabilities, then all dropped; a read-only rootfs; seccomp unset and RuntimeDefault.
     let caps = |out: &model::ExecSyncResponse| {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         text.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())).unwrap()
@@ -710,6 +710,14 @@ async fn resources_update_and_security_contexts_apply() {
     let out = node.exec(&plain, &["grep", "-c", "/proc/timer_list", "/proc/self/mountinfo"], 10).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "/proc/timer_list is masked by default");
     let out = node.exec(&plain, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "no seccomp profile named: unconfined, as the CRI documents");
+    let mut confined = container("confined", &image_id, "sleep 1000");
+    security(&mut confined).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let confined = node.run(&pod, confined).await;
+    let out = node.exec(&confined, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
     assert_ne!(out.exit_code, 0, "RuntimeDefault seccomp refuses a new user namespace");
     let mut config = container("locked", &image_id, "sleep 1000");
     let sc = security(&mut config);
@@ -762,7 +770,7 @@ async fn resources_update_and_security_contexts_apply() {
     let out = node.exec(&device, &["sh", "-c", "echo gone > /dev/xnull && test -c /dev/xnull"], 10).await.unwrap();
     assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
 
-    for id in [user, plain, locked, unconfined, localhost, device] {
+    for id in [user, plain, confined, locked, unconfined, localhost, device] {
         node.remove(&id).await;
     }
     node.assert_no_container_leaks();
@@ -995,6 +1003,10 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
     let err = node.stop("0123456789abcdef", -1).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("timeout"), "{}", err.message());
+    // A container lockstepd never knew is stopped at once: StopContainer is idempotent.
+    node.stop("0123456789abcdef", 0).await.unwrap();
+    let err = node.stop("", 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
     node.assert_no_container_leaks();
     node.remove_pod(&pod.0).await;
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {

@@ -59,6 +59,11 @@ pub struct RuntimeSection {
     /// layout (crun 1.8) runs with the v2 mount hidden from it: on cgroup v1 alone, as the
     /// kubelet sees such a host. false: such a handler is reported as not working.
     pub hybrid_cgroup_v1_view: bool,
+    /// A container whose request names no seccomp profile at all (neither `seccomp` nor the
+    /// deprecated `seccomp_profile_path`) runs under RuntimeDefault instead of Unconfined, the
+    /// CRI's documented default (as CRI-O's seccomp_use_default_when_empty, or the kubelet's
+    /// --seccomp-default for every pod).
+    pub seccomp_use_default_when_empty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +123,7 @@ impl Default for RuntimeSection {
                 Handler { name: "runc".into(), path: PathBuf::from("runc") },
             ],
             hybrid_cgroup_v1_view: true,
+            seccomp_use_default_when_empty: false,
         }
     }
 }
@@ -301,6 +307,13 @@ impl Config {
              # hidden from it (cgroup v1 alone, as the kubelet sees the host); false: it is not used.\n\
              hybrid_cgroup_v1_view = {}",
             self.runtime.hybrid_cgroup_v1_view
+        );
+        let _ = writeln!(
+            s,
+            "# A container whose request names no seccomp profile runs Unconfined, as the CRI documents;\n\
+             # true: RuntimeDefault instead (like the kubelet's --seccomp-default).\n\
+             seccomp_use_default_when_empty = {}",
+            self.runtime.seccomp_use_default_when_empty
         );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");

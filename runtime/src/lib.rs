@@ -10,6 +10,7 @@ pub mod container;
 pub mod daemon;
 pub mod filter;
 pub mod helpers;
+pub mod host;
 pub mod ids;
 pub mod image;
 pub mod info;

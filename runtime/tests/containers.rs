@@ -264,14 +264,25 @@ fn run_to_end(lab: &Lab, id: &str, config: &model::ContainerConfig) -> (i32, Vec
 fn the_default_capabilities_and_seccomp_profile_apply() {
     let lab = Lab::new("runc");
     // A user namespace needs no capability, so only seccomp can refuse it.
-    let script = "grep -E 'CapEff|SigIgn' /proc/self/status; unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied";
+    let script = "grep -E 'CapEff|SigIgn|Seccomp:' /proc/self/status; unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied";
     let (code, lines) = run_to_end(&lab, "defaults", &Lab::config(&["sh", "-c", script]));
     assert_eq!(code, 0, "{lines:?}");
     // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
     assert!(lines.contains(&"stdout F CapEff:\t00000000000005fb".to_string()), "{lines:?}");
-    assert!(lines.contains(&"stdout F userns-denied".to_string()), "{lines:?}");
+    // No profile named at all: unconfined, as the CRI documents the empty profile.
+    assert!(lines.contains(&"stdout F Seccomp:\t0".to_string()), "{lines:?}");
+    assert!(lines.contains(&"stdout F userns-allowed".to_string()), "{lines:?}");
     // The monitor (a Rust program, which ignores SIGPIPE) hands on no ignored signal.
     assert!(lines.contains(&"stdout F SigIgn:\t0000000000000000".to_string()), "{lines:?}");
+
+    let mut runtime_default = Lab::config(&["sh", "-c", script]);
+    security(&mut runtime_default).seccomp = Some(model::SecurityProfile {
+        profile_type: model::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let (_, lines) = run_to_end(&lab, "runtime-default", &runtime_default);
+    assert!(lines.contains(&"stdout F Seccomp:\t2".to_string()), "{lines:?}");
+    assert!(lines.contains(&"stdout F userns-denied".to_string()), "{lines:?}");
 
     let mut unconfined = Lab::config(&["sh", "-c", script]);
     security(&mut unconfined).seccomp = Some(model::SecurityProfile {

@@ -13,7 +13,14 @@ use serde_json::{json, Value};
 use super::config::NetworkConfig;
 use super::exec::{self, CniExecError, Invocation, Plugins};
 use crate::persist::{PersistError, RecordDir};
-use crate::sandbox::validate::Bandwidth;
+
+/// Traffic limits of a pod in bits per second (`kubernetes.io/{ingress,egress}-bandwidth`),
+/// for the CNI bandwidth capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bandwidth {
+    pub ingress: Option<u64>,
+    pub egress: Option<u64>,
+}
 
 /// The file name of lockstep's own default network (written by ci/setup). Only this network's
 /// host-local range follows UpdateRuntimeConfig's pod CIDR; an operator's own file is never
@@ -146,11 +153,8 @@ pub fn add(attachment: &mut Attachment, plugins: &Plugins) -> Result<(), CniErro
 /// DEL through every plugin in reverse order with the cached result. Idempotent by the spec:
 /// plugins succeed on what is already gone. A namespace that is gone is passed as empty.
 pub fn del(attachment: &Attachment, plugins: &Plugins) -> Result<(), CniError> {
-    let netns = if crate::sandbox::namespaces::is_pinned(&attachment.netns) {
-        attachment.netns.clone()
-    } else {
-        PathBuf::new()
-    };
+    let netns =
+        if crate::host::namespaces::is_pinned(&attachment.netns) { attachment.netns.clone() } else { PathBuf::new() };
     for plugin in attachment.plugins().iter().rev() {
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
         let stdin = attachment.plugin_stdin(plugin, attachment.result.as_ref());

@@ -9,16 +9,15 @@ use std::path::{Path, PathBuf};
 use lockstep_cri::model;
 
 use super::host;
-use super::manager::{
-    internal, lock, now_nanos, ContainerError, ContainerManager, Entry, CREATE_TIMEOUT, KILL_WAIT, SIGKILL,
-};
+use super::lifecycle;
+use super::manager::{internal, lock, now_nanos, ContainerError, ContainerManager, Entry, SIGKILL};
 use super::record::{ContainerRecord, RecordState};
+use super::runtime::CreateRequest;
 use super::spec::{self, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
 use super::{rootfs, signal};
 use crate::image::reference;
 use crate::image::store::records::ImageRecord;
-use crate::monitor::{self, ContainerDir, MonitorConfig, MonitorError, MonitorState};
-use crate::oci::OciRuntime;
+use crate::monitor::{ContainerDir, MonitorError, MonitorState};
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 use crate::undo::Undo;
 
@@ -98,7 +97,7 @@ impl ContainerManager {
         let run_dir = self.run_root.join(id);
         let layer_dir = self.layers_root.join(id);
         let runtime = self.runtime(&sandbox.oci_handler)?;
-        let monitor_binary = self.monitor_binary.clone().map_err(ContainerError::Unavailable)?;
+        self.monitor_binary.as_ref().map_err(|problem| ContainerError::Unavailable(problem.clone()))?;
         let log_path = spec::log_file(&sandbox.log_directory, &config.log_path)?;
         let mut record = ContainerRecord {
             id: id.to_string(),
@@ -110,7 +109,7 @@ impl ContainerManager {
             started_at: 0,
             exit: None,
             oci_handler: sandbox.oci_handler.clone(),
-            cgroup2_hidden: runtime.command().cgroup2_hidden.clone(),
+            cgroup2_hidden: runtime.cgroup2_hidden().map(PathBuf::from),
             stop_signal: signal::DEFAULT_STOP_SIGNAL,
             init_pid: 0,
             run_dir: run_dir.clone(),
@@ -192,7 +191,11 @@ impl ContainerManager {
         let settings = {
             let handlers = self.info.handlers();
             let features = handlers.get(&sandbox.oci_handler).map(|h| h.features).unwrap_or_default();
-            RuntimeSettings::new(self.info.config().cgroup_driver, features, self.host.clone())
+            let config = self.info.config();
+            RuntimeSettings {
+                seccomp_default_when_empty: config.runtime.seccomp_use_default_when_empty,
+                ..RuntimeSettings::new(config.cgroup_driver, features, self.host.clone())
+            }
         };
         let view = sandbox_view(sandbox);
         let built = spec::build(&SpecInput {
@@ -221,23 +224,15 @@ impl ContainerManager {
         let dir = ContainerDir::new(&run_dir);
         let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
         undo.push("kill and delete the container", move || {
-            let _ = undo_runtime.kill(&undo_id, SIGKILL, true);
-            if matches!(monitor::state(&undo_dir), Ok(MonitorState::Running { .. })) {
-                let _ = monitor::wait_exit(&undo_dir, &undo_id, KILL_WAIT);
+            let _ = undo_runtime.signal(&undo_id, SIGKILL, true);
+            if matches!(undo_runtime.watch(&undo_dir), Ok(MonitorState::Running { .. })) {
+                let _ = undo_runtime.wait_exit(&undo_dir, &undo_id, lifecycle::KILL_WAIT);
             }
             undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
         });
-        let monitor_config = MonitorConfig {
-            container_id: id.to_string(),
-            runtime: runtime.command().clone(),
-            bundle,
-            log_path,
-            tty: config.tty,
-            stdin: config.stdin,
-            max_log_line: monitor::log::DEFAULT_MAX_LINE,
-            cgroups: self.monitor_cgroups.clone(),
-        };
-        let spawned = monitor::spawn(&monitor_binary, &dir, &monitor_config, CREATE_TIMEOUT).map_err(|e| match e {
+        let request =
+            CreateRequest { container_id: id.to_string(), bundle, log_path, tty: config.tty, stdin: config.stdin };
+        let spawned = runtime.create(&dir, &request).map_err(|e| match e {
             MonitorError::CreateFailed { message, .. } => ContainerError::Internal(format!(
                 "the OCI runtime {} could not create the container: {message}",
                 sandbox.oci_handler

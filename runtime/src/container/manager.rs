@@ -15,20 +15,18 @@ use std::time::Duration;
 use lockstep_cri::model;
 
 use super::host::HostFacts;
+use super::lifecycle::{self, Observed, UNKNOWN_EXIT};
 use super::record::{ContainerRecord, ExitInfo, RecordState};
+use super::runtime::{ContainerRuntime, Monitored};
 use super::{rootfs, signal, stats, ErrorKind, SpecError};
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
 use crate::monitor::{self, ContainerDir, MonitorError, MonitorState};
-use crate::oci::{CommandRuntime, OciError, OciRuntime, OciStatus};
+use crate::oci::{CommandRuntime, OciError, OciStatus, RuntimeCommand};
 use crate::persist::RecordDir;
 use crate::sandbox::{PodContainers, SandboxManager};
 
-/// How long the monitor may take to report that the runtime created the container.
-pub(super) const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a SIGKILLed container may take to be reaped and recorded.
-pub(super) const KILL_WAIT: Duration = Duration::from_secs(30);
-pub(super) const SIGKILL: i32 = 9;
+pub(super) use super::signal::SIGKILL;
 
 /// What went wrong, by the gRPC code it maps to; each message names the field or the id.
 #[derive(Debug, thiserror::Error)]
@@ -150,24 +148,55 @@ impl ContainerManager {
         self.entry(id).ok_or_else(|| not_found(id))
     }
 
-    /// The OCI runtime of a handler, in lockstepd's layout.
-    pub(super) fn runtime(&self, handler: &str) -> Result<CommandRuntime, ContainerError> {
+    /// The entry of `id` if it names a container lockstepd knows; None for any other string.
+    fn known(&self, id: &str) -> Option<Arc<Entry>> {
+        crate::ids::is_safe_id(id).then(|| self.entry(id)).flatten()
+    }
+
+    /// How a handler's OCI runtime is run, in lockstepd's layout.
+    fn command(&self, handler: &str) -> Result<RuntimeCommand, ContainerError> {
         let handlers = self.info.handlers();
         let probed = handlers.get(handler).ok_or_else(|| {
             ContainerError::FailedPrecondition(format!("runtime handler {handler:?} is not configured"))
         })?;
         let oci_dir = self.info.config().runroot.join("oci");
         let systemd = self.info.config().cgroup_driver == crate::config::CgroupDriver::Systemd;
-        let command = probed.command(&oci_dir, systemd).ok_or_else(|| {
+        probed.command(&oci_dir, systemd).ok_or_else(|| {
             ContainerError::FailedPrecondition(format!("runtime handler {handler:?}: its binary was not found"))
-        })?;
-        Ok(CommandRuntime::new(command))
+        })
     }
 
-    /// The OCI runtime of an existing container: its handler, run as when it was created.
-    pub(super) fn runtime_of(&self, record: &ContainerRecord) -> Result<CommandRuntime, ContainerError> {
-        let runtime = self.runtime(&record.oci_handler)?;
-        Ok(CommandRuntime::new(runtime.command().clone().hiding_cgroup2(record.cgroup2_hidden.clone())))
+    fn monitored(&self, handler: &str, runtime: Result<CommandRuntime, String>) -> Arc<dyn ContainerRuntime> {
+        Arc::new(Monitored {
+            handler: handler.to_string(),
+            runtime,
+            monitor_binary: self.monitor_binary.clone(),
+            monitor_cgroups: self.monitor_cgroups.clone(),
+        })
+    }
+
+    /// The runtime a new container of `handler` is made with.
+    pub(super) fn runtime(&self, handler: &str) -> Result<Arc<dyn ContainerRuntime>, ContainerError> {
+        let command = self.command(handler)?;
+        Ok(self.monitored(handler, Ok(CommandRuntime::new(command))))
+    }
+
+    /// The runtime of an existing container: its handler, run as when it was created. A
+    /// handler that cannot be run now is FailedPrecondition.
+    pub(super) fn runtime_of(&self, record: &ContainerRecord) -> Result<Arc<dyn ContainerRuntime>, ContainerError> {
+        let command = self.command(&record.oci_handler)?;
+        let runtime = CommandRuntime::new(command.hiding_cgroup2(record.cgroup2_hidden.clone()));
+        Ok(self.monitored(&record.oci_handler, Ok(runtime)))
+    }
+
+    /// As `runtime_of`, but a container whose handler cannot be run now is still watched
+    /// through its monitor (only the runtime's calls fail): for reading its state.
+    pub(super) fn watcher_of(&self, record: &ContainerRecord) -> Arc<dyn ContainerRuntime> {
+        let runtime = self
+            .command(&record.oci_handler)
+            .map(|command| CommandRuntime::new(command.hiding_cgroup2(record.cgroup2_hidden.clone())))
+            .map_err(|e| e.to_string());
+        self.monitored(&record.oci_handler, runtime)
     }
 
     /// The ids of a sandbox's containers.
@@ -202,20 +231,28 @@ impl ContainerManager {
     // ---- StopContainer --------------------------------------------------------------------
 
     /// The stop signal, then SIGKILL after `timeout` seconds (0: SIGKILL at once); returns once
-    /// the exit is recorded. Stopping a stopped container succeeds.
+    /// the exit is recorded. Idempotent as the CRI requires: stopping a stopped, removed or
+    /// unknown container succeeds (the kubelet retries stops of containers already gone).
     pub fn stop(&self, id: &str, timeout: i64) -> Result<(), ContainerError> {
         if timeout < 0 {
             return Err(ContainerError::InvalidArgument(format!("timeout: {timeout} is negative")));
         }
-        let entry = self.existing(id)?;
+        if id.is_empty() {
+            return Err(ContainerError::InvalidArgument("container_id is empty".into()));
+        }
+        let Some(entry) = self.known(id) else {
+            tracing::debug!(container = %id, "StopContainer of an unknown container: nothing to stop");
+            return Ok(());
+        };
         let grace = Duration::from_secs(timeout as u64);
         if !grace.is_zero() && self.signal_stop(&entry)? {
             // The grace period is waited out without the container's lock: a shorter stop (a
             // forced pod deletion), RemoveContainer or StopPodSandbox meanwhile kills at once.
             let record = entry.read();
-            match monitor::wait_exit(&ContainerDir::new(&record.run_dir), id, grace) {
+            let runtime = self.runtime_of(&record)?;
+            match runtime.wait_exit(&ContainerDir::new(&record.run_dir), id, grace) {
                 Ok(exit) => {
-                    self.mark_exited(&entry, exit_info(&exit));
+                    self.mark_exited(&entry, lifecycle::exit_info(&exit));
                     return Ok(());
                 }
                 Err(MonitorError::ExitTimeout { .. }) => {
@@ -223,9 +260,10 @@ impl ContainerManager {
                 }
                 Err(MonitorError::Lost { .. }) => {
                     // No monitor to record the exit: the runtime's word, through the same grace.
-                    let runtime = self.runtime_of(&record)?;
-                    if runtime_stopped_within(&runtime, id, grace)? {
-                        self.mark_exited(&entry, lost_exit(UNKNOWN_EXIT));
+                    if lifecycle::stopped_within(runtime.as_ref(), id, grace)
+                        .map_err(|e| ContainerError::Internal(e.to_string()))?
+                    {
+                        self.mark_exited(&entry, lifecycle::lost_exit(UNKNOWN_EXIT));
                         return Ok(());
                     }
                     tracing::info!(container = %id, ?grace, "stop signal not heeded in time: SIGKILL");
@@ -246,7 +284,7 @@ impl ContainerManager {
             return Ok(false);
         }
         let runtime = self.runtime_of(&record)?;
-        send(&runtime, &record.id, record.stop_signal, false)?;
+        send(runtime.as_ref(), &record.id, record.stop_signal, false)?;
         Ok(true)
     }
 
@@ -258,27 +296,12 @@ impl ContainerManager {
         }
         let id = record.id.as_str();
         let runtime = self.runtime_of(&record)?;
-        let dir = ContainerDir::new(&record.run_dir);
-        send(&runtime, id, SIGKILL, true)?;
-        let exit = self.wait_killed(&runtime, &dir, id)?;
+        send(runtime.as_ref(), id, SIGKILL, true)?;
+        let exit =
+            lifecycle::wait_killed(runtime.as_ref(), &record).map_err(|e| ContainerError::Internal(e.to_string()))?;
         self.mark_exited(entry, exit);
         tracing::info!(container = %id, "container stopped");
         Ok(())
-    }
-
-    /// After SIGKILL: the monitor's record, or (monitor lost) the runtime's word that it stopped.
-    fn wait_killed(&self, runtime: &CommandRuntime, dir: &ContainerDir, id: &str) -> Result<ExitInfo, ContainerError> {
-        match monitor::wait_exit(dir, id, KILL_WAIT) {
-            Ok(exit) => Ok(exit_info(&exit)),
-            Err(MonitorError::Lost { .. }) => {
-                if runtime_stopped_within(runtime, id, KILL_WAIT)? {
-                    Ok(lost_exit(128 + SIGKILL))
-                } else {
-                    Err(ContainerError::Internal(format!("container {id} survived SIGKILL")))
-                }
-            }
-            Err(e) => Err(ContainerError::Internal(format!("container {id} did not exit after SIGKILL: {e}"))),
-        }
     }
 
     // ---- RemoveContainer ------------------------------------------------------------------
@@ -312,16 +335,17 @@ impl ContainerManager {
         let id = record.id.as_str();
         let dir = ContainerDir::new(&record.run_dir);
         if let Ok(runtime) = self.runtime_of(record) {
-            let alive = match monitor::state(&dir) {
+            let alive = match runtime.watch(&dir) {
                 Ok(MonitorState::Running { .. }) => true,
                 Ok(MonitorState::Lost) => {
-                    runtime.state(id).ok().flatten().is_some_and(|s| s.status != OciStatus::Stopped)
+                    runtime.oci_state(id).ok().flatten().is_some_and(|s| s.status != OciStatus::Stopped)
                 }
                 _ => false,
             };
             if alive {
-                send(&runtime, id, SIGKILL, true)?;
-                self.wait_killed(&runtime, &dir, id)?;
+                send(runtime.as_ref(), id, SIGKILL, true)?;
+                lifecycle::wait_killed(runtime.as_ref(), record)
+                    .map_err(|e| ContainerError::Internal(e.to_string()))?;
             }
             runtime.delete(id).map_err(|e| ContainerError::Internal(format!("cannot delete container {id}: {e}")))?;
         }
@@ -341,31 +365,10 @@ impl ContainerManager {
         if !matches!(record.state, RecordState::Created | RecordState::Running) {
             return record;
         }
-        match monitor::state(&ContainerDir::new(&record.run_dir)) {
-            Ok(MonitorState::Running { .. }) => record,
-            Ok(MonitorState::Exited(exit)) => self.mark_exited(entry, exit_info(&exit)),
-            Ok(MonitorState::Lost) => {
-                if self.runtime_says_stopped(&record) {
-                    self.mark_exited(entry, lost_exit(UNKNOWN_EXIT))
-                } else {
-                    record
-                }
-            }
-            Err(e) => {
-                tracing::warn!(container = %record.id, error = %e, "cannot read the monitor's state");
-                record
-            }
+        match lifecycle::observe(&record, self.watcher_of(&record).as_ref()) {
+            Observed::Unchanged => record,
+            Observed::Exited(exit) => self.mark_exited(entry, exit),
         }
-    }
-
-    /// Whether the OCI runtime says a container whose monitor is lost has stopped or is gone.
-    /// Only its word records an exit: a failed query (a transient fork failure) says no, and
-    /// is asked again at the next refresh.
-    pub(super) fn runtime_says_stopped(&self, record: &ContainerRecord) -> bool {
-        self.runtime_of(record)
-            .ok()
-            .and_then(|r| r.state(&record.id).ok())
-            .is_some_and(|state| state.is_none_or(|s| !matches!(s.status, OciStatus::Running | OciStatus::Created)))
     }
 
     /// Records an exit (once), on disk and in memory.
@@ -458,52 +461,10 @@ impl PodContainers for ContainerManager {
 }
 
 /// Sends a signal; a container that is no longer running has nothing to receive it.
-pub(super) fn send(runtime: &CommandRuntime, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
-    match runtime.kill(id, signal, all) {
+pub(super) fn send(runtime: &dyn ContainerRuntime, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+    match runtime.signal(id, signal, all) {
         Ok(()) | Err(OciError::NotRunning { .. }) | Err(OciError::NotFound { .. }) => Ok(()),
         Err(e) => Err(ContainerError::Internal(format!("cannot signal container {id}: {e}"))),
-    }
-}
-
-pub(super) fn exit_info(exit: &monitor::ExitRecord) -> ExitInfo {
-    ExitInfo {
-        exit_code: exit.exit_code,
-        finished_at: exit.exited_at_ns,
-        oom_killed: exit.oom_killed,
-        message: String::new(),
-    }
-}
-
-/// The exit code recorded for a container whose monitor was lost before it exited.
-pub(super) const UNKNOWN_EXIT: i32 = 255;
-
-/// Whether the OCI runtime reports the container stopped (or gone) within `timeout`: how an
-/// exit is learned when the container's monitor is lost.
-fn runtime_stopped_within(runtime: &CommandRuntime, id: &str, timeout: Duration) -> Result<bool, ContainerError> {
-    let deadline = std::time::Instant::now() + timeout;
-    // Each look runs the runtime: often at first, then at most five a second for long graces.
-    let mut pause = Duration::from_millis(20);
-    loop {
-        let state = runtime.state(id).map_err(internal("cannot ask the OCI runtime"))?;
-        if state.is_none_or(|s| s.status == OciStatus::Stopped) {
-            return Ok(true);
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-}
-
-/// An exit whose code nobody recorded: the monitor was killed.
-pub(super) fn lost_exit(code: i32) -> ExitInfo {
-    ExitInfo {
-        exit_code: code,
-        finished_at: now_nanos(),
-        oom_killed: false,
-        message: "the container's monitor was lost; its real exit code is unknown".into(),
     }
 }
 

@@ -3,19 +3,23 @@
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
 //! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s,
-//! with `create` and `operations`),
-//! `rootfs` (overlay mounts), `recovery` (after a restart) and `stats` (cgroup readings).
+//! with `create` and `operations`), `runtime` (the seam: one container's monitor and OCI
+//! runtime behind one trait), `lifecycle` (the rules of what a container has come to, pure but
+//! for that seam), `rootfs` (overlay mounts), `recovery` (after a restart) and `stats`
+//! (cgroup readings).
 
 pub mod capabilities;
 mod create;
 pub mod host;
 pub mod inroot;
+pub mod lifecycle;
 mod manager;
 mod operations;
 pub mod record;
 mod recovery;
 pub mod resources;
 pub mod rootfs;
+pub mod runtime;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;

@@ -10,8 +10,8 @@ use lockstep_cri::model;
 use super::manager::{internal, lock, now_nanos, state_word, ContainerError, ContainerManager, Entry};
 use super::record::{ContainerRecord, RecordState};
 use super::{resources, stats};
-use crate::monitor::{self, ContainerDir};
-use crate::oci::{ExecOptions, OciError, OciRuntime, DEFAULT_EXEC_OUTPUT_CAP};
+use crate::monitor::ContainerDir;
+use crate::oci::OciError;
 
 impl ContainerManager {
     // ---- ContainerStats and ListContainerStats -----------------------------------------
@@ -96,7 +96,8 @@ impl ContainerManager {
                 state_word(record.state)
             )));
         }
-        monitor::reopen_log(&ContainerDir::new(&record.run_dir))
+        self.watcher_of(&record)
+            .reopen_log(&ContainerDir::new(&record.run_dir))
             .map_err(|e| ContainerError::Internal(format!("cannot reopen the log of container {id}: {e}")))
     }
 
@@ -126,15 +127,8 @@ impl ContainerManager {
         process.set_args(Some(cmd.to_vec()));
         process.set_terminal(Some(false));
         let runtime = self.runtime_of(&record)?;
-        // The runtime in a pure v1 view leaves the process in the reaper's v2 cgroup.
-        let hidden = runtime.command().cgroup2_hidden.as_deref();
-        let options = ExecOptions {
-            timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
-            output_cap: DEFAULT_EXEC_OUTPUT_CAP,
-            reaper: self.monitor_binary.clone().ok(),
-            reaper_cgroup: hidden.and_then(|h| self.monitor_cgroups.iter().find(|c| c.starts_with(h))).cloned(),
-        };
-        let outcome = runtime.exec(id, &process, options).map_err(|e| match e {
+        let limit = (timeout > 0).then(|| Duration::from_secs(timeout as u64));
+        let outcome = runtime.exec(id, &process, limit).map_err(|e| match e {
             OciError::NotRunning { .. } | OciError::NotFound { .. } => {
                 ContainerError::FailedPrecondition(format!("container {id} is not running"))
             }

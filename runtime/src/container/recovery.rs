@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use super::manager::{exit_info, lost_exit, ContainerError, ContainerManager, Entry, UNKNOWN_EXIT};
+use super::lifecycle::{self, Recovery};
+use super::manager::{ContainerError, ContainerManager, Entry};
 use super::record::{ContainerRecord, RecordState};
 use super::rootfs;
 use crate::monitor::{self, ContainerDir, MonitorState};
-use crate::oci::{OciRuntime, OciStatus};
+use crate::oci::OciRuntime;
 
 impl ContainerManager {
     pub(super) fn recover(&self) -> Result<(), ContainerError> {
@@ -53,47 +54,25 @@ impl ContainerManager {
         Ok(())
     }
 
-    /// A created or running container after a restart: still there, or exited meanwhile.
+    /// A created or running container after a restart: still there, exited meanwhile, or
+    /// started by a StartContainer that the crash cut short (lifecycle::recover decides).
     fn reconcile(&self, record: &mut ContainerRecord) {
-        let dir = ContainerDir::new(&record.run_dir);
-        let exit = match monitor::state(&dir) {
-            Ok(MonitorState::Running { .. }) => return self.reconcile_started(record),
-            Ok(MonitorState::Exited(exit)) => exit_info(&exit),
-            Ok(MonitorState::Lost) | Err(_) => {
-                if !self.runtime_says_stopped(record) {
-                    tracing::warn!(container = %record.id, "the container runs without its monitor: its output is lost");
-                    return;
-                }
-                lost_exit(UNKNOWN_EXIT)
+        match lifecycle::recover(record, self.watcher_of(record).as_ref()) {
+            Recovery::Keep | Recovery::TearDown => return,
+            Recovery::Exited(exit) => {
+                tracing::info!(container = %record.id, exit_code = exit.exit_code,
+                    "the container exited while lockstepd was down");
+                record.state = RecordState::Exited;
+                record.exit = Some(exit);
             }
-        };
-        tracing::info!(container = %record.id, exit_code = exit.exit_code, "the container exited while lockstepd was down");
-        record.state = RecordState::Exited;
-        record.exit = Some(exit);
+            Recovery::Started => {
+                tracing::info!(container = %record.id, "a start that a crash cut short had run: the container is running");
+                record.state = RecordState::Running;
+                record.started_at = super::manager::now_nanos();
+            }
+        }
         if let Err(e) = self.records.put(&record.id, &*record) {
-            tracing::warn!(container = %record.id, error = %e, "cannot persist the exit; it is read again later");
-        }
-    }
-
-    /// A container recorded as created whose runtime says it runs: lockstepd was killed after
-    /// the runtime's start and before the record said so. Recorded as running, from now.
-    fn reconcile_started(&self, record: &mut ContainerRecord) {
-        if record.state != RecordState::Created {
-            return;
-        }
-        let running = self
-            .runtime_of(record)
-            .ok()
-            .and_then(|r| r.state(&record.id).ok().flatten())
-            .is_some_and(|s| s.status == OciStatus::Running);
-        if !running {
-            return;
-        }
-        tracing::info!(container = %record.id, "a start that a crash cut short had run: the container is running");
-        record.state = RecordState::Running;
-        record.started_at = super::manager::now_nanos();
-        if let Err(e) = self.records.put(&record.id, &*record) {
-            tracing::warn!(container = %record.id, error = %e, "cannot persist the start; it is read again later");
+            tracing::warn!(container = %record.id, error = %e, "cannot persist what recovery found; it is read again later");
         }
     }
 

@@ -6,6 +6,8 @@ use lockstep_cri::model::Signal;
 
 /// SIGTERM: what StopContainer sends when neither the request nor the image names a signal.
 pub const DEFAULT_STOP_SIGNAL: i32 = 15;
+/// What ends a container that ignores its stop signal.
+pub const SIGKILL: i32 = 9;
 const SIGRTMIN: i32 = 34;
 const SIGRTMAX: i32 = 64;
 

@@ -85,6 +85,9 @@ pub struct RuntimeSettings {
     /// Capabilities a container gets unless it adds or drops.
     pub default_capabilities: CapSet,
     pub default_seccomp: Profile,
+    /// A request that names no seccomp profile gets `default_seccomp` (else Unconfined, the
+    /// CRI's default).
+    pub seccomp_default_when_empty: bool,
     /// What the handler supports.
     pub features: HandlerFeatures,
     pub host: HostFacts,
@@ -101,6 +104,7 @@ impl RuntimeSettings {
             cgroup_namespace: host.pure_cgroup_v2,
             default_capabilities: CapSet::from_names(capabilities::DEFAULT),
             default_seccomp: Profile::runtime_default(),
+            seccomp_default_when_empty: false,
             features,
             host,
             arch: std::env::consts::ARCH.to_string(),
@@ -443,8 +447,10 @@ fn apparmor_profile(sc: &model::LinuxContainerSecurityContext, host: &HostFacts)
     }
 }
 
-/// The seccomp profile to render: RuntimeDefault (also when nothing is said: secure by
-/// default), Unconfined (none), or the Localhost profile read by `host::resolve`.
+/// The seccomp profile to render: RuntimeDefault, Unconfined (none), or the Localhost profile
+/// read by `host::resolve`. The `seccomp` message decides when present (its zero value is
+/// RuntimeDefault); else the deprecated `seccomp_profile_path`, whose empty value the CRI
+/// documents as unconfined (RuntimeDefault when the daemon is configured so).
 #[allow(deprecated)] // the old string field is read when the new one is absent
 fn seccomp_profile<'a>(
     sc: &model::LinuxContainerSecurityContext,
@@ -452,11 +458,23 @@ fn seccomp_profile<'a>(
 ) -> Result<Option<&'a Profile>, SpecError> {
     use model::security_profile::ProfileType;
     let kind = match &sc.seccomp {
-        Some(p) => ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault),
+        Some(p) => ProfileType::try_from(p.profile_type).map_err(|_| {
+            SpecError::invalid(
+                format!("{SECURITY}.seccomp.profile_type"),
+                format!("{} is not a profile type", p.profile_type),
+            )
+        })?,
         None => match sc.seccomp_profile_path.as_str() {
-            "unconfined" => ProfileType::Unconfined,
+            "" if input.runtime.seccomp_default_when_empty => ProfileType::RuntimeDefault,
+            "" | "unconfined" => ProfileType::Unconfined,
+            "runtime/default" | "docker/default" => ProfileType::RuntimeDefault,
             p if p.starts_with("localhost/") => ProfileType::Localhost,
-            _ => ProfileType::RuntimeDefault,
+            other => {
+                return Err(SpecError::invalid(
+                    format!("{SECURITY}.seccomp_profile_path"),
+                    format!("{other:?} is not runtime/default, unconfined or localhost/<path>"),
+                ))
+            }
         },
     };
     match kind {

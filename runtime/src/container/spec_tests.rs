@@ -420,8 +420,29 @@ fn security_rules() {
         ..Default::default()
     });
     assert!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_none());
+    // Nothing named at all: Unconfined, as the CRI documents the empty seccomp_profile_path;
+    // RuntimeDefault when the daemon is configured so (the kubelet's --seccomp-default).
     security(&mut config).seccomp = None;
-    assert!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_some(), "secure by default when unset");
+    assert!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_none(), "unconfined when unset");
+    let defaulting = RuntimeSettings { seccomp_default_when_empty: true, ..runtime() };
+    let spec = build_with(&config, &sandbox(), &image(), &defaulting, &resolved()).unwrap().spec;
+    assert!(spec.linux().as_ref().unwrap().seccomp().is_some(), "RuntimeDefault when configured so");
+    // The deprecated string field, when the message is absent.
+    #[allow(deprecated)]
+    for (path, confined) in [("runtime/default", true), ("docker/default", true), ("unconfined", false)] {
+        security(&mut config).seccomp_profile_path = path.into();
+        assert_eq!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_some(), confined, "{path}");
+    }
+    #[allow(deprecated)]
+    {
+        security(&mut config).seccomp_profile_path = "strict".into();
+    }
+    assert_eq!(error(&config).field, "config.linux.security_context.seccomp_profile_path");
+    // A present message with its zero value is RuntimeDefault, whatever the old field says.
+    security(&mut config).seccomp = Some(model::SecurityProfile::default());
+    assert!(built(&config).spec.linux().as_ref().unwrap().seccomp().is_some(), "RuntimeDefault named");
+    security(&mut config).seccomp = Some(model::SecurityProfile { profile_type: 7, ..Default::default() });
+    assert_eq!(error(&config).field, "config.linux.security_context.seccomp.profile_type");
 
     let mut config = self::config();
     security(&mut config).masked_paths = vec!["/proc/only-this".into()];

@@ -175,12 +175,6 @@ impl CommandRuntime {
             },
         }
     }
-
-    /// `<runtime> features`, when the runtime has the command (runc 1.1+).
-    pub fn features(&self) -> Option<serde_json::Value> {
-        let out = self.call("features", &[]).ok()?;
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
-    }
 }
 
 impl OciRuntime for CommandRuntime {

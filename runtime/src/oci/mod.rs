@@ -33,6 +33,9 @@ pub enum OciError {
     Parse { handler: String, op: &'static str, id: String, message: String },
     #[error("cannot {what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// The handler cannot be run now (no longer configured, its binary gone).
+    #[error("runtime handler {handler:?}: {problem}")]
+    Unavailable { handler: String, problem: String },
 }
 
 /// A container's state as the OCI runtime reports it.

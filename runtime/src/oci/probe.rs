@@ -23,8 +23,18 @@ const PROBE_EXIT: i32 = 42;
 /// What a handler can do beyond the basics, as CRI's RuntimeHandlerFeatures reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandlerFeatures {
-    /// The runtime knows the `rro` mount option (`<runtime> features` lists it).
+    /// The runtime honours the `rro` mount option: a probe container found a submount of an
+    /// `rro` bind mount read-only (a runtime's own feature list is not taken on trust).
     pub recursive_read_only_mounts: bool,
+}
+
+/// What a probe container checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// That the runtime runs a container at all.
+    Runs,
+    /// That a bind mount with `rro` is read-only in its submounts too.
+    RecursiveReadOnly,
 }
 
 /// One configured handler and what the probe found.
@@ -181,13 +191,13 @@ pub fn probe_one(
     let mut runtime = CommandRuntime::new(RuntimeCommand::under(oci_dir, name, &path, systemd));
     if busybox.is_file() {
         probed.checked_by = "container".into();
-        if let Err(problem) = run_probe_container(&runtime, oci_dir, busybox, systemd) {
+        if let Err(problem) = run_probe_container(&runtime, oci_dir, busybox, systemd, Probe::Runs) {
             probed.problem = Some(problem.clone());
             // Only a refusal of the hybrid layout (crun: "cgroups in hybrid mode not supported")
             // is answered with the v1 view; any other failure stays the handler's problem.
             if let Some(cgroup2) = hybrid_cgroup2.filter(|_| problem.contains("hybrid")) {
                 let hiding = CommandRuntime::new(runtime.command().clone().hiding_cgroup2(Some(cgroup2.into())));
-                if run_probe_container(&hiding, oci_dir, busybox, systemd).is_ok() {
+                if run_probe_container(&hiding, oci_dir, busybox, systemd, Probe::Runs).is_ok() {
                     probed.problem = None;
                     probed.cgroup2_hidden = Some(cgroup2.into());
                     probed.checked_by = format!(
@@ -202,8 +212,18 @@ pub fn probe_one(
         probed.checked_by =
             format!("--version only: {} (busybox-static) is missing, so no probe container ran", busybox.display());
     }
-    if probed.works() {
-        probed.features = features(&runtime);
+    if probed.works() && busybox.is_file() {
+        probed.features = HandlerFeatures {
+            recursive_read_only_mounts: run_probe_container(
+                &runtime,
+                oci_dir,
+                busybox,
+                systemd,
+                Probe::RecursiveReadOnly,
+            )
+            .inspect_err(|problem| tracing::info!(handler = name, %problem, "no recursive read-only mounts"))
+            .is_ok(),
+        };
     }
     probed.took = started.elapsed();
     probed
@@ -223,18 +243,14 @@ pub fn hybrid_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mounts.into_iter().find(|m| m.fstype == "cgroup2" && m.point.parent() == Some(tree)).map(|m| m.point)
 }
 
-/// The handler's features from `<runtime> features`; a runtime without the command (crun
-/// 1.8) is reported without them rather than guessed.
-fn features(runtime: &CommandRuntime) -> HandlerFeatures {
-    let Some(features) = runtime.features() else {
-        return HandlerFeatures::default();
-    };
-    let mount_options = features.get("mountOptions").and_then(|o| o.as_array()).cloned().unwrap_or_default();
-    HandlerFeatures { recursive_read_only_mounts: mount_options.iter().any(|o| o.as_str() == Some("rro")) }
-}
-
-/// Runs the probe container and removes every trace of it; Err is the runtime's own message.
-fn run_probe_container(runtime: &CommandRuntime, oci_dir: &Path, busybox: &Path, systemd: bool) -> Result<(), String> {
+/// Runs a probe container and removes every trace of it; Err is the runtime's own message.
+fn run_probe_container(
+    runtime: &CommandRuntime,
+    oci_dir: &Path,
+    busybox: &Path,
+    systemd: bool,
+    probe: Probe,
+) -> Result<(), String> {
     // Unique per probe: two probes of one handler at once (tests, the hidden-view retry) must
     // not share a container id, a bundle or a cgroup.
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -246,9 +262,13 @@ fn run_probe_container(runtime: &CommandRuntime, oci_dir: &Path, busybox: &Path,
     let cgroup =
         if systemd { format!("system.slice:lockstep-probe:{suffix}") } else { format!("/lockstep-probe-{suffix}") };
     let result = (|| {
-        write_probe_bundle(&bundle, busybox, &cgroup).map_err(|e| format!("cannot write the probe bundle: {e}"))?;
+        write_probe_bundle(&bundle, busybox, &cgroup, probe)
+            .map_err(|e| format!("cannot write the probe bundle: {e}"))?;
         match runtime.run(&id, &bundle) {
             Ok(PROBE_EXIT) => Ok(()),
+            Ok(code) if probe == Probe::RecursiveReadOnly => {
+                Err(format!("a submount of an rro bind mount was writable (the probe exited with {code})"))
+            }
             Ok(code) => Err(format!(
                 "the probe container exited with {code} instead of {PROBE_EXIT}: {} does not run containers",
                 runtime.command().binary.display()
@@ -260,6 +280,9 @@ fn run_probe_container(runtime: &CommandRuntime, oci_dir: &Path, busybox: &Path,
         }
     })();
     let _ = runtime.delete(&id);
+    if probe == Probe::RecursiveReadOnly {
+        let _ = nix::mount::umount2(&bundle.join(RRO_SUBMOUNT), nix::mount::MntFlags::MNT_DETACH);
+    }
     let _ = std::fs::remove_dir_all(&bundle);
     if !systemd {
         remove_cgroup_dirs(cgroup.trim_start_matches('/'));
@@ -267,29 +290,56 @@ fn run_probe_container(runtime: &CommandRuntime, oci_dir: &Path, busybox: &Path,
     result
 }
 
+/// Where the recursive read-only probe's bind mount has its submount (a tmpfs), in the bundle.
+const RRO_SUBMOUNT: &str = "rro/sub";
+
 /// A bundle whose read-only rootfs holds empty mount points; busybox is bind-mounted as sh.
-fn write_probe_bundle(bundle: &Path, busybox: &Path, cgroup: &str) -> std::io::Result<()> {
+/// The recursive read-only probe also bind-mounts `<bundle>/rro` (holding a tmpfs at `sub`)
+/// with `rro` at /rro and exits with PROBE_EXIT only if writing there fails.
+fn write_probe_bundle(bundle: &Path, busybox: &Path, cgroup: &str, probe: Probe) -> std::io::Result<()> {
     let rootfs = bundle.join("rootfs");
-    for dir in ["bin", "proc", "dev"] {
+    for dir in ["bin", "proc", "dev", "rro"] {
         std::fs::create_dir_all(rootfs.join(dir))?;
     }
     std::fs::write(rootfs.join("bin/sh"), b"")?;
+    let mut mounts = vec![
+        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755", "size=64k"]}),
+        serde_json::json!({"destination": "/bin/sh", "type": "bind", "source": busybox, "options": ["rbind", "ro", "nosuid", "nodev"]}),
+    ];
+    let script = match probe {
+        Probe::Runs => format!("exit {PROBE_EXIT}"),
+        Probe::RecursiveReadOnly => {
+            let submount = bundle.join(RRO_SUBMOUNT);
+            std::fs::create_dir_all(&submount)?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &submount,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("size=64k,mode=755"),
+            )
+            .map_err(std::io::Error::from)?;
+            mounts.push(serde_json::json!({
+                "destination": "/rro", "type": "bind", "source": bundle.join("rro"),
+                "options": ["rbind", "ro", "rro", "rprivate"]
+            }));
+            // Both writes must fail: the bind mount itself and its submount.
+            format!("echo > /rro/sub/probe && exit 1; echo > /rro/probe && exit 2; exit {PROBE_EXIT}")
+        }
+    };
     let spec = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
-            "args": ["/bin/sh", "-c", format!("exit {PROBE_EXIT}")],
+            "args": ["/bin/sh", "-c", script],
             "env": ["PATH=/bin"],
             "cwd": "/",
             "noNewPrivileges": true
         },
         "root": {"path": "rootfs", "readonly": true},
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755", "size=64k"]},
-            {"destination": "/bin/sh", "type": "bind", "source": busybox, "options": ["rbind", "ro", "nosuid", "nodev"]}
-        ],
+        "mounts": mounts,
         "linux": {
             "cgroupsPath": cgroup,
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
@@ -330,6 +380,7 @@ mod tests {
             default_handler: default.into(),
             handlers: handlers.iter().map(|(n, p)| Handler { name: n.to_string(), path: p.into() }).collect(),
             hybrid_cgroup_v1_view: true,
+            seccomp_use_default_when_empty: false,
         };
         config
     }
@@ -349,6 +400,28 @@ mod tests {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
             !name.starts_with("probe")
         }));
+    }
+
+    #[test]
+    fn recursive_read_only_is_reported_only_where_a_submount_is_really_read_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A runc that drops `rro` from each bundle: it runs containers, its rro mounts are not.
+        let stripped = tmp.path().join("runc-without-rro");
+        std::fs::write(
+            &stripped,
+            "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  [ \"$prev\" = --bundle ] && sed -i 's/\"rro\",//g' \"$a/config.json\"\n  \
+             prev=$a\ndone\nexec runc \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&stripped, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let stripped = stripped.to_string_lossy().into_owned();
+        let set = probe_handlers(&config(tmp.path(), &[("runc", "runc"), ("stripped", &stripped)], ""));
+        assert!(set.handlers[0].features.recursive_read_only_mounts, "{:?}", set.handlers[0]);
+        assert!(set.handlers[1].works(), "{:?}", set.handlers[1]);
+        assert!(!set.handlers[1].features.recursive_read_only_mounts, "a runtime that ignores rro");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let here = tmp.path().to_string_lossy().into_owned();
+        assert!(!mountinfo.contains(&here), "the probe left a mount under {here}");
     }
 
     #[test]

@@ -12,8 +12,9 @@ use super::namespaces::{self, NsKind};
 use super::record::{
     HostOrPod, NamespaceModes, Namespaces, NetworkState, PidMode, SandboxFiles, SandboxRecord, SandboxState,
 };
-use super::validate::{self, BadField, Bandwidth, PodPlan, SysctlNamespace};
+use super::validate::{self, BadField, PodPlan, SysctlNamespace};
 use super::{cgroups, files, pause};
+use crate::cni::network::Bandwidth;
 use crate::cni::network::{self, Attachment, POD_IFNAME};
 use crate::undo::{Undo, Unwound};
 

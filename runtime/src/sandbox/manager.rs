@@ -249,12 +249,15 @@ impl SandboxManager {
 
     // ---- StopPodSandbox -------------------------------------------------------------------
 
-    /// An unknown or removed sandbox is NotFound, which the kubelet tolerates.
+    /// Idempotent as the CRI requires: stopping a stopped, removed or unknown sandbox succeeds.
     pub fn stop(&self, id: &str) -> Result<(), SandboxError> {
-        let entry = self.entry(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        let Some(entry) = self.entry(id) else {
+            tracing::debug!(sandbox = %id, "StopPodSandbox of an unknown pod sandbox: nothing to stop");
+            return Ok(());
+        };
         let _op = lock(&entry.op);
         if entry.is_removed() {
-            return Err(SandboxError::NotFound(id.to_string()));
+            return Ok(());
         }
         entry.closing.store(true, Ordering::SeqCst);
         let mut record = entry.read();

@@ -6,7 +6,6 @@
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -108,14 +107,6 @@ pub fn unpin(path: &Path) -> Result<(), NsError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(NsError::Io { what: "remove", path: path.into(), source }),
     }
-}
-
-/// Whether `path` is a pinned namespace: a file on nsfs, not on its directory's file system.
-pub fn is_pinned(path: &Path) -> bool {
-    let (Ok(file), Some(Ok(dir))) = (std::fs::metadata(path), path.parent().map(std::fs::metadata)) else {
-        return false;
-    };
-    file.dev() != dir.dev()
 }
 
 /// Runs `work` on a throwaway thread that has entered the namespaces at `paths`.

@@ -6,7 +6,6 @@
 
 use super::cgroups;
 use super::manager::{del_with_retries, internal, remove_sandbox_dir, Entry, SandboxError, SandboxManager};
-use super::namespaces;
 use super::pause;
 use super::record::{SandboxRecord, SandboxState};
 
@@ -114,7 +113,7 @@ impl SandboxManager {
     fn check_ready(&self, record: &SandboxRecord) -> Option<String> {
         let ns = &record.namespaces;
         for path in [&ns.network, &ns.ipc, &ns.uts].into_iter().flatten() {
-            if !namespaces::is_pinned(path) {
+            if !crate::host::namespaces::is_pinned(path) {
                 return Some(format!("namespace {} is no longer pinned (a reboot?)", path.display()));
             }
         }

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use lockstep_cri::model;
 
+use crate::cni::network::Bandwidth;
+
 use super::record::{
     profile_string, DnsSettings, HostOrPod, Metadata, PidMode, PortMapping, Protocol, SecuritySettings,
 };
@@ -46,13 +48,6 @@ pub struct PodPlan {
     /// The kubelet's bandwidth annotations, for the CNI bandwidth capability.
     pub bandwidth: Option<Bandwidth>,
     pub security: SecuritySettings,
-}
-
-/// Traffic limits of the pod in bits per second (`kubernetes.io/{ingress,egress}-bandwidth`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bandwidth {
-    pub ingress: Option<u64>,
-    pub egress: Option<u64>,
 }
 
 /// Which namespace a sysctl lives in, by the kernel's (and the kubelet's) rules.

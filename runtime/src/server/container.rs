@@ -7,29 +7,24 @@ use lockstep_cri::model;
 use lockstep_cri::window::StreamOf;
 use tonic::Status;
 
+use super::blocking;
+
 use crate::container::{ContainerError, ContainerManager};
 
 pub type Containers = ContainerManager;
 
-fn status_of(e: ContainerError) -> Status {
-    let message = e.to_string();
-    match e {
-        ContainerError::InvalidArgument(_) => Status::invalid_argument(message),
-        ContainerError::NotFound(_) => Status::not_found(message),
-        ContainerError::FailedPrecondition(_) => Status::failed_precondition(message),
-        ContainerError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-        ContainerError::Unavailable(_) => Status::unavailable(message),
-        ContainerError::Internal(_) => Status::internal(message),
+impl From<ContainerError> for Status {
+    fn from(e: ContainerError) -> Status {
+        let message = e.to_string();
+        match e {
+            ContainerError::InvalidArgument(_) => Status::invalid_argument(message),
+            ContainerError::NotFound(_) => Status::not_found(message),
+            ContainerError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ContainerError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+            ContainerError::Unavailable(_) => Status::unavailable(message),
+            ContainerError::Internal(_) => Status::internal(message),
+        }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ContainerError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("the container operation panicked: {e}")))?
-        .map_err(status_of)
 }
 
 pub async fn create(
@@ -81,7 +76,7 @@ pub async fn list(
     request: model::ListContainersRequest,
 ) -> Result<model::ListContainersResponse, Status> {
     let containers = containers.clone();
-    let listed = blocking(move || Ok(containers.list(request.filter.as_ref()))).await?;
+    let listed = blocking(move || Ok::<_, Status>(containers.list(request.filter.as_ref()))).await?;
     Ok(model::ListContainersResponse { containers: listed })
 }
 
@@ -92,7 +87,7 @@ pub async fn stream(
     request: model::StreamContainersRequest,
 ) -> Result<StreamOf<model::StreamContainersResponse>, Status> {
     let containers = containers.clone();
-    let listed = blocking(move || Ok(containers.list(request.filter.as_ref()))).await?;
+    let listed = blocking(move || Ok::<_, Status>(containers.list(request.filter.as_ref()))).await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainersResponse { containers: listed })])))
 }
 
@@ -136,7 +131,7 @@ pub async fn list_stats(
     request: model::ListContainerStatsRequest,
 ) -> Result<model::ListContainerStatsResponse, Status> {
     let containers = containers.clone();
-    let stats = blocking(move || Ok(containers.list_stats(request.filter.as_ref()))).await?;
+    let stats = blocking(move || Ok::<_, Status>(containers.list_stats(request.filter.as_ref()))).await?;
     Ok(model::ListContainerStatsResponse { stats })
 }
 
@@ -146,6 +141,6 @@ pub async fn stream_stats(
     request: model::StreamContainerStatsRequest,
 ) -> Result<StreamOf<model::StreamContainerStatsResponse>, Status> {
     let containers = containers.clone();
-    let container_stats = blocking(move || Ok(containers.list_stats(request.filter.as_ref()))).await?;
+    let container_stats = blocking(move || Ok::<_, Status>(containers.list_stats(request.filter.as_ref()))).await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
 }

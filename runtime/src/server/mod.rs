@@ -29,6 +29,19 @@ pub struct Cri {
     pub images: Arc<crate::image::service::ImageService>,
 }
 
+/// Runs blocking work (OCI runtimes, CNI plugins, namespaces, files) off the async workers; its
+/// error becomes the gRPC status its family's `From` decides.
+async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Status>
+where
+    T: Send + 'static,
+    E: Into<Status> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("the operation panicked: {e}")))?
+        .map_err(Into::into)
+}
+
 fn unimplemented<T>(rpc: &str) -> Reply<T> {
     Err(Status::unimplemented(format!("lockstep does not implement {rpc} yet")))
 }

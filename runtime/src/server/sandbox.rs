@@ -7,29 +7,24 @@ use lockstep_cri::model;
 use lockstep_cri::window::StreamOf;
 use tonic::Status;
 
+use super::blocking;
+
 use crate::sandbox::{SandboxError, SandboxManager};
 
 pub type Sandboxes = SandboxManager;
 
-fn status_of(e: SandboxError) -> Status {
-    let message = e.to_string();
-    match e {
-        SandboxError::InvalidArgument(_) => Status::invalid_argument(message),
-        SandboxError::NotFound(_) => Status::not_found(message),
-        SandboxError::AlreadyExists(_) => Status::already_exists(message),
-        SandboxError::FailedPrecondition(_) => Status::failed_precondition(message),
-        SandboxError::Unavailable { .. } => Status::unavailable(message),
-        SandboxError::Internal { .. } => Status::internal(message),
+impl From<SandboxError> for Status {
+    fn from(e: SandboxError) -> Status {
+        let message = e.to_string();
+        match e {
+            SandboxError::InvalidArgument(_) => Status::invalid_argument(message),
+            SandboxError::NotFound(_) => Status::not_found(message),
+            SandboxError::AlreadyExists(_) => Status::already_exists(message),
+            SandboxError::FailedPrecondition(_) => Status::failed_precondition(message),
+            SandboxError::Unavailable { .. } => Status::unavailable(message),
+            SandboxError::Internal { .. } => Status::internal(message),
+        }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("the sandbox operation panicked: {e}")))?
-        .map_err(status_of)
 }
 
 fn checked_id(id: &str) -> Result<(), Status> {
@@ -74,7 +69,7 @@ pub fn status(
     request: model::PodSandboxStatusRequest,
 ) -> Result<model::PodSandboxStatusResponse, Status> {
     checked_id(&request.pod_sandbox_id)?;
-    sandboxes.status(&request.pod_sandbox_id, request.verbose).map_err(status_of)
+    sandboxes.status(&request.pod_sandbox_id, request.verbose).map_err(Status::from)
 }
 
 pub fn list(sandboxes: &Sandboxes, request: model::ListPodSandboxRequest) -> model::ListPodSandboxResponse {

@@ -1,0 +1,152 @@
+//! The seam under the container lifecycle: everything the container manager asks of one
+//! container's process — created and watched by its lockstep-monitor, run by an OCI runtime —
+//! behind one trait, so that the lifecycle rules (`lifecycle`) are tested without root against
+//! a fake. `Monitored` is the real implementation: lockstep-monitor plus a runc-compatible
+//! command line (crun, runc). May touch: the container's directory, its monitor, the runtime.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{LinuxResources, Process};
+
+use crate::monitor::{self, ContainerDir, ExitRecord, MonitorConfig, MonitorError, MonitorState, Spawned};
+use crate::oci::{CommandRuntime, ExecOptions, ExecOutcome, OciError, OciRuntime, OciState, DEFAULT_EXEC_OUTPUT_CAP};
+
+/// What a container's monitor is told at creation, beyond the runtime that the
+/// implementation itself supplies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub container_id: String,
+    pub bundle: PathBuf,
+    pub log_path: Option<PathBuf>,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// One container's process as lockstepd drives it. Calls block (a runtime is a process to
+/// run); a container is named by its id and its directory under the runroot.
+pub trait ContainerRuntime: Send + Sync {
+    /// The handler (RuntimeClass) this runtime serves.
+    fn handler(&self) -> &str;
+    /// The hybrid host's v2 mount this runtime does not see, to record with each container
+    /// so that it is always run the same way.
+    fn cgroup2_hidden(&self) -> Option<&Path>;
+    /// Starts the container's monitor, which runs the runtime's create; returns once the
+    /// container is created (its init waits for `start`) or has failed to be.
+    fn create(&self, dir: &ContainerDir, request: &CreateRequest) -> Result<Spawned, MonitorError>;
+    fn start(&self, id: &str) -> Result<(), OciError>;
+    /// Sends `signal` to the init (`all`: to every process of the container).
+    fn signal(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError>;
+    /// What the container's monitor says now: running, exited (recorded), or lost.
+    fn watch(&self, dir: &ContainerDir) -> Result<MonitorState, MonitorError>;
+    /// Waits at most `timeout` for the monitor to record the exit.
+    fn wait_exit(&self, dir: &ContainerDir, id: &str, timeout: Duration) -> Result<ExitRecord, MonitorError>;
+    /// The OCI runtime's own word on the container; None when it does not know it.
+    fn oci_state(&self, id: &str) -> Result<Option<OciState>, OciError>;
+    /// Forgets a stopped container and removes its cgroup; an unknown one is Ok.
+    fn delete(&self, id: &str) -> Result<(), OciError>;
+    /// Runs `process` in the running container, waiting at most `timeout`.
+    fn exec(&self, id: &str, process: &Process, timeout: Option<Duration>) -> Result<ExecOutcome, OciError>;
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError>;
+    /// Asks the monitor to reopen the container's log.
+    fn reopen_log(&self, dir: &ContainerDir) -> Result<(), MonitorError>;
+}
+
+/// How long the monitor may take to report that the runtime created the container.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// lockstep-monitor and an OCI runtime command: how lockstepd runs every container.
+#[derive(Debug, Clone)]
+pub struct Monitored {
+    pub handler: String,
+    /// The OCI runtime, or why the handler cannot be run now: a container whose handler went
+    /// away can still be watched through its monitor; only the runtime's calls fail.
+    pub runtime: Result<CommandRuntime, String>,
+    /// The lockstep-monitor binary, or why it was not found.
+    pub monitor_binary: Result<PathBuf, String>,
+    /// The cgroup (one directory per hierarchy) each monitor moves itself into.
+    pub monitor_cgroups: Vec<PathBuf>,
+}
+
+impl Monitored {
+    fn oci(&self) -> Result<&CommandRuntime, OciError> {
+        self.runtime
+            .as_ref()
+            .map_err(|problem| OciError::Unavailable { handler: self.handler.clone(), problem: problem.clone() })
+    }
+}
+
+impl ContainerRuntime for Monitored {
+    fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    fn cgroup2_hidden(&self) -> Option<&Path> {
+        self.runtime.as_ref().ok().and_then(|r| r.command().cgroup2_hidden.as_deref())
+    }
+
+    fn create(&self, dir: &ContainerDir, request: &CreateRequest) -> Result<Spawned, MonitorError> {
+        let unavailable = |problem: &String| MonitorError::CreateFailed {
+            id: request.container_id.clone(),
+            message: problem.clone(),
+        };
+        let binary = self.monitor_binary.as_ref().map_err(unavailable)?;
+        let runtime = self.runtime.as_ref().map_err(unavailable)?;
+        let config = MonitorConfig {
+            container_id: request.container_id.clone(),
+            runtime: runtime.command().clone(),
+            bundle: request.bundle.clone(),
+            log_path: request.log_path.clone(),
+            tty: request.tty,
+            stdin: request.stdin,
+            max_log_line: monitor::log::DEFAULT_MAX_LINE,
+            cgroups: self.monitor_cgroups.clone(),
+        };
+        monitor::spawn(binary, dir, &config, CREATE_TIMEOUT)
+    }
+
+    fn start(&self, id: &str) -> Result<(), OciError> {
+        self.oci()?.start(id)
+    }
+
+    fn signal(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+        self.oci()?.kill(id, signal, all)
+    }
+
+    fn watch(&self, dir: &ContainerDir) -> Result<MonitorState, MonitorError> {
+        monitor::state(dir)
+    }
+
+    fn wait_exit(&self, dir: &ContainerDir, id: &str, timeout: Duration) -> Result<ExitRecord, MonitorError> {
+        monitor::wait_exit(dir, id, timeout)
+    }
+
+    fn oci_state(&self, id: &str) -> Result<Option<OciState>, OciError> {
+        self.oci()?.state(id)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), OciError> {
+        self.oci()?.delete(id)
+    }
+
+    fn exec(&self, id: &str, process: &Process, timeout: Option<Duration>) -> Result<ExecOutcome, OciError> {
+        // A runtime in a pure v1 view leaves the process in the reaper's v2 cgroup: the
+        // monitors', not lockstepd's (which goes with its service).
+        let hidden = self.cgroup2_hidden();
+        let options = ExecOptions {
+            timeout,
+            output_cap: DEFAULT_EXEC_OUTPUT_CAP,
+            reaper: self.monitor_binary.clone().ok(),
+            reaper_cgroup: hidden.and_then(|h| self.monitor_cgroups.iter().find(|c| c.starts_with(h))).cloned(),
+        };
+        self.oci()?.exec(id, process, options)
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError> {
+        self.oci()?.update(id, resources)
+    }
+
+    fn reopen_log(&self, dir: &ContainerDir) -> Result<(), MonitorError> {
+        monitor::reopen_log(dir)
+    }
+}

@@ -1,0 +1,4 @@
+//! Facts and primitives of the host below every part of lockstepd: the kernel objects that
+//! sandboxes, containers and CNI all look at. Imports nothing above it.
+
+pub mod namespaces;
