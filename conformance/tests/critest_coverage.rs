@@ -94,7 +94,8 @@ fn harness_tests() -> BTreeSet<String> {
         .collect()
 }
 
-/// The specs of critest's dry run, named as critest-env's summary names them.
+/// The specs of critest's dry run, named as critest-env's summary names them (read by the
+/// parser that `lockstep-conformance critest` judges real runs with).
 fn critest_specs(critest: &Path) -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("specs.json");
@@ -106,24 +107,8 @@ fn critest_specs(critest: &Path) -> BTreeSet<String> {
         .output()
         .expect("critest runs");
     assert!(out.status.success(), "critest's dry run failed: {}", String::from_utf8_lossy(&out.stdout));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let mut specs = BTreeSet::new();
-    for suite in json.as_array().expect("a list of suite reports") {
-        for spec in suite["SpecReports"].as_array().into_iter().flatten() {
-            if spec["LeafNodeType"] != "It" {
-                continue;
-            }
-            let mut parts: Vec<String> = spec["ContainerHierarchyTexts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str().map(String::from))
-                .collect();
-            parts.push(spec["LeafNodeText"].as_str().unwrap_or_default().to_string());
-            specs.insert(parts.join(" / "));
-        }
-    }
-    specs
+    let specs = lockstep_conformance::critest::read_report(&report).unwrap_or_else(|e| panic!("{e:#}"));
+    specs.into_iter().map(|s| s.name).collect()
 }
 
 fn doc_rows() -> Vec<Row> {
