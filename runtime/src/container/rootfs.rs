@@ -98,7 +98,7 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
 /// Unmounts everything at or under `dir` (deepest first), then removes it. Absent is fine.
 pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
     // Until nothing is mounted there: a mount point may hold several stacked mounts, and
-    // remove_dir_all must never walk into one (a propagated host directory).
+    // the removal must never walk into one (a propagated host directory).
     let mut rounds = 0;
     loop {
         let mounted = crate::sandbox::files::mounts_under(dir)?;
@@ -113,11 +113,7 @@ pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
             unmount(target)?;
         }
     }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(RootfsError::Io { what: "remove", path: dir.into(), source }),
-    }
+    crate::fstree::remove_tree(dir).map_err(|source| RootfsError::Io { what: "remove", path: dir.into(), source })
 }
 
 #[cfg(test)]

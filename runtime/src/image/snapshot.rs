@@ -57,7 +57,7 @@ struct TmpGuard(Option<PathBuf>);
 impl Drop for TmpGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            if let Err(e) = std::fs::remove_dir_all(&p) {
+            if let Err(e) = crate::fstree::remove_tree(&p) {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove an unfinished snapshot");
             }
         }
@@ -213,7 +213,7 @@ impl Snapshots {
 /// Deletes detached snapshots; what cannot be deleted goes at the next start (tmp/ is emptied).
 pub fn delete(detached: Vec<PathBuf>) {
     for path in detached {
-        if let Err(e) = std::fs::remove_dir_all(&path) {
+        if let Err(e) = crate::fstree::remove_tree(&path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot delete a removed snapshot; it goes at the next start");
         }
     }

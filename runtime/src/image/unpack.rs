@@ -522,38 +522,14 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
     Ok(())
 }
 
-/// Removes a file or a whole directory tree at `name` (a whiteout in the same layer).
+/// Removes a file or a whole directory tree at `name` (a whiteout in the same layer), of any
+/// depth with a bounded number of open files.
 fn remove_any(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
-    match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(io_err(entry, "inspect", e)),
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-            let dir = rfs::openat(
-                parent,
-                name,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )
-            .map_err(|e| io_err(entry, "open", e))?;
-            let names: Vec<String> = {
-                let mut listing = rfs::Dir::read_from(&dir).map_err(|e| io_err(entry, "list", e))?;
-                let mut names = Vec::new();
-                while let Some(item) = listing.read() {
-                    let item = item.map_err(|e| io_err(entry, "list", e))?;
-                    let n = item.file_name().to_string_lossy().into_owned();
-                    if n != "." && n != ".." {
-                        names.push(n);
-                    }
-                }
-                names
-            };
-            for n in names {
-                remove_any(&dir, &n, entry)?;
-            }
-            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|e| io_err(entry, "remove directory", e))
-        }
-        Ok(_) => rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io_err(entry, "remove", e)),
-    }
+    crate::fstree::remove_tree_at(parent.as_fd(), std::ffi::OsStr::new(name)).map_err(|source| UnpackError::Io {
+        entry: entry.to_string(),
+        what: "remove what it replaces",
+        source,
+    })
 }
 
 fn set_xattrs(fd: &impl AsFd, xattrs: &[(String, Vec<u8>)], entry: &str) -> Result<(), UnpackError> {
