@@ -8,3 +8,4 @@ pub mod service;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+pub mod user;
