@@ -37,8 +37,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// One measurement at a time: the counters are the process's.
+/// One test at a time, from its start (building a layer allocates too): the counters are the
+/// process's.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 const MIB: usize = 1 << 20;
 
@@ -52,7 +57,6 @@ fn gzip(tar: &[u8]) -> Vec<u8> {
 /// in use above what was in use before.
 fn unpack_measured(blob: &[u8]) -> (UnpackError, Duration, usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = IN_USE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let started = Instant::now();
@@ -88,6 +92,7 @@ fn long_name_tar(kind: tar::EntryType, name: &[u8]) -> Vec<u8> {
 /// parent on the way kept its whole path).
 #[test]
 fn a_path_50000_directories_deep_fails_at_once_in_little_memory() {
+    let _serial = serial();
     let name = format!("{}f", "a/".repeat(50_000));
     let blob = gzip(&long_name_tar(tar::EntryType::GNULongName, name.as_bytes()));
     assert!(blob.len() < 4096, "a tiny layer: {} bytes", blob.len());
@@ -102,6 +107,7 @@ fn a_path_50000_directories_deep_fails_at_once_in_little_memory() {
 /// a thousand cost about a megabyte (full paths per parent: hundreds).
 #[test]
 fn many_maximal_chains_cost_memory_in_proportion_to_their_directories() {
+    let _serial = serial();
     let mut b = tar::Builder::new(Vec::new());
     for i in 0..8 {
         let mut h = tar::Header::new_gnu();
@@ -112,7 +118,6 @@ fn many_maximal_chains_cost_memory_in_proportion_to_their_directories() {
     }
     let blob = gzip(&b.into_inner().unwrap());
     let tmp = tempfile::tempdir().unwrap();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = IN_USE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let (_, tar) = unpack::decompress(&blob[..]).unwrap();
@@ -130,6 +135,7 @@ fn many_maximal_chains_cost_memory_in_proportion_to_their_directories() {
 /// memory; they fail before a byte of them is kept.
 #[test]
 fn huge_long_names_and_pax_headers_are_not_read_into_memory() {
+    let _serial = serial();
     for kind in [tar::EntryType::GNULongName, tar::EntryType::GNULongLink, tar::EntryType::XHeader] {
         let tar = long_name_tar(kind, &vec![b'a'; 256 * MIB]);
         let blob = gzip(&tar);
