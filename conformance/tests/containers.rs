@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockstep_conformance::fixtures::{self, registry::LocalRegistry};
+use lockstep_conformance::fixtures::{self, hostile, registry::LocalRegistry};
 use lockstep_cri::{model, CriClient, Minor};
 use lockstep_runtime::oci::{CommandRuntime, OciRuntime, OciStatus, RuntimeCommand};
 use tonic::Code;
@@ -33,6 +33,8 @@ struct Node {
     child: Option<Child>,
     registry: LocalRegistry,
     kubelet: Option<CriClient>,
+    /// The open-file limit lockstepd gets (as systemd's default soft limit, 1024); None: ours.
+    nofile: Option<u32>,
 }
 
 impl Node {
@@ -61,7 +63,7 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut node = Node { dir, child: None, registry, kubelet: None };
+        let mut node = Node { dir, child: None, registry, kubelet: None, nofile: None };
         node.spawn().await;
         node
     }
@@ -83,7 +85,15 @@ impl Node {
         let _ = std::fs::remove_file(self.socket());
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("lockstepd.log")).unwrap();
-        let child = Command::new(BIN)
+        let mut command = match self.nofile {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
+                sh
+            }
+        };
+        let child = command
             .args(["daemon", "--kube", "1.36", "--config"])
             .arg(self.dir.path().join("lockstep.toml"))
             .arg("--root")
@@ -128,6 +138,13 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// lockstepd again, as a service under systemd starts it: at most `nofile` open files.
+    async fn restart_with_nofile(&mut self, nofile: u32) {
+        self.kill();
+        self.nofile = Some(nofile);
+        self.spawn().await;
     }
 
     fn kubelet(&mut self) -> &mut CriClient {
@@ -1203,4 +1220,80 @@ async fn a_shared_pid_pod_under_a_new_cgroup_parent_leaves_no_cgroup_behind() {
     node.remove_pod(&pod.0).await;
     assert!(made().is_empty(), "cgroups lockstepd made for the pod remain: {:?}", made());
     node.assert_no_container_leaks();
+}
+
+/// An image whose USER is a number no uid can be (`-1`, `4294967296`) and whose /etc/passwd
+/// names exactly that number as uid 0: ImageStatus gives the kubelet a username, not a uid (so
+/// runAsNonRoot refuses the pod), and CreateContainer refuses it, naming the user, instead of
+/// looking the number up as a name and running the container as root.
+#[tokio::test]
+async fn image_users_that_are_numbers_but_no_uids_never_run_as_root() {
+    let mut node = Node::start().await;
+    let cases = [(hostile::USER_MINUS_ONE, "-1"), (hostile::USER_OVERFLOW, "4294967296")];
+    let set: Vec<_> = cases.iter().map(|(repo, user)| hostile::user_named_like_a_number(repo, user).unwrap()).collect();
+    fixtures::push_all(&node.registry.host, &set).await.unwrap();
+    let pod = node.pod("numbers", false).await;
+    for (i, (repo, user)) in cases.into_iter().enumerate() {
+        let image_id = node.pull(repo).await;
+        let request = model::ImageStatusRequest {
+            image: Some(model::ImageSpec { image: image_id.clone(), ..Default::default() }),
+            verbose: false,
+        };
+        let image = node.kubelet().image_status(request).await.unwrap().image.unwrap();
+        assert_eq!((image.uid.map(|u| u.value), image.username.as_str()), (None, user), "{repo}");
+        let err = node.create(&pod, container(&format!("c{i}"), &image_id, "id -u")).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert!(err.message().contains(&format!("{user:?}")), "the message names the user: {}", err.message());
+    }
+    assert!(node.list(None).await.is_empty());
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
+
+/// 125 layers (registries allow 127) are more than one overlay mount's options can name: the
+/// image pulls, its container runs and sees every layer, and goes without a trace.
+#[tokio::test]
+async fn an_image_of_125_layers_pulls_runs_and_goes() {
+    let mut node = Node::start().await;
+    let set = [hostile::many_layers(hostile::MANY_LAYERS, 125).unwrap()];
+    fixtures::push_all(&node.registry.host, &set).await.unwrap();
+    let image_id = node.pull(hostile::MANY_LAYERS).await;
+    let pod = node.pod("layers", false).await;
+    let id = node.run(&pod, container("many", &image_id, "cat /layers/top; ls /layers | wc -l")).await;
+    let status = node.wait_state(&id, model::ContainerState::ContainerExited).await;
+    assert_eq!(status.exit_code, 0, "{}", status.message);
+    let entries = log_entries(&node.dir.path().join("logs/layers/many/0.log"));
+    assert_eq!(entries, vec!["stdout F 124".to_string(), "stdout F 125".to_string()], "the top layer wins, all show");
+    node.remove(&id).await;
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+    let request =
+        model::RemoveImageRequest { image: Some(model::ImageSpec { image: image_id.clone(), ..Default::default() }) };
+    node.kubelet().remove_image(request).await.unwrap();
+    let snapshots = node.root().join("images/snapshots");
+    let left = std::fs::read_dir(&snapshots).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "every layer's snapshot goes with the image");
+}
+
+/// A pod writes a directory chain 5,000 deep into its writable layer, on a lockstepd that may
+/// open 1,024 files (systemd's default): RemoveContainer still removes it (std's
+/// remove_dir_all keeps a file open per level and failed with EMFILE, for ever).
+#[tokio::test]
+async fn a_tree_deeper_than_lockstepd_may_open_files_goes_with_its_container() {
+    let mut node = Node::start().await;
+    node.restart_with_nofile(1024).await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("deep", false).await;
+    // Chains of 1,000 (whose paths mkdir can still name) moved one under the other.
+    let script = "p=d; i=1; while [ $i -lt 1000 ]; do p=$p/d; i=$((i+1)); done; mkdir -p /deep/$p || exit 1; \
+                  n=1; while [ $n -lt 5 ]; do busybox mv /deep /deep.old && mkdir -p /deep/$p && \
+                  busybox mv /deep.old /deep/$p/x || exit 1; n=$((n+1)); done; echo built";
+    let id = node.run(&pod, container("deep", &image_id, script)).await;
+    let status = node.wait_state(&id, model::ContainerState::ContainerExited).await;
+    assert_eq!(status.exit_code, 0, "{}", status.message);
+    let layers = node.root().join("containers");
+    assert!(lockstep_runtime::image::unpack::measure(&layers).inodes > 1_000, "the chain is in the writable layer");
+    node.remove(&id).await;
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
 }

@@ -223,6 +223,28 @@ async fn broken_and_hostile_layers_fail_the_pull_and_leave_nothing() {
     assert!(!Path::new("/tmp/lockstep-escaped").exists(), "nothing escaped");
 }
 
+/// Tiny layers that cost the host dearly: a path 50,000 directories deep in a few hundred
+/// bytes (memory), and a gzip bomb past the configured byte limit (disk). Each fails its pull
+/// at once with an error that says why, and leaves nothing, not a half-unpacked snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn layers_that_would_exhaust_memory_or_disk_fail_the_pull_and_leave_nothing() {
+    let bad = vec![hostile::deep_path(hostile::DEEP_PATH, 50_000), hostile::gzip_bomb(hostile::GZIP_BOMB, 64 << 20)];
+    let registry = registry_with(&bad).await;
+    let host = &registry.host;
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = config(dir.path(), "", 20);
+    limited.image.max_layer_bytes = 16 << 20;
+    let store = Store { service: Arc::new(ImageService::open(&limited).unwrap()), dir };
+    for (repo, expected) in [(hostile::DEEP_PATH, "GNU long name"), (hostile::GZIP_BOMB, "max_layer_bytes")] {
+        let started = std::time::Instant::now();
+        let err = pull(&store, &format!("{host}/{repo}:1")).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{repo}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{repo}: {:?}", started.elapsed());
+        assert!(err.len() < 1000, "{repo}: the message does not carry the whole path: {} bytes", err.len());
+        store.assert_clean(0, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_or_frozen_registry_is_reported() {
     let set = vec![find(&fixtures::standard().unwrap(), fixtures::SHELL).clone()];

@@ -97,6 +97,12 @@ pub struct ImageSection {
     /// Per-registry CAs (HOST[:PORT]/*.crt) and client certificates (*.cert + *.key).
     /// Empty: /etc/containers/certs.d.
     pub certs_dir: PathBuf,
+    /// A layer whose uncompressed stream passes this many bytes fails its pull (a gzip or zstd
+    /// bomb fills no disk).
+    pub max_layer_bytes: u64,
+    /// A layer of more entries than this (directories it needs but does not list included)
+    /// fails its pull.
+    pub max_layer_entries: u64,
 }
 
 impl Default for Config {
@@ -140,7 +146,14 @@ impl Default for NetworkSection {
 
 impl Default for ImageSection {
     fn default() -> Self {
-        ImageSection { registries_conf: PathBuf::new(), pull_progress_timeout_secs: 60, certs_dir: PathBuf::new() }
+        let limits = crate::image::unpack::Limits::default();
+        ImageSection {
+            registries_conf: PathBuf::new(),
+            pull_progress_timeout_secs: 60,
+            certs_dir: PathBuf::new(),
+            max_layer_bytes: limits.max_bytes,
+            max_layer_entries: limits.max_entries,
+        }
     }
 }
 
@@ -238,6 +251,9 @@ impl Config {
         }
         if self.image.pull_progress_timeout_secs == 0 {
             return Err("image.pull_progress_timeout_secs must be at least 1".into());
+        }
+        if self.image.max_layer_bytes == 0 || self.image.max_layer_entries == 0 {
+            return Err("image.max_layer_bytes and image.max_layer_entries must be at least 1".into());
         }
         Ok(())
     }
@@ -338,6 +354,16 @@ impl Config {
             "# Per-registry CAs (HOST[:PORT]/*.crt) and client certificates; empty: /etc/containers/certs.d."
         );
         let _ = writeln!(s, "certs_dir = {}", q(&self.image.certs_dir));
+        let _ = writeln!(
+            s,
+            "# A layer whose uncompressed tar passes this many bytes fails its pull (64 GiB: a gzip or zstd bomb stops here)."
+        );
+        let _ = writeln!(s, "max_layer_bytes = {}", self.image.max_layer_bytes);
+        let _ = writeln!(
+            s,
+            "# A layer of more entries fails its pull, the directories it needs but does not list counted too."
+        );
+        let _ = writeln!(s, "max_layer_entries = {}", self.image.max_layer_entries);
         s
     }
 }

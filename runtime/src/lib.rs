@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod filter;
+pub mod fstree;
 pub mod helpers;
 pub mod host;
 pub mod ids;

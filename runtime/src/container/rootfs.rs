@@ -2,6 +2,10 @@
 //! writable layer of the container's own, mounted in lockstepd's (the host's) mount namespace
 //! so that it outlives a lockstepd restart; also read-only image volumes. Touches only the
 //! directories it is given and the mounts it makes there.
+//!
+//! An overlay whose options fit mount(2)'s one page is mounted with them; a longer one (about
+//! 37 layers and more; registries allow 127) through the new mount API, one `lowerdir+` per
+//! layer (Linux 6.8 and later), where no page limit applies.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +20,11 @@ pub enum RootfsError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("cannot {what} {path}: {source}")]
     Mount { what: &'static str, path: PathBuf, source: nix::Error },
-    #[error("the image has {layers} layers whose paths do not fit one overlay mount ({len} bytes of options)")]
-    TooManyLayers { layers: usize, len: usize },
+    #[error(
+        "the image has {layers} layers whose paths do not fit one overlay mount's options ({len} bytes), \
+         and this kernel cannot take them one by one (fsconfig lowerdir+, Linux 6.8): {source}"
+    )]
+    TooManyLayers { layers: usize, len: usize, source: std::io::Error },
     #[error(transparent)]
     Files(#[from] crate::sandbox::files::FilesError),
     #[error("{path} stays mounted after repeated unmounts; the directory is kept")]
@@ -54,10 +61,57 @@ pub fn mount_rootfs(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> Resu
     }
     let options = overlay_options(&layers, layer_dir);
     if options.len() > MAX_OPTIONS {
-        return Err(RootfsError::TooManyLayers { layers: layers.len(), len: options.len() });
+        let writable = Some((layer_dir.join("upper"), layer_dir.join("work")));
+        return mount_overlay_by_parts(&layers, writable.as_ref(), target, options.len());
     }
     mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
         .map_err(|source| RootfsError::Mount { what: "mount the overlay rootfs on", path: target.into(), source })
+}
+
+/// Mounts an overlay of `layers` (lowest first) at `target` through the new mount API: each
+/// layer is a `lowerdir+` parameter of its own, so the length of all their paths together
+/// does not matter; with `writable` (upper, work) a writable one, else read-only. `len` is the
+/// length the options would have had, for the error on a kernel without `lowerdir+`.
+fn mount_overlay_by_parts(
+    layers: &[PathBuf],
+    writable: Option<&(PathBuf, PathBuf)>,
+    target: &Path,
+    len: usize,
+) -> Result<(), RootfsError> {
+    use rustix::mount::{self as m, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let failed = |what: &'static str| {
+        move |e: rustix::io::Errno| RootfsError::Io { what, path: target.into(), source: e.into() }
+    };
+    let fs = m::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| RootfsError::TooManyLayers {
+        layers: layers.len(),
+        len,
+        source: e.into(),
+    })?;
+    for (i, layer) in layers.iter().rev().enumerate() {
+        m::fsconfig_set_string(&fs, "lowerdir+", layer.as_path()).map_err(|e| match e {
+            // The first one refused: an overlayfs older than `lowerdir+`.
+            rustix::io::Errno::INVAL if i == 0 => {
+                RootfsError::TooManyLayers { layers: layers.len(), len, source: e.into() }
+            }
+            e => RootfsError::Io {
+                what: "give overlayfs a lower layer for",
+                path: target.into(),
+                source: std::io::Error::new(e.kind(), format!("layer {}: {e}", layer.display())),
+            },
+        })?;
+    }
+    if let Some((upper, work)) = writable {
+        m::fsconfig_set_string(&fs, "upperdir", upper.as_path())
+            .map_err(failed("give overlayfs the upper layer for"))?;
+        m::fsconfig_set_string(&fs, "workdir", work.as_path())
+            .map_err(failed("give overlayfs the work directory for"))?;
+    }
+    m::fsconfig_create(&fs).map_err(failed("create the overlay for"))?;
+    let attributes = if writable.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
+    let mounted =
+        m::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attributes).map_err(failed("mount the overlay for"))?;
+    m::move_mount(&mounted, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(failed("attach the overlay at"))
 }
 
 /// Mounts an image read-only at `target` (an image volume): its only layer bound read-only,
@@ -79,7 +133,7 @@ pub fn mount_image_readonly(layers: &[PathBuf], target: &Path) -> Result<(), Roo
             let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
             let options = format!("lowerdir={}", lower.join(":"));
             if options.len() > MAX_OPTIONS {
-                return Err(RootfsError::TooManyLayers { layers: many.len(), len: options.len() });
+                return mount_overlay_by_parts(many, None, target, options.len());
             }
             mount(Some("overlay"), target, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str()))
                 .map_err(|source| RootfsError::Mount { what: "mount the image volume on", path: target.into(), source })
@@ -98,7 +152,7 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
 /// Unmounts everything at or under `dir` (deepest first), then removes it. Absent is fine.
 pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
     // Until nothing is mounted there: a mount point may hold several stacked mounts, and
-    // remove_dir_all must never walk into one (a propagated host directory).
+    // the removal must never walk into one (a propagated host directory).
     let mut rounds = 0;
     loop {
         let mounted = crate::sandbox::files::mounts_under(dir)?;
@@ -113,11 +167,7 @@ pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
             unmount(target)?;
         }
     }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(RootfsError::Io { what: "remove", path: dir.into(), source }),
-    }
+    crate::fstree::remove_tree(dir).map_err(|source| RootfsError::Io { what: "remove", path: dir.into(), source })
 }
 
 #[cfg(test)]
@@ -154,5 +204,35 @@ mod tests {
         assert!(!tmp.path().join("run").exists());
         assert!(crate::sandbox::files::mounts_under(tmp.path()).unwrap().is_empty());
         remove_dir(&tmp.path().join("run")).unwrap();
+    }
+
+    /// 125 layers (registries allow 127) with paths as long as the store's: far more than
+    /// mount(2)'s one page of options. Every layer shows, the topmost wins, writes go up.
+    #[test]
+    fn images_of_many_layers_mount_and_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("var/lib/lockstep/images/snapshots");
+        let layers: Vec<PathBuf> = (0..125)
+            .map(|i| {
+                let fs = store.join(format!("{i:064x}")).join("fs");
+                std::fs::create_dir_all(fs.join("layers")).unwrap();
+                std::fs::write(fs.join(format!("layers/{i:03}")), i.to_string()).unwrap();
+                std::fs::write(fs.join("layers/top"), i.to_string()).unwrap();
+                fs
+            })
+            .collect();
+        assert!(overlay_options(&layers, tmp.path()).len() > MAX_OPTIONS * 2);
+        let target = tmp.path().join("run/rootfs");
+        mount_rootfs(&layers, &tmp.path().join("layer"), &target).unwrap();
+        assert_eq!(std::fs::read_dir(target.join("layers")).unwrap().count(), 126, "every layer's file and top");
+        assert_eq!(std::fs::read_to_string(target.join("layers/top")).unwrap(), "124", "the last layer wins");
+        std::fs::write(target.join("layers/new"), "x").unwrap();
+        assert!(tmp.path().join("layer/upper/layers/new").exists(), "writes go to the container's layer");
+        let volume = tmp.path().join("run/volume");
+        mount_image_readonly(&layers, &volume).unwrap();
+        assert_eq!(std::fs::read_to_string(volume.join("layers/000")).unwrap(), "0");
+        assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
+        remove_dir(&tmp.path().join("run")).unwrap();
+        assert!(crate::sandbox::files::mounts_under(tmp.path()).unwrap().is_empty());
     }
 }

@@ -121,30 +121,35 @@ fn from_image_user(
     groups: &[GroupEntry],
 ) -> Result<(u32, Option<String>, Option<u32>), SpecError> {
     let field = "image.user";
-    if user.is_empty() {
-        return Ok((0, users.iter().find(|u| u.uid == 0).map(|u| u.name.clone()), None));
-    }
-    let (user_part, group_part) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
+    use crate::image::user::{parse, Id};
+    let out_of_range = |part: &str, what: &str| {
+        SpecError::precondition(
+            field,
+            format!(
+                "the image's USER {user:?}: {part:?} is a number but no valid {what} (0 to 4294967295); \
+                 lockstep does not look it up as a name"
+            ),
+        )
     };
-    let (uid, name) = match user_part.parse::<u32>() {
-        Ok(uid) => (uid, users.iter().find(|u| u.uid == uid).map(|u| u.name.clone())),
-        Err(_) => {
+    let parsed = parse(user);
+    let (uid, name) = match parsed.user {
+        None => return Ok((0, users.iter().find(|u| u.uid == 0).map(|u| u.name.clone()), None)),
+        Some(Id::Number(uid)) => (uid, users.iter().find(|u| u.uid == uid).map(|u| u.name.clone())),
+        Some(Id::OutOfRange(part)) => return Err(out_of_range(part, "uid")),
+        Some(Id::Name(user_part)) => {
             let entry = users.iter().find(|u| u.name == user_part).ok_or_else(|| {
                 SpecError::not_found(field, format!("the image's USER {user_part:?} is not in its /etc/passwd"))
             })?;
             (entry.uid, Some(entry.name.clone()))
         }
     };
-    let gid = match group_part {
-        None | Some("") => None,
-        Some(g) => Some(match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => groups.iter().find(|e| e.name == g).map(|e| e.gid).ok_or_else(|| {
-                SpecError::not_found(field, format!("the image's USER group {g:?} is not in its /etc/group"))
-            })?,
-        }),
+    let gid = match parsed.group {
+        None => None,
+        Some(Id::Number(gid)) => Some(gid),
+        Some(Id::OutOfRange(part)) => return Err(out_of_range(part, "gid")),
+        Some(Id::Name(g)) => Some(groups.iter().find(|e| e.name == g).map(|e| e.gid).ok_or_else(|| {
+            SpecError::not_found(field, format!("the image's USER group {g:?} is not in its /etc/group"))
+        })?),
     };
     Ok((uid, name, gid))
 }
@@ -265,6 +270,20 @@ mod tests {
         assert_eq!(resolve(&s, "").unwrap_err().field, "config.linux.security_context.run_as_user");
         let err = resolve(&sc(), "nobody-here").unwrap_err();
         assert_eq!(err.field, "image.user");
+    }
+
+    /// `USER -1` with a passwd line naming a user "-1" with uid 0: a number out of range is
+    /// refused, never looked up as a name (that was root, past runAsNonRoot).
+    #[test]
+    fn numeric_users_out_of_range_are_refused_not_looked_up() {
+        let passwd = "root:x:0:0::/root:/bin/sh\n-1:x:0:0::/:/bin/sh\n4294967296:x:0:0::/:/bin/sh\n";
+        let group = "root:x:0:\n-1:x:0:\n";
+        for user in ["-1", "4294967296", "-1:0", "0:-1"] {
+            let err = resolve_with(passwd, group, Some(&sc()), user).unwrap_err();
+            assert_eq!(err.field, "image.user", "{user}");
+            assert!(err.message.contains(&format!("{user:?}")) && err.message.contains("no valid"), "{}", err.message);
+        }
+        assert_eq!(resolve_with(passwd, group, Some(&sc()), "+1000").unwrap().uid, 1000);
     }
 
     #[test]

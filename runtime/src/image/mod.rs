@@ -7,4 +7,6 @@ pub mod registry;
 pub mod service;
 pub mod snapshot;
 pub mod store;
+pub mod tarstream;
 pub mod unpack;
+pub mod user;

@@ -145,7 +145,13 @@ impl ImageService {
             config.image.certs_dir.clone()
         };
         let service = ImageService {
-            snapshots: Snapshots::new(layout.clone()),
+            snapshots: Snapshots::with_limits(
+                layout.clone(),
+                crate::image::unpack::Limits {
+                    max_bytes: config.image.max_layer_bytes,
+                    max_entries: config.image.max_layer_entries,
+                },
+            ),
             registry: Registry::new(certs_dir, config.pull_progress_timeout()),
             registries_conf: registries_conf::config_path(&config.image.registries_conf),
             containers_dir,

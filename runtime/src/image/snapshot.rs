@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use super::reference::Digest;
 use super::store::Layout;
-use super::unpack::{self, Extracted, UnpackError, Usage};
+use super::unpack::{self, Extracted, Limits, UnpackError, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -28,6 +28,8 @@ pub enum SnapshotError {
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     layout: Layout,
+    /// What one layer may cost to unpack.
+    limits: Limits,
 }
 
 /// What a layer should be, from the manifest and the config.
@@ -57,7 +59,7 @@ struct TmpGuard(Option<PathBuf>);
 impl Drop for TmpGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            if let Err(e) = std::fs::remove_dir_all(&p) {
+            if let Err(e) = crate::fstree::remove_tree(&p) {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove an unfinished snapshot");
             }
         }
@@ -66,7 +68,11 @@ impl Drop for TmpGuard {
 
 impl Snapshots {
     pub fn new(layout: Layout) -> Snapshots {
-        Snapshots { layout }
+        Snapshots::with_limits(layout, Limits::default())
+    }
+
+    pub fn with_limits(layout: Layout, limits: Limits) -> Snapshots {
+        Snapshots { layout, limits }
     }
 
     pub fn exists(&self, chain_id: &Digest) -> bool {
@@ -102,7 +108,7 @@ impl Snapshots {
         let mut compressed = unpack::Hashing::new(blob);
         let unpacked = (|| {
             let (_, tar) = unpack::decompress(&mut compressed)?;
-            let (extracted, rest) = unpack::extract(unpack::Hashing::new(tar), &fs)?;
+            let (extracted, rest) = unpack::extract_limited(unpack::Hashing::new(tar), &fs, &self.limits)?;
             let (diff_id, _, _) = rest.finish();
             Ok((extracted, diff_id))
         })();
@@ -213,7 +219,7 @@ impl Snapshots {
 /// Deletes detached snapshots; what cannot be deleted goes at the next start (tmp/ is emptied).
 pub fn delete(detached: Vec<PathBuf>) {
     for path in detached {
-        if let Err(e) = std::fs::remove_dir_all(&path) {
+        if let Err(e) = crate::fstree::remove_tree(&path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot delete a removed snapshot; it goes at the next start");
         }
     }
@@ -285,5 +291,25 @@ mod tests {
         assert!(!snapshots.exists(&chain), "gone from sight at once");
         delete(detached);
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
+    }
+
+    /// A layer past the store's limits (here a gzip bomb: 8 MiB of zeros in a few KiB) fails
+    /// and leaves nothing, not even its half-written files.
+    #[test]
+    fn a_layer_past_the_limits_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        layout.prepare().unwrap();
+        let limits = Limits { max_bytes: 1 << 20, max_entries: 1000 };
+        let snapshots = Snapshots::with_limits(layout.clone(), limits);
+        let tar = tar_with("zeros", &vec![0u8; 8 << 20]);
+        let blob = gzip(&tar);
+        let expected = Expected { digest: digest(&blob), size: blob.len() as u64, diff_id: digest(&tar) };
+        let err = snapshots.unpack(&expected, &blob[..]).err().unwrap().to_string();
+        assert!(err.contains("max_layer_bytes"), "{err}");
+        assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0, "nothing half-stored");
+        assert!(snapshots.list().is_empty());
+        let roomy = Snapshots::with_limits(layout.clone(), Limits { max_bytes: 16 << 20, ..limits });
+        roomy.commit(roomy.unpack(&expected, &blob[..]).unwrap(), &expected.diff_id, &[]).unwrap();
     }
 }

@@ -3,14 +3,21 @@
 //! `.wh..wh..opq` the xattr trusted.overlay.opaque=y. Every path component is resolved here,
 //! from a directory fd of the root, never following a symlink: `..`, absolute paths and writes
 //! through symlinked parents fail the layer. Touches only the directory it is given.
+//!
+//! Bounded against hostile layers: paths are at most PATH_MAX and MAX_DEPTH components, each
+//! directory is recorded once (a parent and a name), GNU sparse files keep their holes, and a
+//! layer past [`Limits`] (uncompressed bytes, entries) fails.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
 use sha2::Digest as _;
+
+use super::tarstream::{self, Counted, TarEntry, TarError, TarReader};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -32,6 +39,34 @@ pub enum UnpackError {
     LowerConflict { entry: String, reason: String },
     #[error("layer entry {entry:?} is {what}, which lockstep cannot unpack (a kind of entry it does not know)")]
     Unsupported { entry: String, what: String },
+    #[error("layer refused: {detail}")]
+    Limit { detail: String },
+}
+
+/// The most components a layer's path may have (PATH_MAX alone would allow 2,048).
+pub const MAX_DEPTH: usize = 1024;
+
+/// What one layer may cost; past either, its pull fails and nothing of it is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the uncompressed stream (the tar), which bounds what its files can hold.
+    pub max_bytes: u64,
+    /// Entries, the directories the layer does not list but needs counted too.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 64 << 30, max_entries: 4 << 20 }
+    }
+}
+
+/// An entry's name for a message: long ones cut (a hostile name can be megabytes).
+fn short(name: &str) -> String {
+    match name.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &name[..cut], name.len()),
+        None => name.to_string(),
+    }
 }
 
 /// What a snapshot holds, for ImageFsInfo.
@@ -41,16 +76,76 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-/// What an extraction made: its usage, and the directories it had to create because the
-/// layer holds entries below them but not them (their attributes belong to the lower layers,
-/// see [`inherit_implicit_dirs`]).
+/// What an extraction made: its usage, and its directories, among them those it had to
+/// create because the layer holds entries below them but not them (their attributes belong to
+/// the lower layers, see [`inherit_implicit_dirs`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extracted {
     pub usage: Usage,
-    /// Paths (components below the root) of directories the layer does not list.
-    pub implicit_dirs: Vec<Vec<String>>,
+    pub dirs: DirTree,
     /// Whether the layer lists its root (`./`); if not, the root is implicit too.
     pub root_listed: bool,
+}
+
+/// The directories of a layer, each recorded once as its parent and its name: a path `depth`
+/// components deep costs `depth` small records, not `depth` copies of ever longer paths.
+/// Node 0 is the root; a parent always comes before its children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirTree {
+    nodes: Vec<DirNode>,
+    index: HashMap<(u32, Box<str>), u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DirNode {
+    parent: u32,
+    name: Box<str>,
+    /// The layer lists it: the times to give it once its children are in.
+    mtime: Option<i64>,
+    /// Made because an entry lies below it, not listed (last made that way).
+    implicit: bool,
+}
+
+impl Default for DirTree {
+    fn default() -> Self {
+        let root = DirNode { parent: 0, name: "".into(), mtime: None, implicit: false };
+        DirTree { nodes: vec![root], index: HashMap::new() }
+    }
+}
+
+impl DirTree {
+    /// The node of `name` under `parent`, recorded now if new.
+    fn child(&mut self, parent: u32, name: &str) -> u32 {
+        let key = (parent, Box::<str>::from(name));
+        if let Some(&id) = self.index.get(&key) {
+            return id;
+        }
+        let id = self.nodes.len() as u32;
+        self.nodes.push(DirNode { parent, name: key.1.clone(), mtime: None, implicit: false });
+        self.index.insert(key, id);
+        id
+    }
+
+    fn node_of(&mut self, components: &[String]) -> u32 {
+        components.iter().fold(0, |node, name| self.child(node, name))
+    }
+
+    /// The components of a node's path below the root.
+    fn path(&self, mut id: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        while id != 0 {
+            let node = &self.nodes[id as usize];
+            out.push(node.name.to_string());
+            id = node.parent;
+        }
+        out.reverse();
+        out
+    }
+
+    /// How many directories the layer does not list.
+    pub fn implicit_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.implicit).count()
+    }
 }
 
 /// The compression of a layer stream, by its first bytes (media types are often wrong).
@@ -197,38 +292,64 @@ pub fn decompress<'a, R: Read + 'a>(compressed: R) -> Result<(Compression, Box<d
 }
 
 /// Extracts the tar stream into `root` (an existing, empty directory) and reads the stream
-/// to its very end, so that a hashing reader below sees every byte.
+/// to its very end, so that a hashing reader below sees every byte. Default [`Limits`].
 pub fn extract<R: Read>(tar: R, root: &Path) -> Result<(Extracted, R), UnpackError> {
+    extract_limited(tar, root, &Limits::default())
+}
+
+/// [`extract`] within `limits`.
+pub fn extract_limited<R: Read>(tar: R, root: &Path, limits: &Limits) -> Result<(Extracted, R), UnpackError> {
     let root_fd =
         rfs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
             .map_err(|e| UnpackError::Root { path: root.into(), source: e.into() })?;
-    let mut archive = tar::Archive::new(tar);
+    let mut reader = TarReader::new(Counted::new(tar, limits.max_bytes));
     let mut state = State::default();
-    let corrupt = |e: io::Error| UnpackError::Corrupt { format: "tar", detail: e.to_string() };
-    for entry in archive.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
-        extract_entry(&root_fd, &mut entry, &mut state)?;
+    let mut entries = 0u64;
+    while let Some(entry) = reader.next_entry().map_err(tar_error)? {
+        extract_entry(&root_fd, &entry, &mut reader, &mut state)?;
+        entries += 1;
+        if entries + state.parents.made > limits.max_entries {
+            return Err(UnpackError::Limit {
+                detail: format!(
+                    "the layer has more than {} entries (the image.max_layer_entries limit)",
+                    limits.max_entries
+                ),
+            });
+        }
     }
-    // Children changed their directories' times: set those last, deepest first.
-    let State { usage, mut dir_times, parents, root_listed } = state;
-    dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-    for (components, mtime) in dir_times {
-        let entry = components.join("/");
+    // Children changed their directories' times: set those last (children before parents,
+    // though no order is needed once every entry is in).
+    let State { usage, mut dirs, parents: _, root_listed } = state;
+    for id in (0..dirs.nodes.len()).rev() {
+        let Some(mtime) = dirs.nodes[id].mtime else { continue };
+        let components = dirs.path(id as u32);
         // A directory a later entry replaced (or removed) keeps no times: skip it.
         let Ok(fd) = open_dir_nofollow_at(&root_fd, &components) else { continue };
+        let entry = short(&components.join("/"));
         rfs::futimens(&fd, &times(mtime, 0)).map_err(|e| io_err(&entry, "set directory times", e))?;
     }
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
-    let implicit_dirs = parents.created.into_iter().collect();
-    Ok((Extracted { usage, implicit_dirs, root_listed }, rest))
+    dirs.index = HashMap::new();
+    let mut rest = reader.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| tar_error(TarError::Io(e)))?;
+    Ok((Extracted { usage, dirs, root_listed }, rest.into_inner()))
+}
+
+fn tar_error(e: TarError) -> UnpackError {
+    match e {
+        TarError::Io(e) => match tarstream::limit_of(&e) {
+            Some(max) => tar_error(TarError::TooLarge { max }),
+            None => UnpackError::Corrupt { format: "tar", detail: e.to_string() },
+        },
+        TarError::Corrupt(detail) => UnpackError::Corrupt { format: "tar", detail },
+        e @ (TarError::TooLong { .. } | TarError::TooLarge { .. }) => UnpackError::Limit { detail: e.to_string() },
+    }
 }
 
 /// What extraction keeps between entries.
 #[derive(Default)]
 struct State {
     usage: Usage,
-    dir_times: Vec<(Vec<String>, i64)>,
+    dirs: DirTree,
     parents: ParentCache,
     root_listed: bool,
 }
@@ -269,34 +390,55 @@ fn components(entry: &str, path: &Path) -> Result<Vec<String>, UnpackError> {
                 return Err(UnpackError::Escape { entry: entry.into(), reason: "the path is absolute".into() })
             }
         }
+        if out.len() > MAX_DEPTH {
+            return Err(UnpackError::Limit {
+                detail: format!("layer entry {:?} is more than {MAX_DEPTH} directories deep", short(entry)),
+            });
+        }
     }
     Ok(out)
 }
 
-/// The last parent directory opened, reused while entries stay in one directory; and the
+/// The last parent directory opened, reused while entries stay in one directory; and how many
 /// directories it had to create.
 #[derive(Default)]
 struct ParentCache {
     key: Vec<String>,
     fd: Option<OwnedFd>,
-    created: std::collections::BTreeSet<Vec<String>>,
+    made: u64,
 }
 
 impl ParentCache {
-    /// Opens (creating as needed) the directory `components` below the root, one component at a
-    /// time with O_NOFOLLOW: a symlink anywhere on the way is an escape.
-    fn open(&mut self, root: &OwnedFd, components: &[String], entry: &str) -> Result<&OwnedFd, UnpackError> {
+    /// Opens the directory `components` below the root, one component at a time with
+    /// O_NOFOLLOW: a symlink anywhere on the way is an escape. With `dirs`, what is missing is
+    /// created and recorded there as implicit; without, it is an error.
+    fn open(
+        &mut self,
+        root: &OwnedFd,
+        components: &[String],
+        entry: &str,
+        mut dirs: Option<&mut DirTree>,
+    ) -> Result<&OwnedFd, UnpackError> {
         if self.fd.is_none() || self.key != components {
+            self.fd = None;
             let mut current: Option<OwnedFd> = None;
-            for (depth, name) in components.iter().enumerate() {
+            let mut node = 0u32;
+            for name in components {
                 let dir = current.as_ref().map_or(root.as_fd(), |f| f.as_fd());
+                if let Some(dirs) = dirs.as_deref_mut() {
+                    node = dirs.child(node, name);
+                }
                 let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
                 let opened = match rfs::openat(dir, name.as_str(), flags, Mode::empty()) {
                     Ok(fd) => fd,
-                    Err(Errno::NOENT) => {
+                    Err(Errno::NOENT) if dirs.is_some() => {
                         match rfs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o755)) {
                             Ok(()) => {
-                                self.created.insert(components[..=depth].to_vec());
+                                if let Some(dirs) = dirs.as_deref_mut() {
+                                    let made = &mut dirs.nodes[node as usize];
+                                    (made.implicit, made.mtime) = (true, None);
+                                }
+                                self.made += 1;
                             }
                             Err(Errno::EXIST) => {}
                             Err(e) => return Err(io_err(entry, "create a parent directory", e)),
@@ -336,17 +478,43 @@ fn clear(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
     remove_any(parent, name, entry)
 }
 
-fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: &mut State) -> Result<(), UnpackError> {
-    let State { usage, dir_times, parents, root_listed } = state;
+/// Reading a member's data failed: the stream (corrupt, cut short, over the byte limit) or the
+/// write.
+fn data_error(entry: &str, what: &'static str, e: io::Error) -> UnpackError {
+    if let Some(max) = tarstream::limit_of(&e) {
+        return tar_error(TarError::TooLarge { max });
+    }
+    if e.kind() == io::ErrorKind::UnexpectedEof || e.to_string().contains("stream") {
+        UnpackError::Corrupt { format: "layer", detail: e.to_string() }
+    } else {
+        UnpackError::Io { entry: entry.to_string(), what, source: e }
+    }
+}
+
+fn extract_entry<R: Read>(
+    root: &OwnedFd,
+    entry: &TarEntry,
+    reader: &mut TarReader<R>,
+    state: &mut State,
+) -> Result<(), UnpackError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let State { usage, dirs, parents, root_listed } = state;
     let corrupt = |e: io::Error| UnpackError::Corrupt { format: "tar", detail: e.to_string() };
-    let raw_path = entry.path().map_err(corrupt)?.into_owned();
-    let name_text = raw_path.display().to_string();
-    let path = components(&name_text, &raw_path)?;
-    let kind = entry.header().entry_type();
+    let raw_path = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
+    let name_text = short(&raw_path.display().to_string());
+    let path = components(&name_text, raw_path)?;
+    let header = &entry.header;
+    let kind = header.entry_type();
+    let link_name =
+        || {
+            entry.link.as_deref().map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l))).ok_or_else(|| {
+                UnpackError::Corrupt { format: "tar", detail: format!("link {name_text:?} has no target") }
+            })
+        };
     // Extended attributes and large ids from PAX records.
     let mut xattrs = Vec::new();
-    let (mut uid, mut gid) = (entry.header().uid().unwrap_or(0), entry.header().gid().unwrap_or(0));
-    if let Some(pax) = entry.pax_extensions().map_err(corrupt)? {
+    let (mut uid, mut gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+    if let Some(pax) = entry.pax_records() {
         for ext in pax {
             let ext = ext.map_err(corrupt)?;
             let Ok(key) = ext.key() else { continue };
@@ -370,8 +538,8 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             }
         }
     }
-    let mode = Mode::from_raw_mode(entry.header().mode().map_err(corrupt)? & 0o7777);
-    let mtime = entry.header().mtime().unwrap_or(0) as i64;
+    let mode = Mode::from_raw_mode(header.mode().map_err(corrupt)? & 0o7777);
+    let mtime = header.mtime().unwrap_or(0) as i64;
     let owner = (Some(rfs::Uid::from_raw(uid as u32)), Some(rfs::Gid::from_raw(gid as u32)));
 
     let Some((leaf, parent_path)) = path.split_last() else {
@@ -379,12 +547,12 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
         if kind.is_dir() {
             rfs::fchown(root, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
             rfs::fchmod(root, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
-            dir_times.push((Vec::new(), mtime));
+            dirs.nodes[0].mtime = Some(mtime);
             *root_listed = true;
         }
         return Ok(());
     };
-    let parent = parents.open(root, parent_path, &name_text)?;
+    let parent = parents.open(root, parent_path, &name_text, Some(dirs))?;
 
     if leaf == OPAQUE_MARKER {
         return rfs::fsetxattr(parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
@@ -423,10 +591,11 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             rfs::fchown(&fd, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
             rfs::fchmod(&fd, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
             set_xattrs(&fd, &xattrs, &name_text)?;
-            dir_times.push((path.clone(), mtime));
-            parents.created.remove(&path);
+            let node = dirs.node_of(&path);
+            let listed = &mut dirs.nodes[node as usize];
+            (listed.implicit, listed.mtime) = (false, Some(mtime));
         }
-        // GNU sparse files arrive expanded (the tar reader fills the holes with zeros).
+        // A GNU sparse file's pieces go where its map says; the holes stay holes.
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
             clear(parent, leaf, &name_text)?;
             let fd = rfs::openat(
@@ -437,13 +606,32 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             )
             .map_err(|e| io_err(&name_text, "create file", e))?;
             let mut file = std::fs::File::from(fd);
-            let written = io::copy(entry, &mut file).map_err(|e| {
-                if e.to_string().contains("stream") {
-                    UnpackError::Corrupt { format: "layer", detail: e.to_string() }
-                } else {
-                    UnpackError::Io { entry: name_text.clone(), what: "write file", source: e }
+            let written = match &entry.sparse {
+                None => io::copy(&mut reader.data(), &mut file).map_err(|e| data_error(&name_text, "write file", e))?,
+                Some(sparse) => {
+                    for &(offset, length) in &sparse.pieces {
+                        file.seek(SeekFrom::Start(offset)).map_err(|e| UnpackError::Io {
+                            entry: name_text.clone(),
+                            what: "seek in file",
+                            source: e,
+                        })?;
+                        let copied = io::copy(&mut reader.data().take(length), &mut file)
+                            .map_err(|e| data_error(&name_text, "write file", e))?;
+                        if copied != length {
+                            return Err(UnpackError::Corrupt {
+                                format: "tar",
+                                detail: format!("sparse file {name_text:?} is cut short"),
+                            });
+                        }
+                    }
+                    file.set_len(sparse.real_size).map_err(|e| UnpackError::Io {
+                        entry: name_text.clone(),
+                        what: "size sparse file",
+                        source: e,
+                    })?;
+                    entry.size
                 }
-            })?;
+            };
             rfs::fchown(&file, owner.0, owner.1).map_err(|e| io_err(&name_text, "chown", e))?;
             rfs::fchmod(&file, mode).map_err(|e| io_err(&name_text, "chmod", e))?;
             set_xattrs(&file, &xattrs, &name_text)?;
@@ -452,12 +640,9 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             usage.inodes += 1;
         }
         tar::EntryType::Symlink => {
-            let target = entry.link_name().map_err(corrupt)?.ok_or_else(|| UnpackError::Corrupt {
-                format: "tar",
-                detail: format!("symlink {name_text:?} has no target"),
-            })?;
+            let target = link_name()?;
             clear(parent, leaf, &name_text)?;
-            rfs::symlinkat(target.as_ref(), parent, leaf).map_err(|e| io_err(&name_text, "create symlink", e))?;
+            rfs::symlinkat(target.as_path(), parent, leaf).map_err(|e| io_err(&name_text, "create symlink", e))?;
             rfs::chownat(parent, leaf, owner.0, owner.1, nofollow)
                 .map_err(|e| io_err(&name_text, "chown symlink", e))?;
             rfs::utimensat(parent, leaf, &times(mtime, 0), nofollow)
@@ -465,10 +650,7 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             usage.inodes += 1;
         }
         tar::EntryType::Link => {
-            let target = entry.link_name().map_err(corrupt)?.ok_or_else(|| UnpackError::Corrupt {
-                format: "tar",
-                detail: format!("hardlink {name_text:?} has no target"),
-            })?;
+            let target = link_name()?;
             let target_text = target.display().to_string();
             let target_path = components(&name_text, &target).map_err(|e| match e {
                 UnpackError::Escape { reason, .. } => UnpackError::Escape {
@@ -483,7 +665,7 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             // Open the target's directory with the same checks (a second cache, so the entry's
             // parent stays open).
             let mut target_dirs = ParentCache::default();
-            let target_dir = target_dirs.open(root, target_parent, &name_text)?;
+            let target_dir = target_dirs.open(root, target_parent, &name_text, None)?;
             clear(parent, leaf, &name_text)?;
             rfs::linkat(target_dir, target_leaf.as_str(), parent, leaf, AtFlags::empty())
                 .map_err(|e| io_err(&name_text, "create hardlink", e))?;
@@ -494,8 +676,8 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
                 tar::EntryType::Block => FileType::BlockDevice,
                 _ => FileType::Fifo,
             };
-            let major = entry.header().device_major().ok().flatten().unwrap_or(0);
-            let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+            let major = header.device_major().ok().flatten().unwrap_or(0);
+            let minor = header.device_minor().ok().flatten().unwrap_or(0);
             clear(parent, leaf, &name_text)?;
             rfs::mknodat(parent, leaf, file_type, mode, rfs::makedev(major, minor))
                 .map_err(|e| io_err(&name_text, "create device node", e))?;
@@ -506,8 +688,7 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
             rfs::utimensat(parent, leaf, &times(mtime, 0), nofollow).map_err(|e| io_err(&name_text, "set times", e))?;
             usage.inodes += 1;
         }
-        // Global PAX headers apply to no file (containerd ignores them too); long names and
-        // per-entry PAX records are folded into their entry by the tar reader.
+        // The tar reader folds these into their member; none reaches here.
         tar::EntryType::XGlobalHeader
         | tar::EntryType::XHeader
         | tar::EntryType::GNULongName
@@ -522,38 +703,14 @@ fn extract_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<'_, R>, state: 
     Ok(())
 }
 
-/// Removes a file or a whole directory tree at `name` (a whiteout in the same layer).
+/// Removes a file or a whole directory tree at `name` (a whiteout in the same layer), of any
+/// depth with a bounded number of open files.
 fn remove_any(parent: &OwnedFd, name: &str, entry: &str) -> Result<(), UnpackError> {
-    match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(io_err(entry, "inspect", e)),
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-            let dir = rfs::openat(
-                parent,
-                name,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )
-            .map_err(|e| io_err(entry, "open", e))?;
-            let names: Vec<String> = {
-                let mut listing = rfs::Dir::read_from(&dir).map_err(|e| io_err(entry, "list", e))?;
-                let mut names = Vec::new();
-                while let Some(item) = listing.read() {
-                    let item = item.map_err(|e| io_err(entry, "list", e))?;
-                    let n = item.file_name().to_string_lossy().into_owned();
-                    if n != "." && n != ".." {
-                        names.push(n);
-                    }
-                }
-                names
-            };
-            for n in names {
-                remove_any(&dir, &n, entry)?;
-            }
-            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|e| io_err(entry, "remove directory", e))
-        }
-        Ok(_) => rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io_err(entry, "remove", e)),
-    }
+    crate::fstree::remove_tree_at(parent.as_fd(), std::ffi::OsStr::new(name)).map_err(|source| UnpackError::Io {
+        entry: entry.to_string(),
+        what: "remove what it replaces",
+        source,
+    })
 }
 
 fn set_xattrs(fd: &impl AsFd, xattrs: &[(String, Vec<u8>)], entry: &str) -> Result<(), UnpackError> {
@@ -649,23 +806,30 @@ fn below(lowers: &[PathBuf], path: &[String]) -> Result<Below, Errno> {
 /// lower layer made a file or a symlink fails the layer: lockstep writes through no symlink.
 pub fn inherit_implicit_dirs(root: &Path, extracted: &Extracted, lowers: &[PathBuf]) -> Result<(), UnpackError> {
     let top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
-    let mut paths: Vec<&[String]> = extracted.implicit_dirs.iter().map(|p| p.as_slice()).collect();
     if !extracted.root_listed {
-        paths.push(&[]);
+        if let (Some(top), Ok(target)) = (top_first.first(), open_dir_nofollow(root, &[])) {
+            let lower = open_dir_nofollow(top, &[]).map_err(|e| io_err("./", "open it below", e))?;
+            copy_dir_attributes(&lower, &target, "./")?;
+        }
     }
-    for path in paths {
-        let entry = if path.is_empty() { "./".to_string() } else { path.join("/") };
-        let Ok(target) = open_dir_nofollow(root, path) else { continue }; // removed or replaced later in the layer
-        let source = if path.is_empty() {
-            match top_first.first() {
-                Some(top) => Below::Dir(top.clone()),
-                None => Below::Absent,
-            }
-        } else {
-            below(&top_first, path).map_err(|e| io_err(&entry, "look it up in the layers below", e))?
-        };
-        match source {
-            Below::Absent => {}
+    let nodes = &extracted.dirs.nodes;
+    // Absent below: so are its children, which need no look-up (a hostile chain of thousands
+    // of implicit directories costs one).
+    let mut absent_below = vec![false; nodes.len()];
+    for id in 1..nodes.len() {
+        let node = &nodes[id];
+        if absent_below[node.parent as usize] {
+            absent_below[id] = true;
+            continue;
+        }
+        if !node.implicit {
+            continue;
+        }
+        let path = extracted.dirs.path(id as u32);
+        let entry = short(&path.join("/"));
+        let Ok(target) = open_dir_nofollow(root, &path) else { continue }; // removed or replaced later in the layer
+        match below(&top_first, &path).map_err(|e| io_err(&entry, "look it up in the layers below", e))? {
+            Below::Absent => absent_below[id] = true,
             Below::NotDir(kind) => {
                 let what = if kind == FileType::Symlink { "a symlink" } else { "not a directory" };
                 return Err(UnpackError::LowerConflict {
@@ -1038,28 +1202,51 @@ mod tests {
         assert!(err.contains("zstd"), "a truncated last frame is reported: {err}");
     }
 
-    /// GNU tar --sparse: the holes read as zeros. Entry kinds it cannot place fail the layer
-    /// instead of vanishing from it.
+    /// GNU tar --sparse: the pieces go where the map says and the holes stay holes (a 1 GiB
+    /// hole costs no disk; written out as zeros it did), reading as zeros. Entry kinds it cannot
+    /// place fail the layer instead of vanishing from it.
     #[test]
-    fn sparse_files_are_expanded_and_unknown_kinds_refused() {
+    fn sparse_files_keep_their_holes_and_unknown_kinds_are_refused() {
+        let hole = 1u64 << 30;
         let mut h = header("sparse", T::GNUSparse, 1024, 0o644);
         let gnu = h.as_gnu_mut().unwrap();
         gnu.sparse[0].set_offset(0);
         gnu.sparse[0].set_length(512);
-        gnu.sparse[1].set_offset(4096);
+        gnu.sparse[1].set_offset(512 + hole);
         gnu.sparse[1].set_length(512);
-        gnu.set_real_size(4608);
+        gnu.set_real_size(1024 + hole);
         h.set_cksum();
         let mut data = vec![b'a'; 512];
         data.extend([b'b'; 512]);
         let mut b = tar::Builder::new(Vec::new());
         b.append(&h, &data[..]).unwrap();
         let (tmp, usage) = unpack(&b.into_inner().unwrap());
-        assert_eq!(usage.unwrap().bytes, 4608);
-        let content = std::fs::read(tmp.path().join("sparse")).unwrap();
-        assert_eq!(content.len(), 4608);
-        assert!(content[..512].iter().all(|&c| c == b'a') && content[4096..].iter().all(|&c| c == b'b'));
-        assert!(content[512..4096].iter().all(|&c| c == 0), "the hole reads as zeros");
+        assert_eq!(usage.unwrap().bytes, 1024, "the bytes the file takes, not its length");
+        let path = tmp.path().join("sparse");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1024 + hole);
+        assert!(meta.blocks() * 512 < 1 << 20, "the hole is a hole: {} bytes allocated", meta.blocks() * 512);
+        let mut file = std::fs::File::open(&path).unwrap();
+        let mut piece = [0u8; 1024];
+        io::Read::read_exact(&mut file, &mut piece).unwrap();
+        assert!(piece[..512].iter().all(|&c| c == b'a') && piece[512..].iter().all(|&c| c == 0));
+        file.seek(SeekFrom::Start(hole)).unwrap();
+        io::Read::read_exact(&mut file, &mut piece).unwrap();
+        assert!(piece[..512].iter().all(|&c| c == 0) && piece[512..].iter().all(|&c| c == b'b'));
+
+        // Pieces out of order (or overlapping): corrupt.
+        let mut h = header("bad", T::GNUSparse, 512, 0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].set_offset(4096);
+        gnu.sparse[0].set_length(512);
+        gnu.sparse[1].set_offset(0);
+        gnu.sparse[1].set_length(512);
+        gnu.set_real_size(8192);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &[0u8; 512][..]).unwrap();
+        let (_, usage) = unpack(&b.into_inner().unwrap());
+        assert!(matches!(usage, Err(UnpackError::Corrupt { .. })), "{usage:?}");
 
         let (_, usage) = unpack(&layer(&[("dump", T::new(b'D'), b"", "")]));
         let err = usage.unwrap_err().to_string();
@@ -1072,6 +1259,49 @@ mod tests {
         let err = usage.unwrap_err().to_string();
         assert!(err.contains("sparse"), "PAX sparse files are refused, not stored as their map: {err}");
         assert!(!tmp.path().join("GNUSparseFile.0").exists());
+    }
+
+    /// Past a limit the layer fails: bytes of the uncompressed stream (a gzip bomb: 4 MiB of
+    /// zeros in a few KiB), entries (the directories it makes without listing them count), and
+    /// depth.
+    #[test]
+    fn layers_past_their_limits_fail() {
+        let limits = Limits { max_bytes: 1 << 20, max_entries: 100 };
+        let extract_with = |bytes: &[u8]| {
+            let tmp = tempfile::tempdir().unwrap();
+            let (_, reader) = decompress(bytes).unwrap();
+            extract_limited(reader, tmp.path(), &limits).map(|(e, _)| e.usage)
+        };
+        let zeros = vec![0u8; 4 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        io::Write::write_all(&mut gz, &layer(&[("zeros", T::Regular, &zeros[..], "")])).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let err = extract_with(&bomb).unwrap_err();
+        assert!(matches!(err, UnpackError::Limit { .. }) && err.to_string().contains("max_layer_bytes"), "{err}");
+
+        let names: Vec<String> = (0..150).map(|i| format!("f{i}")).collect();
+        let many: Vec<_> = names.iter().map(|n| (n.as_str(), T::Regular, &b""[..], "")).collect();
+        let err = extract_with(&layer(&many)).unwrap_err();
+        assert!(err.to_string().contains("max_layer_entries"), "{err}");
+        let long_named = |path: &str| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(0);
+            b.append_data(&mut h, path, &b""[..]).unwrap();
+            b.into_inner().unwrap()
+        };
+        let deep = format!("{}f", "d/".repeat(150));
+        let err = extract_with(&long_named(&deep)).unwrap_err();
+        assert!(err.to_string().contains("max_layer_entries"), "implicit directories count: {err}");
+        assert!(extract_with(&layer(&many[..99])).is_ok(), "within the limits");
+
+        let too_deep = format!("{}f", "d/".repeat(MAX_DEPTH));
+        let (_, usage) = unpack(&long_named(&too_deep));
+        let err = usage.unwrap_err();
+        assert!(matches!(err, UnpackError::Limit { .. }) && err.to_string().contains("deep"), "{err}");
+        assert!(err.to_string().len() < 400, "the message does not repeat the whole path: {err}");
     }
 
     #[test]

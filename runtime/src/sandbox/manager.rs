@@ -432,11 +432,7 @@ pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) 
     for mount in files::mounts_under(dir)? {
         files::unmount(&mount)?;
     }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(SandboxDirError::Remove { path: dir.to_path_buf(), source }),
-    }
+    crate::fstree::remove_tree(dir).map_err(|source| SandboxDirError::Remove { path: dir.to_path_buf(), source })
 }
 
 pub(super) use crate::timing::now_nanos;

@@ -48,11 +48,9 @@ fn image_field<'a>(spec: &'a Option<model::ImageSpec>, field: &str) -> Result<&'
 
 /// The CRI's view of a stored image.
 pub fn to_cri(record: &ImageRecord) -> model::Image {
-    let user = record.config.config.user.split(':').next().unwrap_or("");
-    let (uid, username) = match user.parse::<i64>() {
-        Ok(n) => (Some(model::Int64Value { value: n }), String::new()),
-        Err(_) => (None, user.to_string()),
-    };
+    // The one USER parser CreateContainer uses too: `-1` is a username here, not a uid.
+    let (uid, username) = crate::image::user::for_kubelet(&record.config.config.user);
+    let uid = uid.map(|value| model::Int64Value { value });
     model::Image {
         id: record.id.to_string(),
         repo_tags: record.repo_tags.clone(),

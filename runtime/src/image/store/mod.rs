@@ -57,16 +57,15 @@ impl Layout {
         let tmp = self.tmp();
         let entries =
             std::fs::read_dir(&tmp).map_err(|source| PersistError::Io { what: "list", path: tmp.clone(), source })?;
+        // What cannot be removed is logged and left for the next start: it is out of sight
+        // under tmp/, and refusing to start would take every pod on the node down with it.
         for entry in entries.flatten() {
             let path = entry.path();
-            let removed = if path.is_dir() && !path.is_symlink() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match removed {
+            match crate::fstree::remove_tree(&path) {
                 Ok(()) => tracing::info!(path = %path.display(), "removed what an interrupted pull left"),
-                Err(source) => return Err(PersistError::Io { what: "remove", path, source }),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove what an interrupted pull left; starting anyway")
+                }
             }
         }
         Ok(())
@@ -167,6 +166,29 @@ mod tests {
         layout.prepare().unwrap();
         std::fs::create_dir_all(layout.tmp().join("layer-x/usr/bin")).unwrap();
         std::fs::write(layout.tmp().join("blob-y"), b"half").unwrap();
+        layout.prepare().unwrap();
+        assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
+    }
+
+    /// A tree deeper than the open-file limit (a hostile layer interrupted mid-pull) goes; what
+    /// cannot go (here a mount) is logged and left, and the store opens anyway.
+    #[test]
+    fn prepare_removes_deep_leftovers_and_starts_despite_what_it_cannot_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        layout.prepare().unwrap();
+        let deep = layout.tmp().join("layer-deep");
+        std::fs::create_dir(&deep).unwrap();
+        let depth = (crate::fstree::tests::nofile() as usize + 100).clamp(5_000, 200_000);
+        crate::fstree::tests::deep_chain(&deep, depth);
+        let stuck = layout.tmp().join("layer-stuck/mnt");
+        std::fs::create_dir_all(&stuck).unwrap();
+        nix::mount::mount(Some("tmpfs"), &stuck, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+        let prepared = layout.prepare();
+        nix::mount::umount2(&stuck, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        prepared.unwrap();
+        assert!(!deep.exists(), "the deep tree is removed");
+        assert!(stuck.exists(), "what cannot be removed stays, for the next start");
         layout.prepare().unwrap();
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
     }
