@@ -218,6 +218,7 @@ impl ClientFrames {
         let valid = &mut self.valid;
         encoded.clear();
         let mut fix = false;
+        let first_rewrite = !self.rewriting;
         let mut list_size = 0usize;
         self.decoder.decode(&self.fragment, |f: Field<'_>| {
             list_size += f.name.len() + f.value.len() + 32;
@@ -225,10 +226,10 @@ impl ClientFrames {
                 return Err(FrameError::BlockTooLarge);
             }
             let value = if f.name == b":authority" && !known_valid(valid, f.value) {
-                if !fix {
+                if first_rewrite && !fix {
                     tracing::debug!(
                         authority = %String::from_utf8_lossy(f.value),
-                        "client sent an :authority h2 refuses; serving it as localhost"
+                        "client sent an :authority h2 refuses; serving its calls as localhost"
                     );
                 }
                 fix = true;

@@ -8,7 +8,9 @@
 //! Why an adapter rather than a patched h2: the change h2 would need (hyperium/h2#487) is not
 //! merged, a fork would drift from every h2 release, and this project keeps no upstream code.
 //! Clients that send a valid authority (crictl, the kubelet) get their bytes forwarded as they
-//! are, decoded only to follow their HPACK context.
+//! are, decoded only to follow their HPACK context. The HPACK decoder is ours: h2's is private,
+//! and the crates are unmaintained (hpack, httlib-hpack) or build hash maps to decode each
+//! Huffman string (loona-hpack); RFC 7541 does not change.
 
 mod frames;
 mod hpack;
