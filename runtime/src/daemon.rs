@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use lockstep_cri::Minor;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
+use crate::authority::AuthorityFix;
 use crate::config::Config;
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
@@ -65,10 +67,10 @@ pub async fn run(
     let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
     let listener = socket::listen(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");
-    let served = tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    // Every client's `:authority` accepted, Python's and Java's gRPC included (authority.rs).
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+    let served =
+        tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await;
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("lockstepd stopped; containers keep running");
     Ok(served?)

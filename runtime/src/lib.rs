@@ -3,6 +3,7 @@
 //! `lockstepd` binary picks the minor from its cargo feature.
 #![deny(unsafe_code)]
 
+pub mod authority;
 pub mod cli;
 pub mod cni;
 pub mod config;
