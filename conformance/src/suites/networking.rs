@@ -66,6 +66,26 @@ pub(crate) fn echo_server(netns: &std::path::Path, port: u16) -> Result<std::thr
     }))
 }
 
+/// Starts an echo server on port 8080 in the pod's network namespace, sends `text` to it from
+/// the node through `target` and returns what came back (or why nothing did); the server's
+/// thread has ended either way.
+async fn echo_through(
+    netns: &std::path::Path,
+    target: SocketAddr,
+    text: &'static str,
+) -> Result<Result<String, String>, Failure> {
+    let server = echo_server(netns, 8080)?;
+    let reply = tokio::task::spawn_blocking(move || echo_from(target, text))
+        .await
+        .map_err(|e| Failure::fail(format!("the client panicked: {e}")))?;
+    if reply.is_err() {
+        // Unblock the listener so that its thread ends.
+        let _ = within(netns, podkit::net_flag(), || TcpStream::connect(("127.0.0.1", 8080)));
+    }
+    let _ = server.join();
+    Ok(reply)
+}
+
 fn echo_from(target: SocketAddr, text: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
@@ -108,18 +128,9 @@ async fn host_port(ctx: Ctx, via_loopback: bool) -> TestResult {
     }];
     with_pod(&ctx, config, |pod| async move {
         let netns: PathBuf = podkit::netns(&pod)?;
-        let server = echo_server(&netns, 8080)?;
         let address = if via_loopback { std::net::IpAddr::from([127, 0, 0, 1]) } else { node_address()? };
         let target = SocketAddr::new(address, port);
-        let reply = tokio::task::spawn_blocking(move || echo_from(target, "hello through the host port"))
-            .await
-            .map_err(|e| Failure::fail(format!("the client panicked: {e}")))?;
-        if reply.is_err() {
-            // Unblock the listener so that its thread ends.
-            let _ = within(&netns, podkit::net_flag(), || TcpStream::connect(("127.0.0.1", 8080)));
-        }
-        let _ = server.join();
-        match reply {
+        match echo_through(&netns, target, "hello through the host port").await? {
             Ok(text) => {
                 check!(text == "hello through the host port", "the pod echoed {text:?}");
                 Ok(())
@@ -136,18 +147,10 @@ async fn host_port(ctx: Ctx, via_loopback: bool) -> TestResult {
 async fn node_to_pod(ctx: Ctx) -> TestResult {
     with_pod(&ctx, pod_config("node-to-pod"), |pod| async move {
         let netns = podkit::netns(&pod)?;
-        let server = echo_server(&netns, 8080)?;
         let target: SocketAddr = format!("{}:8080", pod.ip)
             .parse()
             .map_err(|_| Failure::fail(format!("the pod's IP {:?} is not an IPv4", pod.ip)))?;
-        let reply = tokio::task::spawn_blocking(move || echo_from(target, "node to pod"))
-            .await
-            .map_err(|e| Failure::fail(format!("the client panicked: {e}")))?;
-        if reply.is_err() {
-            let _ = within(&netns, podkit::net_flag(), || TcpStream::connect(("127.0.0.1", 8080)));
-        }
-        let _ = server.join();
-        match reply {
+        match echo_through(&netns, target, "node to pod").await? {
             Ok(text) => {
                 check!(text == "node to pod", "the pod echoed {text:?}");
                 Ok(())
