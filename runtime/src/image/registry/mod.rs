@@ -82,6 +82,12 @@ fn is_loopback(host: &str) -> bool {
     bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `target` may be reached over plain HTTP because it is on loopback: only when the
+/// registry (`registry`) is on loopback too, so nothing remote chooses what is fetched there.
+fn plain_loopback_allowed(registry: &str, target: &str) -> bool {
+    is_loopback(registry) && is_loopback(target)
+}
+
 /// The API host of a registry name (docker.io is served from registry-1.docker.io).
 fn api_host(registry: &str) -> &str {
     if registry == super::reference::DOCKER_HUB {
@@ -242,10 +248,11 @@ impl Session<'_> {
     }
 
     /// Whether `host` may be spoken to over plain HTTP (or, for `insecure`, unverified TLS):
-    /// only this session's registry when it is configured insecure, and loopback hosts, which
-    /// nothing outside this machine can intercept.
+    /// only this session's registry when it is configured insecure, and loopback hosts when the
+    /// registry is itself on loopback. A remote registry must not send lockstepd (root, on the
+    /// node) to plain-HTTP services on the node's loopback by a redirect or a token realm.
     fn may_be_plain(&self, host: &str) -> bool {
-        (self.insecure && host == self.host()) || is_loopback(host)
+        (self.insecure && host == self.host()) || plain_loopback_allowed(self.host(), host)
     }
 
     /// One request, choosing HTTPS or (insecure or loopback registries only) plain HTTP, and
@@ -344,7 +351,7 @@ impl Session<'_> {
     }
 
     /// Refuses plain HTTP to a host that may not be plain (so a redirect from HTTPS to plain
-    /// HTTP is refused unless the user declared that host insecure, or it is loopback).
+    /// HTTP is refused unless the user declared that host insecure, or both ends are loopback).
     fn check_hop(&self, to: &reqwest::Url, to_host: &str, what: &str) -> Result<(), RegistryError> {
         let refused = |why: &str| RegistryError::Insecure {
             host: self.reference.registry.clone(),
@@ -353,9 +360,13 @@ impl Session<'_> {
         match to.scheme() {
             "https" => Ok(()),
             "http" if self.may_be_plain(to_host) => Ok(()),
-            "http" => {
-                Err(refused("plain HTTP is allowed only to a registry configured insecure and to loopback hosts"))
-            }
+            "http" if is_loopback(to_host) => Err(refused(
+                "plain HTTP to a loopback host is allowed only for a registry on loopback, and this one is not",
+            )),
+            "http" => Err(refused(
+                "plain HTTP is allowed only to a registry configured insecure (itself) and, from a registry on \
+                 loopback, to loopback hosts",
+            )),
             other => Err(refused(&format!("scheme {other:?} is not HTTP(S)"))),
         }
     }
@@ -391,7 +402,8 @@ impl Session<'_> {
         })?;
         let realm_host = url_host(&realm_url);
         // The token service gets credentials: HTTPS, verified, unless it may be plain (the
-        // insecure registry itself, or loopback); an insecure registry's flag covers only itself.
+        // insecure registry itself, or loopback from a loopback registry); an insecure
+        // registry's flag covers only itself.
         self.check_hop(&realm_url, &realm_host, "the token realm")?;
         let client = self.registry.client(&realm_host, self.insecure && realm_host == self.host())?;
         let mut pairs = vec![("scope", scope)];
@@ -628,6 +640,15 @@ mod tests {
             "{text}"
         );
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn plain_http_to_loopback_only_from_a_registry_on_loopback() {
+        assert!(plain_loopback_allowed("127.0.0.1:5000", "127.0.0.1:5000"));
+        assert!(plain_loopback_allowed("localhost:5000", "127.0.0.1:9999"), "a token service on another port");
+        assert!(!plain_loopback_allowed("registry.io", "127.0.0.1:10250"));
+        assert!(!plain_loopback_allowed("10.0.0.1:5000", "localhost:8080"));
+        assert!(!plain_loopback_allowed("127.0.0.1:5000", "10.0.0.1:80"));
     }
 
     #[test]
