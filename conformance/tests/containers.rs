@@ -1297,3 +1297,56 @@ async fn a_tree_deeper_than_lockstepd_may_open_files_goes_with_its_container() {
     node.assert_no_container_leaks();
     node.remove_pod(&pod.0).await;
 }
+
+/// Files under `dir` that any local user could read: readable by others, and every directory
+/// from `dir` down to them searchable by others (a 0711 directory hides names, not files
+/// whose names can be guessed). `dir` itself is taken as reachable, as /var/lib/lockstep is.
+fn readable_by_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let mode = meta.permissions().mode() & 0o7777;
+            // Another filesystem (a container's rootfs, a pod's shm): its own content, not state.
+            if meta.is_dir() && mode & 0o001 != 0 && meta.dev() == std::fs::metadata(dir).unwrap().dev() {
+                pending.push(path);
+            } else if meta.is_file() && mode & 0o004 != 0 {
+                found.push((path, mode));
+            }
+        }
+    }
+    found
+}
+
+/// A container's environment (secrets from the kubelet) reaches lockstepd's files: its
+/// records, the exec process it hands the OCI runtime, the pod's CNI records. No other local
+/// user may read any of them, during an exec or after.
+#[tokio::test]
+async fn no_state_file_is_readable_by_other_users() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("private", true).await;
+    let mut config = container("app", &image_id, "sleep 60");
+    config.envs.push(model::KeyValue { key: "API_TOKEN".into(), value: b"s3cr3t-value".to_vec() });
+    let id = node.run(&pod, config).await;
+    node.wait_state(&id, model::ContainerState::ContainerRunning).await;
+
+    // While an exec runs: its process (with the whole environment) is on disk.
+    let mut client = node.kubelet().clone();
+    let request =
+        model::ExecSyncRequest { container_id: id.clone(), cmd: vec!["sleep".into(), "2".into()], timeout: 10 };
+    let exec = tokio::spawn(async move { client.exec_sync(request).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut open = readable_by_others(&node.root());
+    open.extend(readable_by_others(&node.runroot()));
+    assert_eq!(exec.await.unwrap().unwrap().exit_code, 0);
+    open.extend(readable_by_others(&node.root()));
+    open.extend(readable_by_others(&node.runroot()));
+    assert!(open.is_empty(), "readable by any local user: {open:#?}");
+
+    node.remove_pod(&pod.0).await;
+}

@@ -144,3 +144,69 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
     assert!(tokens.is_empty(), "credentials went to a token service whose TLS was not verified: {tokens:?}");
     assert!(service.resolve(&format!("{host}/lockstep/downgrade:1")).unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
+    let ip = support::host_ip();
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = support::make_certs(tmp.path(), ip);
+    let image = Arc::new(image());
+    // A plain-HTTP service on the node's loopback that would answer anything (a kubelet's
+    // read-only port, a metadata proxy): a remote registry must not make lockstepd fetch from it.
+    let local = {
+        let image = image.clone();
+        support::serve(
+            "127.0.0.1".parse().unwrap(),
+            None,
+            Arc::new(move |r: &Request| {
+                if r.target.starts_with("/token") {
+                    Response::new(200, format!("{{\"token\":\"{TOKEN}\"}}")).header("Content-Type", "application/json")
+                } else {
+                    content(&image, r).unwrap_or_else(|| Response::new(404, ""))
+                }
+            }),
+        )
+        .await
+    };
+    let registry = {
+        let (image, local) = (image.clone(), local.host.clone());
+        support::serve(
+            ip,
+            Some(support::tls_acceptor(&certs)),
+            Arc::new(move |r: &Request| {
+                let authorized = r.header("authorization") == Some(&format!("Bearer {TOKEN}"));
+                let path = r.target.as_str();
+                if path.starts_with("/v2/lockstep/redirect-loopback/") {
+                    return Response::redirect(format!("http://{local}{path}"));
+                }
+                if path.starts_with("/v2/lockstep/realm-loopback/") && !authorized {
+                    return bearer(&format!("http://{local}/token"));
+                }
+                content(&image, r).unwrap_or_else(|| Response::new(404, ""))
+            }),
+        )
+        .await
+    };
+    let host = registry.host.clone();
+    std::fs::create_dir_all(tmp.path().join("certs.d").join(&host)).unwrap();
+    std::fs::copy(&certs.ca, tmp.path().join("certs.d").join(&host).join("ca.crt")).unwrap();
+    std::fs::write(tmp.path().join("registries.conf"), "").unwrap();
+    let mut config = Config { root: tmp.path().join("root"), runroot: tmp.path().join("run"), ..Default::default() };
+    config.image.registries_conf = tmp.path().join("registries.conf");
+    config.image.certs_dir = tmp.path().join("certs.d");
+    config.image.pull_progress_timeout_secs = 10;
+    let service = Arc::new(ImageService::open(&config).unwrap());
+    let creds = Credentials { username: "alice".into(), password: "secret".into(), ..Default::default() };
+
+    let err =
+        service.pull(&format!("{host}/lockstep/redirect-loopback:1"), creds.clone()).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("http://{}/", local.host)) && err.contains("plain HTTP to a loopback host"), "{err}");
+    let err = service.pull(&format!("{host}/lockstep/realm-loopback:1"), creds.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("token realm") && err.contains("plain HTTP to a loopback host"), "{err}");
+
+    let reached: Vec<String> = local.requests().iter().map(|r| r.target.clone()).collect();
+    assert!(reached.is_empty(), "a remote registry sent lockstepd to plain HTTP on loopback: {reached:?}");
+    // The same registry's own content still pulls.
+    let record = service.pull(&format!("{host}/lockstep/ok:1"), creds).await.unwrap();
+    assert_eq!(record.id.to_string(), image.config_digest);
+}

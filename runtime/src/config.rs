@@ -64,6 +64,10 @@ pub struct RuntimeSection {
     /// CRI's documented default (as CRI-O's seccomp_use_default_when_empty, or the kubelet's
     /// --seccomp-default for every pod).
     pub seccomp_use_default_when_empty: bool,
+    /// Key prefixes of annotations the OCI runtime acts on (crun's `run.oci.*`, CRIU's
+    /// `org.criu.*`) that may reach a container's config.json, as CRI-O's allowed_annotations.
+    /// Empty: every such annotation is left out (and logged); the CRI record keeps them all.
+    pub allowed_annotations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +134,7 @@ impl Default for RuntimeSection {
             ],
             hybrid_cgroup_v1_view: true,
             seccomp_use_default_when_empty: false,
+            allowed_annotations: Vec::new(),
         }
     }
 }
@@ -246,6 +251,11 @@ impl Config {
         if !default.is_empty() && !seen.contains(default) {
             return Err(format!("runtime.default_handler {default:?} is not one of runtime.handlers"));
         }
+        if self.runtime.allowed_annotations.iter().any(String::is_empty) {
+            return Err(
+                "runtime.allowed_annotations: an empty prefix would allow every annotation; name prefixes".into()
+            );
+        }
         if self.network.cni_plugin_timeout_secs == 0 {
             return Err("network.cni_plugin_timeout_secs must be at least 1".into());
         }
@@ -330,6 +340,14 @@ impl Config {
              # true: RuntimeDefault instead (like the kubelet's --seccomp-default).\n\
              seccomp_use_default_when_empty = {}",
             self.runtime.seccomp_use_default_when_empty
+        );
+        let allowed: Vec<String> = self.runtime.allowed_annotations.iter().map(|p| toml_string(p)).collect();
+        let _ = writeln!(
+            s,
+            "# Key prefixes of annotations the OCI runtime acts on (crun's run.oci.*, CRIU's org.criu.*) that\n\
+             # may reach a container's config.json; empty: all such annotations are left out, with a warning.\n\
+             allowed_annotations = [{}]",
+            allowed.join(", ")
         );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");
@@ -457,6 +475,7 @@ mod tests {
         let mut config =
             Config { listen: "/tmp/x.sock".into(), cgroup_driver: CgroupDriver::Systemd, ..Default::default() };
         config.runtime.default_handler = "runc".into();
+        config.runtime.allowed_annotations = vec!["run.oci.keep_original_groups".into(), "org.criu.\"x\"".into()];
         config.log_level = "lockstepd=debug,\"quoted\"".into();
         let file = write(tmp.path(), "effective.toml", &config.render());
         assert_eq!(load_from(&file).unwrap(), config);
@@ -485,6 +504,9 @@ mod tests {
         let file = write(tmp.path(), "f.toml", "[runtime]\ndefault_handler = \"kata\"\n");
         let err = load_from(&file).unwrap_err().to_string();
         assert!(err.contains("kata"), "{err}");
+        let file = write(tmp.path(), "g.toml", "[runtime]\nallowed_annotations = [\"\"]\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("allowed_annotations"), "{err}");
     }
 
     #[test]

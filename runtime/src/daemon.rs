@@ -55,6 +55,11 @@ pub async fn run(
     persist::restrict_dir(&config.runroot.join("sandboxes"), 0o700)?;
     // Mounted container root filesystems (setuid binaries, devices) and bundles (environment).
     persist::restrict_dir(&config.runroot.join("containers"), 0o700)?;
+    // Records (a pod's annotations, its CNI attachment) and the OCI runtime's calls (an exec's
+    // process with the container's whole environment, the runtime's logs): lockstepd's alone.
+    for dir in [config.root.join("sandboxes"), config.root.join("cni"), config.runroot.join("oci")] {
+        persist::restrict_dir(&dir, 0o700)?;
+    }
     let _lock = lock_root(&config.root)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);
@@ -109,10 +114,12 @@ async fn recover_containers(
 /// one root would corrupt each other's state.
 fn lock_root(root: &Path) -> Result<File, DaemonError> {
     let path = root.join("lockstepd.lock");
+    use std::os::unix::fs::OpenOptionsExt as _;
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|source| DaemonError::StateDir { path: path.clone(), source })?;
     match file.try_lock() {

@@ -23,7 +23,8 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     move |source| PersistError::Io { what, path: path.to_path_buf(), source }
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Replaces `path` with `bytes` atomically and durably; the file is the owner's alone (0600):
+/// records carry what the kubelet sent (environments, annotations), for lockstepd only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
@@ -33,7 +34,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
-        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file =
+            File::options().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io("create", &tmp))?;
         file.write_all(bytes).map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("fsync", &tmp))?;
         std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
@@ -197,6 +200,16 @@ mod tests {
         dir.remove("a").unwrap();
         dir.remove("a").unwrap();
         assert_eq!(dir.get::<Vec<u32>>("a").unwrap(), None);
+    }
+
+    #[test]
+    fn records_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RecordDir::new(tmp.path());
+        dir.put("env", &vec!["API_TOKEN=s3cr3t".to_string()]).unwrap();
+        let mode = std::fs::metadata(dir.path("env")).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{mode:o}");
     }
 
     #[test]

@@ -211,6 +211,9 @@ async fn state_directories_are_closed_to_other_users() {
         (root.join("images/tmp"), 0o700),
         (root.join("containers"), 0o700),
         (run.join("sandboxes"), 0o700),
+        (root.join("sandboxes"), 0o700),
+        (root.join("cni"), 0o700),
+        (run.join("oci"), 0o700),
     ] {
         assert_eq!(mode(&dir), expected, "{} is {:o}", dir.display(), mode(&dir));
     }

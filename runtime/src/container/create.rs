@@ -194,6 +194,7 @@ impl ContainerManager {
             let config = self.info.config();
             RuntimeSettings {
                 seccomp_default_when_empty: config.runtime.seccomp_use_default_when_empty,
+                allowed_annotations: config.runtime.allowed_annotations.clone(),
                 ..RuntimeSettings::new(config.cgroup_driver, features, self.host.clone())
             }
         };

@@ -93,6 +93,9 @@ pub struct RuntimeSettings {
     pub host: HostFacts,
     /// The host's architecture, as Rust names it (std::env::consts::ARCH).
     pub arch: String,
+    /// Key prefixes of annotations the OCI runtime may act on that still reach config.json
+    /// (`[runtime] allowed_annotations`); empty: every `run.oci.*` and `org.criu.*` is dropped.
+    pub allowed_annotations: Vec<String>,
 }
 
 impl RuntimeSettings {
@@ -108,6 +111,7 @@ impl RuntimeSettings {
             features,
             host,
             arch: std::env::consts::ARCH.to_string(),
+            allowed_annotations: Vec::new(),
         }
     }
 }
@@ -208,7 +212,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
     spec.set_hostname((input.sandbox.uts != NamespaceSource::Host).then(|| input.sandbox.hostname.clone()));
     let (mounts, rootfs_propagation) = mounts(config, sc, input)?;
     spec.set_mounts(Some(mounts));
-    spec.set_annotations(Some(annotations(input)));
+    spec.set_annotations(Some(annotations(input, &mut warnings)));
 
     let mut oci_linux = oci_spec::runtime::Linux::default();
     oci_linux.set_namespaces(Some(namespaces(sc, input)?));
@@ -775,9 +779,31 @@ fn devices(privileged: bool, resolved: &Resolved) -> (Vec<LinuxDevice>, Vec<Linu
     (resolved.devices.iter().map(node).collect(), rules)
 }
 
-/// The request's annotations, and lockstep's own about the container and its pod.
-fn annotations(input: &SpecInput<'_>) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = input.config.annotations.clone().into_iter().collect();
+/// Key prefixes of annotations that OCI runtimes act on: crun reads `run.oci.*` (a seccomp
+/// filter replaced, a library loaded from a host path, hooks, handlers), CRIU `org.criu.*`.
+pub const RUNTIME_ANNOTATION_PREFIXES: [&str; 2] = ["run.oci.", "org.criu."];
+
+/// The request's annotations, but those an OCI runtime would act on unless `allowed` names
+/// them (each dropped key becomes a warning), and lockstep's own about the container and its pod.
+fn annotations(input: &SpecInput<'_>, warnings: &mut Vec<String>) -> HashMap<String, String> {
+    let allowed = &input.runtime.allowed_annotations;
+    let mut out = HashMap::new();
+    let mut dropped = Vec::new();
+    for (key, value) in &input.config.annotations {
+        let runtime_key = RUNTIME_ANNOTATION_PREFIXES.iter().any(|p| key.starts_with(p));
+        if runtime_key && !allowed.iter().any(|p| !p.is_empty() && key.starts_with(p.as_str())) {
+            dropped.push(key);
+        } else {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    dropped.sort();
+    warnings.extend(dropped.into_iter().map(|key| {
+        format!(
+            "annotation {key:?} left out of the OCI spec: the OCI runtime would act on it \
+             (allow it with [runtime] allowed_annotations)"
+        )
+    }));
     let name = input.config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
     for (k, v) in [
         ("io.kubernetes.cri.container-type", "container".to_string()),

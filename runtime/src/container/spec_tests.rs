@@ -235,6 +235,47 @@ fn snapshot_resources() {
 }
 
 #[test]
+fn annotations_the_oci_runtime_acts_on_stay_out_of_the_spec_unless_allowed() {
+    let mut config = config();
+    for (k, v) in [
+        ("run.oci.seccomp_bpf_data", "AAAA"),
+        ("run.oci.hooks.prestart", "/usr/bin/evil"),
+        ("run.oci.keep_original_groups", "1"),
+        ("org.criu.config", "/tmp/criu.conf"),
+        ("example.com/run.oci.lookalike", "kept"),
+    ] {
+        config.annotations.insert(k.into(), v.into());
+    }
+    let keys = |built: &BuiltSpec| -> Vec<String> {
+        let mut keys: Vec<String> = built.spec.annotations().clone().unwrap().into_keys().collect();
+        keys.retain(|k| !k.starts_with("io.kubernetes.cri."));
+        keys.sort();
+        keys
+    };
+    let dropped = built(&config);
+    assert_eq!(keys(&dropped), ["example.com/run.oci.lookalike", "io.kubernetes.container.restartCount"]);
+    assert_eq!(dropped.warnings.len(), 4, "one warning per dropped key: {:?}", dropped.warnings);
+    assert!(dropped.warnings[0].contains("\"org.criu.config\""), "{:?}", dropped.warnings);
+    assert!(dropped.warnings[1].contains("\"run.oci.hooks.prestart\""), "{:?}", dropped.warnings);
+
+    let allowing = RuntimeSettings {
+        allowed_annotations: vec!["run.oci.keep_original_groups".into(), "org.criu.".into()],
+        ..runtime()
+    };
+    let allowed = build_with(&config, &sandbox(), &image(), &allowing, &resolved()).unwrap();
+    assert_eq!(
+        keys(&allowed),
+        [
+            "example.com/run.oci.lookalike",
+            "io.kubernetes.container.restartCount",
+            "org.criu.config",
+            "run.oci.keep_original_groups"
+        ]
+    );
+    assert_eq!(allowed.warnings.len(), 2, "{:?}", allowed.warnings);
+}
+
+#[test]
 fn hugepage_limits_are_dropped_with_a_warning_where_no_runtime_can_set_them() {
     let mut config = config();
     config.linux.as_mut().unwrap().resources = Some(model::LinuxContainerResources {

@@ -259,7 +259,8 @@ impl OciRuntime for CommandRuntime {
             message: format!("cannot encode the process: {e}"),
         })?;
         let result = (|| {
-            std::fs::write(&process_file, json).map_err(|source| OciError::Io {
+            // The process carries the container's whole environment: the owner's alone.
+            write_private(&process_file, &json).map_err(|source| OciError::Io {
                 what: "write",
                 path: process_file.clone(),
                 source,
@@ -424,6 +425,14 @@ impl CappedOutput {
     fn take(self) -> (Vec<u8>, bool) {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
+}
+
+/// Writes `bytes` to `path`, a file only its owner may read (0600, whatever the umask).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
 }
 
 fn read_pid(path: &Path) -> Option<i32> {

@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod manifest;
+#[cfg(test)]
+mod test_server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,8 @@ use auth::{Challenge, Credentials};
 
 /// Manifests above this size are refused (containerd uses the same limit).
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Token service answers above this size are refused (a token is a few KiB at most).
+const MAX_TOKEN_BYTES: usize = 1 << 20;
 /// Redirects followed for one request (blob downloads are often redirected once, to storage).
 const MAX_REDIRECTS: usize = 10;
 
@@ -76,6 +80,12 @@ fn is_loopback(host: &str) -> bool {
         host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let bare = bare.trim_start_matches('[').trim_end_matches(']');
     bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `target` may be reached over plain HTTP because it is on loopback: only when the
+/// registry (`registry`) is on loopback too, so nothing remote chooses what is fetched there.
+fn plain_loopback_allowed(registry: &str, target: &str) -> bool {
+    is_loopback(registry) && is_loopback(target)
 }
 
 /// The API host of a registry name (docker.io is served from registry-1.docker.io).
@@ -238,10 +248,11 @@ impl Session<'_> {
     }
 
     /// Whether `host` may be spoken to over plain HTTP (or, for `insecure`, unverified TLS):
-    /// only this session's registry when it is configured insecure, and loopback hosts, which
-    /// nothing outside this machine can intercept.
+    /// only this session's registry when it is configured insecure, and loopback hosts when the
+    /// registry is itself on loopback. A remote registry must not send lockstepd (root, on the
+    /// node) to plain-HTTP services on the node's loopback by a redirect or a token realm.
     fn may_be_plain(&self, host: &str) -> bool {
-        (self.insecure && host == self.host()) || is_loopback(host)
+        (self.insecure && host == self.host()) || plain_loopback_allowed(self.host(), host)
     }
 
     /// One request, choosing HTTPS or (insecure or loopback registries only) plain HTTP, and
@@ -340,7 +351,7 @@ impl Session<'_> {
     }
 
     /// Refuses plain HTTP to a host that may not be plain (so a redirect from HTTPS to plain
-    /// HTTP is refused unless the user declared that host insecure, or it is loopback).
+    /// HTTP is refused unless the user declared that host insecure, or both ends are loopback).
     fn check_hop(&self, to: &reqwest::Url, to_host: &str, what: &str) -> Result<(), RegistryError> {
         let refused = |why: &str| RegistryError::Insecure {
             host: self.reference.registry.clone(),
@@ -349,9 +360,13 @@ impl Session<'_> {
         match to.scheme() {
             "https" => Ok(()),
             "http" if self.may_be_plain(to_host) => Ok(()),
-            "http" => {
-                Err(refused("plain HTTP is allowed only to a registry configured insecure and to loopback hosts"))
-            }
+            "http" if is_loopback(to_host) => Err(refused(
+                "plain HTTP to a loopback host is allowed only for a registry on loopback, and this one is not",
+            )),
+            "http" => Err(refused(
+                "plain HTTP is allowed only to a registry configured insecure (itself) and, from a registry on \
+                 loopback, to loopback hosts",
+            )),
             other => Err(refused(&format!("scheme {other:?} is not HTTP(S)"))),
         }
     }
@@ -387,7 +402,8 @@ impl Session<'_> {
         })?;
         let realm_host = url_host(&realm_url);
         // The token service gets credentials: HTTPS, verified, unless it may be plain (the
-        // insecure registry itself, or loopback); an insecure registry's flag covers only itself.
+        // insecure registry itself, or loopback from a loopback registry); an insecure
+        // registry's flag covers only itself.
         self.check_hop(&realm_url, &realm_host, "the token realm")?;
         let client = self.registry.client(&realm_host, self.insecure && realm_host == self.host())?;
         let mut pairs = vec![("scope", scope)];
@@ -420,10 +436,16 @@ impl Session<'_> {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
-        let body = match tokio::time::timeout(self.registry.progress_timeout, response.bytes()).await {
-            Err(_) => return Err(self.stalled("reading a token")),
-            Ok(Err(e)) => return Err(RegistryError::Unreachable { host: realm_host, detail: error_chain(&e) }),
-            Ok(Ok(b)) => b,
+        let body = match read_capped(response, MAX_TOKEN_BYTES, self.registry.progress_timeout).await {
+            Ok(b) => b,
+            Err(BodyError::Stalled) => return Err(self.stalled("reading a token")),
+            Err(BodyError::Failed(detail)) => return Err(RegistryError::Unreachable { host: realm_host, detail }),
+            Err(BodyError::TooLarge) => {
+                return Err(RegistryError::Protocol {
+                    host,
+                    detail: format!("the token service {realm} answered more than {MAX_TOKEN_BYTES} bytes"),
+                })
+            }
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(RegistryError::Unreachable {
@@ -457,25 +479,20 @@ impl Session<'_> {
     /// The manifest (or index) for a tag or digest, checked against the digest when one is known.
     pub async fn manifest(&mut self, target: &str, expected: Option<&Digest>) -> Result<Fetched, RegistryError> {
         let what = format!("manifest {}:{target}", self.reference.name());
-        let mut response = self.get(&format!("manifests/{target}"), Some(manifest::ACCEPT), &what).await?;
+        let response = self.get(&format!("manifests/{target}"), Some(manifest::ACCEPT), &what).await?;
         let content_type =
             response.headers().get(CONTENT_TYPE).and_then(|h: &HeaderValue| h.to_str().ok()).unwrap_or("").to_string();
-        let mut bytes = Vec::new();
-        loop {
-            let chunk = match tokio::time::timeout(self.registry.progress_timeout, response.chunk()).await {
-                Err(_) => return Err(self.stalled(&format!("reading {what}"))),
-                Ok(Err(e)) => return Err(self.unreachable(error_chain(&e))),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(c))) => c,
-            };
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > MAX_MANIFEST_BYTES {
+        let bytes = match read_capped(response, MAX_MANIFEST_BYTES, self.registry.progress_timeout).await {
+            Ok(b) => b,
+            Err(BodyError::Stalled) => return Err(self.stalled(&format!("reading {what}"))),
+            Err(BodyError::Failed(detail)) => return Err(self.unreachable(detail)),
+            Err(BodyError::TooLarge) => {
                 return Err(RegistryError::Protocol {
                     host: self.reference.registry.clone(),
                     detail: format!("{what} is larger than {MAX_MANIFEST_BYTES} bytes"),
-                });
+                })
             }
-        }
+        };
         use sha2::Digest as _;
         let digest = Digest::from_sha256(&sha2::Sha256::digest(&bytes));
         if let Some(expected) = expected {
@@ -525,6 +542,37 @@ impl Blob {
     }
 }
 
+/// Why a small body (a manifest, a token) could not be read whole.
+enum BodyError {
+    /// No byte for the progress timeout.
+    Stalled,
+    /// The connection failed (the error chain).
+    Failed(String),
+    /// Longer than allowed (said by Content-Length, or found while reading).
+    TooLarge,
+}
+
+/// Reads a body whole, refusing it as soon as it passes `max` bytes: a server cannot make
+/// lockstepd hold more than `max` plus one chunk.
+async fn read_capped(mut response: reqwest::Response, max: usize, timeout: Duration) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(timeout, response.chunk()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(Err(e)) => return Err(BodyError::Failed(error_chain(&e))),
+            Ok(Ok(None)) => return Ok(bytes),
+            Ok(Ok(Some(c))) => c,
+        };
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+    }
+}
+
 /// `host[:port]` of a URL, as registries are named.
 fn url_host(url: &reqwest::Url) -> String {
     let host = url.host_str().unwrap_or_default();
@@ -548,6 +596,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::test_server::{serve, Answer};
     use super::*;
 
     #[test]
@@ -558,6 +607,48 @@ mod tests {
         for host in ["registry.io", "10.0.0.1:5000", "localhost.evil.io", "[::2]:80"] {
             assert!(!is_loopback(host), "{host}");
         }
+    }
+
+    fn session_to<'a>(registry: &'a Registry, host: &str) -> Session<'a> {
+        let reference = Reference {
+            registry: host.to_string(),
+            repository: "library/app".into(),
+            target: crate::image::reference::Target::Tag("1".into()),
+        };
+        registry.session(reference, false, Credentials::default())
+    }
+
+    #[tokio::test]
+    async fn a_token_service_answering_too_much_fails_the_pull_naming_the_realm() {
+        let port = serve(|path, port| {
+            if path.starts_with("/v2/") {
+                Answer::status(&format!(
+                    "401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"t\""
+                ))
+            } else {
+                // 2 MiB, its length said by nothing but the end of the connection.
+                Answer::endless(2 << 20)
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = Registry::new(tmp.path().into(), Duration::from_secs(20));
+        let started = std::time::Instant::now();
+        let err = session_to(&registry, &format!("127.0.0.1:{port}")).manifest("1", None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("token service http://127.0.0.1:{port}/token answered more than 1048576 bytes")),
+            "{text}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn plain_http_to_loopback_only_from_a_registry_on_loopback() {
+        assert!(plain_loopback_allowed("127.0.0.1:5000", "127.0.0.1:5000"));
+        assert!(plain_loopback_allowed("localhost:5000", "127.0.0.1:9999"), "a token service on another port");
+        assert!(!plain_loopback_allowed("registry.io", "127.0.0.1:10250"));
+        assert!(!plain_loopback_allowed("10.0.0.1:5000", "localhost:8080"));
+        assert!(!plain_loopback_allowed("127.0.0.1:5000", "10.0.0.1:80"));
     }
 
     #[test]
