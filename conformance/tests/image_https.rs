@@ -35,6 +35,11 @@ fn content(image: &Image, request: &Request) -> Option<Response> {
     image.layers.iter().find(|l| l.digest == digest).map(|l| Response::new(200, l.blob.clone()))
 }
 
+/// A token service's answer with the one token the test registries accept.
+fn token_answer() -> Response {
+    Response::new(200, format!("{{\"token\":\"{TOKEN}\"}}")).header("Content-Type", "application/json")
+}
+
 fn bearer(realm: &str) -> Response {
     Response::new(401, "{}").header("WWW-Authenticate", format!("Bearer realm=\"{realm}\",service=\"test\""))
 }
@@ -45,8 +50,6 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = support::make_certs(tmp.path(), ip);
     let image = Arc::new(image());
-    let token_answer =
-        || Response::new(200, format!("{{\"token\":\"{TOKEN}\"}}")).header("Content-Type", "application/json");
 
     // A plain-HTTP server on the same address: what a downgrade would reach.
     let plain = {
@@ -160,7 +163,7 @@ async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
             None,
             Arc::new(move |r: &Request| {
                 if r.target.starts_with("/token") {
-                    Response::new(200, format!("{{\"token\":\"{TOKEN}\"}}")).header("Content-Type", "application/json")
+                    token_answer()
                 } else {
                     content(&image, r).unwrap_or_else(|| Response::new(404, ""))
                 }
