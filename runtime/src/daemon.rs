@@ -34,6 +34,8 @@ pub enum DaemonError {
     Sandboxes(#[from] crate::sandbox::SandboxError),
     #[error("container recovery failed: {0}")]
     Containers(#[from] crate::container::ContainerError),
+    #[error("container recovery panicked: {0}")]
+    RecoveryPanicked(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -101,12 +103,10 @@ async fn recover_containers(
     images: Arc<ImageService>,
 ) -> Result<Arc<Containers>, DaemonError> {
     let handle = tokio::runtime::Handle::current();
-    let recovered = tokio::task::spawn_blocking(move || Containers::start(info, sandboxes, images, handle)).await;
+    let recovered = tokio::task::spawn_blocking(move || Containers::recover(info, sandboxes, images, handle)).await;
     match recovered {
         Ok(result) => Ok(result?),
-        Err(e) => {
-            Err(DaemonError::Containers(crate::container::ContainerError::Internal(format!("recovery panicked: {e}"))))
-        }
+        Err(e) => Err(DaemonError::RecoveryPanicked(e.to_string())),
     }
 }
 

@@ -1,0 +1,28 @@
+//! StartContainer: a created container's init is let run; the record says running once the
+//! runtime has started it.
+
+use super::error::{state_word, ContainerError};
+use super::manager::ContainerManager;
+use super::record::RecordState;
+use super::store::lock;
+use crate::timing::now_nanos;
+
+pub fn start_container(containers: &ContainerManager, id: &str) -> Result<(), ContainerError> {
+    let entry = containers.store.existing(id)?;
+    let _op = lock(&entry.op);
+    let record = containers.refresh(&entry);
+    if record.state != RecordState::Created {
+        return Err(ContainerError::WrongState {
+            id: id.to_string(),
+            state: state_word(record.state),
+            requirement: "only a created container can be started",
+        });
+    }
+    containers.runtime_of(&record).start(id).map_err(ContainerError::runtime(id, "start"))?;
+    let mut updated = record;
+    updated.state = RecordState::Running;
+    updated.started_at = now_nanos();
+    containers.store.save(&entry, updated)?;
+    tracing::info!(container = %id, "container started");
+    Ok(())
+}

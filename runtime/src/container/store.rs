@@ -1,0 +1,245 @@
+//! The containers lockstepd holds: an index of entries (one lock per container that serialises
+//! the calls changing it, and the record that readers see), their crash-safe records on disk,
+//! CreateContainer's reservations per name and attempt, and the last cgroup reading of each.
+//! Nothing here runs an OCI runtime; every RPC family works over this store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::error::ContainerError;
+use super::record::{ContainerRecord, ExitInfo, RecordState};
+use super::usage::CgroupSample;
+use crate::persist::{Loaded, PersistError, RecordDir};
+
+/// One container held in memory: `op` serialises the calls that change it, `record` is what
+/// readers see.
+pub struct Entry {
+    pub op: Mutex<()>,
+    record: RwLock<ContainerRecord>,
+}
+
+impl Entry {
+    pub fn new(record: ContainerRecord) -> Arc<Entry> {
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record) })
+    }
+
+    pub fn read(&self) -> ContainerRecord {
+        self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A mutex's guard; a panic elsewhere does not make the data unusable here.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The CRI's uniqueness key of a container: its pod sandbox, name and attempt.
+pub type NameKey = (String, String, u32);
+
+pub struct ContainerStore {
+    records: RecordDir,
+    index: RwLock<BTreeMap<String, Arc<Entry>>>,
+    reservations: Mutex<HashMap<NameKey, Arc<Mutex<()>>>>,
+    samples: Mutex<HashMap<String, CgroupSample>>,
+}
+
+impl ContainerStore {
+    /// An empty store over the records in `records` (read them with `load`).
+    pub fn new(records: RecordDir) -> ContainerStore {
+        ContainerStore {
+            records,
+            index: RwLock::new(BTreeMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+            samples: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn records(&self) -> &RecordDir {
+        &self.records
+    }
+
+    /// Every readable record on disk (unreadable ones are set aside, as `RecordDir` does).
+    pub fn load(&self) -> Result<Loaded<ContainerRecord>, PersistError> {
+        self.records.load_readable::<ContainerRecord>()
+    }
+
+    /// Replaces what is held in memory (at recovery).
+    pub fn hold_all(&self, entries: BTreeMap<String, Arc<Entry>>) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = entries;
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// The entry of a container the request names: a malformed id is a bad field, an unknown
+    /// one is not found.
+    pub fn existing(&self, id: &str) -> Result<Arc<Entry>, ContainerError> {
+        if !crate::ids::is_safe_id(id) {
+            return Err(ContainerError::bad_field("container_id", format!("{id:?} is not a container id")));
+        }
+        self.get(id).ok_or_else(|| ContainerError::NoSuchContainer { id: id.to_string() })
+    }
+
+    /// The entry of `id` if it names a container lockstepd knows; None for any other string.
+    pub fn known(&self, id: &str) -> Option<Arc<Entry>> {
+        crate::ids::is_safe_id(id).then(|| self.get(id)).flatten()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn of_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry>> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.values().filter(|e| e.read().sandbox_id == sandbox_id).cloned().collect()
+    }
+
+    /// The lock that serialises CreateContainer calls for one name and attempt.
+    pub fn reservation(&self, key: &NameKey) -> Arc<Mutex<()>> {
+        lock(&self.reservations).entry(key.clone()).or_default().clone()
+    }
+
+    /// The container already made for a name and attempt (not one being removed).
+    pub fn named(&self, key: &NameKey) -> Option<ContainerRecord> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.values().map(|e| e.read()).find(|r| {
+            r.sandbox_id == key.0 && r.name == key.1 && r.attempt == key.2 && r.state != RecordState::Removing
+        })
+    }
+
+    /// Writes a record on disk (crash-safely) without holding it in memory yet.
+    pub fn write(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        self.records.put(&record.id, record).map_err(ContainerError::record(&record.id, "write"))
+    }
+
+    /// Holds a new container in memory (its record is on disk already).
+    pub fn insert(&self, record: ContainerRecord) {
+        let id = record.id.clone();
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id, Entry::new(record));
+    }
+
+    /// Writes `record` on disk, then makes it what readers see.
+    pub fn save(&self, entry: &Entry, record: ContainerRecord) -> Result<(), ContainerError> {
+        self.write(&record)?;
+        *entry.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+        Ok(())
+    }
+
+    /// Records an exit, once: a container already exited (or gone) keeps its first exit. A
+    /// record that cannot be written is warned about; the exit is read again from the monitor.
+    pub fn mark_exited(&self, entry: &Entry, exit: ExitInfo) -> ContainerRecord {
+        let mut record = entry.record.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(record.state, RecordState::Created | RecordState::Running) {
+            record.state = RecordState::Exited;
+            record.exit = Some(exit);
+            if let Err(e) = self.records.put(&record.id, &*record) {
+                tracing::warn!(container = %record.id, error = %e, "cannot persist the exit; it is read again later");
+            }
+        }
+        record.clone()
+    }
+
+    /// Forgets a removed container: its record, its entry, its reservation, its last reading.
+    pub fn forget(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        let id = record.id.as_str();
+        self.records.remove(id).map_err(ContainerError::record(id, "remove"))?;
+        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        lock(&self.reservations).remove(&(record.sandbox_id.clone(), record.name.clone(), record.attempt));
+        lock(&self.samples).remove(id);
+        Ok(())
+    }
+
+    /// Keeps `reading` as the container's last one; returns the one before (for CPU rates).
+    pub fn swap_sample(&self, id: &str, reading: CgroupSample) -> Option<CgroupSample> {
+        lock(&self.samples).insert(id.to_string(), reading)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn record(id: &str, name: &str, state: RecordState) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: "pod".into(),
+            name: name.into(),
+            attempt: 0,
+            state,
+            created_at: 1,
+            started_at: 0,
+            exit: None,
+            oci_handler: "crun".into(),
+            cgroup2_hidden: None,
+            stop_signal: 15,
+            init_pid: 0,
+            run_dir: PathBuf::from("/nonexistent/run"),
+            layer_dir: PathBuf::from("/nonexistent/layer"),
+            log_path: None,
+            volume_holds: Vec::new(),
+            status_template: String::new(),
+        }
+    }
+
+    fn id(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    fn exit(code: i32) -> ExitInfo {
+        ExitInfo { exit_code: code, finished_at: 7, oom_killed: false, message: String::new() }
+    }
+
+    #[test]
+    fn a_saved_record_and_its_exit_survive_a_reload_and_the_first_exit_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::new(RecordDir::new(tmp.path().join("containers")));
+        let running = record(&id(1), "app", RecordState::Running);
+        store.write(&running).unwrap();
+        store.insert(running);
+        let entry = store.get(&id(1)).unwrap();
+        assert_eq!(store.mark_exited(&entry, exit(3)).exit.unwrap().exit_code, 3);
+        assert_eq!(store.mark_exited(&entry, exit(9)).exit.unwrap().exit_code, 3, "a second exit is ignored");
+
+        let reloaded = ContainerStore::new(RecordDir::new(tmp.path().join("containers")));
+        let loaded = reloaded.load().unwrap().records;
+        let (_, on_disk) = loaded.iter().find(|(found, _)| *found == id(1)).unwrap();
+        assert_eq!(on_disk.state, RecordState::Exited);
+        assert_eq!(on_disk.exit.as_ref().unwrap().exit_code, 3);
+    }
+
+    #[test]
+    fn requests_name_containers_by_valid_known_ids_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::new(RecordDir::new(tmp.path().join("containers")));
+        store.insert(record(&id(1), "app", RecordState::Created));
+        assert!(store.existing(&id(1)).is_ok());
+        assert!(matches!(store.existing(&id(2)), Err(ContainerError::NoSuchContainer { .. })));
+        let bad = store.existing("../etc").err().unwrap();
+        assert!(matches!(&bad, ContainerError::BadField { field, .. } if field == "container_id"), "{bad}");
+        assert!(store.known("../etc").is_none());
+    }
+
+    #[test]
+    fn a_name_is_taken_until_its_container_is_forgotten_and_removal_frees_it_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::new(RecordDir::new(tmp.path().join("containers")));
+        let key: NameKey = ("pod".into(), "app".into(), 0);
+        let made = record(&id(1), "app", RecordState::Created);
+        store.write(&made).unwrap();
+        store.insert(made.clone());
+        assert_eq!(store.named(&key).unwrap().id, id(1));
+
+        let entry = store.get(&id(1)).unwrap();
+        let mut removing = made.clone();
+        removing.state = RecordState::Removing;
+        store.save(&entry, removing.clone()).unwrap();
+        assert!(store.named(&key).is_none(), "a container being removed no longer holds its name");
+
+        store.forget(&removing).unwrap();
+        assert!(store.get(&id(1)).is_none());
+        assert!(store.load().unwrap().records.is_empty(), "the record is gone from disk");
+    }
+}
