@@ -34,7 +34,7 @@ pub enum DaemonError {
     Sandboxes(#[from] crate::sandbox::SandboxError),
     #[error("container recovery failed: {0}")]
     Containers(#[from] crate::container::ContainerError),
-    #[error("container recovery panicked: {0}")]
+    #[error("recovery panicked ({0})")]
     RecoveryPanicked(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -86,12 +86,10 @@ pub async fn run(
 /// Loads the sandbox records and recovers them (rollback of half-made ones, checks of ready
 /// ones) before the socket opens, so that no RPC sees a half state.
 async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, DaemonError> {
-    let recovered = tokio::task::spawn_blocking(move || Sandboxes::start(info)).await;
+    let recovered = tokio::task::spawn_blocking(move || Sandboxes::recover(info)).await;
     match recovered {
         Ok(result) => Ok(result?),
-        Err(e) => {
-            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::internal("the sandbox recovery panicked", e)))
-        }
+        Err(e) => Err(DaemonError::RecoveryPanicked(format!("sandboxes: {e}"))),
     }
 }
 
@@ -106,7 +104,7 @@ async fn recover_containers(
     let recovered = tokio::task::spawn_blocking(move || Containers::recover(info, sandboxes, images, handle)).await;
     match recovered {
         Ok(result) => Ok(result?),
-        Err(e) => Err(DaemonError::RecoveryPanicked(e.to_string())),
+        Err(e) => Err(DaemonError::RecoveryPanicked(format!("containers: {e}"))),
     }
 }
 

@@ -58,7 +58,7 @@ fn bench(monitor: MonitorState, oci: Option<OciStatus>, gone: bool) -> Bench {
     config.runtime.handlers = vec![Handler { name: "fake".into(), path: "/nonexistent/fake-runtime".into() }];
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let info = Arc::new(RuntimeInfo::new(Minor::V1_36, config.clone()).unwrap());
-    let sandboxes = SandboxManager::start(info.clone()).unwrap();
+    let sandboxes = SandboxManager::recover(info.clone()).unwrap();
     let images = Arc::new(ImageService::open(&config).unwrap());
     let fake = Arc::new(Fake::new(monitor, oci));
     let runtimes = Arc::new(FakeRuntimes { fake: fake.clone(), gone });
