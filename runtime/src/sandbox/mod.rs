@@ -14,6 +14,8 @@ pub mod record;
 mod recovery;
 pub mod remove;
 mod reservations;
+#[cfg(test)]
+mod rpc_tests;
 pub mod run;
 pub mod status;
 pub mod stop;

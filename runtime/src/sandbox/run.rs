@@ -37,7 +37,7 @@ pub fn run_pod_sandbox(
 }
 
 /// Under the metadata's reservation: the sandbox a previous call made, or a new one.
-fn find_or_create(
+pub(super) fn find_or_create(
     sandboxes: &SandboxManager,
     plan: PodPlan,
     request: &model::RunPodSandboxRequest,
