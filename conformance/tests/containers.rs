@@ -275,8 +275,7 @@ impl Drop for Node {
         }
         // Each handler as lockstepd runs it (crun in its pure cgroup v1 view on a hybrid host).
         let oci_dir = self.dir.path().join("run/oci");
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let hybrid_cgroup2 = lockstep_runtime::oci::hybrid_cgroup2_mount(&mountinfo);
+        let hybrid_cgroup2 = lockstep_runtime::host::cgroups::Layout::read().hybrid_unified().map(PathBuf::from);
         for (handler, view) in [("runc", None), ("crun", hybrid_cgroup2)] {
             let Some(binary) = lockstep_runtime::oci::resolve(Path::new(handler)) else { continue };
             let command = RuntimeCommand::under(&oci_dir, handler, &binary, false).hiding_cgroup2(view);

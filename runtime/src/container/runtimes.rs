@@ -84,7 +84,7 @@ impl Runtimes for Handlers {
 /// service (systemd's KillMode=control-group) does not take the monitors along, and their memory
 /// is not charged to it. Without one (no cgroupfs access) they stay in lockstepd's, with a warning.
 fn monitor_cgroups(driver: CgroupDriver) -> Vec<PathBuf> {
-    use crate::sandbox::cgroups;
+    use crate::host::cgroups;
     let made = cgroups::plan(driver, "", "monitors").and_then(|planned| {
         cgroups::create(&planned.missing)?;
         Ok(planned.leaves)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lockstep_cri::model;
 
-use crate::monitor::oom::controller_dir;
+use crate::host::cgroups::controller_dir;
 
 /// One reading of a container's cgroups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

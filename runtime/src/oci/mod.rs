@@ -14,9 +14,7 @@ use oci_spec::runtime::{LinuxResources, Process};
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandRuntime, RuntimeCommand};
-pub use probe::{
-    hybrid_cgroup2_mount, probe_handlers, probe_one, resolve, HandlerFeatures, HandlerSet, ProbedHandler, PROBE_BINARY,
-};
+pub use probe::{probe_handlers, probe_one, resolve, HandlerFeatures, HandlerSet, ProbedHandler, PROBE_BINARY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {

@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
-use super::cgroups::CgroupError;
 use super::files::FilesError;
 use super::namespaces::NsError;
 use super::pause::PauseError;
 use super::validate::BadField;
 use crate::cni::config::CniConfigError;
 use crate::cni::network::CniError;
+use crate::host::cgroups::CgroupError;
 use crate::persist::PersistError;
 
 #[derive(Debug, thiserror::Error)]

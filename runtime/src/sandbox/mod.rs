@@ -4,7 +4,6 @@
 //! `recovery` that runs before lockstepd serves; `error` says what can go wrong. Blocking
 //! code: the gRPC layer calls it off the async workers.
 
-pub mod cgroups;
 pub mod error;
 pub mod files;
 mod manager;

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use super::error::SandboxError;
 use super::manager::SandboxManager;
+use super::pause;
 use super::record::{SandboxRecord, SandboxState};
 use super::remove::remove_sandbox_dir;
 use super::stop::{del_with_retries, release};
 use super::store::Entry;
-use super::{cgroups, pause};
+use crate::host::cgroups;
 
 pub(super) fn recover(sandboxes: &SandboxManager) -> Result<(), SandboxError> {
     let loaded = sandboxes.store.load().map_err(SandboxError::record("", "load"))?;

@@ -8,8 +8,9 @@ use super::error::{SandboxDirError, SandboxError};
 use super::manager::SandboxManager;
 use super::stop::release;
 use super::store::lock;
-use super::{cgroups, files, namespaces};
+use super::{files, namespaces};
 use crate::cni::network::AttachmentCache;
+use crate::host::cgroups;
 
 pub fn remove_pod_sandbox(sandboxes: &SandboxManager, id: &str) -> Result<(), SandboxError> {
     let Some(entry) = sandboxes.store.get(id) else { return Ok(()) };

@@ -20,9 +20,10 @@ use super::remove::remove_sandbox_dir;
 use super::status::live_state;
 use super::stop::del_with_retries;
 use super::validate::{self, BadField, PodPlan, SysctlNamespace};
-use super::{cgroups, files, pause};
+use super::{files, pause};
 use crate::cni::network::Bandwidth;
 use crate::cni::network::{self, Attachment, POD_IFNAME};
+use crate::host::cgroups;
 use crate::timing::now_nanos;
 use crate::undo::{Undo, Unwound};
 

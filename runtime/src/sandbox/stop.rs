@@ -8,9 +8,10 @@ use super::error::SandboxError;
 use super::manager::SandboxManager;
 use super::record::{SandboxRecord, SandboxState};
 use super::store::lock;
-use super::{cgroups, files, pause};
+use super::{files, pause};
 use crate::cni::exec::Plugins;
 use crate::cni::network::{self, Attachment};
+use crate::host::cgroups;
 
 pub fn stop_pod_sandbox(sandboxes: &SandboxManager, id: &str) -> Result<(), SandboxError> {
     let Some(entry) = sandboxes.store.get(id) else {
