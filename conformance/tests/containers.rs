@@ -303,8 +303,8 @@ impl Drop for Node {
                 let _ = lockstep_runtime::sandbox::pause::kill(&pause);
             }
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.dir.path()).unwrap_or_default() {
-            let _ = lockstep_runtime::sandbox::files::unmount(&mount);
+        for mount in lockstep_runtime::host::mounts::mounts_under(self.dir.path()).unwrap_or_default() {
+            let _ = lockstep_runtime::host::mounts::unmount(&mount);
         }
     }
 }

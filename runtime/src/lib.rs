@@ -17,7 +17,6 @@ pub mod ids;
 pub mod image;
 pub mod info;
 pub mod monitor;
-pub mod mountinfo;
 pub mod oci;
 pub mod persist;
 pub mod sandbox;

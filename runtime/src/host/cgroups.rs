@@ -43,7 +43,7 @@ impl Layout {
     /// The layout that `mountinfo` (the text of /proc/self/mountinfo) shows.
     pub fn of(mountinfo: &str) -> Layout {
         let tree = Path::new("/sys/fs/cgroup");
-        let mounts: Vec<crate::mountinfo::Mount> = crate::mountinfo::mounts(mountinfo).collect();
+        let mounts: Vec<crate::host::mounts::Mount> = crate::host::mounts::mounts(mountinfo).collect();
         // The last mount at a path is the one seen there.
         match mounts.iter().rev().find(|m| m.point == tree).map(|m| m.fstype) {
             Some("cgroup2") => Layout::V2,
@@ -102,7 +102,7 @@ pub fn controller_dir(cgroups: &str, mountinfo: &str, controller: &str) -> Optio
 
 /// The mount point and mounted root of the first mount whose type and super options match.
 fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
-    crate::mountinfo::mounts(mountinfo).find(|m| matches(m.fstype, m.super_options)).map(|m| (m.point, m.root))
+    crate::host::mounts::mounts(mountinfo).find(|m| matches(m.fstype, m.super_options)).map(|m| (m.point, m.root))
 }
 
 /// `<mount point>/<cgroup path relative to the mounted root>`.
@@ -182,7 +182,7 @@ fn slice_path(slice: &str) -> PathBuf {
 /// The mount point of each cgroup hierarchy (v1 and v2) mounted at its root, once each.
 fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
     let mut seen = std::collections::BTreeSet::new();
-    crate::mountinfo::mounts(mountinfo)
+    crate::host::mounts::mounts(mountinfo)
         .filter(|m| matches!(m.fstype, "cgroup" | "cgroup2") && m.root == "/" && seen.insert(m.device))
         .map(|m| m.point)
         .collect()

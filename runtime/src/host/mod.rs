@@ -2,4 +2,5 @@
 //! sandboxes, containers and CNI all look at. Imports nothing above it.
 
 pub mod cgroups;
+pub mod mounts;
 pub mod namespaces;

@@ -84,7 +84,7 @@ mod tests {
             memory_counter_file("4:memory:/outer/c1\n", mountinfo).unwrap(),
             Path::new("/mnt/mem/c1/memory.oom_control")
         );
-        assert_eq!(crate::mountinfo::unescape("/a\\040b"), "/a b");
+        assert_eq!(crate::host::mounts::unescape("/a\\040b"), "/a b");
     }
 
     #[test]

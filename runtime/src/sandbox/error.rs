@@ -11,6 +11,7 @@ use super::validate::BadField;
 use crate::cni::config::CniConfigError;
 use crate::cni::network::CniError;
 use crate::host::cgroups::CgroupError;
+use crate::host::mounts::MountError;
 use crate::persist::PersistError;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub enum SandboxError {
     Cgroups { id: String, action: &'static str, source: Box<CgroupError> },
     #[error("cannot {action} of pod sandbox {id}: {source}")]
     Files { id: String, action: &'static str, source: Box<FilesError> },
+    #[error("cannot {action} of pod sandbox {id}: {source}")]
+    Mounts { id: String, action: &'static str, source: Box<MountError> },
     #[error("cannot remove the directory of pod sandbox {id}: {source}")]
     Dir { id: String, source: Box<SandboxDirError> },
     #[error("cannot {action} {}: {source}", path.display())]
@@ -77,7 +80,7 @@ pub enum SandboxDirError {
     #[error(transparent)]
     Cache(#[from] PersistError),
     #[error(transparent)]
-    Mounts(#[from] FilesError),
+    Mounts(#[from] MountError),
     #[error("cannot remove {path}: {source}")]
     Remove { path: PathBuf, source: std::io::Error },
 }
@@ -107,6 +110,10 @@ impl SandboxError {
     pub fn files(id: &str, action: &'static str) -> impl FnOnce(FilesError) -> SandboxError {
         let id = id.to_string();
         move |source| SandboxError::Files { id, action, source: Box::new(source) }
+    }
+    pub fn mounts(id: &str, action: &'static str) -> impl FnOnce(MountError) -> SandboxError {
+        let id = id.to_string();
+        move |source| SandboxError::Mounts { id, action, source: Box::new(source) }
     }
     pub fn dir(id: &str) -> impl FnOnce(SandboxDirError) -> SandboxError {
         let id = id.to_string();

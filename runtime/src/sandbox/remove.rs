@@ -6,11 +6,11 @@ use std::path::Path;
 
 use super::error::{SandboxDirError, SandboxError};
 use super::manager::SandboxManager;
+use super::namespaces;
 use super::stop::release;
 use super::store::lock;
-use super::{files, namespaces};
 use crate::cni::network::AttachmentCache;
-use crate::host::cgroups;
+use crate::host::{cgroups, mounts};
 
 pub fn remove_pod_sandbox(sandboxes: &SandboxManager, id: &str) -> Result<(), SandboxError> {
     let Some(entry) = sandboxes.store.get(id) else { return Ok(()) };
@@ -54,8 +54,8 @@ pub(super) fn remove_sandbox_dir(cache: &AttachmentCache, id: &str, dir: &Path) 
     if cache.get(id)?.is_some() {
         return Err(SandboxDirError::AttachmentCached(dir.to_path_buf()));
     }
-    for mount in files::mounts_under(dir)? {
-        files::unmount(&mount)?;
+    for mount in mounts::mounts_under(dir)? {
+        mounts::unmount(&mount)?;
     }
     crate::fstree::remove_tree(dir).map_err(|source| SandboxDirError::Remove { path: dir.to_path_buf(), source })
 }

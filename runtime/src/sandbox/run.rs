@@ -239,7 +239,7 @@ fn build(
     if plan.ipc == HostOrPod::Pod {
         files::mount_shm(&record.files.shm).map_err(SandboxError::files(&id, "make /dev/shm"))?;
         let shm = record.files.shm.clone();
-        undo.push("unmount /dev/shm", move || files::unmount(&shm));
+        undo.push("unmount /dev/shm", move || crate::host::mounts::unmount(&shm));
     }
     // Without a hostname of its own the pod's UTS namespace keeps the node's (copied at
     // unshare); the files say the same, as containerd's do.

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use super::error::SandboxError;
 use super::manager::SandboxManager;
+use super::pause;
 use super::record::{SandboxRecord, SandboxState};
 use super::store::lock;
-use super::{files, pause};
 use crate::cni::exec::Plugins;
 use crate::cni::network::{self, Attachment};
-use crate::host::cgroups;
+use crate::host::{cgroups, mounts};
 
 pub fn stop_pod_sandbox(sandboxes: &SandboxManager, id: &str) -> Result<(), SandboxError> {
     let Some(entry) = sandboxes.store.get(id) else {
@@ -65,7 +65,7 @@ pub(super) fn release(sandboxes: &SandboxManager, record: &mut SandboxRecord) ->
         sandboxes.store.write(record)?;
     }
     if record.files.shm.starts_with(&record.files.dir) {
-        files::unmount(&record.files.shm).map_err(SandboxError::files(&id, "unmount /dev/shm"))?;
+        mounts::unmount(&record.files.shm).map_err(SandboxError::mounts(&id, "unmount /dev/shm"))?;
     }
     Ok(())
 }

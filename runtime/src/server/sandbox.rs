@@ -32,6 +32,7 @@ impl From<SandboxError> for Status {
             | SandboxError::Pause { .. }
             | SandboxError::Cgroups { .. }
             | SandboxError::Files { .. }
+            | SandboxError::Mounts { .. }
             | SandboxError::Dir { .. }
             | SandboxError::Io { .. } => Status::internal(message),
         }

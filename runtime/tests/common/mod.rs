@@ -182,8 +182,8 @@ impl Drop for Lockstepd {
         for (_, record) in records {
             let _ = lockstep_runtime::host::cgroups::remove(&record.pause_cgroups, &record.id);
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.tmp.path()).unwrap_or_default() {
-            let _ = lockstep_runtime::sandbox::files::unmount(&mount);
+        for mount in lockstep_runtime::host::mounts::mounts_under(self.tmp.path()).unwrap_or_default() {
+            let _ = lockstep_runtime::host::mounts::unmount(&mount);
         }
     }
 }
