@@ -40,12 +40,7 @@ pub struct Config {
     pub image: ImageSection,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
-}
+pub use crate::host::cgroups::CgroupDriver;
 
 /// The OCI runtimes, one per runtime handler (RuntimeClass).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

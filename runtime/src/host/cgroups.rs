@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::CgroupDriver;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -25,6 +24,15 @@ pub enum CgroupError {
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// How cgroup paths are named: cgroupfs paths, or systemd slices and scopes (the kubelet's
+/// --cgroup-driver; `cgroup_driver` in lockstep.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
 }
 
 /// How the host mounts its cgroups.
