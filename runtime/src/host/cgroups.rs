@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cannot {what} {path}: {source}")]
