@@ -42,6 +42,10 @@ pub struct Config {
 
 pub use crate::host::cgroups::CgroupDriver;
 
+/// The longest an OCI runtime call may take unless `runtime_call_timeout_secs` says otherwise:
+/// well inside the kubelet's own 2-minute request timeout.
+pub const DEFAULT_RUNTIME_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The OCI runtimes, one per runtime handler (RuntimeClass).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +67,10 @@ pub struct RuntimeSection {
     /// `org.criu.*`) that may reach a container's config.json, as CRI-O's allowed_annotations.
     /// Empty: every such annotation is left out (and logged); the CRI record keeps them all.
     pub allowed_annotations: Vec<String>,
+    /// An OCI runtime call (start, state, kill, delete, update) still running after this many
+    /// seconds is killed and fails with DeadlineExceeded: a stuck runtime must not pin a
+    /// container's lock, nor a thread per kubelet retry.
+    pub runtime_call_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +138,7 @@ impl Default for RuntimeSection {
             hybrid_cgroup_v1_view: true,
             seccomp_use_default_when_empty: false,
             allowed_annotations: Vec::new(),
+            runtime_call_timeout_secs: DEFAULT_RUNTIME_CALL_TIMEOUT.as_secs(),
         }
     }
 }
@@ -343,6 +352,12 @@ impl Config {
              # may reach a container's config.json; empty: all such annotations are left out, with a warning.\n\
              allowed_annotations = [{}]",
             allowed.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "# An OCI runtime call still running after this many seconds is killed (DeadlineExceeded).\n\
+             runtime_call_timeout_secs = {}",
+            self.runtime.runtime_call_timeout_secs
         );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");

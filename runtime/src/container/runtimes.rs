@@ -48,7 +48,11 @@ impl Handlers {
         let probed = handlers.get(handler).ok_or_else(|| unavailable("is not configured"))?;
         let config = self.info.config();
         let systemd = config.cgroup_driver == CgroupDriver::Systemd;
-        probed.command(&config.runroot.join("oci"), systemd).ok_or_else(|| unavailable("its binary was not found"))
+        let timeout = std::time::Duration::from_secs(config.runtime.runtime_call_timeout_secs.max(1));
+        let command = probed
+            .command(&config.runroot.join("oci"), systemd)
+            .ok_or_else(|| unavailable("its binary was not found"))?;
+        Ok(command.with_call_timeout(timeout))
     }
 
     fn monitored(&self, handler: &str, runtime: Result<CommandRuntime, String>) -> Arc<dyn ContainerRuntime> {

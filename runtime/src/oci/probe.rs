@@ -366,8 +366,7 @@ mod tests {
             default_handler: default.into(),
             handlers: handlers.iter().map(|(n, p)| Handler { name: n.to_string(), path: p.into() }).collect(),
             hybrid_cgroup_v1_view: true,
-            seccomp_use_default_when_empty: false,
-            allowed_annotations: Vec::new(),
+            ..RuntimeSection::default()
         };
         config
     }

@@ -10,6 +10,7 @@ use tonic::Status;
 use super::blocking;
 
 use crate::container::{self, ContainerError, ContainerManager, ErrorKind};
+use crate::oci::OciError;
 
 pub type Containers = ContainerManager;
 
@@ -34,6 +35,9 @@ impl From<ContainerError> for Status {
             | ContainerError::SandboxNotReady { .. }
             | ContainerError::HandlerUnavailable(_) => Status::failed_precondition(message),
             ContainerError::ExecTimedOut { .. } => Status::deadline_exceeded(message),
+            ContainerError::Runtime { ref source, .. } if matches!(**source, OciError::TimedOut { .. }) => {
+                Status::deadline_exceeded(message)
+            }
             ContainerError::MonitorMissing(_) => Status::unavailable(message),
             ContainerError::Runtime { .. }
             | ContainerError::Monitor { .. }
@@ -174,4 +178,25 @@ pub async fn stream_stats(
         blocking(move || Ok::<_, Status>(container::stats::list_container_stats(&containers, request.filter.as_ref())))
             .await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_call_that_timed_out_is_deadline_exceeded_and_a_handler_gone_a_precondition() {
+        let timed_out = OciError::TimedOut {
+            handler: "crun".into(),
+            op: "kill",
+            id: "c1".into(),
+            after: std::time::Duration::from_secs(60),
+        };
+        let status = Status::from(ContainerError::runtime("c1", "stop")(timed_out));
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        let gone = OciError::Unavailable { handler: "crun".into(), problem: "is not configured".into() };
+        assert_eq!(Status::from(ContainerError::runtime("c1", "start")(gone)).code(), tonic::Code::FailedPrecondition);
+        let failed = OciError::Failed { handler: "crun".into(), op: "start", id: "c1".into(), message: "x".into() };
+        assert_eq!(Status::from(ContainerError::runtime("c1", "start")(failed)).code(), tonic::Code::Internal);
+    }
 }
