@@ -24,3 +24,5 @@ pub mod server;
 pub mod socket;
 pub mod timing;
 pub mod undo;
+#[cfg(test)]
+mod wire_cases;
