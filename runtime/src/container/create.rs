@@ -255,7 +255,7 @@ impl ContainerManager {
     }
 
     fn hold(&self, holder: &str, image_id: &str) -> Result<crate::image::service::HeldImage, ContainerError> {
-        self.handle.block_on(self.images.hold(holder, image_id)).map_err(|e| match e {
+        self.images.hold(holder, image_id).map_err(|e| match e {
             crate::image::service::ImageError::NotFound(_) => ContainerError::NotFound(format!(
                 "config.image.image: image {image_id} was removed while the container was being created"
             )),
@@ -264,10 +264,8 @@ impl ContainerManager {
     }
 
     fn push_release(&self, undo: &mut Undo, holder: String) {
-        let (images, handle) = (self.images.clone(), self.handle.clone());
-        undo.push("release the image hold", move || {
-            handle.block_on(images.release(&holder)).map_err(|e| e.to_string())
-        });
+        let images = self.images.clone();
+        undo.push("release the image hold", move || images.release(&holder).map_err(|e| e.to_string()));
     }
 
     /// The pid namespace of namespace_options.target_id: a container of the same pod only.

@@ -2,8 +2,7 @@
 //! container), their live state (exits read from the monitors), StartContainer,
 //! StopContainer, RemoveContainer, ContainerStatus and ListContainers, and a sandbox's
 //! containers stopped and removed with it. Creation is in `create`, what runs against a live
-//! container in `operations`. Blocking code: call it off the async workers (image holds are
-//! awaited with the runtime handle it was given).
+//! container in `operations`. Blocking code: call it off the async workers.
 //! May touch: `<root>/containers`, `<runroot>/containers`, the OCI runtimes' state, the
 //! containers' cgroups (through the runtimes), their monitors and their mounts.
 
@@ -90,7 +89,6 @@ pub struct ContainerManager {
     pub(super) info: Arc<RuntimeInfo>,
     pub(super) sandboxes: Arc<SandboxManager>,
     pub(super) images: Arc<ImageService>,
-    pub(super) handle: tokio::runtime::Handle,
     pub(super) records: RecordDir,
     /// `<root>/containers`: records and writable layers.
     pub(super) layers_root: PathBuf,
@@ -108,12 +106,10 @@ pub struct ContainerManager {
 
 impl ContainerManager {
     /// Loads the records and reconciles them with the monitors and runtimes (see recovery).
-    /// `handle` runs the image service's async calls from the blocking code here.
     pub fn start(
         info: Arc<RuntimeInfo>,
         sandboxes: Arc<SandboxManager>,
         images: Arc<ImageService>,
-        handle: tokio::runtime::Handle,
     ) -> Result<Arc<ContainerManager>, ContainerError> {
         let config = info.config();
         let host = HostFacts::read().map_err(internal("cannot read the host's facts"))?;
@@ -128,7 +124,6 @@ impl ContainerManager {
             info,
             sandboxes,
             images,
-            handle,
             index: RwLock::new(BTreeMap::new()),
             reservations: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
@@ -352,7 +347,7 @@ impl ContainerManager {
         rootfs::remove_dir(&record.run_dir).map_err(internal("cannot remove the container's files"))?;
         rootfs::remove_dir(&record.layer_dir).map_err(internal("cannot remove the container's writable layer"))?;
         for holder in std::iter::once(id).chain(record.volume_holds.iter().map(String::as_str)) {
-            self.handle.block_on(self.images.release(holder)).map_err(internal("cannot release the image hold"))?;
+            self.images.release(holder).map_err(internal("cannot release the image hold"))?;
         }
         Ok(())
     }

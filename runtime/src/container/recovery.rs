@@ -97,7 +97,7 @@ impl ContainerManager {
                 Ok(()) => tracing::info!(container = %id, "swept a container directory without a record"),
                 Err(e) => tracing::warn!(container = %id, error = %e, "cannot sweep a container directory"),
             }
-            let _ = self.handle.block_on(self.images.release(&id));
+            let _ = self.images.release(&id);
         }
         let Ok(layers) = std::fs::read_dir(&self.layers_root) else { return };
         for entry in layers.flatten() {
