@@ -179,7 +179,7 @@ async fn removal_is_whole_idempotent_and_spares_held_layers() {
     assert_eq!(record.repo_tags.len(), 3);
     pull(&store, &find(&set, fixtures::SHELL).reference(host)).await.unwrap();
 
-    let held = store.service.hold("container-1", &format!("{host}/{}:a", tags.repo)).await.unwrap();
+    let held = store.service.hold("container-1", &format!("{host}/{}:a", tags.repo)).unwrap();
     assert_eq!(held.layer_dirs.len(), 1);
     assert!(store.service.remove(&format!("{host}/{}:b", tags.repo)).await.unwrap());
     assert!(store.service.resolve(&format!("{host}/{}:a", tags.repo)).unwrap().is_none(), "every tag went with it");
@@ -191,8 +191,8 @@ async fn removal_is_whole_idempotent_and_spares_held_layers() {
     assert!(held.layer_dirs[0].exists(), "still held after every image using it is gone");
     let store = store.reopen();
     assert_eq!(store.count("snapshots"), 1, "the hold survives a restart");
-    store.service.release("container-1").await.unwrap();
-    store.service.release("container-1").await.unwrap();
+    store.service.release("container-1").unwrap();
+    store.service.release("container-1").unwrap();
     store.assert_clean(0, 0);
     assert_eq!(store.count("blobs/sha256"), 0, "no blob left");
 }
@@ -425,9 +425,9 @@ async fn garbage_collection_spares_the_blobs_of_a_pull_in_flight() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let collector = {
         let (service, stop) = (store.service.clone(), stop.clone());
-        tokio::spawn(async move {
+        tokio::task::spawn_blocking(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                service.release("no-such-container").await.unwrap();
+                service.release("no-such-container").unwrap();
             }
         })
     };

@@ -100,8 +100,7 @@ async fn recover_containers(
     sandboxes: Arc<Sandboxes>,
     images: Arc<ImageService>,
 ) -> Result<Arc<Containers>, DaemonError> {
-    let handle = tokio::runtime::Handle::current();
-    let recovered = tokio::task::spawn_blocking(move || Containers::recover(info, sandboxes, images, handle)).await;
+    let recovered = tokio::task::spawn_blocking(move || Containers::recover(info, sandboxes, images)).await;
     match recovered {
         Ok(result) => Ok(result?),
         Err(e) => Err(DaemonError::RecoveryPanicked(format!("containers: {e}"))),

@@ -259,15 +259,15 @@ fn hold(
     holder: &str,
     image_id: &str,
 ) -> Result<crate::image::service::HeldImage, ContainerError> {
-    containers.handle.block_on(containers.images.hold(holder, image_id)).map_err(|source| match source {
+    containers.images.hold(holder, image_id).map_err(|source| match source {
         crate::image::service::ImageError::NotFound(_) => ContainerError::ImageRemoved { image: image_id.to_string() },
         source => ContainerError::Image { action: "hold", image: image_id.to_string(), source: Box::new(source) },
     })
 }
 
 fn push_release(containers: &ContainerManager, undo: &mut Undo, holder: String) {
-    let (images, handle) = (containers.images.clone(), containers.handle.clone());
-    undo.push("release the image hold", move || handle.block_on(images.release(&holder)).map_err(|e| e.to_string()));
+    let images = containers.images.clone();
+    undo.push("release the image hold", move || images.release(&holder).map_err(|e| e.to_string()));
 }
 
 /// The pid namespace of namespace_options.target_id: a container of the same pod only.

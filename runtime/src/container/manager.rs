@@ -27,8 +27,6 @@ pub struct ContainerManager {
     pub(super) info: Arc<RuntimeInfo>,
     pub(super) sandboxes: Arc<SandboxManager>,
     pub(super) images: Arc<ImageService>,
-    /// Runs the image service's async calls from the blocking code here.
-    pub(super) handle: tokio::runtime::Handle,
     /// `<root>/containers`: records and writable layers.
     pub(super) layers_root: PathBuf,
     /// `<runroot>/containers`: bundles, rootfs mount points, monitor files.
@@ -42,10 +40,9 @@ impl ContainerManager {
         info: Arc<RuntimeInfo>,
         sandboxes: Arc<SandboxManager>,
         images: Arc<ImageService>,
-        handle: tokio::runtime::Handle,
     ) -> Result<Arc<ContainerManager>, ContainerError> {
         let runtimes = Arc::new(Handlers::new(info.clone()));
-        let manager = ContainerManager::assemble(info, sandboxes, images, handle, runtimes)?;
+        let manager = ContainerManager::assemble(info, sandboxes, images, runtimes)?;
         super::recovery::recover(&manager)?;
         Ok(Arc::new(manager))
     }
@@ -55,7 +52,6 @@ impl ContainerManager {
         info: Arc<RuntimeInfo>,
         sandboxes: Arc<SandboxManager>,
         images: Arc<ImageService>,
-        handle: tokio::runtime::Handle,
         runtimes: Arc<dyn Runtimes>,
     ) -> Result<ContainerManager, ContainerError> {
         let config = info.config();
@@ -73,7 +69,6 @@ impl ContainerManager {
             info,
             sandboxes,
             images,
-            handle,
         })
     }
 
@@ -96,7 +91,7 @@ impl ContainerManager {
 
     /// Releases image holds (a container's image, its image volumes).
     pub(super) fn release(&self, holder: &str) -> Result<(), ContainerError> {
-        self.handle.block_on(self.images.release(holder)).map_err(|source| ContainerError::Image {
+        self.images.release(holder).map_err(|source| ContainerError::Image {
             action: "release the hold of",
             image: format!("held by {holder}"),
             source: Box::new(source),

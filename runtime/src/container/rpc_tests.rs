@@ -46,8 +46,6 @@ struct Bench {
     _tmp: tempfile::TempDir,
     containers: ContainerManager,
     fake: Arc<Fake>,
-    /// Held to the end: the image service's calls run on it.
-    _tokio: tokio::runtime::Runtime,
 }
 
 fn bench(monitor: MonitorState, oci: Option<OciStatus>, gone: bool) -> Bench {
@@ -56,14 +54,13 @@ fn bench(monitor: MonitorState, oci: Option<OciStatus>, gone: bool) -> Bench {
     config.network.cni_config_dir = tmp.path().join("net.d");
     config.network.cni_plugin_dirs = vec![tmp.path().join("bin")];
     config.runtime.handlers = vec![Handler { name: "fake".into(), path: "/nonexistent/fake-runtime".into() }];
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let info = Arc::new(RuntimeInfo::new(Minor::V1_36, config.clone()).unwrap());
     let sandboxes = SandboxManager::recover(info.clone()).unwrap();
     let images = Arc::new(ImageService::open(&config).unwrap());
     let fake = Arc::new(Fake::new(monitor, oci));
     let runtimes = Arc::new(FakeRuntimes { fake: fake.clone(), gone });
-    let containers = ContainerManager::assemble(info, sandboxes, images, tokio.handle().clone(), runtimes).unwrap();
-    Bench { _tmp: tmp, containers, fake, _tokio: tokio }
+    let containers = ContainerManager::assemble(info, sandboxes, images, runtimes).unwrap();
+    Bench { _tmp: tmp, containers, fake }
 }
 
 fn running() -> MonitorState {
