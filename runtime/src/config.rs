@@ -153,15 +153,19 @@ impl Default for NetworkSection {
     }
 }
 
+/// The uncompressed bytes one layer may hold by default (`image.max_layer_bytes`): 64 GiB.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
+/// The entries one layer may hold by default (`image.max_layer_entries`): 4 Mi.
+pub const DEFAULT_MAX_LAYER_ENTRIES: u64 = 4 << 20;
+
 impl Default for ImageSection {
     fn default() -> Self {
-        let limits = crate::image::unpack::Limits::default();
         ImageSection {
             registries_conf: PathBuf::new(),
             pull_progress_timeout_secs: 60,
             certs_dir: PathBuf::new(),
-            max_layer_bytes: limits.max_bytes,
-            max_layer_entries: limits.max_entries,
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
         }
     }
 }

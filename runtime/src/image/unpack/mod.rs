@@ -62,7 +62,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 64 << 30, max_entries: 4 << 20 }
+        Limits {
+            max_bytes: crate::config::DEFAULT_MAX_LAYER_BYTES,
+            max_entries: crate::config::DEFAULT_MAX_LAYER_ENTRIES,
+        }
     }
 }
 
