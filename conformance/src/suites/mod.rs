@@ -5,6 +5,7 @@ mod container_logs;
 mod container_resources;
 mod container_stop;
 mod containers;
+mod events;
 mod exec;
 mod images;
 mod mounts;
@@ -31,6 +32,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(exec::tests());
     tests.extend(streaming::tests());
     tests.extend(container_stop::tests());
+    tests.extend(events::tests());
     tests.extend(container_resources::tests());
     tests.extend(security::tests());
     tests.extend(mounts::tests());

@@ -70,7 +70,7 @@ pub fn create_container(
         source,
     })?;
     let record = create_steps(containers, &id, config, &sandbox, &image, image_name)?;
-    containers.store.insert(record);
+    containers.store.insert(record.clone());
     // A StopPodSandbox or RemovePodSandbox that began meanwhile may have gone through the
     // pod's containers before this one was listed: it is taken back, not left in a stopped pod.
     if !containers.sandboxes.accepts_containers(sandbox_id) {
@@ -82,6 +82,7 @@ pub fn create_container(
             problem: "the pod sandbox was stopped while the container was being created",
         });
     }
+    containers.publish(model::ContainerEventType::ContainerCreatedEvent, &record);
     Ok(id)
 }
 

@@ -8,10 +8,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use lockstep_cri::model;
+
 use super::error::ContainerError;
+use super::events::Events;
 use super::host::HostFacts;
 use super::lifecycle::{self, Observed};
-use super::record::{ContainerRecord, RecordState};
+use super::record::{ContainerRecord, ExitInfo, RecordState};
 use super::runtime::ContainerRuntime;
 use super::runtimes::{Handlers, Runtimes};
 use super::store::{ContainerStore, Entry};
@@ -32,6 +35,7 @@ pub struct ContainerManager {
     /// `<runroot>/containers`: bundles, rootfs mount points, monitor files.
     pub(super) run_root: PathBuf,
     pub(super) host: HostFacts,
+    pub(super) events: Events,
 }
 
 impl ContainerManager {
@@ -44,7 +48,9 @@ impl ContainerManager {
         let runtimes = Arc::new(Handlers::new(info.clone()));
         let manager = ContainerManager::assemble(info, sandboxes, images, runtimes)?;
         super::recovery::recover(&manager)?;
-        Ok(Arc::new(manager))
+        let manager = Arc::new(manager);
+        watch_exits(Arc::downgrade(&manager));
+        Ok(manager)
     }
 
     /// A manager with no containers loaded yet, whose runtimes come from `runtimes`.
@@ -69,6 +75,7 @@ impl ContainerManager {
             info,
             sandboxes,
             images,
+            events: Events::default(),
         })
     }
 
@@ -85,8 +92,54 @@ impl ContainerManager {
         }
         match lifecycle::observe(&record, self.runtime_of(&record).as_ref()) {
             Observed::Unchanged => record,
-            Observed::Exited(exit) => self.store.mark_exited(entry, exit),
+            Observed::Exited(exit) => self.record_exit(entry, exit),
         }
+    }
+
+    /// Records an exit (once) and tells the event subscribers.
+    pub(super) fn record_exit(&self, entry: &Entry, exit: ExitInfo) -> ContainerRecord {
+        let (record, first) = self.store.mark_exited(entry, exit);
+        if first {
+            self.publish(model::ContainerEventType::ContainerStoppedEvent, &record);
+        }
+        record
+    }
+
+    /// The event of `kind` about `record`, with its pod's status and its pod's container
+    /// statuses as they are now.
+    pub(super) fn event(
+        &self,
+        kind: model::ContainerEventType,
+        record: &ContainerRecord,
+    ) -> model::ContainerEventResponse {
+        let pod_sandbox_status = crate::sandbox::status::sandbox_status(&self.sandboxes, &record.sandbox_id);
+        let containers_statuses = self
+            .store
+            .of_sandbox(&record.sandbox_id)
+            .iter()
+            .map(|e| e.read())
+            .filter(|r| r.state != RecordState::Removing)
+            .map(|r| r.to_status())
+            .collect();
+        model::ContainerEventResponse {
+            container_id: record.id.clone(),
+            container_event_type: kind as i32,
+            created_at: crate::timing::now_nanos(),
+            pod_sandbox_status,
+            containers_statuses,
+        }
+    }
+
+    /// Sends the event of `kind` about `record` to the subscribers, if there are any.
+    pub(super) fn publish(&self, kind: model::ContainerEventType, record: &ContainerRecord) {
+        if self.events.has_subscribers() {
+            self.events.publish(self.event(kind, record));
+        }
+    }
+
+    /// A new GetContainerEvents subscriber's stream (see `events`).
+    pub fn subscribe(&self) -> tokio::sync::mpsc::Receiver<model::ContainerEventResponse> {
+        self.events.subscribe()
     }
 
     /// Releases image holds (a container's image, its image volumes).
@@ -96,6 +149,27 @@ impl ContainerManager {
             image: format!("held by {holder}"),
             source: Box::new(source),
         })
+    }
+}
+
+/// How often the live containers are looked at for exits while someone subscribes to events.
+const EXIT_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// While GetContainerEvents has subscribers, reads every live container's state once a second
+/// (without its lock), so that an exit is sent as a STOPPED event when it happens, not when
+/// someone next asks. Ends with the manager.
+fn watch_exits(containers: std::sync::Weak<ContainerManager>) {
+    let spawned = std::thread::Builder::new().name("exit-watch".into()).spawn(move || loop {
+        std::thread::sleep(EXIT_WATCH);
+        let Some(containers) = containers.upgrade() else { return };
+        if containers.events.has_subscribers() {
+            for entry in containers.store.all() {
+                containers.refresh(&entry);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no exit watcher: container exits reach event subscribers only on the next call");
     }
 }
 

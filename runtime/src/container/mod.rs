@@ -7,11 +7,13 @@
 //! crash-safe `record`s and the `manager` they share; `runtimes` (the handler registry) gives
 //! each container its `runtime` (the seam: its monitor and OCI runtime behind one trait);
 //! `lifecycle` holds the rules of what a container has come to, pure but for that seam;
+//! `events` sends each change to GetContainerEvents subscribers;
 //! `rootfs` its overlay mounts, `usage` its cgroup readings, `error` what can go wrong.
 
 pub mod capabilities;
 pub mod create;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod host;
 pub mod inroot;

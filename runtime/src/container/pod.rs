@@ -2,6 +2,7 @@
 //! its own lock), or all removed; the sandbox family calls this through `PodContainers`.
 
 use super::manager::ContainerManager;
+use super::record::RecordState;
 use super::remove::remove_container;
 use super::stop::kill_locked;
 use super::store::lock;
@@ -34,6 +35,12 @@ impl PodContainers for ContainerManager {
     fn remove_all(&self, sandbox_id: &str) -> Result<(), String> {
         let ids: Vec<String> = self.store.of_sandbox(sandbox_id).iter().map(|e| e.read().id).collect();
         several(ids.iter().filter_map(|id| remove_container(self, id).err().map(|e| e.to_string())).collect())
+    }
+
+    fn statuses(&self, sandbox_id: &str) -> Vec<lockstep_cri::model::ContainerStatus> {
+        let entries = self.store.of_sandbox(sandbox_id);
+        let records = entries.iter().map(|e| self.refresh(e));
+        records.filter(|r| r.state != RecordState::Removing).map(|r| r.to_status()).collect()
     }
 }
 

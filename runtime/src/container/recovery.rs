@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use lockstep_cri::model;
+
 use super::error::ContainerError;
 use super::lifecycle::{self, Recovery};
 use super::manager::ContainerManager;
@@ -24,6 +26,7 @@ pub(super) fn recover(containers: &ContainerManager) -> Result<(), ContainerErro
             "an unreadable container record was set aside; the container is no longer listed");
     }
     let mut kept = BTreeMap::new();
+    let mut exited_while_down = Vec::new();
     for (id, mut record) in loaded.records {
         match record.state {
             RecordState::Creating | RecordState::Removing => {
@@ -43,7 +46,11 @@ pub(super) fn recover(containers: &ContainerManager) -> Result<(), ContainerErro
                     }
                 }
             }
-            RecordState::Created | RecordState::Running => reconcile(containers, &mut record),
+            RecordState::Created | RecordState::Running => {
+                if reconcile(containers, &mut record) {
+                    exited_while_down.push(record.clone());
+                }
+            }
             RecordState::Exited => {}
         }
         kept.insert(id, Entry::new(record));
@@ -51,29 +58,37 @@ pub(super) fn recover(containers: &ContainerManager) -> Result<(), ContainerErro
     sweep_orphans(containers, &kept);
     tracing::info!(containers = kept.len(), "container records recovered");
     containers.store.hold_all(kept);
+    // The kubelet missed these exits: its first event stream starts with them.
+    for record in &exited_while_down {
+        containers.events.remember(containers.event(model::ContainerEventType::ContainerStoppedEvent, record));
+    }
     Ok(())
 }
 
 /// A created or running container after a restart: still there, exited meanwhile, or
-/// started by a StartContainer that the crash cut short (lifecycle::recover decides).
-fn reconcile(containers: &ContainerManager, record: &mut ContainerRecord) {
-    match lifecycle::recover(record, containers.runtime_of(record).as_ref()) {
-        Recovery::Keep | Recovery::TearDown => return,
+/// started by a StartContainer that the crash cut short (lifecycle::recover decides). Whether
+/// it exited while lockstepd was down.
+fn reconcile(containers: &ContainerManager, record: &mut ContainerRecord) -> bool {
+    let exited = match lifecycle::recover(record, containers.runtime_of(record).as_ref()) {
+        Recovery::Keep | Recovery::TearDown => return false,
         Recovery::Exited(exit) => {
             tracing::info!(container = %record.id, exit_code = exit.exit_code,
                 "the container exited while lockstepd was down");
             record.state = RecordState::Exited;
             record.exit = Some(exit);
+            true
         }
         Recovery::Started => {
             tracing::info!(container = %record.id, "a start that a crash cut short had run: the container is running");
             record.state = RecordState::Running;
             record.started_at = now_nanos();
+            false
         }
-    }
+    };
     if let Err(e) = containers.store.write(record) {
         tracing::warn!(container = %record.id, error = %e, "cannot persist what recovery found; it is read again later");
     }
+    exited
 }
 
 /// Container directories under the runroot without a record: what a removal left after

@@ -24,6 +24,7 @@ pub fn remove_container(containers: &ContainerManager, id: &str) -> Result<(), C
     tear_down(containers, &record)?;
     containers.store.forget(&record)?;
     tracing::info!(container = %id, "container removed");
+    containers.publish(lockstep_cri::model::ContainerEventType::ContainerDeletedEvent, &record);
     Ok(())
 }
 

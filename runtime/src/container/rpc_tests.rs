@@ -197,3 +197,48 @@ fn a_container_whose_handler_went_away_cannot_start_but_can_be_removed() {
     assert!(!dir.exists());
     assert!(bench.containers.store.get(ID).is_none());
 }
+
+fn kinds(events: &mut tokio::sync::mpsc::Receiver<model::ContainerEventResponse>) -> Vec<(String, i32, usize)> {
+    std::iter::from_fn(|| events.try_recv().ok())
+        .map(|e| (e.container_id, e.container_event_type, e.containers_statuses.len()))
+        .collect()
+}
+
+#[test]
+fn subscribers_see_start_stop_and_remove_in_order_with_the_pods_statuses() {
+    let bench = bench(running(), Some(OciStatus::Created), false);
+    held(&bench, RecordState::Created, &bench._tmp.path().join("c"));
+    let mut events = bench.containers.subscribe();
+
+    start::start_container(&bench.containers, ID).unwrap();
+    stop::stop_container(&bench.containers, ID, 0).unwrap();
+    stop::stop_container(&bench.containers, ID, 0).unwrap();
+    remove::remove_container(&bench.containers, ID).unwrap();
+    use model::ContainerEventType as Kind;
+    assert_eq!(
+        kinds(&mut events),
+        vec![
+            (ID.into(), Kind::ContainerStartedEvent as i32, 1),
+            (ID.into(), Kind::ContainerStoppedEvent as i32, 1),
+            (ID.into(), Kind::ContainerDeletedEvent as i32, 0),
+        ],
+        "one STOPPED for two stops; the DELETED event no longer lists the container"
+    );
+}
+
+#[test]
+fn an_exit_while_lockstepd_was_down_is_the_first_subscribers_first_event() {
+    let bench = bench(exit(3), Some(OciStatus::Stopped), false);
+    let record = held(&bench, RecordState::Running, &bench._tmp.path().join("c"));
+    bench.containers.store.hold_all(Default::default());
+    assert!(bench.containers.store.load().unwrap().records.iter().any(|(id, _)| id == &record.id));
+
+    crate::container::recovery::recover(&bench.containers).unwrap();
+    let mut first = bench.containers.subscribe();
+    let mut second = bench.containers.subscribe();
+    let got = std::iter::from_fn(|| first.try_recv().ok()).collect::<Vec<_>>();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].container_event_type, model::ContainerEventType::ContainerStoppedEvent as i32);
+    assert_eq!(got[0].containers_statuses[0].exit_code, 3);
+    assert!(second.try_recv().is_err(), "the backlog goes to the first subscriber only");
+}

@@ -22,7 +22,8 @@ pub fn start_container(containers: &ContainerManager, id: &str) -> Result<(), Co
     let mut updated = record;
     updated.state = RecordState::Running;
     updated.started_at = now_nanos();
-    containers.store.save(&entry, updated)?;
+    containers.store.save(&entry, updated.clone())?;
     tracing::info!(container = %id, "container started");
+    containers.publish(lockstep_cri::model::ContainerEventType::ContainerStartedEvent, &updated);
     Ok(())
 }

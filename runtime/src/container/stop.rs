@@ -31,7 +31,7 @@ pub fn stop_container(containers: &ContainerManager, id: &str, timeout: i64) -> 
         let runtime = containers.runtime_of(&record);
         match runtime.wait_exit(&ContainerDir::new(&record.run_dir), id, grace) {
             Ok(exit) => {
-                containers.store.mark_exited(&entry, lifecycle::exit_info(&exit));
+                containers.record_exit(&entry, lifecycle::exit_info(&exit));
                 return Ok(());
             }
             Err(MonitorError::ExitTimeout { .. }) => {
@@ -40,7 +40,7 @@ pub fn stop_container(containers: &ContainerManager, id: &str, timeout: i64) -> 
             Err(MonitorError::Lost { .. }) => {
                 // No monitor to record the exit: the runtime's word, through the same grace.
                 if lifecycle::stopped_within(runtime.as_ref(), id, grace)? {
-                    containers.store.mark_exited(&entry, lifecycle::lost_exit(UNKNOWN_EXIT));
+                    containers.record_exit(&entry, lifecycle::lost_exit(UNKNOWN_EXIT));
                     return Ok(());
                 }
                 tracing::info!(container = %id, ?grace, "stop signal not heeded in time: SIGKILL");
@@ -74,7 +74,7 @@ pub(super) fn kill_locked(containers: &ContainerManager, entry: &Entry) -> Resul
     let runtime = containers.runtime_of(&record);
     send(runtime.as_ref(), id, SIGKILL, true)?;
     let exit = lifecycle::wait_killed(runtime.as_ref(), &record)?;
-    containers.store.mark_exited(entry, exit);
+    containers.record_exit(entry, exit);
     tracing::info!(container = %id, "container stopped");
     Ok(())
 }

@@ -128,16 +128,18 @@ impl ContainerStore {
 
     /// Records an exit, once: a container already exited (or gone) keeps its first exit. A
     /// record that cannot be written is warned about; the exit is read again from the monitor.
-    pub fn mark_exited(&self, entry: &Entry, exit: ExitInfo) -> ContainerRecord {
+    /// Returns the record and whether this call recorded the exit.
+    pub fn mark_exited(&self, entry: &Entry, exit: ExitInfo) -> (ContainerRecord, bool) {
         let mut record = entry.record.write().unwrap_or_else(|p| p.into_inner());
-        if matches!(record.state, RecordState::Created | RecordState::Running) {
+        let first = matches!(record.state, RecordState::Created | RecordState::Running);
+        if first {
             record.state = RecordState::Exited;
             record.exit = Some(exit);
             if let Err(e) = self.records.put(&record.id, &*record) {
                 tracing::warn!(container = %record.id, error = %e, "cannot persist the exit; it is read again later");
             }
         }
-        record.clone()
+        (record.clone(), first)
     }
 
     /// Forgets a removed container: its record, its entry, its reservation, its last reading.
@@ -200,8 +202,10 @@ mod tests {
         store.write(&running).unwrap();
         store.insert(running);
         let entry = store.get(&id(1)).unwrap();
-        assert_eq!(store.mark_exited(&entry, exit(3)).exit.unwrap().exit_code, 3);
-        assert_eq!(store.mark_exited(&entry, exit(9)).exit.unwrap().exit_code, 3, "a second exit is ignored");
+        let (exited, first) = store.mark_exited(&entry, exit(3));
+        assert_eq!((exited.exit.unwrap().exit_code, first), (3, true));
+        let (again, first) = store.mark_exited(&entry, exit(9));
+        assert_eq!((again.exit.unwrap().exit_code, first), (3, false), "a second exit is ignored");
 
         let reloaded = ContainerStore::new(RecordDir::new(tmp.path().join("containers")));
         let loaded = reloaded.load().unwrap().records;

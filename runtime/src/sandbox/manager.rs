@@ -22,6 +22,9 @@ pub trait PodContainers: Send + Sync {
     fn stop_all(&self, sandbox_id: &str) -> Result<(), String>;
     /// Removes every container of the sandbox.
     fn remove_all(&self, sandbox_id: &str) -> Result<(), String>;
+    /// The statuses of the sandbox's containers as ContainerStatus gives them (PodSandboxStatus
+    /// carries them: the kubelet's Evented PLEG reads them there).
+    fn statuses(&self, sandbox_id: &str) -> Vec<lockstep_cri::model::ContainerStatus>;
 }
 
 /// Until containers exist: nothing to stop or remove.
@@ -33,6 +36,9 @@ impl PodContainers for NoContainers {
     }
     fn remove_all(&self, _: &str) -> Result<(), String> {
         Ok(())
+    }
+    fn statuses(&self, _: &str) -> Vec<lockstep_cri::model::ContainerStatus> {
+        Vec::new()
     }
 }
 

@@ -18,8 +18,7 @@ pub fn pod_sandbox_status(
     verbose: bool,
 ) -> Result<model::PodSandboxStatusResponse, SandboxError> {
     let record = sandboxes.store.get(id).ok_or_else(|| SandboxError::NoSuchSandbox { id: id.to_string() })?.read();
-    let mut status = record.to_status();
-    status.state = live_state(&record) as i32;
+    let status = live_status(&record);
     let mut info = HashMap::new();
     if verbose {
         let cni_result = sandboxes.cni_cache.get(id).ok().flatten().and_then(|a| a.result);
@@ -28,7 +27,7 @@ pub fn pod_sandbox_status(
     Ok(model::PodSandboxStatusResponse {
         status: Some(status),
         info,
-        containers_statuses: vec![],
+        containers_statuses: sandboxes.containers().statuses(id),
         timestamp: now_nanos(),
     })
 }
@@ -49,6 +48,18 @@ pub fn list_pod_sandboxes(
         })
         .filter(|s| sandbox_matches(s, filter))
         .collect()
+}
+
+/// The sandbox's status with its live state, without its containers (container events carry
+/// this beside their own statuses).
+pub fn sandbox_status(sandboxes: &SandboxManager, id: &str) -> Option<model::PodSandboxStatus> {
+    sandboxes.store.get(id).map(|entry| live_status(&entry.read()))
+}
+
+fn live_status(record: &SandboxRecord) -> model::PodSandboxStatus {
+    let mut status = record.to_status();
+    status.state = live_state(record) as i32;
+    status
 }
 
 /// READY only while the record says so and the pause process (if any) lives.

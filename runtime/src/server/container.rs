@@ -180,6 +180,15 @@ pub async fn stream_stats(
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
 }
 
+/// GetContainerEvents: the subscriber's events as they happen, until it goes away (or does not
+/// keep up: then its stream ends and the kubelet relists).
+pub fn events(containers: &Arc<Containers>, _: model::GetEventsRequest) -> StreamOf<model::ContainerEventResponse> {
+    let receiver = containers.subscribe();
+    Box::pin(futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|event| (Ok(event), receiver))
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

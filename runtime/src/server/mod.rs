@@ -182,8 +182,11 @@ impl RuntimeService for Cri {
         unimplemented("CheckpointContainer")
     }
     type GetContainerEventsStream = StreamOf<model::ContainerEventResponse>;
-    async fn get_container_events(&self, _: Request<model::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+    async fn get_container_events(
+        &self,
+        request: Request<model::GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
+        Ok(Response::new(container::events(&self.containers, request.into_inner())))
     }
 
     async fn container_stats(
