@@ -11,6 +11,7 @@ mod images;
 mod mounts;
 mod multi_container;
 mod networking;
+mod pod_stats;
 pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
@@ -34,6 +35,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(container_stop::tests());
     tests.extend(events::tests());
     tests.extend(container_resources::tests());
+    tests.extend(pod_stats::tests());
     tests.extend(security::tests());
     tests.extend(mounts::tests());
     tests.extend(multi_container::tests());

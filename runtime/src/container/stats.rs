@@ -36,7 +36,7 @@ pub fn list_container_stats(
         .collect()
 }
 
-fn stats_of(containers: &ContainerManager, record: &ContainerRecord) -> model::ContainerStats {
+pub(super) fn stats_of(containers: &ContainerManager, record: &ContainerRecord) -> model::ContainerStats {
     let template = record.template();
     let attributes = model::ContainerAttributes {
         id: record.id.clone(),

@@ -152,6 +152,11 @@ impl ContainerStore {
         Ok(())
     }
 
+    /// Forgets the readings whose key `keep` refuses (of pods that are gone).
+    pub fn forget_samples(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.samples).retain(|key, _| keep(key));
+    }
+
     /// Keeps `reading` as the container's last one; returns the one before (for CPU rates).
     pub fn swap_sample(&self, id: &str, reading: CgroupSample) -> Option<CgroupSample> {
         lock(&self.samples).insert(id.to_string(), reading)

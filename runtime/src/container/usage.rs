@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lockstep_cri::model;
 
-use crate::host::cgroups::controller_dir;
+use crate::host::cgroups::{controller_dir, hierarchy_dir};
 
 /// One reading of a container's cgroups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +53,31 @@ pub fn sample(pid: i32, timestamp: i64) -> Option<CgroupSample> {
     let cpu_ns = controller_dir(&cgroups, &mountinfo, "cpuacct").and_then(|(dir, v2)| cpu_ns(&dir, v2));
     let memory = controller_dir(&cgroups, &mountinfo, "memory").and_then(|(dir, v2)| memory(&dir, v2));
     Some(CgroupSample { timestamp, cpu_ns, memory })
+}
+
+/// Reads the cgroup at `path` (relative to each hierarchy's root: a pod's cgroup); None when
+/// neither its CPU nor its memory can be read.
+pub fn sample_cgroup(path: &Path, timestamp: i64) -> Option<CgroupSample> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let dir = |controller| hierarchy_dir(&mountinfo, controller, path);
+    let cpu_ns = dir("cpuacct").and_then(|(dir, v2)| cpu_ns(&dir, v2));
+    let memory = dir("memory").and_then(|(dir, v2)| memory(&dir, v2));
+    (cpu_ns.is_some() || memory.is_some()).then_some(CgroupSample { timestamp, cpu_ns, memory })
+}
+
+/// How many processes the pids cgroup of process `pid` holds (a container's, through its init).
+pub fn sample_tasks(pid: i32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (dir, _) = controller_dir(&cgroups, &mountinfo, "pids")?;
+    read_u64(&dir.join("pids.current"))
+}
+
+/// How many processes the cgroup at `path` holds (the pids controller's count).
+pub fn process_count(path: &Path) -> Option<u64> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (dir, _) = hierarchy_dir(&mountinfo, "pids", path)?;
+    read_u64(&dir.join("pids.current"))
 }
 
 fn cpu_ns(dir: &Path, v2: bool) -> Option<u64> {
@@ -101,20 +126,19 @@ fn value(v: u64) -> Option<model::UInt64Value> {
     Some(model::UInt64Value { value: v })
 }
 
-/// The CRI stats of a reading, with the rate from the previous one and the writable layer's use.
-pub fn to_cri(
-    attributes: model::ContainerAttributes,
-    now: &CgroupSample,
-    previous: Option<&CgroupSample>,
-    layer: &Path,
-) -> model::ContainerStats {
-    let cpu = now.cpu_ns.map(|used| model::CpuUsage {
+/// The CRI CPU usage of a reading, with the rate from the previous one.
+pub fn cpu_usage(now: &CgroupSample, previous: Option<&CgroupSample>) -> Option<model::CpuUsage> {
+    now.cpu_ns.map(|used| model::CpuUsage {
         timestamp: now.timestamp,
         usage_core_nano_seconds: value(used),
         usage_nano_cores: previous.and_then(|p| nano_cores(p, now)).and_then(value),
         psi: None,
-    });
-    let memory = now.memory.as_ref().map(|m| model::MemoryUsage {
+    })
+}
+
+/// The CRI memory usage of a reading.
+pub fn memory_usage(now: &CgroupSample) -> Option<model::MemoryUsage> {
+    now.memory.as_ref().map(|m| model::MemoryUsage {
         timestamp: now.timestamp,
         working_set_bytes: value(m.working_set()),
         available_bytes: m.limit.and_then(|l| value(l.saturating_sub(m.working_set()))),
@@ -123,7 +147,18 @@ pub fn to_cri(
         page_faults: value(m.page_faults),
         major_page_faults: value(m.major_page_faults),
         psi: None,
-    });
+    })
+}
+
+/// The CRI stats of a reading, with the rate from the previous one and the writable layer's use.
+pub fn to_cri(
+    attributes: model::ContainerAttributes,
+    now: &CgroupSample,
+    previous: Option<&CgroupSample>,
+    layer: &Path,
+) -> model::ContainerStats {
+    let cpu = cpu_usage(now, previous);
+    let memory = memory_usage(now);
     let usage = crate::image::unpack::measure(layer);
     let writable_layer = Some(model::FilesystemUsage {
         timestamp: now.timestamp,

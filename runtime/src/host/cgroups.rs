@@ -107,6 +107,29 @@ pub fn controller_dir(cgroups: &str, mountinfo: &str, controller: &str) -> Optio
     Some((join_cgroup(&mount, &root, &path), true))
 }
 
+/// The directory of cgroup `path` (relative to a hierarchy's root) for `controller`, and
+/// whether it is v2: in the controller's v1 hierarchy when one is mounted, else in v2.
+pub fn hierarchy_dir(mountinfo: &str, controller: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let path = path.to_string_lossy();
+    if let Some((mount, root)) =
+        find_mount(mountinfo, |fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == controller))
+    {
+        return Some((join_cgroup(&mount, &root, &path), false));
+    }
+    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
+    Some((join_cgroup(&mount, &root, &path), true))
+}
+
+/// A pod's cgroup (its cgroup parent) relative to a hierarchy's root, by the cgroup driver:
+/// the path itself under cgroupfs, the slice's path under systemd.
+pub fn parent_path(driver: CgroupDriver, parent: &str) -> PathBuf {
+    let path = match driver {
+        CgroupDriver::Cgroupfs => PathBuf::from(parent),
+        CgroupDriver::Systemd => slice_path(parent),
+    };
+    path.strip_prefix("/").map(Path::to_path_buf).unwrap_or(path)
+}
+
 /// The mount point and mounted root of the first mount whose type and super options match.
 fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
     crate::host::mounts::mounts(mountinfo).find(|m| matches(m.fstype, m.super_options)).map(|m| (m.point, m.root))
@@ -154,15 +177,13 @@ pub fn plan(driver: CgroupDriver, parent: &str, id: &str) -> Result<PauseCgroups
 /// `<slice path>/lockstep-<id>.scope` under systemd. An empty parent is `/lockstep` (cgroupfs)
 /// or `system.slice` (systemd), as for containers.
 pub fn relative_path(driver: CgroupDriver, parent: &str, id: &str) -> PathBuf {
-    let (parent, leaf) = match driver {
+    match driver {
         CgroupDriver::Cgroupfs => {
-            (PathBuf::from(if parent.is_empty() { "/lockstep" } else { parent }), format!("{LEAF_PREFIX}{id}"))
+            parent_path(driver, if parent.is_empty() { "/lockstep" } else { parent }).join(format!("{LEAF_PREFIX}{id}"))
         }
-        CgroupDriver::Systemd => {
-            (slice_path(if parent.is_empty() { "system.slice" } else { parent }), format!("{LEAF_PREFIX}{id}.scope"))
-        }
-    };
-    parent.strip_prefix("/").unwrap_or(&parent).join(leaf)
+        CgroupDriver::Systemd => parent_path(driver, if parent.is_empty() { "system.slice" } else { parent })
+            .join(format!("{LEAF_PREFIX}{id}.scope")),
+    }
 }
 
 /// A systemd slice's cgroup path: `a-b.slice` is `/a.slice/a-b.slice`; a path is taken as it is.
@@ -187,7 +208,7 @@ fn slice_path(slice: &str) -> PathBuf {
 }
 
 /// The mount point of each cgroup hierarchy (v1 and v2) mounted at its root, once each.
-fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+pub fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
     let mut seen = std::collections::BTreeSet::new();
     crate::host::mounts::mounts(mountinfo)
         .filter(|m| matches!(m.fstype, "cgroup" | "cgroup2") && m.root == "/" && seen.insert(m.device))

@@ -180,6 +180,40 @@ pub async fn stream_stats(
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
 }
 
+pub async fn pod_stats(
+    containers: &Arc<Containers>,
+    request: model::PodSandboxStatsRequest,
+) -> Result<model::PodSandboxStatsResponse, Status> {
+    let containers = containers.clone();
+    let stats = blocking(move || container::pod_stats::pod_sandbox_stats(&containers, &request.pod_sandbox_id)).await?;
+    Ok(model::PodSandboxStatsResponse { stats: Some(stats) })
+}
+
+pub async fn list_pod_stats(
+    containers: &Arc<Containers>,
+    request: model::ListPodSandboxStatsRequest,
+) -> Result<model::ListPodSandboxStatsResponse, Status> {
+    let containers = containers.clone();
+    let stats = blocking(move || {
+        Ok::<_, Status>(container::pod_stats::list_pod_sandbox_stats(&containers, request.filter.as_ref()))
+    })
+    .await?;
+    Ok(model::ListPodSandboxStatsResponse { stats })
+}
+
+/// One message with every pod's usage, as ListPodSandboxStats.
+pub async fn stream_pod_stats(
+    containers: &Arc<Containers>,
+    request: model::StreamPodSandboxStatsRequest,
+) -> Result<StreamOf<model::StreamPodSandboxStatsResponse>, Status> {
+    let containers = containers.clone();
+    let pod_sandbox_stats = blocking(move || {
+        Ok::<_, Status>(container::pod_stats::list_pod_sandbox_stats(&containers, request.filter.as_ref()))
+    })
+    .await?;
+    Ok(Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxStatsResponse { pod_sandbox_stats })])))
+}
+
 /// GetContainerEvents: the subscriber's events as they happen, until it goes away (or does not
 /// keep up: then its stream ends and the kubelet relists).
 pub fn events(containers: &Arc<Containers>, _: model::GetEventsRequest) -> StreamOf<model::ContainerEventResponse> {

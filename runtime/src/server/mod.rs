@@ -210,22 +210,22 @@ impl RuntimeService for Cri {
     }
     async fn pod_sandbox_stats(
         &self,
-        _: Request<model::PodSandboxStatsRequest>,
+        request: Request<model::PodSandboxStatsRequest>,
     ) -> Reply<model::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        container::pod_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<model::ListPodSandboxStatsRequest>,
+        request: Request<model::ListPodSandboxStatsRequest>,
     ) -> Reply<model::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        container::list_pod_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     type StreamPodSandboxStatsStream = StreamOf<model::StreamPodSandboxStatsResponse>;
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<model::StreamPodSandboxStatsRequest>,
+        request: Request<model::StreamPodSandboxStatsRequest>,
     ) -> Reply<Self::StreamPodSandboxStatsStream> {
-        unimplemented("StreamPodSandboxStats")
+        container::stream_pod_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_metric_descriptors(
         &self,
