@@ -100,15 +100,15 @@ fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model
     }
 }
 
-/// The containers' readings added up, for a pod without a cgroup of its own.
+/// The containers' readings added up, for a pod without a cgroup of its own (a pod with no
+/// running container has used nothing).
 fn sum(readings: impl Iterator<Item = CgroupSample>, timestamp: i64) -> CgroupSample {
-    let mut total = CgroupSample { timestamp, cpu_ns: None, memory: None };
+    let mut total = CgroupSample { timestamp, cpu_ns: Some(0), memory: Some(MemorySample::default()) };
     for reading in readings {
-        if let Some(cpu) = reading.cpu_ns {
-            total.cpu_ns = Some(total.cpu_ns.unwrap_or(0) + cpu);
+        if let (Some(cpu), Some(t)) = (reading.cpu_ns, total.cpu_ns.as_mut()) {
+            *t += cpu;
         }
-        if let Some(m) = reading.memory {
-            let t = total.memory.get_or_insert_with(MemorySample::default);
+        if let (Some(m), Some(t)) = (reading.memory, total.memory.as_mut()) {
             t.usage += m.usage;
             t.inactive_file += m.inactive_file;
             t.rss += m.rss;
@@ -189,5 +189,7 @@ mod tests {
         assert_eq!(total.cpu_ns, Some(15));
         let memory = total.memory.unwrap();
         assert_eq!((memory.usage, memory.working_set(), total.timestamp), (150, 148, 9));
+        let idle = sum(std::iter::empty(), 9);
+        assert_eq!((idle.cpu_ns, idle.memory.map(|m| m.usage)), (Some(0), Some(0)), "no container, nothing used");
     }
 }
