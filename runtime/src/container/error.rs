@@ -65,6 +65,9 @@ pub enum ContainerError {
     /// A mount or directory of the container.
     #[error("cannot {action} of container {id}: {source}")]
     Rootfs { id: String, action: &'static str, source: Box<RootfsError> },
+    /// The pod's record could not take the change.
+    #[error(transparent)]
+    Sandbox(Box<crate::sandbox::SandboxError>),
     #[error("cannot {action} {}: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod logs;
 mod manager;
 mod pod;
+pub mod pod_resources;
 pub mod pod_stats;
 pub mod record;
 mod recovery;

@@ -13,6 +13,7 @@ pub mod record;
 mod recovery;
 pub mod remove;
 mod reservations;
+pub mod resize;
 #[cfg(test)]
 mod rpc_tests;
 pub mod run;

@@ -61,6 +61,7 @@ fn held(sandboxes: &SandboxManager, tmp: &Path, state: SandboxState) -> SandboxR
         pause_cgroups: Vec::new(),
         network: NetworkState::default(),
         problem: None,
+        resources: None,
     };
     sandboxes.store.write(&record).unwrap();
     sandboxes.store.insert(record.clone());
@@ -150,4 +151,19 @@ fn a_removed_sandbox_is_forgotten_with_its_directory_and_removing_again_succeeds
     assert!(!sandboxes.accepts_containers(ID));
 
     remove::remove_pod_sandbox(&sandboxes, ID).unwrap();
+}
+
+#[test]
+fn resized_resources_are_kept_on_disk_and_a_removed_pod_takes_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sandboxes = manager(tmp.path());
+    held(&sandboxes, tmp.path(), SandboxState::Ready);
+    let update = super::record::PodResources { updated_at: 7, ..Default::default() };
+    super::resize::record_resources(&sandboxes, ID, update.clone()).unwrap();
+    let on_disk = sandboxes.store.load().unwrap().records;
+    assert_eq!(on_disk[0].1.resources, Some(update.clone()));
+
+    remove::remove_pod_sandbox(&sandboxes, ID).unwrap();
+    let gone = super::resize::record_resources(&sandboxes, ID, update).unwrap_err();
+    assert!(matches!(gone, SandboxError::NoSuchSandbox { .. }), "{gone}");
 }

@@ -135,6 +135,7 @@ fn create(
         pause_cgroups: Vec::new(),
         network: NetworkState::default(),
         problem: None,
+        resources: None,
     };
 
     let mut undo = Undo::new();

@@ -45,6 +45,7 @@ impl From<ContainerError> for Status {
             | ContainerError::Image { .. }
             | ContainerError::Record { .. }
             | ContainerError::Rootfs { .. }
+            | ContainerError::Sandbox(_)
             | ContainerError::Io { .. } => Status::internal(message),
         }
     }
@@ -178,6 +179,15 @@ pub async fn stream_stats(
         blocking(move || Ok::<_, Status>(container::stats::list_container_stats(&containers, request.filter.as_ref())))
             .await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
+}
+
+pub async fn update_pod_resources(
+    containers: &Arc<Containers>,
+    request: model::UpdatePodSandboxResourcesRequest,
+) -> Result<model::UpdatePodSandboxResourcesResponse, Status> {
+    let containers = containers.clone();
+    blocking(move || container::pod_resources::update_pod_sandbox_resources(&containers, &request)).await?;
+    Ok(model::UpdatePodSandboxResourcesResponse {})
 }
 
 pub async fn pod_stats(

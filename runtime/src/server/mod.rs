@@ -103,9 +103,9 @@ impl RuntimeService for Cri {
     }
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<model::UpdatePodSandboxResourcesRequest>,
+        request: Request<model::UpdatePodSandboxResourcesRequest>,
     ) -> Reply<model::UpdatePodSandboxResourcesResponse> {
-        unimplemented("UpdatePodSandboxResources")
+        container::update_pod_resources(&self.containers, request.into_inner()).await.map(Response::new)
     }
 
     async fn create_container(
