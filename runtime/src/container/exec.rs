@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lockstep_cri::model;
 
-use super::error::{state_word, ContainerError};
+use super::error::ContainerError;
 use super::manager::ContainerManager;
 use super::record::{ContainerRecord, RecordState};
 use crate::oci::OciError;
@@ -46,15 +46,7 @@ pub fn exec_sync(
 /// The record of a running container; any other state is FailedPrecondition's kind.
 pub(super) fn running(containers: &ContainerManager, id: &str) -> Result<ContainerRecord, ContainerError> {
     let entry = containers.store.existing(id)?;
-    let record = containers.refresh(&entry);
-    if record.state != RecordState::Running {
-        return Err(ContainerError::WrongState {
-            id: id.to_string(),
-            state: state_word(record.state),
-            requirement: "commands run only in a running container",
-        });
-    }
-    Ok(record)
+    containers.refreshed_in(&entry, &[RecordState::Running], "commands run only in a running container")
 }
 
 /// The container's own process spec, from its bundle: what an exec inherits.

@@ -1,21 +1,15 @@
 //! ReopenContainerLog: the monitor of a running container closes its CRI log and opens it
 //! again (after the kubelet rotated it).
 
-use super::error::{state_word, ContainerError};
+use super::error::ContainerError;
 use super::manager::ContainerManager;
 use super::record::RecordState;
 use crate::monitor::ContainerDir;
 
 pub fn reopen_container_log(containers: &ContainerManager, id: &str) -> Result<(), ContainerError> {
     let entry = containers.store.existing(id)?;
-    let record = containers.refresh(&entry);
-    if record.state != RecordState::Running {
-        return Err(ContainerError::WrongState {
-            id: id.to_string(),
-            state: state_word(record.state),
-            requirement: "only a running container's log can be reopened",
-        });
-    }
+    let record =
+        containers.refreshed_in(&entry, &[RecordState::Running], "only a running container's log can be reopened")?;
     containers
         .runtime_of(&record)
         .reopen_log(&ContainerDir::new(&record.run_dir))

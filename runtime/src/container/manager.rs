@@ -96,6 +96,26 @@ impl ContainerManager {
         }
     }
 
+    /// The record, refreshed, when its state is one of `allowed`; WrongState naming the
+    /// container's state and `requirement` otherwise.
+    pub(super) fn refreshed_in(
+        &self,
+        entry: &Entry,
+        allowed: &[RecordState],
+        requirement: &'static str,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let record = self.refresh(entry);
+        if allowed.contains(&record.state) {
+            Ok(record)
+        } else {
+            Err(ContainerError::WrongState {
+                id: record.id,
+                state: super::error::state_word(record.state),
+                requirement,
+            })
+        }
+    }
+
     /// Records an exit (once) and tells the event subscribers.
     pub(super) fn record_exit(&self, entry: &Entry, exit: ExitInfo) -> ContainerRecord {
         let (record, first) = self.store.mark_exited(entry, exit);

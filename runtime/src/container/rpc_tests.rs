@@ -71,25 +71,7 @@ const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd
 
 /// A container as CreateContainer leaves it (or further along), its record on disk.
 fn held(bench: &Bench, state: RecordState, run_dir: &Path) -> ContainerRecord {
-    let record = ContainerRecord {
-        id: ID.into(),
-        sandbox_id: "pod".into(),
-        name: "app".into(),
-        attempt: 0,
-        state,
-        created_at: 1,
-        started_at: 0,
-        exit: None,
-        oci_handler: "fake".into(),
-        cgroup2_hidden: None,
-        stop_signal: 15,
-        init_pid: 2,
-        run_dir: run_dir.to_path_buf(),
-        layer_dir: run_dir.with_extension("layer"),
-        log_path: None,
-        volume_holds: Vec::new(),
-        status_template: String::new(),
-    };
+    let record = ContainerRecord::for_tests(ID, state, run_dir);
     bench.containers.store.write(&record).unwrap();
     bench.containers.store.insert(record.clone());
     record

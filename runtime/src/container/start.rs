@@ -1,7 +1,7 @@
 //! StartContainer: a created container's init is let run; the record says running once the
 //! runtime has started it.
 
-use super::error::{state_word, ContainerError};
+use super::error::ContainerError;
 use super::manager::ContainerManager;
 use super::record::RecordState;
 use super::store::lock;
@@ -10,14 +10,7 @@ use crate::timing::now_nanos;
 pub fn start_container(containers: &ContainerManager, id: &str) -> Result<(), ContainerError> {
     let entry = containers.store.existing(id)?;
     let _op = lock(&entry.op);
-    let record = containers.refresh(&entry);
-    if record.state != RecordState::Created {
-        return Err(ContainerError::WrongState {
-            id: id.to_string(),
-            state: state_word(record.state),
-            requirement: "only a created container can be started",
-        });
-    }
+    let record = containers.refreshed_in(&entry, &[RecordState::Created], "only a created container can be started")?;
     containers.runtime_of(&record).start(id).map_err(ContainerError::runtime(id, "start"))?;
     let mut updated = record;
     updated.state = RecordState::Running;

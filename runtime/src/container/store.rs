@@ -165,30 +165,12 @@ impl ContainerStore {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::Path;
 
     use super::*;
 
     fn record(id: &str, name: &str, state: RecordState) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            sandbox_id: "pod".into(),
-            name: name.into(),
-            attempt: 0,
-            state,
-            created_at: 1,
-            started_at: 0,
-            exit: None,
-            oci_handler: "crun".into(),
-            cgroup2_hidden: None,
-            stop_signal: 15,
-            init_pid: 0,
-            run_dir: PathBuf::from("/nonexistent/run"),
-            layer_dir: PathBuf::from("/nonexistent/layer"),
-            log_path: None,
-            volume_holds: Vec::new(),
-            status_template: String::new(),
-        }
+        ContainerRecord { name: name.into(), ..ContainerRecord::for_tests(id, state, Path::new("/nonexistent/run")) }
     }
 
     fn id(n: u8) -> String {

@@ -3,7 +3,7 @@
 
 use lockstep_cri::model;
 
-use super::error::{state_word, ContainerError};
+use super::error::ContainerError;
 use super::manager::ContainerManager;
 use super::record::RecordState;
 use super::resources;
@@ -16,14 +16,11 @@ pub fn update_container_resources(
 ) -> Result<(), ContainerError> {
     let entry = containers.store.existing(id)?;
     let _op = lock(&entry.op);
-    let mut record = containers.refresh(&entry);
-    if !matches!(record.state, RecordState::Created | RecordState::Running) {
-        return Err(ContainerError::WrongState {
-            id: id.to_string(),
-            state: state_word(record.state),
-            requirement: "only a created or running container's resources can change",
-        });
-    }
+    let mut record = containers.refreshed_in(
+        &entry,
+        &[RecordState::Created, RecordState::Running],
+        "only a created or running container's resources can change",
+    )?;
     let Some(linux) = linux else { return Ok(()) };
     let mut oci = resources::linux_resources(linux, "linux")?;
     if let Some(warning) = resources::tolerate_missing_hugetlb(&mut oci, containers.host.hugetlb) {

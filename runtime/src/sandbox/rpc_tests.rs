@@ -15,6 +15,7 @@ use super::record::{
     Metadata, NamespaceModes, Namespaces, NetworkState, PauseProcess, PidMode, SandboxFiles, SandboxRecord,
     SandboxState,
 };
+use super::validate::tests::request;
 use super::{remove, run, status, stop, validate};
 use crate::config::{CgroupDriver, Config, Handler};
 use crate::info::RuntimeInfo;
@@ -66,21 +67,6 @@ fn held(sandboxes: &SandboxManager, tmp: &Path, state: SandboxState) -> SandboxR
     sandboxes.store.write(&record).unwrap();
     sandboxes.store.insert(record.clone());
     record
-}
-
-fn request() -> model::RunPodSandboxRequest {
-    model::RunPodSandboxRequest {
-        config: Some(model::PodSandboxConfig {
-            metadata: Some(model::PodSandboxMetadata {
-                name: "web".into(),
-                uid: "u1".into(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            ..Default::default()
-        }),
-        runtime_handler: String::new(),
-    }
 }
 
 fn state(sandboxes: &SandboxManager) -> i32 {

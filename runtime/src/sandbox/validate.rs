@@ -364,10 +364,11 @@ fn cgroup_parent(parent: &str, driver: CgroupDriver) -> Result<String, BadField>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn request() -> model::RunPodSandboxRequest {
+    /// A minimal RunPodSandbox request as the kubelet sends it (pod "web" of "default").
+    pub(in crate::sandbox) fn request() -> model::RunPodSandboxRequest {
         model::RunPodSandboxRequest {
             config: Some(model::PodSandboxConfig {
                 metadata: Some(model::PodSandboxMetadata {
