@@ -97,14 +97,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The references a name may stand for: itself if qualified, else one per search registry
-/// of registries.conf (at `conf`), in order.
+/// The references a name may be pulled from: itself if qualified, else as registries.conf (at
+/// `conf`) resolves a short name (aliases, search registries, short-name-mode).
 pub(super) fn candidates(conf: &Path, parsed: &Parsed) -> Result<Vec<Reference>, ImageError> {
     if parsed.qualified {
         return Ok(vec![parsed.reference.clone()]);
     }
-    let conf = RegistriesConf::load(conf)?;
-    Ok(conf.search_registries().iter().map(|r| parsed.on_registry(r)).collect())
+    Ok(RegistriesConf::load(conf)?.pull_candidates(parsed)?)
+}
+
+/// The references a name may stand for among stored images: itself if qualified, else its
+/// alias and one per search registry.
+pub(super) fn local_candidates(conf: &Path, parsed: &Parsed) -> Result<Vec<Reference>, ImageError> {
+    if parsed.qualified {
+        return Ok(vec![parsed.reference.clone()]);
+    }
+    Ok(RegistriesConf::load(conf)?.local_candidates(parsed))
 }
 
 /// The pulling side of the image service.
@@ -617,5 +625,42 @@ mod tests {
             .expect("the download was dropped once nobody waited for it");
         assert_store_empties(&service).await;
         assert!(lock(&service.puller().pulls).is_empty(), "no pull is left to join");
+    }
+
+    /// registries.conf's short-name-mode and [aliases] (issue 14, item 8): under enforcing, a
+    /// short name that two search registries could serve is refused before any registry is
+    /// asked; an alias resolves a short name on every mode.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn enforcing_short_names_are_refused_unless_aliased() {
+        let asked = Arc::new(AtomicU64::new(0));
+        let search: Vec<u16> = (0..2)
+            .map(|_| {
+                let asked = asked.clone();
+                serve(move |_, _| {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    Answer::status("404 Not Found")
+                })
+            })
+            .collect();
+        let (aliased, _, _) = trickling_registry(1024, 64 << 10, Duration::ZERO);
+        let aliased_repo = aliased.trim_end_matches(":1");
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("none.conf"),
+            format!(
+                "unqualified-search-registries = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nshort-name-mode = \"enforcing\"\n\n[aliases]\n\"web\" = \"{aliased_repo}\"\n",
+                search[0], search[1]
+            ),
+        )
+        .unwrap();
+        let service = service(tmp.path(), 10, 0);
+        let err = service.pull("app:1", Credentials::default()).await.unwrap_err();
+        assert!(matches!(err.root(), ImageError::Blocked(_)), "{err}");
+        assert!(err.to_string().contains("ambiguous"), "{err}");
+        let record = service.pull("web:1", Credentials::default()).await.unwrap();
+        assert_eq!(record.repo_tags, vec![aliased.clone()]);
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "no search registry was asked");
+        let found = service.resolve("web:1").unwrap().expect("ImageStatus finds the image by its alias");
+        assert_eq!(found.id, record.id);
     }
 }

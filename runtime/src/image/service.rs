@@ -72,7 +72,7 @@ impl ImageService {
             return Ok(Lookup::Id(id));
         }
         let parsed = reference::parse(image)?;
-        let candidates = pull::candidates(&self.registries_conf, &parsed)?;
+        let candidates = pull::local_candidates(&self.registries_conf, &parsed)?;
         Ok(Lookup::Names(candidates.iter().map(|c| c.to_string()).collect()))
     }
 
