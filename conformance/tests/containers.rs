@@ -1166,6 +1166,32 @@ async fn host_paths_and_image_volumes_are_mounted_and_released() {
     node.remove_pod(&pod.0).await;
 }
 
+/// A container whose record was lost (lockstepd killed, the record gone): the restart's sweep
+/// removes its directories and ends its image holds, those of its image volumes too (issue
+/// 14, item 14: they were left, keeping their layers for ever).
+#[tokio::test]
+async fn the_restart_sweep_releases_the_holds_of_image_volumes() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("swept", false).await;
+    let mut config = container("swept", &image_id, "sleep 1000");
+    config.mounts = vec![model::Mount {
+        container_path: "/vol".into(),
+        image: Some(model::ImageSpec { image: image_id.clone(), ..Default::default() }),
+        ..Default::default()
+    }];
+    let id = node.run(&pod, config).await;
+    let holds = node.root().join("images/holds");
+    assert_eq!(std::fs::read_dir(&holds).unwrap().count(), 2, "the container's image and its volume are held");
+    node.kill();
+    let record = node.root().join("containers").join(format!("{id}.json"));
+    std::fs::remove_file(&record).unwrap();
+    node.spawn().await;
+    assert!(node.list(None).await.is_empty());
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
+
 #[tokio::test]
 async fn a_container_created_while_its_pod_stops_is_not_left_in_the_stopped_pod() {
     let mut node = Node::start().await;

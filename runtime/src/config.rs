@@ -99,8 +99,12 @@ pub struct ImageSection {
     /// containers-registries.conf(5) file. Empty: $CONTAINERS_REGISTRIES_CONF, else
     /// /etc/containers/registries.conf.
     pub registries_conf: PathBuf,
-    /// A pull that makes no progress for this many seconds is cancelled.
+    /// A pull that makes no progress for this many seconds is cancelled: each blob download
+    /// must receive 64 KiB (or end) within it, so a trickling registry is cancelled too.
     pub pull_progress_timeout_secs: u64,
+    /// A pull not finished after this many seconds is cancelled, however it progresses.
+    /// 0: no overall deadline.
+    pub pull_timeout_secs: u64,
     /// Per-registry CAs (HOST[:PORT]/*.crt) and client certificates (*.cert + *.key).
     /// Empty: /etc/containers/certs.d.
     pub certs_dir: PathBuf,
@@ -163,6 +167,7 @@ impl Default for ImageSection {
         ImageSection {
             registries_conf: PathBuf::new(),
             pull_progress_timeout_secs: 60,
+            pull_timeout_secs: 3600,
             certs_dir: PathBuf::new(),
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
@@ -295,6 +300,11 @@ impl Config {
         Duration::from_secs(self.image.pull_progress_timeout_secs)
     }
 
+    /// The overall deadline of one pull, if any.
+    pub fn pull_timeout(&self) -> Option<Duration> {
+        (self.image.pull_timeout_secs > 0).then(|| Duration::from_secs(self.image.pull_timeout_secs))
+    }
+
     /// The CNI plugins as the configuration sets them: where, and how long one may run.
     pub fn cni_plugins(&self) -> crate::cni::exec::Plugins {
         crate::cni::exec::Plugins {
@@ -379,8 +389,14 @@ impl Config {
         );
         let _ = writeln!(s, "\n[image]\n# containers-registries.conf(5); empty: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf.");
         let _ = writeln!(s, "registries_conf = {}", q(&self.image.registries_conf));
-        let _ = writeln!(s, "# A pull that makes no progress for this long is cancelled.");
+        let _ = writeln!(
+            s,
+            "# A pull that makes no progress for this long is cancelled (each blob must receive 64 KiB or end within it)."
+        );
         let _ = writeln!(s, "pull_progress_timeout_secs = {}", self.image.pull_progress_timeout_secs);
+        let _ =
+            writeln!(s, "# A pull not finished after this long is cancelled, however it progresses; 0: no deadline.");
+        let _ = writeln!(s, "pull_timeout_secs = {}", self.image.pull_timeout_secs);
         let _ = writeln!(
             s,
             "# Per-registry CAs (HOST[:PORT]/*.crt) and client certificates; empty: /etc/containers/certs.d."

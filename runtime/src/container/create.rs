@@ -17,7 +17,6 @@ use super::remove::remove_container;
 use super::runtime::CreateRequest;
 use super::signal::SIGKILL;
 use super::spec::{self, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
-use super::store::lock;
 use super::{rootfs, signal};
 use crate::image::reference;
 use crate::image::store::records::ImageRecord;
@@ -55,8 +54,8 @@ pub fn create_container(
     }
 
     let key = (sandbox_id.clone(), metadata.name.clone(), metadata.attempt);
-    let key_lock = containers.store.reservation(&key);
-    let _reserved = lock(&key_lock);
+    let reservation = containers.store.reservation(&key);
+    let _reserved = reservation.lock();
     if let Some(found) = containers.store.named(&key) {
         // The kubelet retried a call that timed out: the container it asked for.
         tracing::info!(container = %found.id, name = %key.1, attempt = key.2, "CreateContainer retried: same id");

@@ -56,6 +56,16 @@ pub(super) fn recover(containers: &ContainerManager) -> Result<(), ContainerErro
         kept.insert(id, Entry::new(record));
     }
     sweep_orphans(containers, &kept);
+    // Image holds of containers without a record, their image volumes' included.
+    let owned: std::collections::BTreeSet<String> =
+        kept.values().map(|e| e.read()).flat_map(|r| std::iter::once(r.id).chain(r.volume_holds)).collect();
+    match containers.images.release_holds_except(|holder| owned.contains(holder)) {
+        Ok(released) if !released.is_empty() => {
+            tracing::info!(?released, "released the image holds of gone containers")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot release the image holds of gone containers"),
+        Ok(_) => {}
+    }
     tracing::info!(containers = kept.len(), "container records recovered");
     containers.store.hold_all(kept);
     // The kubelet missed these exits: its first event stream starts with them.

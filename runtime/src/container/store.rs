@@ -95,9 +95,12 @@ impl ContainerStore {
         index.values().filter(|e| e.read().sandbox_id == sandbox_id).cloned().collect()
     }
 
-    /// The lock that serialises CreateContainer calls for one name and attempt.
-    pub fn reservation(&self, key: &NameKey) -> Arc<Mutex<()>> {
-        lock(&self.reservations).entry(key.clone()).or_default().clone()
+    /// The lock that serialises CreateContainer calls for one name and attempt. Its entry
+    /// lives while a call holds or waits for it, and goes with the last, whether that call
+    /// succeeded or failed (issue 14, item 14: a failed create left it for the daemon's life).
+    pub fn reservation(&self, key: &NameKey) -> Reservation<'_> {
+        let slot = lock(&self.reservations).entry(key.clone()).or_default().clone();
+        Reservation { store: self, key: key.clone(), slot }
     }
 
     /// The container already made for a name and attempt (not one being removed).
@@ -160,6 +163,30 @@ impl ContainerStore {
     /// Keeps `reading` as the container's last one; returns the one before (for CPU rates).
     pub fn swap_sample(&self, id: &str, reading: CgroupSample) -> Option<CgroupSample> {
         lock(&self.samples).insert(id.to_string(), reading)
+    }
+}
+
+/// A CreateContainer's share of its name's reservation: `lock` it; dropped, it takes the entry
+/// with it unless another call holds or waits for it (decided under the map's lock).
+pub struct Reservation<'a> {
+    store: &'a ContainerStore,
+    key: NameKey,
+    slot: Arc<Mutex<()>>,
+}
+
+impl Reservation<'_> {
+    pub fn lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.slot)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(&self.store.reservations);
+        // The map's own reference and this one's: nobody else holds or waits.
+        if held.get(&self.key).is_some_and(|slot| Arc::strong_count(slot) <= 2) {
+            held.remove(&self.key);
+        }
     }
 }
 
@@ -232,5 +259,45 @@ mod tests {
         store.forget(&removing).unwrap();
         assert!(store.get(&id(1)).is_none());
         assert!(store.load().unwrap().records.is_empty(), "the record is gone from disk");
+    }
+
+    /// CreateContainer's reservation of a name: a call that fails leaves no entry; one that
+    /// another call waits on keeps it for that call until the last goes.
+    #[test]
+    fn a_reservation_lives_only_while_a_call_holds_or_waits_for_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(ContainerStore::new(RecordDir::new(tmp.path().join("containers"))));
+        let key: NameKey = ("pod".into(), "app".into(), 0);
+        let entries = |store: &ContainerStore| lock(&store.reservations).len();
+        let failed_create = |store: &ContainerStore, work: &dyn Fn()| -> Result<(), &'static str> {
+            let reservation = store.reservation(&key);
+            let _reserved = reservation.lock();
+            work();
+            Err("the image is not present")
+        };
+        assert!(failed_create(&store, &|| {}).is_err());
+        assert_eq!(entries(&store), 0, "a failed create left its reservation");
+
+        let (inside_tx, inside) = std::sync::mpsc::channel();
+        let (go_tx, go) = std::sync::mpsc::channel::<()>();
+        let go = Mutex::new(go);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                failed_create(&store, &|| {
+                    inside_tx.send(()).unwrap();
+                    lock(&go).recv().unwrap();
+                })
+            });
+            inside.recv().unwrap();
+            let second = s.spawn(|| failed_create(&store, &|| {}));
+            // The second call waits once it has its share: the map's, the first's and its own.
+            while Arc::strong_count(lock(&store.reservations).get(&key).unwrap()) < 3 {
+                std::thread::yield_now();
+            }
+            go_tx.send(()).unwrap();
+            assert!(first.join().unwrap().is_err());
+            assert!(second.join().unwrap().is_err());
+        });
+        assert_eq!(entries(&store), 0, "the last call took the entry with it");
     }
 }

@@ -32,11 +32,19 @@ pub enum ImageError {
     Several(String, Box<ImageError>),
     #[error("holder {0:?} is not a valid container ID")]
     InvalidHolder(String),
+    #[error("the pull of {0} was cancelled: every caller gave up waiting for it")]
+    Abandoned(String),
+    #[error("the pull of {image} did not finish within {} s (image.pull_timeout_secs); it was cancelled", .after.as_secs())]
+    Deadline { image: String, after: std::time::Duration },
 }
 
 impl ImageError {
     pub(super) fn is_not_found(&self) -> bool {
         matches!(self, ImageError::NotFound(_) | ImageError::Registry(RegistryError::NotFound { .. }))
+    }
+    /// A pull stopped from outside (abandoned, or past its deadline): no other source is tried.
+    pub(super) fn is_stop(&self) -> bool {
+        matches!(self, ImageError::Abandoned(_) | ImageError::Deadline { .. })
     }
     /// The error that decides the gRPC code.
     pub fn root(&self) -> &ImageError {

@@ -47,7 +47,7 @@ impl ImageService {
         };
         let registries_conf = registries_conf::config_path(&config.image.registries_conf);
         let registry = Registry::new(certs_dir, config.pull_progress_timeout());
-        let puller = Arc::new(Puller::new(store.clone(), registry, registries_conf.clone()));
+        let puller = Arc::new(Puller::new(store.clone(), registry, registries_conf.clone(), config.pull_timeout()));
         Ok(ImageService { store, puller, registries_conf })
     }
 
@@ -72,7 +72,7 @@ impl ImageService {
             return Ok(Lookup::Id(id));
         }
         let parsed = reference::parse(image)?;
-        let candidates = pull::candidates(&self.registries_conf, &parsed)?;
+        let candidates = pull::local_candidates(&self.registries_conf, &parsed)?;
         Ok(Lookup::Names(candidates.iter().map(|c| c.to_string()).collect()))
     }
 
@@ -127,9 +127,20 @@ impl ImageService {
         self.store.release(holder)
     }
 
+    /// At start, once containers are recovered: ends the holds of every holder `keep` does not
+    /// accept (containers without a record, and their image volumes). Returns them. Blocking.
+    pub fn release_holds_except(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, ImageError> {
+        self.store.release_holds_except(keep)
+    }
+
     /// The snapshot directories of an image's layers, lowest first.
     pub fn layer_dirs(&self, record: &ImageRecord) -> Vec<PathBuf> {
         self.store.layer_dirs(record)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn puller(&self) -> &Puller {
+        &self.puller
     }
 
     pub fn store_dir(&self) -> &Path {

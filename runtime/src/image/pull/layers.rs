@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
 
+use super::Stop;
 use crate::image::error::ImageError;
 use crate::image::reference::Digest;
 use crate::image::registry::Session;
@@ -30,6 +31,7 @@ pub(super) async fn fetch_layers(
     layers: &[LayerRecord],
     chains: &[Digest],
     committed: &AtomicU64,
+    stop: &Stop,
 ) -> Result<(), ImageError> {
     let cancel = AtomicBool::new(false);
     let missing: Vec<usize> = (0..layers.len()).filter(|&i| !snapshots.exists(&chains[i])).collect();
@@ -38,7 +40,7 @@ pub(super) async fn fetch_layers(
         let cancel = &cancel;
         let layer = &layers[i];
         jobs.push(async move {
-            let result = fetch_layer(snapshots, session, layer, cancel).await;
+            let result = fetch_layer(snapshots, session, layer, cancel, stop).await;
             if result.is_err() {
                 cancel.store(true, Ordering::Relaxed);
             }
@@ -90,9 +92,10 @@ async fn fetch_layer(
     session: &Session<'_>,
     layer: &LayerRecord,
     cancel: &AtomicBool,
+    stop: &Stop,
 ) -> Result<Unpacked, ImageError> {
     let mut session = session.fork();
-    let mut blob = session.blob(&layer.digest).await?;
+    let mut blob = stop.unless_stopped(session.blob(&layer.digest)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let snapshots = snapshots.clone();
     let expected = Expected { digest: layer.digest.clone(), size: layer.size, diff_id: layer.diff_id.clone() };
@@ -106,7 +109,16 @@ async fn fetch_layer(
                 let _ = tx.send(Chunk::Failed(CANCELLED.into())).await;
                 return Err(ImageError::BadImage { reference: layer.digest.to_string(), detail: CANCELLED.into() });
             }
-            match blob.chunk().await {
+            let next = tokio::select! {
+                biased;
+                _ = stop.stopped() => {
+                    let error = stop.error();
+                    let _ = tx.send(Chunk::Failed(error.to_string())).await;
+                    return Err(error);
+                }
+                next = blob.chunk() => next,
+            };
+            match next {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
                     if received > layer.size {

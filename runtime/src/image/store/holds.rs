@@ -33,14 +33,38 @@ impl Store {
         Ok(HeldImage { record, layer_dirs })
     }
 
+    /// Ends every hold whose holder `keep` does not accept (at start: holders whose container
+    /// has no record any more, their image volumes' holds included); returns their names.
+    /// Blocking.
+    pub fn release_holds_except(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, ImageError> {
+        let (released, detached) = {
+            let _commit = self.commit_lock();
+            let mut records = self.records_mut();
+            let gone: Vec<String> = records.holders().filter(|h| !keep(h)).map(str::to_string).collect();
+            for holder in &gone {
+                records.release(holder)?;
+            }
+            drop(records);
+            let detached = (!gone.is_empty()).then(|| self.collect_garbage());
+            (gone, detached)
+        };
+        if let Some(detached) = detached {
+            detached.delete();
+        }
+        Ok(released)
+    }
+
     /// Ends a hold; layers no image needs any more are removed. Idempotent. Blocking.
     pub fn release(&self, holder: &str) -> Result<(), ImageError> {
         if !crate::ids::is_safe_id(holder) {
             return Ok(());
         }
-        let _commit = self.commit_lock();
-        self.records_mut().release(holder)?;
-        self.collect_garbage();
+        let detached = {
+            let _commit = self.commit_lock();
+            self.records_mut().release(holder)?;
+            self.collect_garbage()
+        };
+        detached.delete();
         Ok(())
     }
 }

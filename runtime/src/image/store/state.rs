@@ -34,6 +34,9 @@ pub struct Store {
     pub(super) blobs_in_flight: Mutex<HashMap<Digest, usize>>,
     /// The containers' writable layers (measured for ImageFsInfo).
     pub(super) containers_dir: PathBuf,
+    /// Called before detached snapshots are deleted: lets a test hold a deletion.
+    #[cfg(test)]
+    pub(super) before_delete: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,9 +58,11 @@ impl Store {
             layers_in_flight: Mutex::default(),
             blobs_in_flight: Mutex::default(),
             containers_dir,
+            #[cfg(test)]
+            before_delete: Mutex::default(),
         };
         store.drop_records_without_layers()?;
-        store.collect_garbage();
+        store.collect_garbage().delete();
         Ok(store)
     }
 
@@ -105,20 +110,27 @@ impl Store {
     pub fn commit_image(&self, record: ImageRecord) -> Result<ImageRecord, ImageError> {
         let id = record.id.clone();
         let named = record.repo_tags.first().or(record.repo_digests.first()).cloned().unwrap_or_default();
-        let _commit = self.commit_lock();
-        let orphaned = self.records_mut().commit(record)?;
-        if !orphaned.is_empty() {
-            self.collect_garbage();
+        let (stored, detached) = {
+            let _commit = self.commit_lock();
+            let orphaned = self.records_mut().commit(record)?;
+            let detached = (!orphaned.is_empty()).then(|| self.collect_garbage());
+            (self.records().get(&id).cloned(), detached)
+        };
+        if let Some(detached) = detached {
+            detached.delete();
         }
-        self.records().get(&id).cloned().ok_or(ImageError::NotFound(named))
+        stored.ok_or(ImageError::NotFound(named))
     }
 
     /// Removes an image record (all its tags and digests; absent is fine) and what it alone
     /// used. Blocking.
     pub fn remove_image(&self, id: &Digest) -> Result<(), ImageError> {
-        let _commit = self.commit_lock();
-        self.records_mut().remove(id)?;
-        self.collect_garbage();
+        let detached = {
+            let _commit = self.commit_lock();
+            self.records_mut().remove(id)?;
+            self.collect_garbage()
+        };
+        detached.delete();
         Ok(())
     }
 
