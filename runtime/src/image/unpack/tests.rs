@@ -424,7 +424,7 @@ fn permissions_survive_setuid_and_read_only_dirs() {
     std::fs::set_permissions(tmp.path().join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-mod property {
+mod properties {
     use super::*;
     use proptest::prelude::*;
 
@@ -460,7 +460,6 @@ mod property {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
         /// Whatever the layer holds, nothing appears beside the root, and no panic.
         #[test]
         fn nothing_is_written_outside_the_root(entries in proptest::collection::vec(entry(), 1..8)) {
