@@ -68,6 +68,13 @@ pub struct RuntimeSection {
     /// `org.criu.*`) that may reach a container's config.json, as CRI-O's allowed_annotations.
     /// Empty: every such annotation is left out (and logged); the CRI record keeps them all.
     pub allowed_annotations: Vec<String>,
+    /// The address the streaming server (the URLs Exec, Attach and PortForward return)
+    /// listens on; the kubelet connects to it, so loopback unless the kubelet runs elsewhere.
+    pub stream_address: String,
+    /// Its port; 0: a free port chosen at start.
+    pub stream_port: u16,
+    /// A streaming session through which nothing passed for this long is ended.
+    pub stream_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +142,9 @@ impl Default for RuntimeSection {
             hybrid_cgroup_v1_view: true,
             seccomp_use_default_when_empty: false,
             allowed_annotations: Vec::new(),
+            stream_address: "127.0.0.1".into(),
+            stream_port: 0,
+            stream_idle_timeout_secs: 4 * 3600,
         }
     }
 }
@@ -348,6 +358,15 @@ impl Config {
              # may reach a container's config.json; empty: all such annotations are left out, with a warning.\n\
              allowed_annotations = [{}]",
             allowed.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "# The streaming server behind Exec, Attach and PortForward (the kubelet connects to it);\n\
+             # port 0: a free port chosen at start. A session idle this long is ended.\n\
+             stream_address = {}\nstream_port = {}\nstream_idle_timeout_secs = {}",
+            toml_string(&self.runtime.stream_address),
+            self.runtime.stream_port,
+            self.runtime.stream_idle_timeout_secs
         );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");

@@ -154,7 +154,7 @@ impl ContainerManager {
     }
 
     /// How a handler's OCI runtime is run, in lockstepd's layout.
-    fn command(&self, handler: &str) -> Result<RuntimeCommand, ContainerError> {
+    pub(super) fn command(&self, handler: &str) -> Result<RuntimeCommand, ContainerError> {
         let handlers = self.info.handlers();
         let probed = handlers.get(handler).ok_or_else(|| {
             ContainerError::FailedPrecondition(format!("runtime handler {handler:?} is not configured"))

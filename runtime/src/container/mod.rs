@@ -24,6 +24,7 @@ pub mod seccomp;
 pub mod signal;
 pub mod spec;
 pub mod stats;
+mod streams;
 pub mod user;
 
 pub use manager::{ContainerError, ContainerManager};

@@ -13,6 +13,9 @@ pub mod oom;
 pub mod process;
 mod sys;
 
+/// The pty master an OCI runtime sends over a console socket (exec with a terminal uses it too).
+pub use sys::receive_fd;
+
 pub use client::{find_all, reopen_log, spawn, state, wait_exit, MonitorError, MonitorState, Spawned};
 pub use files::{ContainerDir, ExitRecord, MonitorConfig};
 

@@ -382,6 +382,7 @@ mod tests {
             hybrid_cgroup_v1_view: true,
             seccomp_use_default_when_empty: false,
             allowed_annotations: Vec::new(),
+            ..RuntimeSection::default()
         };
         config
     }
