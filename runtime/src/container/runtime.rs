@@ -21,6 +21,7 @@ pub struct CreateRequest {
     pub log_path: Option<PathBuf>,
     pub tty: bool,
     pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// One container's process as lockstepd drives it. Calls block (a runtime is a process to
@@ -99,6 +100,7 @@ impl ContainerRuntime for Monitored {
             log_path: request.log_path.clone(),
             tty: request.tty,
             stdin: request.stdin,
+            stdin_once: request.stdin_once,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: self.monitor_cgroups.clone(),
         };

@@ -4,6 +4,7 @@
 //! (code, time, OOM kill) and outlives lockstepd. lockstepd starts it, reads its report,
 //! talks to it over a control socket and reads its exit record, before and after a restart.
 
+pub mod attach;
 pub mod client;
 pub mod control;
 pub mod exec_reaper;

@@ -13,7 +13,9 @@ use lockstep_cri::model;
 use tonic::Status;
 
 use super::{blocking, Containers, Sandboxes};
+use crate::monitor::attach::AttachFlags;
 use crate::sandbox::namespaces::{self, NsKind};
+use crate::streaming::attach;
 use crate::streaming::process::{self, ConsoleSocket};
 use crate::streaming::{Backend, CommandIo, ExecResult, Request, Settings, StreamServer, TokenError};
 
@@ -120,8 +122,19 @@ impl Backend for Reach {
         })
     }
 
-    fn attach(&self, request: model::AttachRequest, _io: CommandIo) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async move { Err(format!("attaching to container {} is not built yet", request.container_id)) })
+    fn attach(&self, request: model::AttachRequest, io: CommandIo) -> BoxFuture<'static, Result<(), String>> {
+        let containers = self.containers.clone();
+        Box::pin(async move {
+            let flags = AttachFlags { stdin: request.stdin, stdout: request.stdout, stderr: request.stderr };
+            let conn = tokio::task::spawn_blocking(move || {
+                let record =
+                    containers.running_for_stream(&request.container_id, "attach").map_err(|e| e.to_string())?;
+                attach::open(&record.run_dir, flags)
+            })
+            .await
+            .map_err(|e| format!("opening the attach stream panicked: {e}"))??;
+            attach::run(conn, io).await
+        })
     }
 
     fn connect(&self, sandbox_id: String, port: u16) -> BoxFuture<'static, Result<tokio::net::TcpStream, String>> {

@@ -5,6 +5,7 @@
 //! either, `portforward` forwards ports, `process` drives an exec'd process. What runs in
 //! containers and pods is reached through a `Backend`, so that this module touches no state.
 
+pub mod attach;
 pub mod http;
 pub mod portforward;
 pub mod process;
