@@ -1,6 +1,7 @@
-//! One SPDY/3.1 connection, server side: a reader task that parses frames and hands each
-//! stream the client opens to the protocol code, and a writer task that owns the socket's
-//! write half and the header compressor. Memory is bounded per stream: a stream's inbound
+//! One SPDY/3.1 connection: a reader task that parses frames and hands each stream the peer
+//! opens to the protocol code, and a writer task that owns the socket's write half and the
+//! header compressor. The server side accepts streams; `Session::open` is the client side
+//! (the conformance harness and the tests speak SPDY with it). Memory is bounded per stream: a stream's inbound
 //! queue holds a few chunks and the reader waits for room (TCP back-pressure); outbound data
 //! waits for the peer's window once the peer shows it keeps SPDY/3.1 flow control (Go's
 //! spdystream, the kubelet's and kubectl's library, neither sends nor honours WINDOW_UPDATE, so
@@ -37,6 +38,7 @@ pub struct Incoming {
 enum Out {
     Frame(Vec<u8>),
     SynReply { stream_id: u32 },
+    SynStream { stream_id: u32, headers: Headers },
     Data { stream_id: u32, data: Bytes, fin: bool },
     GoAway { status: u32 },
 }
@@ -53,6 +55,12 @@ struct Flow {
 
 struct Shared {
     out: mpsc::Sender<Out>,
+    /// The inbound queues of streams whose peer side is open.
+    inbound: Mutex<HashMap<u32, mpsc::Sender<Bytes>>>,
+    /// Streams this side opened, waiting for the peer's SYN_REPLY.
+    replies: Mutex<HashMap<u32, tokio::sync::oneshot::Sender<()>>>,
+    /// The next stream id this side opens (odd: a client's).
+    next_id: Mutex<u32>,
     flow: Mutex<Flow>,
     flow_changed: Notify,
     gone: CancellationToken,
@@ -62,6 +70,30 @@ struct Shared {
 impl Shared {
     fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
         self.flow.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn inbound(&self) -> std::sync::MutexGuard<'_, HashMap<u32, mpsc::Sender<Bytes>>> {
+        self.inbound.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a stream's halves: its inbound queue (unless the peer is done sending) and
+    /// its send window.
+    fn register(self: &Arc<Self>, id: u32, headers: Headers, peer_done: bool) -> Incoming {
+        let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
+        if !peer_done {
+            self.inbound().insert(id, tx);
+        }
+        {
+            let mut flow = self.flow();
+            let initial = flow.initial;
+            flow.streams.insert(id, initial);
+        }
+        Incoming {
+            id,
+            headers,
+            reader: StreamReader { id, rx, shared: self.clone() },
+            writer: StreamWriter { id, shared: self.clone(), finished: false },
+        }
     }
 }
 
@@ -76,6 +108,25 @@ impl Session {
     /// `close` was called).
     pub fn gone(&self) -> CancellationToken {
         self.shared.gone.clone()
+    }
+
+    /// Opens a stream with `headers` (the client side) and waits for the peer's SYN_REPLY.
+    pub async fn open(&self, headers: Headers) -> Result<Incoming, Closed> {
+        let id = {
+            let mut next = self.shared.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            let id = *next;
+            *next += 2;
+            id
+        };
+        let (replied_tx, replied) = tokio::sync::oneshot::channel();
+        self.shared.replies.lock().unwrap_or_else(|p| p.into_inner()).insert(id, replied_tx);
+        let stream = self.shared.register(id, headers.clone(), false);
+        self.shared.out.send(Out::SynStream { stream_id: id, headers }).await.map_err(|_| Closed)?;
+        tokio::select! {
+            r = replied => r.map_err(|_| Closed)?,
+            _ = self.shared.gone.cancelled() => return Err(Closed),
+        }
+        Ok(stream)
     }
 
     /// Sends GOAWAY once everything queued before it is written, then closes the socket.
@@ -198,6 +249,9 @@ where
     let (out_tx, out_rx) = mpsc::channel(64);
     let shared = Arc::new(Shared {
         out: out_tx,
+        inbound: Mutex::new(HashMap::new()),
+        replies: Mutex::new(HashMap::new()),
+        next_id: Mutex::new(1),
         flow: Mutex::new(Flow {
             enforced: false,
             session: i64::from(frame::DEFAULT_WINDOW),
@@ -210,7 +264,7 @@ where
     });
     let (incoming_tx, incoming_rx) = mpsc::channel(16);
     tokio::spawn(write_loop(write, out_rx, shared.gone.clone()));
-    let reader = Reader { shared: shared.clone(), inflater: Inflater::new(), inbound: HashMap::new(), last_id: 0 };
+    let reader = Reader { shared: shared.clone(), inflater: Inflater::new(), last_id: 0 };
     tokio::spawn(reader.run(read, incoming_tx));
     (Session { shared }, incoming_rx)
 }
@@ -220,6 +274,11 @@ async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Out>,
     while let Some(out) = tokio::select! { o = rx.recv() => o, _ = gone.cancelled() => None } {
         let written = match out {
             Out::Frame(bytes) => w.write_all(&bytes).await,
+            Out::SynStream { stream_id, headers } => {
+                let block = deflater.block(&headers);
+                let syn = Control::SynStream { stream_id, associated: 0, priority: 0, flags: 0, block };
+                w.write_all(&frame::encode_control(&syn)).await
+            }
             Out::SynReply { stream_id } => {
                 let block = deflater.block(&Vec::new());
                 w.write_all(&frame::encode_control(&Control::SynReply { stream_id, flags: 0, block })).await
@@ -248,8 +307,6 @@ async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Out>,
 struct Reader {
     shared: Arc<Shared>,
     inflater: Inflater,
-    /// The inbound queues of streams whose peer side is open.
-    inbound: HashMap<u32, mpsc::Sender<Bytes>>,
     last_id: u32,
 }
 
@@ -279,7 +336,8 @@ impl Reader {
         } else {
             self.shared.gone.cancel();
         }
-        self.inbound.clear();
+        self.shared.inbound().clear();
+        self.shared.replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.shared.flow_changed.notify_waiters();
     }
 
@@ -322,7 +380,7 @@ impl Reader {
     }
 
     async fn data(&mut self, r: &mut (impl AsyncRead + Unpin), id: u32, flags: u8, length: usize) -> Result<(), End> {
-        let tx = self.inbound.get(&id).cloned();
+        let tx = self.shared.inbound().get(&id).cloned();
         if tx.is_none() {
             self.rst(id, rst::INVALID_STREAM).await;
         }
@@ -335,12 +393,12 @@ impl Reader {
                 // Waits for room: the peer is slowed down by TCP, memory stays bounded.
                 if tx.send(Bytes::from(chunk)).await.is_err() {
                     // The protocol code dropped the reader: nobody wants this stream's data.
-                    self.inbound.remove(&id);
+                    self.shared.inbound().remove(&id);
                 }
             }
         }
         if flags & FLAG_FIN != 0 {
-            self.inbound.remove(&id);
+            self.shared.inbound().remove(&id);
         }
         Ok(())
     }
@@ -363,31 +421,28 @@ impl Reader {
                     self.rst(stream_id, rst::REFUSED_STREAM).await;
                     return Ok(());
                 };
-                let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
-                if flags & FLAG_FIN == 0 {
-                    self.inbound.insert(stream_id, tx);
-                }
-                {
-                    let mut flow = self.shared.flow();
-                    let initial = flow.initial;
-                    flow.streams.insert(stream_id, initial);
-                }
                 let _ = self.shared.out.send(Out::SynReply { stream_id }).await;
-                let stream = Incoming {
-                    id: stream_id,
-                    headers,
-                    reader: StreamReader { id: stream_id, rx, shared: self.shared.clone() },
-                    writer: StreamWriter { id: stream_id, shared: self.shared.clone(), finished: false },
-                };
+                let stream = self.shared.register(stream_id, headers, flags & FLAG_FIN != 0);
                 if accept.send(stream).await.is_err() {
                     *incoming = None;
                 }
             }
-            Control::SynReply { block, .. } | Control::Headers { block, .. } => {
+            Control::SynReply { stream_id, flags, block } => {
+                self.inflater.block(&block).map_err(|e| End::Protocol(e.to_string()))?;
+                if let Some(replied) = self.shared.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&stream_id)
+                {
+                    let _ = replied.send(());
+                }
+                if flags & FLAG_FIN != 0 {
+                    self.shared.inbound().remove(&stream_id);
+                }
+            }
+            Control::Headers { block, .. } => {
                 self.inflater.block(&block).map_err(|e| End::Protocol(e.to_string()))?;
             }
             Control::RstStream { stream_id, .. } => {
-                self.inbound.remove(&stream_id);
+                self.shared.inbound().remove(&stream_id);
+                self.shared.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&stream_id);
                 self.shared.flow().streams.remove(&stream_id);
                 self.shared.flow_changed.notify_waiters();
             }
