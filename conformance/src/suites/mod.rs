@@ -14,6 +14,7 @@ pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
 mod security;
+mod spdy;
 mod streaming;
 mod websocket;
 
