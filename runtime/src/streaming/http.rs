@@ -185,6 +185,15 @@ fn route(
                     Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),
                 };
                 let activity = Activity::new();
+                if protocol == websocket::SPDY_TUNNEL {
+                    if let Request::PortForward(r) = request {
+                        let stream = websocket::tunnel(TokioIo::new(upgraded), activity.clone()).await;
+                        let (session, incoming) = spdy::start(stream, activity.clone());
+                        activity.watch(idle, session.gone());
+                        portforward::serve_spdy(r, session, incoming, backend).await;
+                    }
+                    return;
+                }
                 let readable: Vec<u8> = match &request {
                     Request::PortForward(r) => (0..r.port.len()).map(|n| (2 * n) as u8).collect(),
                     _ => vec![0, 4],

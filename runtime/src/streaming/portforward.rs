@@ -1,7 +1,8 @@
 //! Port forwarding over SPDY (`portforward.k8s.io`: per connection the client opens an error
 //! and a data stream, paired by their `requestid` header and naming the `port`) and over
 //! WebSocket (`v4.channel.k8s.io` and its base64 form: for the n-th requested port, channel
-//! 2n carries data and 2n+1 errors, each opening with the port as two little-endian bytes).
+//! 2n carries data and 2n+1 errors, each opening with the port as two little-endian bytes;
+//! or `SPDY/3.1+portforward.k8s.io`, the SPDY session inside binary messages).
 //! Each connection reaches the port on the pod's loopback through the `Backend`.
 
 use std::collections::HashMap;
@@ -17,8 +18,14 @@ use super::websocket::Channels;
 use super::Backend;
 
 pub const SPDY_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
-pub const WS_PROTOCOLS: &[&str] =
-    &["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"];
+/// WebSocket subprotocols: the channel forms, and SPDY tunnelled in binary messages.
+pub const WS_PROTOCOLS: &[&str] = &[
+    super::websocket::SPDY_TUNNEL,
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
 
 /// Copies between a pod connection and the client's data stream until the pod's side ends
 /// (as the kubelet's runtimes do); the client's end of data shuts down the pod's input.

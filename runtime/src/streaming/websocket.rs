@@ -2,7 +2,8 @@
 //! message starts with its channel number — a byte in the binary protocols, an ASCII digit
 //! followed by base64 in the `base64.` ones. `v5.channel.k8s.io` adds channel 255, on which
 //! the client closes one of its channels (`[255, n]`). A malformed frame or message ends this
-//! connection only.
+//! connection only. `tunnel` carries a byte stream instead (SPDY inside binary messages, the
+//! `SPDY/3.1+portforward.k8s.io` protocol of newer kubectl and crictl port-forward).
 
 use std::collections::HashMap;
 
@@ -11,7 +12,8 @@ use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -148,7 +150,9 @@ where
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        // A normal closure (1000): clients (Go's gorilla) take a close without a code as an error.
+        let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let _ = sink.send(Message::Close(Some(normal))).await;
         let _ = sink.close().await;
         // The client answers the close; if it does not, the reader stops here.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -196,6 +200,59 @@ where
         reader_gone.cancel();
     });
     Channels { readers, out: Some(out_tx), gone }
+}
+
+/// The WebSocket subprotocol whose binary messages carry a SPDY/3.1 port-forward session.
+pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// A byte stream through an upgraded connection's binary messages: what is written to the
+/// returned end goes out in messages, what arrives in them is read from it. The client's
+/// close ends the stream; the stream's end sends a normal close.
+pub async fn tunnel<IO>(io: IO, activity: Activity) -> tokio::io::DuplexStream
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let (mut sink, mut stream) = ws.split();
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut from_ws, mut to_ws) = tokio::io::split(theirs);
+    let inbound_activity = activity.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            inbound_activity.touch();
+            match message {
+                Message::Binary(data) if to_ws.write_all(&data).await.is_err() => break,
+                Message::Binary(_) => {}
+                Message::Close(_) => break,
+                Message::Text(_) => {
+                    tracing::debug!("a text message in a SPDY tunnel; ending it");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = to_ws.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from_ws.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    activity.touch();
+                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let _ = sink.send(Message::Close(Some(normal))).await;
+        let _ = sink.close().await;
+    });
+    ours
 }
 
 #[cfg(test)]
@@ -247,7 +304,28 @@ mod tests {
         stdout.send(Bytes::from_static(b"out")).await.unwrap();
         drop(stdout);
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(Bytes::from_static(&[1, b'o', b'u', b't'])));
-        assert!(matches!(ws.next().await.unwrap().unwrap(), Message::Close(_)), "the last writer closed it");
+        let close = ws.next().await.unwrap().unwrap();
+        assert!(
+            matches!(&close, Message::Close(Some(f)) if f.code == CloseCode::Normal),
+            "the last writer closed it, normally: {close:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_carries_bytes_in_binary_messages() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (mut stream, mut ws) = tokio::join!(tunnel(b, Activity::new()), client(a));
+        ws.send(Message::Binary(Bytes::from_static(b"spdy "))).await.unwrap();
+        ws.send(Message::Binary(Bytes::from_static(b"bytes"))).await.unwrap();
+        let mut got = [0u8; 10];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"spdy bytes", "messages are one byte stream");
+        stream.write_all(b"back").await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(Bytes::from_static(b"back")));
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert!(matches!(ws.next().await.unwrap().unwrap(), Message::Close(Some(f)) if f.code == CloseCode::Normal));
     }
 
     #[tokio::test]
