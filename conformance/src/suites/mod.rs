@@ -14,9 +14,9 @@ pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
 mod security;
-mod spdy;
+pub(crate) mod spdy;
 mod streaming;
-mod websocket;
+pub(crate) mod websocket;
 
 use crate::framework::Test;
 

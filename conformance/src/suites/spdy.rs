@@ -135,3 +135,22 @@ pub async fn forward(url: &str, port: u16, data: &[u8]) -> Result<(Vec<u8>, Vec<
     session.gone().cancel();
     Ok((got, errors))
 }
+
+/// Runs an exec URL that asks for stdout only, counting its bytes without keeping them: how
+/// many, and the error stream.
+pub async fn count_stdout(url: &str, limit: Duration) -> Result<(u64, Vec<u8>), String> {
+    let session = connect(url, REMOTECOMMAND).await?;
+    let error = open(&session, &[("streamtype", "error")]).await?;
+    let mut stdout = open(&session, &[("streamtype", "stdout")]).await?;
+    let counted = async {
+        let mut n = 0u64;
+        while let Some(chunk) = stdout.reader.read().await {
+            n += chunk.len() as u64;
+        }
+        n
+    };
+    let both = async { tokio::join!(counted, read_all(error.reader)) };
+    let result = tokio::time::timeout(limit, both).await.map_err(|_| format!("the exec did not end within {limit:?}"));
+    session.gone().cancel();
+    result
+}

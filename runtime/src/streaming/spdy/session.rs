@@ -91,7 +91,7 @@ impl Shared {
         Incoming {
             id,
             headers,
-            reader: StreamReader { id, rx, shared: self.clone() },
+            reader: StreamReader { id, rx, shared: self.clone(), unacked: 0 },
             writer: StreamWriter { id, shared: self.clone(), finished: false },
         }
     }
@@ -140,15 +140,24 @@ pub struct StreamReader {
     id: u32,
     rx: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
+    /// Bytes taken since the last WINDOW_UPDATE.
+    unacked: u32,
 }
 
 impl StreamReader {
-    /// The next chunk; None at the end of the stream. Each chunk taken reopens the peer's
-    /// window by its size.
+    /// The next chunk; None at the end of the stream. What is taken goes back to the peer's
+    /// window once half a window's worth has been — for a peer that keeps flow control only:
+    /// Go's spdystream ignores WINDOW_UPDATE, and one arriving after it closed the connection
+    /// makes its kernel reset it, losing what it sent last.
     pub async fn read(&mut self) -> Option<Bytes> {
         let chunk = self.rx.recv().await?;
-        if !chunk.is_empty() {
-            let n = chunk.len() as u32;
+        self.unacked = self.unacked.saturating_add(chunk.len() as u32);
+        let due = {
+            let flow = self.shared.flow();
+            flow.enforced && i64::from(self.unacked) >= flow.initial / 2
+        };
+        if due {
+            let n = std::mem::take(&mut self.unacked);
             let updates = [
                 Control::WindowUpdate { stream_id: self.id, delta: n },
                 Control::WindowUpdate { stream_id: 0, delta: n },
@@ -570,11 +579,6 @@ mod tests {
         peer.data(1, b"hello", true).await;
         assert_eq!(stream.reader.read().await.unwrap(), Bytes::from_static(b"hello"));
         assert!(stream.reader.read().await.is_none(), "FIN ends the inbound half");
-        assert_eq!(
-            peer.next().await.unwrap().unwrap(),
-            Control::WindowUpdate { stream_id: 1, delta: 5 },
-            "what was read is given back to the peer's window"
-        );
         stream.writer.write(Bytes::from_static(b"back")).await.unwrap();
         stream.writer.finish().await;
         assert_eq!(peer.until(is_data(1)).await.unwrap(), Err((1, false, b"back".to_vec())));
@@ -635,6 +639,38 @@ mod tests {
         peer.send(&frame::encode_control(&Control::WindowUpdate { stream_id: 1, delta: 15 })).await;
         assert_eq!(peer.until(is_data(1)).await.unwrap(), Err((1, false, vec![b'x'; 15])));
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_is_read_goes_back_to_a_flow_controlled_peers_window_half_a_window_at_a_time() {
+        let (mut peer, _session, mut incoming) = pair();
+        let settings = Control::Settings { entries: vec![(0, frame::SETTINGS_INITIAL_WINDOW_SIZE, 100)] };
+        peer.send(&frame::encode_control(&settings)).await;
+        peer.syn(1, "stdin", 0).await;
+        let mut stream = incoming.recv().await.unwrap();
+        peer.data(1, &[7; 30], false).await;
+        peer.data(1, &[7; 30], false).await;
+        assert_eq!(stream.reader.read().await.unwrap().len(), 30);
+        assert_eq!(stream.reader.read().await.unwrap().len(), 30);
+        let update = peer.until(|f| matches!(f, Ok(Control::WindowUpdate { .. }))).await.unwrap().unwrap();
+        assert_eq!(update, Control::WindowUpdate { stream_id: 1, delta: 60 }, "one update for both chunks");
+        assert_eq!(peer.next().await.unwrap().unwrap(), Control::WindowUpdate { stream_id: 0, delta: 60 });
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_flow_control_gets_no_window_updates() {
+        let (mut peer, _session, mut incoming) = pair();
+        peer.syn(1, "stdin", 0).await;
+        let mut stream = incoming.recv().await.unwrap();
+        peer.data(1, &[7; 40_000], true).await;
+        let mut read = 0;
+        while let Some(chunk) = stream.reader.read().await {
+            read += chunk.len();
+        }
+        assert_eq!(read, 40_000);
+        peer.send(&frame::encode_control(&Control::Ping { id: 3 })).await;
+        let next = peer.until(|f| !matches!(f, Ok(Control::SynReply { .. }))).await.unwrap().unwrap();
+        assert_eq!(next, Control::Ping { id: 3 }, "a WINDOW_UPDATE went to a peer that ignores them");
     }
 
     #[tokio::test]
