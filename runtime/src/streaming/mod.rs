@@ -170,3 +170,25 @@ impl StreamServer {
         Ok(format!("{}/{kind}/{token}", self.base_url))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_session_is_ended_and_a_busy_one_is_not() {
+        let busy = Activity::new();
+        let busy_gone = CancellationToken::new();
+        busy.watch(Duration::from_millis(200), busy_gone.clone());
+        let idle = Activity::new();
+        let idle_gone = CancellationToken::new();
+        idle.watch(Duration::from_millis(200), idle_gone.clone());
+        for _ in 0..8 {
+            busy.touch();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(idle_gone.is_cancelled(), "a session idle past its limit goes on");
+        assert!(!busy_gone.is_cancelled(), "a session that moved data was ended");
+        busy_gone.cancel();
+    }
+}
