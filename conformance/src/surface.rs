@@ -13,7 +13,8 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
     pub rpc: &'static str,
-    pub added_in: &'static str,
+    /// The minor that added it, from versions/ (`lockstep_cri::versions::added_in`).
+    pub added_in: String,
     pub served: bool,
 }
 
@@ -52,6 +53,13 @@ async fn stream_served<M>(
     }
 }
 
+impl Probe {
+    fn of(rpc: &'static str, served: bool) -> Probe {
+        let added_in = lockstep_cri::versions::added_in(rpc).unwrap_or_else(|| "a later minor".into());
+        Probe { rpc, added_in, served }
+    }
+}
+
 impl Surface {
     /// Whether the runtime serves `rpc`: false only when the probe found it absent.
     pub fn serves(&self, rpc: &str) -> bool {
@@ -63,19 +71,12 @@ pub async fn probe(channel: Channel) -> Surface {
     let mut runtime = RuntimeServiceClient::new(channel.clone());
     let mut image = ImageServiceClient::new(channel);
     let mut probes = vec![
-        Probe {
-            rpc: "RuntimeConfig",
-            added_in: "1.28",
-            served: served(&runtime.runtime_config(model::RuntimeConfigRequest {}).await),
-        },
-        Probe {
-            rpc: "UpdatePodSandboxResources",
-            added_in: "1.33",
+        Probe::of("RuntimeConfig", served(&runtime.runtime_config(model::RuntimeConfigRequest {}).await)),
+        Probe::of(
+            "UpdatePodSandboxResources",
             // An empty sandbox id changes nothing on a runtime that serves it.
-            served: served(
-                &runtime.update_pod_sandbox_resources(model::UpdatePodSandboxResourcesRequest::default()).await,
-            ),
-        },
+            served(&runtime.update_pod_sandbox_resources(model::UpdatePodSandboxResourcesRequest::default()).await),
+        ),
     ];
     let streams = [
         (
@@ -85,7 +86,7 @@ pub async fn probe(channel: Channel) -> Surface {
         ("StreamContainers", stream_served(runtime.stream_containers(model::StreamContainersRequest::default())).await),
         ("StreamImages", stream_served(image.stream_images(model::StreamImagesRequest::default())).await),
     ];
-    probes.extend(streams.into_iter().map(|(rpc, served)| Probe { rpc, added_in: "1.36", served }));
+    probes.extend(streams.into_iter().map(|(rpc, served)| Probe::of(rpc, served)));
     let summary = summarize(&probes);
     Surface { probes, summary }
 }
@@ -93,7 +94,9 @@ pub async fn probe(channel: Channel) -> Surface {
 fn summarize(probes: &[Probe]) -> String {
     match probes.iter().find(|p| !p.served) {
         None => {
-            "serves every probed RPC up to Kubernetes 1.36 (RuntimeConfig, UpdatePodSandboxResources, Stream*)".into()
+            let newest = probes.iter().map(|p| p.added_in.as_str()).max().unwrap_or("?");
+            let names: Vec<&str> = probes.iter().map(|p| p.rpc).collect();
+            format!("serves every probed RPC up to Kubernetes {newest} ({})", names.join(", "))
         }
         Some(first) => {
             let missing: Vec<&str> = probes.iter().filter(|p| !p.served).map(|p| p.rpc).collect();
@@ -118,7 +121,7 @@ mod tests {
 
     #[test]
     fn the_summary_names_the_oldest_missing_minor() {
-        let probe = |rpc, added_in, served| Probe { rpc, added_in, served };
+        let probe = |rpc, added_in: &str, served| Probe { rpc, added_in: added_in.into(), served };
         let old = [probe("RuntimeConfig", "1.28", false), probe("StreamContainers", "1.36", false)];
         assert_eq!(
             summarize(&old),

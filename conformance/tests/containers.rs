@@ -275,8 +275,7 @@ impl Drop for Node {
         }
         // Each handler as lockstepd runs it (crun in its pure cgroup v1 view on a hybrid host).
         let oci_dir = self.dir.path().join("run/oci");
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let hybrid_cgroup2 = lockstep_runtime::oci::hybrid_cgroup2_mount(&mountinfo);
+        let hybrid_cgroup2 = lockstep_runtime::host::cgroups::Layout::read().hybrid_unified().map(PathBuf::from);
         for (handler, view) in [("runc", None), ("crun", hybrid_cgroup2)] {
             let Some(binary) = lockstep_runtime::oci::resolve(Path::new(handler)) else { continue };
             let command = RuntimeCommand::under(&oci_dir, handler, &binary, false).hiding_cgroup2(view);
@@ -304,8 +303,8 @@ impl Drop for Node {
                 let _ = lockstep_runtime::sandbox::pause::kill(&pause);
             }
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.dir.path()).unwrap_or_default() {
-            let _ = lockstep_runtime::sandbox::files::unmount(&mount);
+        for mount in lockstep_runtime::host::mounts::mounts_under(self.dir.path()).unwrap_or_default() {
+            let _ = lockstep_runtime::host::mounts::unmount(&mount);
         }
     }
 }
@@ -1163,6 +1162,32 @@ async fn host_paths_and_image_volumes_are_mounted_and_released() {
     let holds = std::fs::read_dir(node.root().join("images/holds")).unwrap().count();
     assert_eq!(holds, 3, "the container's own image and both volumes are held");
     node.remove(&id).await;
+    node.assert_no_container_leaks();
+    node.remove_pod(&pod.0).await;
+}
+
+/// A container whose record was lost (lockstepd killed, the record gone): the restart's sweep
+/// removes its directories and ends its image holds, those of its image volumes too (issue
+/// 14, item 14: they were left, keeping their layers for ever).
+#[tokio::test]
+async fn the_restart_sweep_releases_the_holds_of_image_volumes() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("swept", false).await;
+    let mut config = container("swept", &image_id, "sleep 1000");
+    config.mounts = vec![model::Mount {
+        container_path: "/vol".into(),
+        image: Some(model::ImageSpec { image: image_id.clone(), ..Default::default() }),
+        ..Default::default()
+    }];
+    let id = node.run(&pod, config).await;
+    let holds = node.root().join("images/holds");
+    assert_eq!(std::fs::read_dir(&holds).unwrap().count(), 2, "the container's image and its volume are held");
+    node.kill();
+    let record = node.root().join("containers").join(format!("{id}.json"));
+    std::fs::remove_file(&record).unwrap();
+    node.spawn().await;
+    assert!(node.list(None).await.is_empty());
     node.assert_no_container_leaks();
     node.remove_pod(&pod.0).await;
 }

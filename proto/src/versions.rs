@@ -15,6 +15,9 @@ pub struct Manifest {
     pub image_service: Vec<String>,
     pub runtime_service: Vec<String>,
     pub adds: Vec<Addition>,
+    /// RPCs older than this minor with the minor that added each (the oldest manifest only).
+    #[serde(default)]
+    pub added_before: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether upstream has released the minor's cri-api, or only a pre-release.
@@ -44,6 +47,17 @@ impl Manifest {
     }
 }
 
+/// The Kubernetes minor that added `rpc` (a bare RPC name): the first carried minor whose
+/// proto has it, or what the oldest manifest says of an older one. None for an RPC no carried
+/// minor has.
+pub fn added_in(rpc: &str) -> Option<String> {
+    let oldest = crate::Minor::ALL[0];
+    if let Some(minor) = oldest.manifest().added_before.get(rpc) {
+        return Some(minor.clone());
+    }
+    crate::Minor::ALL.iter().find(|m| m.has_rpc(rpc)).map(|m| m.to_string())
+}
+
 pub(crate) const SOURCES: [&str; 8] = [
     include_str!("../../versions/1.30.toml"),
     include_str!("../../versions/1.31.toml"),
@@ -66,6 +80,22 @@ mod tests {
             assert_eq!(manifest.minor, minor.to_string());
             let compiled: Vec<String> = minor.rpcs().iter().map(|r| r.to_string()).collect();
             assert_eq!(manifest.rpcs(), compiled, "versions/{minor}.toml and proto/cri/{minor}/api.proto disagree");
+        }
+    }
+
+    #[test]
+    fn each_rpc_is_added_by_the_first_minor_that_has_it_or_by_what_the_oldest_says() {
+        assert_eq!(super::added_in("RuntimeConfig").as_deref(), Some("1.28"));
+        assert_eq!(super::added_in("Version").as_deref(), Some("1.30"));
+        assert_eq!(super::added_in("UpdatePodSandboxResources").as_deref(), Some("1.33"));
+        assert_eq!(super::added_in("StreamImages").as_deref(), Some("1.36"));
+        assert_eq!(super::added_in("NoSuchRpc"), None);
+        for (rpc, minor) in &Minor::ALL[0].manifest().added_before {
+            assert!(Minor::ALL[0].has_rpc(rpc), "{rpc} is said to be older than 1.30 but 1.30 lacks it");
+            assert!(minor.as_str() < "1.30", "{rpc}: {minor}");
+        }
+        for later in &Minor::ALL[1..] {
+            assert!(later.manifest().added_before.is_empty(), "only the oldest manifest says what came before it");
         }
     }
 

@@ -8,7 +8,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lockstep_runtime::oci::OciRuntime;
@@ -81,8 +81,7 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs it too: keep that short.
     let quick = !std::env::args().any(|a| a == "--bench");
     let containers = if quick { 2 } else { CONTAINERS };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let hybrid_cgroup2 = lockstep_runtime::oci::hybrid_cgroup2_mount(&mountinfo);
+    let hybrid_cgroup2 = lockstep_runtime::host::cgroups::Layout::read().hybrid_unified().map(PathBuf::from);
     let runc = lifecycle(&Lab::new("runc"), containers);
     // crun as lockstepd runs it: in a pure cgroup v1 view on a hybrid host.
     let crun = lifecycle(&Lab::hiding_cgroup2("crun", hybrid_cgroup2.clone()), containers);

@@ -40,12 +40,11 @@ pub struct Config {
     pub image: ImageSection,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
-}
+pub use crate::host::cgroups::CgroupDriver;
+
+/// The longest an OCI runtime call may take unless `runtime_call_timeout_secs` says otherwise:
+/// well inside the kubelet's own 2-minute request timeout.
+pub const DEFAULT_RUNTIME_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The OCI runtimes, one per runtime handler (RuntimeClass).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +67,10 @@ pub struct RuntimeSection {
     /// `org.criu.*`) that may reach a container's config.json, as CRI-O's allowed_annotations.
     /// Empty: every such annotation is left out (and logged); the CRI record keeps them all.
     pub allowed_annotations: Vec<String>,
+    /// An OCI runtime call (start, state, kill, delete, update) still running after this many
+    /// seconds is killed and fails with DeadlineExceeded: a stuck runtime must not pin a
+    /// container's lock, nor a thread per kubelet retry.
+    pub runtime_call_timeout_secs: u64,
     /// The address the streaming server (the URLs Exec, Attach and PortForward return)
     /// listens on; the kubelet connects to it, so loopback unless the kubelet runs elsewhere.
     pub stream_address: String,
@@ -103,8 +106,12 @@ pub struct ImageSection {
     /// containers-registries.conf(5) file. Empty: $CONTAINERS_REGISTRIES_CONF, else
     /// /etc/containers/registries.conf.
     pub registries_conf: PathBuf,
-    /// A pull that makes no progress for this many seconds is cancelled.
+    /// A pull that makes no progress for this many seconds is cancelled: each blob download
+    /// must receive 64 KiB (or end) within it, so a trickling registry is cancelled too.
     pub pull_progress_timeout_secs: u64,
+    /// A pull not finished after this many seconds is cancelled, however it progresses.
+    /// 0: no overall deadline.
+    pub pull_timeout_secs: u64,
     /// Per-registry CAs (HOST[:PORT]/*.crt) and client certificates (*.cert + *.key).
     /// Empty: /etc/containers/certs.d.
     pub certs_dir: PathBuf,
@@ -142,6 +149,7 @@ impl Default for RuntimeSection {
             hybrid_cgroup_v1_view: true,
             seccomp_use_default_when_empty: false,
             allowed_annotations: Vec::new(),
+            runtime_call_timeout_secs: DEFAULT_RUNTIME_CALL_TIMEOUT.as_secs(),
             stream_address: "127.0.0.1".into(),
             stream_port: 0,
             stream_idle_timeout_secs: 4 * 3600,
@@ -159,15 +167,20 @@ impl Default for NetworkSection {
     }
 }
 
+/// The uncompressed bytes one layer may hold by default (`image.max_layer_bytes`): 64 GiB.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
+/// The entries one layer may hold by default (`image.max_layer_entries`): 4 Mi.
+pub const DEFAULT_MAX_LAYER_ENTRIES: u64 = 4 << 20;
+
 impl Default for ImageSection {
     fn default() -> Self {
-        let limits = crate::image::unpack::Limits::default();
         ImageSection {
             registries_conf: PathBuf::new(),
             pull_progress_timeout_secs: 60,
+            pull_timeout_secs: 3600,
             certs_dir: PathBuf::new(),
-            max_layer_bytes: limits.max_bytes,
-            max_layer_entries: limits.max_entries,
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
         }
     }
 }
@@ -297,6 +310,11 @@ impl Config {
         Duration::from_secs(self.image.pull_progress_timeout_secs)
     }
 
+    /// The overall deadline of one pull, if any.
+    pub fn pull_timeout(&self) -> Option<Duration> {
+        (self.image.pull_timeout_secs > 0).then(|| Duration::from_secs(self.image.pull_timeout_secs))
+    }
+
     /// The CNI plugins as the configuration sets them: where, and how long one may run.
     pub fn cni_plugins(&self) -> crate::cni::exec::Plugins {
         crate::cni::exec::Plugins {
@@ -361,6 +379,12 @@ impl Config {
         );
         let _ = writeln!(
             s,
+            "# An OCI runtime call still running after this many seconds is killed (DeadlineExceeded).\n\
+             runtime_call_timeout_secs = {}",
+            self.runtime.runtime_call_timeout_secs
+        );
+        let _ = writeln!(
+            s,
             "# The streaming server behind Exec, Attach and PortForward (the kubelet connects to it);\n\
              # port 0: a free port chosen at start. A session idle this long is ended.\n\
              stream_address = {}\nstream_port = {}\nstream_idle_timeout_secs = {}",
@@ -384,8 +408,14 @@ impl Config {
         );
         let _ = writeln!(s, "\n[image]\n# containers-registries.conf(5); empty: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf.");
         let _ = writeln!(s, "registries_conf = {}", q(&self.image.registries_conf));
-        let _ = writeln!(s, "# A pull that makes no progress for this long is cancelled.");
+        let _ = writeln!(
+            s,
+            "# A pull that makes no progress for this long is cancelled (each blob must receive 64 KiB or end within it)."
+        );
         let _ = writeln!(s, "pull_progress_timeout_secs = {}", self.image.pull_progress_timeout_secs);
+        let _ =
+            writeln!(s, "# A pull not finished after this long is cancelled, however it progresses; 0: no deadline.");
+        let _ = writeln!(s, "pull_timeout_secs = {}", self.image.pull_timeout_secs);
         let _ = writeln!(
             s,
             "# Per-registry CAs (HOST[:PORT]/*.crt) and client certificates; empty: /etc/containers/certs.d."

@@ -35,6 +35,8 @@ pub enum DaemonError {
     Sandboxes(#[from] crate::sandbox::SandboxError),
     #[error("container recovery failed: {0}")]
     Containers(#[from] crate::container::ContainerError),
+    #[error("recovery panicked ({0})")]
+    RecoveryPanicked(String),
     #[error(transparent)]
     Streaming(#[from] crate::streaming::StreamError),
     #[error("gRPC server failed: {0}")]
@@ -106,12 +108,10 @@ async fn start_streaming(
 /// Loads the sandbox records and recovers them (rollback of half-made ones, checks of ready
 /// ones) before the socket opens, so that no RPC sees a half state.
 async fn recover_sandboxes(info: Arc<RuntimeInfo>) -> Result<Arc<Sandboxes>, DaemonError> {
-    let recovered = tokio::task::spawn_blocking(move || Sandboxes::start(info)).await;
+    let recovered = tokio::task::spawn_blocking(move || Sandboxes::recover(info)).await;
     match recovered {
         Ok(result) => Ok(result?),
-        Err(e) => {
-            Err(DaemonError::Sandboxes(crate::sandbox::SandboxError::internal("the sandbox recovery panicked", e)))
-        }
+        Err(e) => Err(DaemonError::RecoveryPanicked(format!("sandboxes: {e}"))),
     }
 }
 
@@ -122,13 +122,10 @@ async fn recover_containers(
     sandboxes: Arc<Sandboxes>,
     images: Arc<ImageService>,
 ) -> Result<Arc<Containers>, DaemonError> {
-    let handle = tokio::runtime::Handle::current();
-    let recovered = tokio::task::spawn_blocking(move || Containers::start(info, sandboxes, images, handle)).await;
+    let recovered = tokio::task::spawn_blocking(move || Containers::recover(info, sandboxes, images)).await;
     match recovered {
         Ok(result) => Ok(result?),
-        Err(e) => {
-            Err(DaemonError::Containers(crate::container::ContainerError::Internal(format!("recovery panicked: {e}"))))
-        }
+        Err(e) => Err(DaemonError::RecoveryPanicked(format!("containers: {e}"))),
     }
 }
 

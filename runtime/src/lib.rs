@@ -17,7 +17,6 @@ pub mod ids;
 pub mod image;
 pub mod info;
 pub mod monitor;
-pub mod mountinfo;
 pub mod oci;
 pub mod persist;
 pub mod sandbox;
@@ -26,3 +25,5 @@ pub mod socket;
 pub mod streaming;
 pub mod timing;
 pub mod undo;
+#[cfg(test)]
+mod wire_cases;

@@ -332,8 +332,8 @@ async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
     daemon.kill();
     let pid = nix::unistd::Pid::from_raw(pod_traces.pause_pid.unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    for mount in lockstep_runtime::sandbox::files::mounts_under(&daemon.runroot()).unwrap() {
-        lockstep_runtime::sandbox::files::unmount(&mount).unwrap();
+    for mount in lockstep_runtime::host::mounts::mounts_under(&daemon.runroot()).unwrap() {
+        lockstep_runtime::host::mounts::unmount(&mount).unwrap();
     }
     std::fs::remove_dir_all(daemon.runroot()).unwrap();
     forget_rules_of(&id);

@@ -64,6 +64,9 @@ const RELIST: Duration = Duration::from_secs(1);
 
 struct Driver<'a> {
     client: CriClient,
+    /// With Evented PLEG: the GetContainerEvents stream, when the runtime serves it (the
+    /// kubelet then waits on events and relists only as a fallback).
+    events: Option<lockstep_cri::window::StreamOf<model::ContainerEventResponse>>,
     out: Emulation,
     pod: &'a Pod,
     node: &'a Node,
@@ -86,7 +89,7 @@ impl Driver<'_> {
 
 /// Runs the pod's whole life against the client's endpoint.
 pub async fn emulate(client: CriClient, pod: &Pod, node: &Node, hold: Duration) -> Emulation {
-    let mut d = Driver { client, out: Emulation::default(), pod, node, dirs: PodDirs::new(node, pod) };
+    let mut d = Driver { client, events: None, out: Emulation::default(), pod, node, dirs: PodDirs::new(node, pod) };
     let mut sandbox = None;
     let mut cgroup = None;
     let mut containers: Vec<(String, String)> = Vec::new();
@@ -141,6 +144,12 @@ async fn bring_up(
         if !d.out.check(format!("Status: {kind}"), ready, format!("{conditions:?}")) {
             return Err(format!("the runtime is not {kind}: the kubelet would not start pods"));
         }
+    }
+    // Evented PLEG subscribes once the runtime is ready; a runtime without events leaves the
+    // PLEG to relist.
+    match d.call("GetContainerEvents", "Evented PLEG", c.get_container_events(model::GetEventsRequest {})).await {
+        Ok(stream) => d.events = Some(stream),
+        Err(e) => d.out.notes.push(format!("no container events ({:?}): the PLEG relists", e.code())),
     }
 
     // GetPodStatus for a new pod: nothing yet.
@@ -382,8 +391,82 @@ async fn start_container(
     Ok(id)
 }
 
-/// PLEG relists until the container reaches `state` (or has exited, which ends any wait).
+/// Until the container reaches `state` (or has exited, which ends any wait): from the events
+/// when the runtime sends them (after one look at its status), else by PLEG relists.
 async fn wait_for(
+    d: &mut Driver<'_>,
+    id: &str,
+    state: model::ContainerState,
+) -> Result<model::ContainerStatus, String> {
+    if d.events.is_some() {
+        match wait_for_event(d, id, state).await {
+            Ok(status) => return Ok(status),
+            Err(reason) => {
+                d.out.notes.push(format!("{reason}; the PLEG relists"));
+                d.events = None;
+            }
+        }
+    }
+    relist_until(d, id, state).await
+}
+
+/// Whether a status is what a wait for `state` waits for.
+fn reached(status: &model::ContainerStatus, state: model::ContainerState) -> bool {
+    status.state == state as i32 || status.state == model::ContainerState::ContainerExited as i32
+}
+
+/// Evented PLEG: the container's status as the events carry it, until it reaches `state`.
+async fn wait_for_event(
+    d: &mut Driver<'_>,
+    id: &str,
+    state: model::ContainerState,
+) -> Result<model::ContainerStatus, String> {
+    use futures::StreamExt;
+    let mut c = d.client.clone();
+    let now = d
+        .call(
+            "ContainerStatus",
+            "GetPodStatus",
+            c.container_status(model::ContainerStatusRequest { container_id: id.to_string(), verbose: false }),
+        )
+        .await
+        .map_err(|e| format!("ContainerStatus {id} failed: {:?}: {}", e.code(), e.message()))?
+        .status
+        .unwrap_or_default();
+    if reached(&now, state) {
+        return Ok(now);
+    }
+    let Some(mut events) = d.events.take() else { return Err("no event stream".into()) };
+    let deadline = Instant::now() + WAIT;
+    let waited = Instant::now();
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = match tokio::time::timeout(left, events.next()).await {
+            Err(_) => break Err(format!("no event brought container {id} to {state:?} within {WAIT:?}")),
+            Ok(None) => break Err("the event stream ended".into()),
+            Ok(Some(Err(e))) => break Err(format!("the event stream failed: {:?}: {}", e.code(), e.message())),
+            Ok(Some(Ok(event))) => event,
+        };
+        // Each event is recorded as a call of the stream, timed from the start of the wait.
+        let kind = model::ContainerEventType::try_from(event.container_event_type)
+            .map(|k| k.as_str_name().to_string())
+            .unwrap_or_else(|_| event.container_event_type.to_string());
+        d.out.calls.push(Call {
+            rpc: "GetContainerEvents".into(),
+            detail: format!("{kind} {}", event.container_id),
+            latency: waited.elapsed(),
+            error: None,
+        });
+        if let Some(status) = event.containers_statuses.into_iter().find(|s| s.id == id && reached(s, state)) {
+            break Ok(status);
+        }
+    };
+    d.events = Some(events);
+    outcome
+}
+
+/// PLEG relists until the container reaches `state` (or has exited, which ends any wait).
+async fn relist_until(
     d: &mut Driver<'_>,
     id: &str,
     state: model::ContainerState,

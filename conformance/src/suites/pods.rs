@@ -77,6 +77,14 @@ pub fn tests() -> Vec<Test> {
             Box::pin(namespace_modes(c))
         }),
         test("A host-network pod has no IP of its own", &[], |c| Box::pin(host_network(c))),
+        Test {
+            area: AREA,
+            name: "UpdatePodSandboxResources takes a running pod's resized resources; an unknown pod is NotFound",
+            since: Minor::V1_33,
+            needs: &[],
+            timeout: Duration::from_secs(60),
+            body: |c| Box::pin(resize(c)),
+        },
         test("Pods keep their state and IP across a runtime crash and restart", &[Need::Restart], |c| {
             Box::pin(restart_survival(c))
         }),
@@ -535,6 +543,49 @@ async fn restart_survival(ctx: Ctx) -> TestResult {
         let addrs = podkit::addresses(&netns)?;
         check!(podkit::eth0_carries(&addrs, &pod.ip), "after the restart eth0 no longer carries {}:\n{addrs}", pod.ip);
         Ok(())
+    })
+    .await
+}
+
+/// After an in-place resize the kubelet hands the pod-level resources to the runtime (1.33+).
+async fn resize(ctx: Ctx) -> TestResult {
+    let inner = ctx.clone();
+    with_pod(&ctx, pod_config("resize"), |pod| async move {
+        let ctx = inner;
+        let resources = model::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        };
+        let mut client = ctx.kubelet();
+        client
+            .update_pod_sandbox_resources(model::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: pod.id.clone(),
+                overhead: None,
+                resources: Some(resources.clone()),
+            })
+            .await
+            .map_err(|e| call_failed("UpdatePodSandboxResources", &e))?;
+        let status = status(&ctx, &pod.id).await?;
+        check!(
+            status.state == model::PodSandboxState::SandboxReady as i32,
+            "after UpdatePodSandboxResources the pod is in state {}",
+            status.state
+        );
+        let unknown = client
+            .update_pod_sandbox_resources(model::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: podkit::unknown_id(),
+                overhead: None,
+                resources: Some(resources),
+            })
+            .await;
+        match unknown {
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Failure::fail(format!("an unknown pod: {:?} {}, not NotFound", s.code(), s.message()))),
+            Ok(_) => Err(Failure::fail("UpdatePodSandboxResources of an unknown pod succeeded")),
+        }
     })
     .await
 }

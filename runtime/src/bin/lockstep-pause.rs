@@ -10,6 +10,7 @@
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 
+use lockstep_runtime::host::cgroups;
 use lockstep_runtime::sandbox::{pause, record::PauseProcess};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -44,9 +45,8 @@ fn run() -> Result<(), String> {
     }
     let pid_file = pid_file.ok_or("--pid-file is required")?;
     for dir in &cgroups {
-        // "0" is the writer itself; the child forked below is born in the cgroup.
-        let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, "0").map_err(|e| format!("cannot join the cgroup {}: {e}", dir.display()))?;
+        // The child forked below is born in the cgroup.
+        cgroups::join(dir).map_err(|e| format!("cannot join the cgroup {}: {e}", dir.display()))?;
     }
     for (flag, path) in &joins {
         let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;

@@ -8,304 +8,305 @@ use std::path::{Path, PathBuf};
 
 use lockstep_cri::model;
 
+use super::error::ContainerError;
 use super::host;
 use super::lifecycle;
-use super::manager::{internal, lock, now_nanos, ContainerError, ContainerManager, Entry, SIGKILL};
+use super::manager::ContainerManager;
 use super::record::{ContainerRecord, RecordState};
+use super::remove::remove_container;
 use super::runtime::CreateRequest;
+use super::signal::SIGKILL;
 use super::spec::{self, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
 use super::{rootfs, signal};
 use crate::image::reference;
 use crate::image::store::records::ImageRecord;
-use crate::monitor::{ContainerDir, MonitorError, MonitorState};
+use crate::monitor::{ContainerDir, MonitorState};
 use crate::sandbox::record::{SandboxRecord, SandboxState};
+use crate::timing::now_nanos;
 use crate::undo::Undo;
 
-impl ContainerManager {
-    pub fn create(&self, request: &model::CreateContainerRequest) -> Result<String, ContainerError> {
-        let invalid = |field: &str, problem: &str| ContainerError::InvalidArgument(format!("{field}: {problem}"));
-        let config = request.config.as_ref().ok_or_else(|| invalid("config", "is missing"))?;
-        let metadata = config.metadata.as_ref().ok_or_else(|| invalid("config.metadata", "is missing"))?;
-        if metadata.name.is_empty() {
-            return Err(invalid("config.metadata.name", "is empty"));
-        }
-        let image_name = config.image.as_ref().map(|i| i.image.as_str()).unwrap_or_default();
-        if image_name.is_empty() {
-            return Err(invalid("config.image.image", "is empty"));
-        }
-        let sandbox_id = &request.pod_sandbox_id;
-        if !crate::ids::is_safe_id(sandbox_id) {
-            return Err(invalid("pod_sandbox_id", &format!("{sandbox_id:?} is not a pod sandbox id")));
-        }
-        let sandbox = self
-            .sandboxes
-            .get(sandbox_id)
-            .ok_or_else(|| ContainerError::NotFound(format!("pod_sandbox_id {sandbox_id:?}: no such pod sandbox")))?;
-        let pause_alive = sandbox.namespaces.pause.as_ref().is_none_or(crate::sandbox::pause::alive);
-        if sandbox.state != SandboxState::Ready || !pause_alive || !self.sandboxes.accepts_containers(sandbox_id) {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "pod_sandbox_id {sandbox_id:?}: the pod sandbox is not ready (stopped or broken)"
-            )));
-        }
-
-        let key = (sandbox_id.clone(), metadata.name.clone(), metadata.attempt);
-        let key_lock = lock(&self.reservations).entry(key.clone()).or_default().clone();
-        let _reserved = lock(&key_lock);
-        let same = self.index.read().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.read()).find(|r| {
-            r.sandbox_id == key.0 && r.name == key.1 && r.attempt == key.2 && r.state != RecordState::Removing
-        });
-        if let Some(found) = same {
-            // The kubelet retried a call that timed out: the container it asked for.
-            tracing::info!(container = %found.id, name = %key.1, attempt = key.2, "CreateContainer retried: same id");
-            return Ok(found.id);
-        }
-
-        let image = self
-            .images
-            .resolve(image_name)
-            .map_err(|e| invalid("config.image.image", &format!("{image_name:?}: {e}")))?
-            .ok_or_else(|| {
-                ContainerError::NotFound(format!(
-                    "config.image.image {image_name:?}: the image is not present; pull it first"
-                ))
-            })?;
-        let id = crate::ids::random_id().map_err(internal("cannot make a container id"))?;
-        let record = self.create_steps(&id, config, &sandbox, &image, image_name)?;
-        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Entry::new(record));
-        // A StopPodSandbox or RemovePodSandbox that began meanwhile may have gone through the
-        // pod's containers before this one was listed: it is taken back, not left in a stopped pod.
-        if !self.sandboxes.accepts_containers(sandbox_id) {
-            if let Err(e) = self.remove(&id) {
-                tracing::warn!(container = %id, error = %e, "cannot take back a container of a pod being stopped");
-            }
-            return Err(ContainerError::FailedPrecondition(format!(
-                "pod_sandbox_id {sandbox_id:?}: the pod sandbox was stopped while the container was being created"
-            )));
-        }
-        Ok(id)
+pub fn create_container(
+    containers: &ContainerManager,
+    request: &model::CreateContainerRequest,
+) -> Result<String, ContainerError> {
+    let config = request.config.as_ref().ok_or_else(|| ContainerError::bad_field("config", "is missing"))?;
+    let metadata =
+        config.metadata.as_ref().ok_or_else(|| ContainerError::bad_field("config.metadata", "is missing"))?;
+    if metadata.name.is_empty() {
+        return Err(ContainerError::bad_field("config.metadata.name", "is empty"));
     }
-
-    fn create_steps(
-        &self,
-        id: &str,
-        config: &model::ContainerConfig,
-        sandbox: &SandboxRecord,
-        image: &ImageRecord,
-        image_name: &str,
-    ) -> Result<ContainerRecord, ContainerError> {
-        let metadata = config.metadata.clone().unwrap_or_default();
-        let run_dir = self.run_root.join(id);
-        let layer_dir = self.layers_root.join(id);
-        let runtime = self.runtime(&sandbox.oci_handler)?;
-        self.monitor_binary.as_ref().map_err(|problem| ContainerError::Unavailable(problem.clone()))?;
-        let log_path = spec::log_file(&sandbox.log_directory, &config.log_path)?;
-        let mut record = ContainerRecord {
-            id: id.to_string(),
-            sandbox_id: sandbox.id.clone(),
-            name: metadata.name.clone(),
-            attempt: metadata.attempt,
-            state: RecordState::Creating,
-            created_at: now_nanos(),
-            started_at: 0,
-            exit: None,
-            oci_handler: sandbox.oci_handler.clone(),
-            cgroup2_hidden: runtime.cgroup2_hidden().map(PathBuf::from),
-            stop_signal: signal::DEFAULT_STOP_SIGNAL,
-            init_pid: 0,
-            run_dir: run_dir.clone(),
-            layer_dir: layer_dir.clone(),
-            log_path: log_path.clone(),
-            // Named before they are taken (step 4), so that a crash in between leaves nothing held
-            // that the rollback at the next start does not release (releasing is idempotent).
-            volume_holds: config
-                .mounts
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.image.as_ref().is_some_and(|img| !img.image.is_empty()))
-                .map(|(i, _)| volume_holder(id, i))
-                .collect(),
-            status_template: String::new(),
-        };
-
-        let mut undo = Undo::new();
-        let mut timer = crate::timing::StepTimer::new();
-        // 1. The record first: a crash from here on is rolled back at the next start.
-        self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
-        let records = self.records.clone();
-        let record_id = id.to_string();
-        undo.push("remove the container record", move || records.remove(&record_id).map_err(|e| e.to_string()));
-        timer.mark("record");
-
-        // 2. The image's layers, held against removal.
-        let held = self.hold(id, &image.id.to_string())?;
-        self.push_release(&mut undo, id.to_string());
-        timer.mark("hold");
-
-        // 3. The rootfs: the layers under a writable one; directories swept on failure.
-        let (swept_run, swept_layer) = (run_dir.clone(), layer_dir.clone());
-        undo.push("remove the container's directories", move || {
-            rootfs::remove_dir(&swept_run).map_err(|e| e.to_string())?;
-            rootfs::remove_dir(&swept_layer).map_err(|e| e.to_string())
-        });
-        rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs())
-            .map_err(internal("cannot mount the container's rootfs"))?;
-        timer.mark("rootfs");
-
-        // 4. Image volumes (1.31+), each held and mounted read-only.
-        let mut resolved_volumes = BTreeMap::new();
-        for (i, m) in config.mounts.iter().enumerate() {
-            let Some(volume) = m.image.as_ref().filter(|img| !img.image.is_empty()) else { continue };
-            let field = format!("config.mounts[{i}].image.image");
-            let volume_image = self
-                .images
-                .resolve(&volume.image)
-                .map_err(|e| ContainerError::InvalidArgument(format!("{field}: {e}")))?
-                .ok_or_else(|| {
-                    ContainerError::NotFound(format!("{field}: image {:?} is not present; pull it first", volume.image))
-                })?;
-            let holder = volume_holder(id, i);
-            let held = self.hold(&holder, &volume_image.id.to_string())?;
-            self.push_release(&mut undo, holder);
-            let target = run_dir.join("volumes").join(i.to_string());
-            rootfs::mount_image_readonly(&held.layer_dirs, &target)
-                .map_err(internal("cannot mount the image volume"))?;
-            resolved_volumes.insert(volume.image.clone(), target);
-        }
-
-        // 5. The spec: what the host says, then the pure builder.
-        let run = &image.config.config;
-        let image_view = ImageView {
-            name: image_name.to_string(),
-            entrypoint: run.entrypoint.clone().unwrap_or_default(),
-            cmd: run.cmd.clone().unwrap_or_default(),
-            env: run.env.clone().unwrap_or_default(),
-            working_dir: run.working_dir.clone(),
-            user: run.user.clone(),
-            stop_signal: run.stop_signal.clone(),
-            rootfs: record.rootfs(),
-        };
-        let mut resolved = host::resolve(config, &record.rootfs(), &run.user)?;
-        resolved.image_sub_paths = host::resolve_image_sub_paths(config, &resolved_volumes)?;
-        resolved.image_volumes = resolved_volumes;
-        resolved.target_pid_namespace = self.target_pid_namespace(config, &sandbox.id)?;
-        let settings = {
-            let handlers = self.info.handlers();
-            let features = handlers.get(&sandbox.oci_handler).map(|h| h.features).unwrap_or_default();
-            let config = self.info.config();
-            RuntimeSettings {
-                seccomp_default_when_empty: config.runtime.seccomp_use_default_when_empty,
-                allowed_annotations: config.runtime.allowed_annotations.clone(),
-                ..RuntimeSettings::new(config.cgroup_driver, features, self.host.clone())
-            }
-        };
-        let view = sandbox_view(sandbox);
-        let built = spec::build(&SpecInput {
-            id,
-            config,
-            sandbox: &view,
-            image: &image_view,
-            runtime: &settings,
-            resolved: &resolved,
-        })?;
-        for warning in &built.warnings {
-            tracing::warn!(container = %id, %warning, "CreateContainer honoured a request only in part");
-        }
-        record.stop_signal = built.stop_signal;
-        let bundle = record.bundle();
-        let spec_bytes = serde_json::to_vec_pretty(&built.spec).map_err(internal("cannot encode the OCI spec"))?;
-        // Not fsynced: the bundle is needed only until the runtime's create has read it, and a
-        // crash before that leaves a `creating` record, which recovery rolls back.
-        std::fs::create_dir_all(&bundle)
-            .and_then(|()| std::fs::write(bundle.join("config.json"), &spec_bytes))
-            .map_err(|e| ContainerError::Internal(format!("cannot write {}/config.json: {e}", bundle.display())))?;
-        record.set_template(&status_template(config, image, image_name, &built, log_path.as_deref()));
-        timer.mark("spec");
-
-        // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes.
-        let dir = ContainerDir::new(&run_dir);
-        let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
-        undo.push("kill and delete the container", move || {
-            let _ = undo_runtime.signal(&undo_id, SIGKILL, true);
-            if matches!(undo_runtime.watch(&undo_dir), Ok(MonitorState::Running { .. })) {
-                let _ = undo_runtime.wait_exit(&undo_dir, &undo_id, lifecycle::KILL_WAIT);
-            }
-            undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
-        });
-        let request = CreateRequest {
-            container_id: id.to_string(),
-            bundle,
-            log_path,
-            tty: config.tty,
-            stdin: config.stdin,
-            stdin_once: config.stdin_once,
-        };
-        let spawned = runtime.create(&dir, &request).map_err(|e| match e {
-            MonitorError::CreateFailed { message, .. } => ContainerError::Internal(format!(
-                "the OCI runtime {} could not create the container: {message}",
-                sandbox.oci_handler
-            )),
-            other => ContainerError::Internal(other.to_string()),
-        })?;
-        timer.mark("monitor");
-
-        // 7. Created, on disk before the answer.
-        record.init_pid = spawned.init_pid;
-        record.state = RecordState::Created;
-        self.records.put(id, &record).map_err(internal("cannot write the container record"))?;
-        undo.disarm();
-        timer.mark("created");
-        tracing::debug!(container = %id, steps = %timer, "CreateContainer step times");
-        tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, attempt = record.attempt,
-            "container created");
-        Ok(record)
+    let image_name = config.image.as_ref().map(|i| i.image.as_str()).unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(ContainerError::bad_field("config.image.image", "is empty"));
     }
-
-    fn hold(&self, holder: &str, image_id: &str) -> Result<crate::image::service::HeldImage, ContainerError> {
-        self.handle.block_on(self.images.hold(holder, image_id)).map_err(|e| match e {
-            crate::image::service::ImageError::NotFound(_) => ContainerError::NotFound(format!(
-                "config.image.image: image {image_id} was removed while the container was being created"
-            )),
-            other => ContainerError::Internal(format!("cannot hold image {image_id}: {other}")),
-        })
+    let sandbox_id = &request.pod_sandbox_id;
+    if !crate::ids::is_safe_id(sandbox_id) {
+        return Err(ContainerError::bad_field("pod_sandbox_id", format!("{sandbox_id:?} is not a pod sandbox id")));
     }
-
-    fn push_release(&self, undo: &mut Undo, holder: String) {
-        let (images, handle) = (self.images.clone(), self.handle.clone());
-        undo.push("release the image hold", move || {
-            handle.block_on(images.release(&holder)).map_err(|e| e.to_string())
+    let sandbox =
+        containers.sandboxes.get(sandbox_id).ok_or_else(|| ContainerError::NoSuchSandbox { id: sandbox_id.clone() })?;
+    let pause_alive = sandbox.namespaces.pause.as_ref().is_none_or(crate::sandbox::pause::alive);
+    if sandbox.state != SandboxState::Ready || !pause_alive || !containers.sandboxes.accepts_containers(sandbox_id) {
+        return Err(ContainerError::SandboxNotReady {
+            id: sandbox_id.clone(),
+            problem: "the pod sandbox is not ready (stopped or broken)",
         });
     }
 
-    /// The pid namespace of namespace_options.target_id: a container of the same pod only.
-    fn target_pid_namespace(
-        &self,
-        config: &model::ContainerConfig,
-        sandbox_id: &str,
-    ) -> Result<Option<PathBuf>, ContainerError> {
-        let options =
-            config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.as_ref());
-        let Some(options) = options.filter(|o| o.pid == model::NamespaceMode::Target as i32) else {
-            return Ok(None);
-        };
-        let field = "config.linux.security_context.namespace_options.target_id";
-        let target = self
-            .entry(&options.target_id)
-            .map(|e| self.refresh(&e))
-            .ok_or_else(|| ContainerError::NotFound(format!("{field}: no container {:?}", options.target_id)))?;
-        if target.sandbox_id != sandbox_id {
-            return Err(ContainerError::InvalidArgument(format!(
-                "{field}: container {:?} is not in pod sandbox {sandbox_id:?}",
-                options.target_id
-            )));
-        }
-        if !matches!(target.state, RecordState::Created | RecordState::Running) || target.init_pid <= 0 {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "{field}: container {:?} is not running",
-                options.target_id
-            )));
-        }
-        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.init_pid))))
+    let key = (sandbox_id.clone(), metadata.name.clone(), metadata.attempt);
+    let reservation = containers.store.reservation(&key);
+    let _reserved = reservation.lock();
+    if let Some(found) = containers.store.named(&key) {
+        // The kubelet retried a call that timed out: the container it asked for.
+        tracing::info!(container = %found.id, name = %key.1, attempt = key.2, "CreateContainer retried: same id");
+        return Ok(found.id);
     }
+
+    let image = resolve(containers, "config.image.image", image_name)?;
+    let id = crate::ids::random_id().map_err(|source| ContainerError::Io {
+        action: "make a container id from",
+        path: PathBuf::from("/dev/urandom"),
+        source,
+    })?;
+    let record = create_steps(containers, &id, config, &sandbox, &image, image_name)?;
+    containers.store.insert(record.clone());
+    // A StopPodSandbox or RemovePodSandbox that began meanwhile may have gone through the
+    // pod's containers before this one was listed: it is taken back, not left in a stopped pod.
+    if !containers.sandboxes.accepts_containers(sandbox_id) {
+        if let Err(e) = remove_container(containers, &id) {
+            tracing::warn!(container = %id, error = %e, "cannot take back a container of a pod being stopped");
+        }
+        return Err(ContainerError::SandboxNotReady {
+            id: sandbox_id.clone(),
+            problem: "the pod sandbox was stopped while the container was being created",
+        });
+    }
+    containers.publish(model::ContainerEventType::ContainerCreatedEvent, &record);
+    Ok(id)
+}
+
+/// The image `name` (field `field` of the request) names in the store.
+fn resolve(containers: &ContainerManager, field: &str, name: &str) -> Result<ImageRecord, ContainerError> {
+    containers
+        .images
+        .resolve(name)
+        .map_err(|e| ContainerError::bad_field(field, format!("{name:?}: {e}")))?
+        .ok_or_else(|| ContainerError::ImageNotPresent { field: field.to_string(), image: name.to_string() })
+}
+
+fn create_steps(
+    containers: &ContainerManager,
+    id: &str,
+    config: &model::ContainerConfig,
+    sandbox: &SandboxRecord,
+    image: &ImageRecord,
+    image_name: &str,
+) -> Result<ContainerRecord, ContainerError> {
+    let metadata = config.metadata.clone().unwrap_or_default();
+    let run_dir = containers.run_root.join(id);
+    let layer_dir = containers.layers_root.join(id);
+    let runtime = containers.runtimes.for_new(&sandbox.oci_handler)?;
+    let log_path = spec::log_file(&sandbox.log_directory, &config.log_path)?;
+    let mut record = ContainerRecord {
+        id: id.to_string(),
+        sandbox_id: sandbox.id.clone(),
+        name: metadata.name.clone(),
+        attempt: metadata.attempt,
+        state: RecordState::Creating,
+        created_at: now_nanos(),
+        started_at: 0,
+        exit: None,
+        oci_handler: sandbox.oci_handler.clone(),
+        cgroup2_hidden: runtime.cgroup2_hidden().map(PathBuf::from),
+        stop_signal: signal::DEFAULT_STOP_SIGNAL,
+        init_pid: 0,
+        run_dir: run_dir.clone(),
+        layer_dir: layer_dir.clone(),
+        log_path: log_path.clone(),
+        // Named before they are taken (step 4), so that a crash in between leaves nothing held
+        // that the rollback at the next start does not release (releasing is idempotent).
+        volume_holds: config
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.image.as_ref().is_some_and(|img| !img.image.is_empty()))
+            .map(|(i, _)| volume_holder(id, i))
+            .collect(),
+        status_template: String::new(),
+    };
+
+    let mut undo = Undo::new();
+    let mut timer = crate::timing::StepTimer::new();
+    // 1. The record first: a crash from here on is rolled back at the next start.
+    containers.store.write(&record)?;
+    let records = containers.store.records().clone();
+    let record_id = id.to_string();
+    undo.push("remove the container record", move || records.remove(&record_id).map_err(|e| e.to_string()));
+    timer.mark("record");
+
+    // 2. The image's layers, held against removal.
+    let held = hold(containers, id, &image.id.to_string())?;
+    push_release(containers, &mut undo, id.to_string());
+    timer.mark("hold");
+
+    // 3. The rootfs: the layers under a writable one; directories swept on failure.
+    let (swept_run, swept_layer) = (run_dir.clone(), layer_dir.clone());
+    undo.push("remove the container's directories", move || {
+        rootfs::remove_dir(&swept_run).map_err(|e| e.to_string())?;
+        rootfs::remove_dir(&swept_layer).map_err(|e| e.to_string())
+    });
+    rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs())
+        .map_err(ContainerError::rootfs(id, "mount the rootfs"))?;
+    timer.mark("rootfs");
+
+    // 4. Image volumes (1.31+), each held and mounted read-only.
+    let mut resolved_volumes = BTreeMap::new();
+    for (i, m) in config.mounts.iter().enumerate() {
+        let Some(volume) = m.image.as_ref().filter(|img| !img.image.is_empty()) else { continue };
+        let volume_image = resolve(containers, &format!("config.mounts[{i}].image.image"), &volume.image)?;
+        let holder = volume_holder(id, i);
+        let held = hold(containers, &holder, &volume_image.id.to_string())?;
+        push_release(containers, &mut undo, holder);
+        let target = run_dir.join("volumes").join(i.to_string());
+        rootfs::mount_image_readonly(&held.layer_dirs, &target)
+            .map_err(ContainerError::rootfs(id, "mount an image volume"))?;
+        resolved_volumes.insert(volume.image.clone(), target);
+    }
+
+    // 5. The spec: what the host says, then the pure builder.
+    let run = &image.config.config;
+    let image_view = ImageView {
+        name: image_name.to_string(),
+        entrypoint: run.entrypoint.clone().unwrap_or_default(),
+        cmd: run.cmd.clone().unwrap_or_default(),
+        env: run.env.clone().unwrap_or_default(),
+        working_dir: run.working_dir.clone(),
+        user: run.user.clone(),
+        stop_signal: run.stop_signal.clone(),
+        rootfs: record.rootfs(),
+    };
+    let mut resolved = host::resolve(config, &record.rootfs(), &run.user)?;
+    resolved.image_sub_paths = host::resolve_image_sub_paths(config, &resolved_volumes)?;
+    resolved.image_volumes = resolved_volumes;
+    resolved.target_pid_namespace = target_pid_namespace(containers, config, &sandbox.id)?;
+    let settings = {
+        let handlers = containers.info.handlers();
+        let features = handlers.get(&sandbox.oci_handler).map(|h| h.features).unwrap_or_default();
+        let config = containers.info.config();
+        RuntimeSettings {
+            seccomp_default_when_empty: config.runtime.seccomp_use_default_when_empty,
+            allowed_annotations: config.runtime.allowed_annotations.clone(),
+            ..RuntimeSettings::new(config.cgroup_driver, features, containers.host.clone())
+        }
+    };
+    let view = sandbox_view(sandbox);
+    let built = spec::build(&SpecInput {
+        id,
+        config,
+        sandbox: &view,
+        image: &image_view,
+        runtime: &settings,
+        resolved: &resolved,
+    })?;
+    for warning in &built.warnings {
+        tracing::warn!(container = %id, %warning, "CreateContainer honoured a request only in part");
+    }
+    record.stop_signal = built.stop_signal;
+    let bundle = record.bundle();
+    let spec_path = bundle.join("config.json");
+    let spec_bytes = serde_json::to_vec_pretty(&built.spec).map_err(|e| ContainerError::Io {
+        action: "encode the OCI spec for",
+        path: spec_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    // Not fsynced: the bundle is needed only until the runtime's create has read it, and a
+    // crash before that leaves a `creating` record, which recovery rolls back.
+    std::fs::create_dir_all(&bundle)
+        .and_then(|()| std::fs::write(&spec_path, &spec_bytes))
+        .map_err(|source| ContainerError::Io { action: "write", path: spec_path, source })?;
+    record.set_template(&status_template(config, image, image_name, &built, log_path.as_deref()));
+    timer.mark("spec");
+
+    // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes.
+    let dir = ContainerDir::new(&run_dir);
+    let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
+    undo.push("kill and delete the container", move || {
+        let _ = undo_runtime.signal(&undo_id, SIGKILL, true);
+        if matches!(undo_runtime.watch(&undo_dir), Ok(MonitorState::Running { .. })) {
+            let _ = undo_runtime.wait_exit(&undo_dir, &undo_id, lifecycle::KILL_WAIT);
+        }
+        undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
+    });
+    let request = CreateRequest {
+        container_id: id.to_string(),
+        bundle,
+        log_path,
+        tty: config.tty,
+        stdin: config.stdin,
+        stdin_once: config.stdin_once,
+    };
+    let spawned = runtime.create(&dir, &request).map_err(ContainerError::monitor(id, "create"))?;
+    timer.mark("monitor");
+
+    // 7. Created, on disk before the answer.
+    record.init_pid = spawned.init_pid;
+    record.state = RecordState::Created;
+    containers.store.write(&record)?;
+    undo.disarm();
+    timer.mark("created");
+    tracing::debug!(container = %id, steps = %timer, "CreateContainer step times");
+    tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, attempt = record.attempt,
+        "container created");
+    Ok(record)
+}
+
+fn hold(
+    containers: &ContainerManager,
+    holder: &str,
+    image_id: &str,
+) -> Result<crate::image::service::HeldImage, ContainerError> {
+    containers.images.hold(holder, image_id).map_err(|source| match source {
+        crate::image::service::ImageError::NotFound(_) => ContainerError::ImageRemoved { image: image_id.to_string() },
+        source => ContainerError::Image { action: "hold", image: image_id.to_string(), source: Box::new(source) },
+    })
+}
+
+fn push_release(containers: &ContainerManager, undo: &mut Undo, holder: String) {
+    let images = containers.images.clone();
+    undo.push("release the image hold", move || images.release(&holder).map_err(|e| e.to_string()));
+}
+
+/// The pid namespace of namespace_options.target_id: a container of the same pod only.
+fn target_pid_namespace(
+    containers: &ContainerManager,
+    config: &model::ContainerConfig,
+    sandbox_id: &str,
+) -> Result<Option<PathBuf>, ContainerError> {
+    let options =
+        config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.as_ref());
+    let Some(options) = options.filter(|o| o.pid == model::NamespaceMode::Target as i32) else {
+        return Ok(None);
+    };
+    let field = "config.linux.security_context.namespace_options.target_id";
+    let target = containers
+        .store
+        .get(&options.target_id)
+        .map(|e| containers.refresh(&e))
+        .ok_or_else(|| ContainerError::NoSuchTarget { field: field.to_string(), id: options.target_id.clone() })?;
+    if target.sandbox_id != sandbox_id {
+        return Err(ContainerError::bad_field(
+            field,
+            format!("container {:?} is not in pod sandbox {sandbox_id:?}", options.target_id),
+        ));
+    }
+    if !matches!(target.state, RecordState::Created | RecordState::Running) || target.init_pid <= 0 {
+        return Err(ContainerError::WrongState {
+            id: options.target_id.clone(),
+            state: "not running",
+            requirement: "a target pid namespace must be a running container's (config.linux.security_context.namespace_options.target_id)",
+        });
+    }
+    Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.init_pid))))
 }
 
 /// What the spec builder needs of the sandbox.

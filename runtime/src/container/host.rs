@@ -58,13 +58,12 @@ impl HostFacts {
             AppArmor::Disabled
         };
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let pure_cgroup_v2 = crate::mountinfo::mounts(&mountinfo)
-            .any(|m| m.point == Path::new("/sys/fs/cgroup") && m.fstype == "cgroup2");
+        let pure_cgroup_v2 = crate::host::cgroups::Layout::of(&mountinfo) == crate::host::cgroups::Layout::V2;
         let hugetlb = if pure_cgroup_v2 {
             std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
                 .is_ok_and(|c| c.split_whitespace().any(|name| name == "hugetlb"))
         } else {
-            crate::mountinfo::mounts(&mountinfo).any(|m| m.fstype == "cgroup" && m.has_super_option("hugetlb"))
+            crate::host::mounts::mounts(&mountinfo).any(|m| m.fstype == "cgroup" && m.has_super_option("hugetlb"))
         };
         Ok(HostFacts { bounding, oom: OomPolicy { own_score, can_lower }, apparmor, pure_cgroup_v2, hugetlb })
     }

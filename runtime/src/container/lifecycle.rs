@@ -294,25 +294,7 @@ mod tests {
     use super::*;
 
     fn record(state: RecordState) -> ContainerRecord {
-        ContainerRecord {
-            id: "c1".into(),
-            sandbox_id: "p1".into(),
-            name: "app".into(),
-            attempt: 0,
-            state,
-            created_at: 1,
-            started_at: 0,
-            exit: None,
-            oci_handler: "fake".into(),
-            cgroup2_hidden: None,
-            stop_signal: 15,
-            init_pid: 2,
-            run_dir: "/nonexistent/run/c1".into(),
-            layer_dir: "/nonexistent/layers/c1".into(),
-            log_path: None,
-            volume_holds: vec![],
-            status_template: String::new(),
-        }
+        ContainerRecord::for_tests("c1", state, std::path::Path::new("/nonexistent/run/c1"))
     }
 
     const RUNNING: MonitorState = MonitorState::Running { monitor_pid: 1 };

@@ -2,32 +2,49 @@
 //! image and the runtime settings (`spec`), and the parts it is made of — capabilities,
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
-//! Around them the container lifecycle: `manager` (the RPCs' work over crash-safe `record`s,
-//! with `create` and `operations`), `runtime` (the seam: one container's monitor and OCI
-//! runtime behind one trait), `lifecycle` (the rules of what a container has come to, pure but
-//! for that seam), `rootfs` (overlay mounts), `recovery` (after a restart) and `stats`
-//! (cgroup readings).
+//! Around them the container RPCs, one file per family (`create`, `start`, `stop`, `remove`,
+//! `status`, `stats`, `pod_stats`, `update`, `exec`, `logs`, `pod`, `recovery`), over the `store` of
+//! crash-safe `record`s and the `manager` they share; `runtimes` (the handler registry) gives
+//! each container its `runtime` (the seam: its monitor and OCI runtime behind one trait);
+//! `lifecycle` holds the rules of what a container has come to, pure but for that seam;
+//! `events` sends each change to GetContainerEvents subscribers;
+//! `rootfs` its overlay mounts, `usage` its cgroup readings, `error` what can go wrong.
 
 pub mod capabilities;
-mod create;
+pub mod create;
+pub mod error;
+pub mod events;
+pub mod exec;
 pub mod host;
 pub mod inroot;
 pub mod lifecycle;
+pub mod logs;
 mod manager;
-mod operations;
+mod pod;
+pub mod pod_resources;
+pub mod pod_stats;
 pub mod record;
 mod recovery;
+pub mod remove;
 pub mod resources;
 pub mod rootfs;
 pub mod runtime;
+pub mod runtimes;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;
+pub mod start;
 pub mod stats;
+pub mod status;
+pub mod stop;
+pub mod store;
 mod streams;
+pub mod update;
+pub mod usage;
 pub mod user;
 
-pub use manager::{ContainerError, ContainerManager};
+pub use error::ContainerError;
+pub use manager::ContainerManager;
 
 /// What kind of gRPC status a bad request deserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,6 +77,31 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// A record for tests: container `id` of pod "pod", name "app", in `state`, its files
+    /// under `run_dir` (not made).
+    #[cfg(test)]
+    pub fn for_tests(id: &str, state: RecordState, run_dir: &std::path::Path) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: "pod".into(),
+            name: "app".into(),
+            attempt: 0,
+            state,
+            created_at: 1,
+            started_at: 0,
+            exit: None,
+            oci_handler: "fake".into(),
+            cgroup2_hidden: None,
+            stop_signal: 15,
+            init_pid: 2,
+            run_dir: run_dir.to_path_buf(),
+            layer_dir: run_dir.with_extension("layer"),
+            log_path: None,
+            volume_holds: Vec::new(),
+            status_template: String::new(),
+        }
+    }
+
     /// The bundle directory (config.json).
     pub fn bundle(&self) -> PathBuf {
         self.run_dir.join("bundle")

@@ -26,7 +26,7 @@ pub enum RootfsError {
     )]
     TooManyLayers { layers: usize, len: usize, source: std::io::Error },
     #[error(transparent)]
-    Files(#[from] crate::sandbox::files::FilesError),
+    Mounts(#[from] crate::host::mounts::MountError),
     #[error("{path} stays mounted after repeated unmounts; the directory is kept")]
     StillMounted { path: PathBuf },
 }
@@ -155,7 +155,7 @@ pub fn remove_dir(dir: &Path) -> Result<(), RootfsError> {
     // the removal must never walk into one (a propagated host directory).
     let mut rounds = 0;
     loop {
-        let mounted = crate::sandbox::files::mounts_under(dir)?;
+        let mounted = crate::host::mounts::mounts_under(dir)?;
         if mounted.is_empty() {
             break;
         }
@@ -202,7 +202,7 @@ mod tests {
         assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
         remove_dir(&tmp.path().join("run")).unwrap();
         assert!(!tmp.path().join("run").exists());
-        assert!(crate::sandbox::files::mounts_under(tmp.path()).unwrap().is_empty());
+        assert!(crate::host::mounts::mounts_under(tmp.path()).unwrap().is_empty());
         remove_dir(&tmp.path().join("run")).unwrap();
     }
 
@@ -233,6 +233,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(volume.join("layers/000")).unwrap(), "0");
         assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
         remove_dir(&tmp.path().join("run")).unwrap();
-        assert!(crate::sandbox::files::mounts_under(tmp.path()).unwrap().is_empty());
+        assert!(crate::host::mounts::mounts_under(tmp.path()).unwrap().is_empty());
     }
 }

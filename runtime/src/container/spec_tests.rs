@@ -564,3 +564,51 @@ fn log_files_stay_inside_the_pods_log_directory() {
     assert_eq!(log_file(dir, "/etc/passwd").unwrap_err().field, "config.log_path");
     assert_eq!(log_file("relative", "0.log").unwrap_err().field, "sandbox_config.log_directory");
 }
+
+mod properties {
+    //! CreateContainer requests as any minor's kubelet could send them (a real request's
+    //! encoding, mutated): the spec builder answers each with a spec or an error that names
+    //! the field at fault, and never panics.
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+    use crate::wire_cases::{in_every_minor, mutated};
+
+    fn seed() -> Vec<u8> {
+        let mut config = config();
+        config.mounts.push(model::Mount {
+            container_path: "/data".into(),
+            host_path: "/var/lib/data".into(),
+            readonly: true,
+            ..Default::default()
+        });
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.resources = Some(model::LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        });
+        let security = linux.security_context.get_or_insert_with(Default::default);
+        security.capabilities = Some(model::Capability {
+            add_capabilities: vec!["NET_ADMIN".into()],
+            drop_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        });
+        security.run_as_user = Some(model::Int64Value { value: 1000 });
+        model::CreateContainerRequest { pod_sandbox_id: "p1".into(), config: Some(config), ..Default::default() }
+            .encode_to_vec()
+    }
+
+    proptest! {
+        #[test]
+        fn any_create_request_of_any_minor_gets_a_spec_or_an_error_naming_its_field(bytes in mutated(seed())) {
+            for request in in_every_minor!(&bytes, CreateContainerRequest).into_iter().flatten() {
+                let Some(config) = request.config else { continue };
+                if let Err(e) = build_with(&config, &sandbox(), &image(), &runtime(), &resolved()) {
+                    prop_assert!(!e.field.is_empty(), "{e}");
+                }
+            }
+        }
+    }
+}

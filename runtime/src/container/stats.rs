@@ -1,170 +1,52 @@
-//! Resource usage of a running container, read from its cgroups (found through the init's
-//! /proc/<pid>/cgroup, so either cgroup driver and v1, hybrid or v2 hosts work) and from its
-//! writable layer, as the CRI's ContainerStats: CPU time and rate, memory usage, working set,
-//! RSS, page faults, available memory, and the layer's bytes and inodes. Reads only.
-
-use std::path::{Path, PathBuf};
+//! ContainerStats and ListContainerStats: each container's cgroup reading (`usage`) with the
+//! one before it, for CPU rates; an exited container has only its attributes and layer.
 
 use lockstep_cri::model;
 
-use crate::monitor::oom::controller_dir;
+use super::error::ContainerError;
+use super::manager::ContainerManager;
+use super::record::{ContainerRecord, RecordState};
+use super::usage;
+use crate::timing::now_nanos;
 
-/// One reading of a container's cgroups.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CgroupSample {
-    /// Unix nanoseconds of the reading.
-    pub timestamp: i64,
-    /// CPU time used since the container started, in nanoseconds.
-    pub cpu_ns: Option<u64>,
-    pub memory: Option<MemorySample>,
+pub fn container_stats(containers: &ContainerManager, id: &str) -> Result<model::ContainerStats, ContainerError> {
+    let entry = containers.store.existing(id)?;
+    Ok(stats_of(containers, &containers.refresh(&entry)))
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemorySample {
-    pub usage: u64,
-    /// None: no limit.
-    pub limit: Option<u64>,
-    pub inactive_file: u64,
-    pub rss: u64,
-    pub page_faults: u64,
-    pub major_page_faults: u64,
-}
-
-impl MemorySample {
-    /// What the kubelet evicts by: usage less the inactive file cache.
-    pub fn working_set(&self) -> u64 {
-        self.usage.saturating_sub(self.inactive_file)
-    }
-}
-
-fn read_u64(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// `key value` lines (memory.stat, cpu.stat).
-fn stat_value(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Reads the cgroups of the process `pid`; None when it is gone.
-pub fn sample(pid: i32, timestamp: i64) -> Option<CgroupSample> {
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let cpu_ns = controller_dir(&cgroups, &mountinfo, "cpuacct").and_then(|(dir, v2)| cpu_ns(&dir, v2));
-    let memory = controller_dir(&cgroups, &mountinfo, "memory").and_then(|(dir, v2)| memory(&dir, v2));
-    Some(CgroupSample { timestamp, cpu_ns, memory })
-}
-
-fn cpu_ns(dir: &Path, v2: bool) -> Option<u64> {
-    if v2 {
-        let text = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
-        stat_value(&text, "usage_usec").map(|us| us * 1000)
-    } else {
-        read_u64(&dir.join("cpuacct.usage"))
-    }
-}
-
-fn memory(dir: &Path, v2: bool) -> Option<MemorySample> {
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
-    // v1 limits without a limit are a huge number (PAGE_COUNTER_MAX pages); v2 says "max".
-    let unlimited = |n: u64| n >= (1 << 62);
-    if v2 {
-        let limit = std::fs::read_to_string(dir.join("memory.max")).ok().and_then(|t| t.trim().parse().ok());
-        Some(MemorySample {
-            usage: read_u64(&dir.join("memory.current"))?,
-            limit: limit.filter(|n| !unlimited(*n)),
-            inactive_file: stat_value(&stat, "inactive_file").unwrap_or(0),
-            rss: stat_value(&stat, "anon").unwrap_or(0),
-            page_faults: stat_value(&stat, "pgfault").unwrap_or(0),
-            major_page_faults: stat_value(&stat, "pgmajfault").unwrap_or(0),
+/// The usage of every running container the filter matches.
+pub fn list_container_stats(
+    containers: &ContainerManager,
+    filter: Option<&model::ContainerStatsFilter>,
+) -> Vec<model::ContainerStats> {
+    containers
+        .store
+        .all()
+        .iter()
+        .map(|e| containers.refresh(e))
+        .filter(|r| r.state == RecordState::Running)
+        .filter(|r| {
+            filter.is_none_or(|f| {
+                (f.id.is_empty() || f.id == r.id)
+                    && (f.pod_sandbox_id.is_empty() || f.pod_sandbox_id == r.sandbox_id)
+                    && crate::filter::labels_match(&r.template().labels, &f.label_selector)
+            })
         })
-    } else {
-        Some(MemorySample {
-            usage: read_u64(&dir.join("memory.usage_in_bytes"))?,
-            limit: read_u64(&dir.join("memory.limit_in_bytes")).filter(|n| !unlimited(*n)),
-            inactive_file: stat_value(&stat, "total_inactive_file").unwrap_or(0),
-            rss: stat_value(&stat, "total_rss").unwrap_or(0),
-            page_faults: stat_value(&stat, "total_pgfault").unwrap_or(0),
-            major_page_faults: stat_value(&stat, "total_pgmajfault").unwrap_or(0),
-        })
-    }
+        .map(|r| stats_of(containers, &r))
+        .collect()
 }
 
-/// CPU cores used between two readings, in nano cores.
-pub fn nano_cores(previous: &CgroupSample, now: &CgroupSample) -> Option<u64> {
-    let (before, after) = (previous.cpu_ns?, now.cpu_ns?);
-    let elapsed = now.timestamp.checked_sub(previous.timestamp).filter(|d| *d > 0)? as u128;
-    Some((u128::from(after.saturating_sub(before)) * 1_000_000_000 / elapsed) as u64)
-}
-
-fn value(v: u64) -> Option<model::UInt64Value> {
-    Some(model::UInt64Value { value: v })
-}
-
-/// The CRI stats of a reading, with the rate from the previous one and the writable layer's use.
-pub fn to_cri(
-    attributes: model::ContainerAttributes,
-    now: &CgroupSample,
-    previous: Option<&CgroupSample>,
-    layer: &Path,
-) -> model::ContainerStats {
-    let cpu = now.cpu_ns.map(|used| model::CpuUsage {
-        timestamp: now.timestamp,
-        usage_core_nano_seconds: value(used),
-        usage_nano_cores: previous.and_then(|p| nano_cores(p, now)).and_then(value),
-        psi: None,
-    });
-    let memory = now.memory.as_ref().map(|m| model::MemoryUsage {
-        timestamp: now.timestamp,
-        working_set_bytes: value(m.working_set()),
-        available_bytes: m.limit.and_then(|l| value(l.saturating_sub(m.working_set()))),
-        usage_bytes: value(m.usage),
-        rss_bytes: value(m.rss),
-        page_faults: value(m.page_faults),
-        major_page_faults: value(m.major_page_faults),
-        psi: None,
-    });
-    let usage = crate::image::unpack::measure(layer);
-    let writable_layer = Some(model::FilesystemUsage {
-        timestamp: now.timestamp,
-        fs_id: Some(model::FilesystemIdentifier { mountpoint: layer.display().to_string() }),
-        used_bytes: value(usage.bytes),
-        inodes_used: value(usage.inodes),
-    });
-    model::ContainerStats { attributes: Some(attributes), cpu, memory, writable_layer, ..Default::default() }
-}
-
-/// The writable layer's upper directory.
-pub fn upper_dir(layer_dir: &Path) -> PathBuf {
-    layer_dir.join("upper")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_has_cpu_and_memory_readings() {
-        let now = sample(std::process::id() as i32, 1).unwrap();
-        assert!(now.cpu_ns.is_some_and(|n| n > 0), "{now:?}");
-        let memory = now.memory.unwrap();
-        assert!(memory.usage > 0 && memory.working_set() <= memory.usage);
-        assert_eq!(sample(i32::MAX, 1), None);
-    }
-
-    #[test]
-    fn rates_come_from_two_readings() {
-        let at = |t: i64, cpu: u64| CgroupSample { timestamp: t, cpu_ns: Some(cpu), memory: None };
-        // Half a core: 0.5 s of CPU in 1 s.
-        assert_eq!(nano_cores(&at(0, 0), &at(1_000_000_000, 500_000_000)), Some(500_000_000));
-        assert_eq!(nano_cores(&at(5, 0), &at(5, 10)), None, "no time passed");
-    }
-
-    #[test]
-    fn memory_stat_keys_are_matched_whole() {
-        let text = "total_rss_huge 5\ntotal_rss 7\ninactive_file 3\n";
-        assert_eq!(stat_value(text, "total_rss"), Some(7));
-        assert_eq!(stat_value(text, "inactive_file"), Some(3));
-        assert_eq!(stat_value(text, "anon"), None);
-    }
+pub(super) fn stats_of(containers: &ContainerManager, record: &ContainerRecord) -> model::ContainerStats {
+    let template = record.template();
+    let attributes = model::ContainerAttributes {
+        id: record.id.clone(),
+        metadata: template.metadata,
+        labels: template.labels,
+        annotations: template.annotations,
+    };
+    let layer = usage::upper_dir(&record.layer_dir);
+    let reading = (record.state == RecordState::Running).then(|| usage::sample(record.init_pid, now_nanos())).flatten();
+    let reading = reading.unwrap_or(usage::CgroupSample { timestamp: now_nanos(), cpu_ns: None, memory: None });
+    let previous = containers.store.swap_sample(&record.id, reading.clone());
+    usage::to_cri(attributes, &reading, previous.as_ref(), &layer)
 }

@@ -1,6 +1,8 @@
 //! Images: references, registries configuration, the distribution client, the store of
 //! image records and blobs, layer snapshots and their safe unpacking, and the ImageService core.
 
+pub mod error;
+pub mod pull;
 pub mod reference;
 pub mod registries_conf;
 pub mod registry;

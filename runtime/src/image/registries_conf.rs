@@ -1,13 +1,14 @@
 //! containers-registries.conf(5), version 2, the subset a CRI pull needs: `[[registry]]` with
-//! prefix, location, insecure, blocked, mirror-by-digest-only and `[[registry.mirror]]`, and
-//! unqualified-search-registries. Reads the file and its `.d` drop-ins; nothing else.
+//! prefix, location, insecure, blocked, mirror-by-digest-only and `[[registry.mirror]]`,
+//! unqualified-search-registries, short-name-mode and `[aliases]`. Reads the file and its `.d`
+//! drop-ins; nothing else.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::reference::{Reference, Target, DOCKER_HUB};
+use super::reference::{Parsed, Reference, Target, DOCKER_HUB};
 
 pub const SYSTEM_FILE: &str = "/etc/containers/registries.conf";
 pub const ENV_VAR: &str = "CONTAINERS_REGISTRIES_CONF";
@@ -24,6 +25,9 @@ pub enum RegistriesConfError {
 #[serde(rename_all = "kebab-case")]
 struct File {
     unqualified_search_registries: Option<Vec<String>>,
+    short_name_mode: Option<String>,
+    /// Short name (as written, no tag) to a fully qualified repository.
+    aliases: Option<BTreeMap<String, String>>,
     #[serde(default)]
     registry: Vec<RegistryEntry>,
     /// The version 1 format's table: refused with a clear message.
@@ -59,11 +63,27 @@ pub struct Mirror {
     pub pull_from_mirror: String,
 }
 
+/// How a short name that several search registries could serve is treated (containers' image
+/// library decides the same way; lockstepd never has a terminal to ask on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShortNameMode {
+    /// Refused unless an alias names it or only one search registry is listed.
+    Enforcing,
+    /// Tried on every search registry, in order (the default when the key is absent).
+    #[default]
+    Permissive,
+    /// Tried on every search registry; aliases still apply.
+    Disabled,
+}
+
 /// The merged configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RegistriesConf {
     /// Where short names are looked up, in order; empty means docker.io as containerd does.
     pub unqualified_search_registries: Vec<String>,
+    pub short_name_mode: ShortNameMode,
+    /// Short name to fully qualified repository (`registry/repository`).
+    pub aliases: BTreeMap<String, String>,
     pub registries: Vec<RegistryEntry>,
 }
 
@@ -82,6 +102,8 @@ pub enum Unusable {
     Blocked { prefix: String },
     #[error("the registries configuration's [[registry]] {prefix:?} rewrites {reference} to {location:?}, which names no repository")]
     BadRewrite { prefix: String, location: String, reference: String },
+    #[error("short name {name:?} is ambiguous: short-name-mode is enforcing and it could name an image on any of {registries:?}; use a fully qualified name or an [aliases] entry")]
+    Ambiguous { name: String, registries: Vec<String> },
 }
 
 /// Which file to read: lockstep.toml's `[image] registries_conf`, else
@@ -134,6 +156,14 @@ impl RegistriesConf {
         if let Some(search) = file.unqualified_search_registries {
             self.unqualified_search_registries = search;
         }
+        if let Some(mode) = file.short_name_mode {
+            self.short_name_mode = match mode.as_str() {
+                "enforcing" => ShortNameMode::Enforcing,
+                "disabled" => ShortNameMode::Disabled,
+                _ => ShortNameMode::Permissive,
+            };
+        }
+        self.aliases.extend(file.aliases.unwrap_or_default());
         for entry in file.registry {
             match self.registries.iter_mut().find(|r| r.prefix == entry.prefix) {
                 Some(existing) => *existing = entry,
@@ -149,6 +179,37 @@ impl RegistriesConf {
         } else {
             self.unqualified_search_registries.clone()
         }
+    }
+
+    /// The references a short name is pulled from, in order: its alias if one names it, else
+    /// one per search registry, as `short-name-mode` allows.
+    pub fn pull_candidates(&self, short: &Parsed) -> Result<Vec<Reference>, Unusable> {
+        if let Some(alias) = self.alias(short) {
+            return Ok(vec![alias]);
+        }
+        let registries = self.search_registries();
+        if registries.len() > 1 && self.short_name_mode == ShortNameMode::Enforcing {
+            return Err(Unusable::Ambiguous { name: short.path.clone(), registries });
+        }
+        Ok(registries.iter().map(|r| short.on_registry(r)).collect())
+    }
+
+    /// The references a short name may name among stored images, in order: its alias, then
+    /// one per search registry (whatever the mode: nothing is pulled).
+    pub fn local_candidates(&self, short: &Parsed) -> Vec<Reference> {
+        let alias = self.alias(short);
+        alias.into_iter().chain(self.search_registries().iter().map(|r| short.on_registry(r))).collect()
+    }
+
+    /// What `[aliases]` makes of a short name, with the name's tag or digest.
+    fn alias(&self, short: &Parsed) -> Option<Reference> {
+        let target = self.aliases.get(&short.path)?;
+        let (registry, repository) = target.split_once('/')?;
+        Some(Reference {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            target: short.reference.target.clone(),
+        })
     }
 
     /// The entry whose prefix matches `name` (`registry/repository`) most specifically.
@@ -197,6 +258,23 @@ impl RegistriesConf {
 fn parse_file(path: &Path, text: &str) -> Result<File, RegistriesConfError> {
     let invalid = |message: String| RegistriesConfError::Invalid { path: path.into(), message };
     let file: File = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+    if let Some(mode) = &file.short_name_mode {
+        if !["enforcing", "permissive", "disabled"].contains(&mode.as_str()) {
+            return Err(invalid(format!("short-name-mode {mode:?} is not enforcing, permissive or disabled")));
+        }
+    }
+    for (name, target) in file.aliases.iter().flatten() {
+        let bad = |why: &str| invalid(format!("[aliases] {name:?} = {target:?}: {why}"));
+        let key = super::reference::parse(name).map_err(|e| bad(&e.to_string()))?;
+        if key.qualified || name.contains([':', '@']) {
+            return Err(bad("the name must be a short name without a tag or digest"));
+        }
+        let value = super::reference::parse(target).map_err(|e| bad(&e.to_string()))?;
+        let last = target.rsplit('/').next().unwrap_or(target);
+        if !value.qualified || last.contains(':') || target.contains('@') {
+            return Err(bad("the alias must be a fully qualified repository without a tag or digest"));
+        }
+    }
     if file.registries.is_some() {
         return Err(invalid(
             "the version 1 format ([registries.search] …) is not supported; use [[registry]] tables".into(),
@@ -397,6 +475,49 @@ pull-from-mirror = "digest-only"
         assert_eq!(config_path(Path::new("/x/r.conf")), Path::new("/x/r.conf"));
         if std::env::var_os(ENV_VAR).is_none() {
             assert_eq!(config_path(Path::new("")), Path::new(SYSTEM_FILE));
+        }
+    }
+
+    /// short-name-mode and [aliases] as containers' image library reads them (issue 14, item
+    /// 8): enforcing refuses a name two search registries could serve unless an alias names
+    /// it; permissive and disabled try each; an alias always wins, with the name's tag.
+    #[test]
+    fn short_names_follow_the_mode_and_the_aliases() {
+        let short = |name: &str| parse(name).unwrap();
+        let names = |refs: Vec<Reference>| refs.into_iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let two = r#"unqualified-search-registries = ["quay.io", "docker.io"]"#;
+        let enforcing =
+            conf(&format!("{two}\nshort-name-mode = \"enforcing\"\n[aliases]\n\"web\" = \"registry.test/shop/web\"\n"));
+        let err = enforcing.pull_candidates(&short("app:2")).unwrap_err();
+        assert!(matches!(err, Unusable::Ambiguous { .. }) && err.to_string().contains("\"app\""), "{err}");
+        assert_eq!(names(enforcing.pull_candidates(&short("web:2")).unwrap()), ["registry.test/shop/web:2"]);
+        assert_eq!(
+            names(enforcing.local_candidates(&short("app"))),
+            ["quay.io/app:latest", "docker.io/library/app:latest"],
+            "looking up stored images pulls nothing: every registry is a candidate"
+        );
+        let one = conf("unqualified-search-registries = [\"quay.io\"]\nshort-name-mode = \"enforcing\"\n");
+        assert_eq!(names(one.pull_candidates(&short("app")).unwrap()), ["quay.io/app:latest"], "no ambiguity");
+        for mode in ["permissive", "disabled"] {
+            let c = conf(&format!("{two}\nshort-name-mode = \"{mode}\"\n"));
+            assert_eq!(
+                names(c.pull_candidates(&short("app")).unwrap()),
+                ["quay.io/app:latest", "docker.io/library/app:latest"]
+            );
+        }
+        assert_eq!(conf(two).short_name_mode, ShortNameMode::Permissive, "the default");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("registries.conf");
+        for bad in [
+            "short-name-mode = \"strict\"",
+            "[aliases]\n\"web\" = \"web\"",
+            "[aliases]\n\"web\" = \"registry.test/shop/web:1\"",
+            "[aliases]\n\"quay.io/web\" = \"registry.test/shop/web\"",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = RegistriesConf::load(&path).unwrap_err();
+            assert!(matches!(err, RegistriesConfError::Invalid { .. }), "{bad}: {err}");
         }
     }
 }

@@ -43,46 +43,10 @@ fn read_oom_kills(file: &Path) -> Option<u64> {
 /// (hybrid hosts keep memory there), else the v2 unified hierarchy.
 pub fn memory_counter_file(cgroups: &str, mountinfo: &str) -> Option<PathBuf> {
     // A v2 hierarchy without the memory controller has no memory.events.
-    match controller_dir(cgroups, mountinfo, "memory")? {
+    match crate::host::cgroups::controller_dir(cgroups, mountinfo, "memory")? {
         (dir, false) => Some(dir.join("memory.oom_control")),
         (dir, true) => Some(dir.join("memory.events")),
     }
-}
-
-/// The directory of the cgroup named in `cgroups` (the text of /proc/<pid>/cgroup) for
-/// `controller`, and whether it is the v2 unified hierarchy: the v1 hierarchy of that
-/// controller when one is mounted (hybrid hosts keep the controllers there), else v2.
-pub fn controller_dir(cgroups: &str, mountinfo: &str, controller: &str) -> Option<(PathBuf, bool)> {
-    let mut v1 = None;
-    let mut v2 = None;
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == controller) {
-            v1 = Some(path.to_string());
-        } else if controllers.is_empty() {
-            v2 = Some(path.to_string());
-        }
-    }
-    if let Some(path) = v1 {
-        let (mount, root) =
-            find_mount(mountinfo, |fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == controller))?;
-        return Some((join_cgroup(&mount, &root, &path), false));
-    }
-    let path = v2?;
-    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
-    Some((join_cgroup(&mount, &root, &path), true))
-}
-
-/// The mount point and mounted root of the first mount whose type and super options match.
-fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
-    crate::mountinfo::mounts(mountinfo).find(|m| matches(m.fstype, m.super_options)).map(|m| (m.point, m.root))
-}
-
-/// `<mount point>/<cgroup path relative to the mounted root>`.
-fn join_cgroup(mount: &Path, root: &str, path: &str) -> PathBuf {
-    let relative = path.strip_prefix(root).filter(|_| root != "/").unwrap_or(path);
-    mount.join(relative.trim_start_matches('/'))
 }
 
 #[cfg(test)]
@@ -120,7 +84,7 @@ mod tests {
             memory_counter_file("4:memory:/outer/c1\n", mountinfo).unwrap(),
             Path::new("/mnt/mem/c1/memory.oom_control")
         );
-        assert_eq!(crate::mountinfo::unescape("/a\\040b"), "/a b");
+        assert_eq!(crate::host::mounts::unescape("/a\\040b"), "/a b");
     }
 
     #[test]

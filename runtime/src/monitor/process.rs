@@ -73,11 +73,10 @@ pub fn main(dir: &Path) -> ExitCode {
 /// Moves the monitor into its own cgroups (one per hierarchy); a failure leaves it where it is.
 fn move_into(cgroups: &[std::path::PathBuf]) {
     for cgroup in cgroups {
-        let procs = cgroup.join("cgroup.procs");
-        if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+        if let Err(e) = crate::host::cgroups::join(cgroup) {
             eprintln!(
                 "lockstep-monitor: cannot move into {}: {e}; staying in lockstepd's cgroup there",
-                procs.display()
+                cgroup.display()
             );
         }
     }

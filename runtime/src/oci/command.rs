@@ -33,6 +33,14 @@ pub struct RuntimeCommand {
     /// layout (crun 1.8): it runs in a pure cgroup v1 view (`spawn::with_cgroup2_hidden`).
     #[serde(default)]
     pub cgroup2_hidden: Option<PathBuf>,
+    /// How long one call (start, state, kill, delete, update, run) may take before the runtime
+    /// is killed: a stuck runtime must not pin a container's lock for ever.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout: Duration,
+}
+
+fn default_call_timeout() -> Duration {
+    crate::config::DEFAULT_RUNTIME_CALL_TIMEOUT
 }
 
 impl RuntimeCommand {
@@ -46,7 +54,13 @@ impl RuntimeCommand {
             log_dir: oci_dir.join(format!("{handler}.log")),
             systemd_cgroup,
             cgroup2_hidden: None,
+            call_timeout: default_call_timeout(),
         }
+    }
+
+    /// The same, with calls killed after `timeout`.
+    pub fn with_call_timeout(self, timeout: Duration) -> Self {
+        RuntimeCommand { call_timeout: timeout, ..self }
     }
 
     /// The same, run with `cgroup2` hidden (None: the host's own view).
@@ -126,20 +140,61 @@ impl CommandRuntime {
         cmd.spawn().map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })
     }
 
-    /// Runs `op` with `args`, stdin closed and stdout/stderr captured.
-    fn call(&self, op: &'static str, args: &[OsString]) -> Result<CallOutput, OciError> {
+    /// Runs `op` with `args`, stdin closed and stdout/stderr captured, in a process group of its
+    /// own: past the call timeout the whole group is killed and reaped, and the call is TimedOut.
+    fn call(&self, op: &'static str, id: &str, args: &[OsString]) -> Result<CallOutput, OciError> {
+        use std::os::unix::process::CommandExt as _;
         let log = self.log_file(op);
         let mut cmd = self.base(&log, op)?;
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let output = self.spawn(&mut cmd)?.wait_with_output();
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let mut child = self.spawn(&mut cmd)?;
+        let (read_tx, readers_done) = mpsc::channel();
+        let stdout = child.stdout.take().map(|s| CappedOutput::collect(s, CALL_OUTPUT_CAP, read_tx.clone()));
+        let stderr = child.stderr.take().map(|s| CappedOutput::collect(s, CALL_OUTPUT_CAP, read_tx));
+        let group = child.id() as i32;
+        let (done_tx, done) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = done_tx.send(());
+            status
+        });
+        let timeout = self.command.call_timeout;
+        let timed_out = done.recv_timeout(timeout).is_err();
+        if timed_out {
+            // The runtime leads its own group (process_group(0)): it and whatever it started.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+        }
+        let status = waiter.join().map_err(|_| OciError::Parse {
+            handler: self.command.handler.clone(),
+            op,
+            id: id.into(),
+            message: "the waiting thread panicked".into(),
+        })?;
         let log_text = take_log(&log);
-        let output = output.map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })?;
-        Ok(CallOutput { status: output.status, stdout: output.stdout, stderr: output.stderr, log: log_text })
+        if timed_out {
+            return Err(OciError::TimedOut {
+                handler: self.command.handler.clone(),
+                op,
+                id: id.into(),
+                after: timeout,
+            });
+        }
+        let status = status.map_err(|source| OciError::Spawn { binary: self.command.binary.clone(), source })?;
+        // Both streams to their end, unless a process the runtime left holds them open.
+        let deadline = std::time::Instant::now() + EXEC_OUTPUT_DRAIN;
+        for _ in stdout.iter().chain(stderr.iter()) {
+            if readers_done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
+                break;
+            }
+        }
+        let stdout = stdout.map(|o| o.take().0).unwrap_or_default();
+        let stderr = stderr.map(|o| o.take().0).unwrap_or_default();
+        Ok(CallOutput { status, stdout, stderr, log: log_text })
     }
 
     /// `call` that must succeed.
     fn call_ok(&self, op: &'static str, id: &str, args: &[OsString]) -> Result<CallOutput, OciError> {
-        let out = self.call(op, args)?;
+        let out = self.call(op, id, args)?;
         if out.status.success() {
             Ok(out)
         } else {
@@ -163,7 +218,7 @@ impl CommandRuntime {
     /// `<runtime> run --bundle B id` in the foreground: the container's exit code (the probe).
     pub fn run(&self, id: &str, bundle: &Path) -> Result<i32, OciError> {
         let args = [OsString::from("--bundle"), bundle.into(), id.into()];
-        let out = self.call("run", &args)?;
+        let out = self.call("run", id, &args)?;
         match out.status.code() {
             Some(0) => Ok(0),
             // A runtime that fails to set the container up says why in its log.
@@ -481,6 +536,9 @@ impl CommandRuntime {
     }
 }
 
+/// The most of a call's stdout or stderr kept (`state` prints a few hundred bytes).
+const CALL_OUTPUT_CAP: usize = 1 << 20;
+
 /// How long the output of an exec'd command is still read after its runtime exited (a process
 /// it left in the background may keep the pipes open).
 const EXEC_OUTPUT_DRAIN: Duration = Duration::from_secs(2);
@@ -611,5 +669,50 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("ghost/c1")).unwrap();
         let err = rt.start("c1").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ghost"), "{err}");
+    }
+
+    /// Whether `pid` has exited (gone, or a zombie waiting for its parent), waiting a while for
+    /// a SIGKILL to land.
+    fn ends(pid: i32) -> bool {
+        for _ in 0..500 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat) if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) => return true,
+                Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_runtime_that_hangs_is_killed_with_what_it_started_and_the_call_times_out() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let pids = tmp.path().join("pids");
+        let script = tmp.path().join("hanging-runtime");
+        // `state` hangs in a child of its own (as a runtime waiting on a stuck cgroup write might);
+        // every other call answers at once.
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncase \" $* \" in *\" state \"*) sleep 1000 & echo \"$$ $!\" > {}; wait ;; esac\nexit 0\n",
+                pids.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let command =
+            RuntimeCommand::under(tmp.path(), "hang", &script, false).with_call_timeout(Duration::from_millis(300));
+        let rt = CommandRuntime::new(command);
+        std::fs::create_dir_all(tmp.path().join("hang/c1")).unwrap();
+
+        let err = rt.state("c1").unwrap_err();
+        assert!(matches!(err, OciError::TimedOut { op: "state", .. }), "{err}");
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let (runtime, child) = text.trim().split_once(' ').unwrap();
+        assert!(ends(runtime.parse().unwrap()), "the runtime was killed and reaped");
+        assert!(ends(child.parse().unwrap()), "what it started went with it");
+        rt.start("c1").expect("a call that answers is unaffected");
     }
 }

@@ -14,9 +14,7 @@ use oci_spec::runtime::{LinuxResources, Process};
 use serde::{Deserialize, Serialize};
 
 pub use command::{CommandRuntime, PreparedExec, RuntimeCommand};
-pub use probe::{
-    hybrid_cgroup2_mount, probe_handlers, probe_one, resolve, HandlerFeatures, HandlerSet, ProbedHandler, PROBE_BINARY,
-};
+pub use probe::{probe_handlers, probe_one, resolve, HandlerFeatures, HandlerSet, ProbedHandler, PROBE_BINARY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -33,6 +31,9 @@ pub enum OciError {
     Parse { handler: String, op: &'static str, id: String, message: String },
     #[error("cannot {what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// The runtime did not finish a call in time; it was killed.
+    #[error("{handler} {op} {id}: no answer within {after:?}; the runtime was killed")]
+    TimedOut { handler: String, op: &'static str, id: String, after: std::time::Duration },
     /// The handler cannot be run now (no longer configured, its binary gone).
     #[error("runtime handler {handler:?}: {problem}")]
     Unavailable { handler: String, problem: String },

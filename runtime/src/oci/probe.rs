@@ -103,7 +103,7 @@ pub fn probe_handlers(config: &Config) -> HandlerSet {
     let systemd = config.cgroup_driver == CgroupDriver::Systemd;
     let section: &RuntimeSection = &config.runtime;
     let cgroup2 = if section.hybrid_cgroup_v1_view {
-        std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|text| hybrid_cgroup2_mount(&text))
+        crate::host::cgroups::Layout::read().hybrid_unified().map(Path::to_path_buf)
     } else {
         None
     };
@@ -227,20 +227,6 @@ pub fn probe_one(
     }
     probed.took = started.elapsed();
     probed
-}
-
-/// The v2 mount of a hybrid cgroup host: a cgroup2 mount directly inside the tmpfs at
-/// /sys/fs/cgroup that holds the v1 hierarchies (systemd's /sys/fs/cgroup/unified). None on a
-/// pure v1 or v2 host.
-pub fn hybrid_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    let tree = Path::new("/sys/fs/cgroup");
-    let mounts: Vec<crate::mountinfo::Mount> = crate::mountinfo::mounts(mountinfo).collect();
-    // The last mount at a path is the one seen there.
-    let tree_type = mounts.iter().rev().find(|m| m.point == tree).map(|m| m.fstype);
-    if tree_type != Some("tmpfs") {
-        return None;
-    }
-    mounts.into_iter().find(|m| m.fstype == "cgroup2" && m.point.parent() == Some(tree)).map(|m| m.point)
 }
 
 /// Runs a probe container and removes every trace of it; Err is the runtime's own message.
@@ -380,8 +366,6 @@ mod tests {
             default_handler: default.into(),
             handlers: handlers.iter().map(|(n, p)| Handler { name: n.to_string(), path: p.into() }).collect(),
             hybrid_cgroup_v1_view: true,
-            seccomp_use_default_when_empty: false,
-            allowed_annotations: Vec::new(),
             ..RuntimeSection::default()
         };
         config
@@ -424,22 +408,6 @@ mod tests {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let here = tmp.path().to_string_lossy().into_owned();
         assert!(!mountinfo.contains(&here), "the probe left a mount under {here}");
-    }
-
-    #[test]
-    fn only_a_cgroup2_mount_inside_the_v1_tmpfs_makes_a_hybrid_host() {
-        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
-            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
-            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(hybrid_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let pure_v2 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(hybrid_cgroup2_mount(pure_v2), None);
-        let pure_v1 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
-            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
-        assert_eq!(hybrid_cgroup2_mount(pure_v1), None);
-        let v2_elsewhere = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
-            41 23 0:38 / /mnt/cgroup2 rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(hybrid_cgroup2_mount(v2_elsewhere), None);
     }
 
     #[test]

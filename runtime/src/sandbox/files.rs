@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 
 use super::record::DnsSettings;
 
@@ -86,39 +86,6 @@ pub fn mount_shm(path: &Path) -> Result<(), FilesError> {
     })
 }
 
-/// Unmounts whatever is mounted at `path` (detached); not mounted is fine.
-pub fn unmount(path: &Path) -> Result<(), FilesError> {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
-        Err(source) => Err(FilesError::Mount { what: "unmount", path: path.into(), source }),
-    }
-}
-
-/// Every mount point at or under `dir`, deepest first (from /proc/self/mountinfo, whose paths
-/// are resolved: `dir` is resolved too, so a path through a symlink finds its mounts).
-pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, FilesError> {
-    let mountinfo = Path::new("/proc/self/mountinfo");
-    let text = std::fs::read_to_string(mountinfo).map_err(|source| FilesError::Io {
-        what: "read",
-        path: mountinfo.into(),
-        source,
-    })?;
-    let dir = match std::fs::canonicalize(dir) {
-        Ok(resolved) => resolved,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(FilesError::Io { what: "resolve", path: dir.into(), source }),
-    };
-    Ok(mount_points_under(&text, &dir))
-}
-
-fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> =
-        crate::mountinfo::mounts(mountinfo).map(|m| m.point).filter(|p| p.starts_with(dir)).collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,24 +101,5 @@ mod tests {
             resolv_conf(&dns),
             "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\nnameserver 8.8.8.8\noptions ndots:5 edns0\n"
         );
-    }
-
-    #[test]
-    fn mount_points_under_a_directory_come_deepest_first() {
-        let mountinfo = "22 1 0:21 / /run rw - tmpfs tmpfs rw\n\
-            90 22 0:4 net:[1] /run/l/sandboxes/a/ns/net rw - nsfs nsfs rw\n\
-            91 22 0:50 / /run/l/sandboxes/a/shm rw - tmpfs shm rw\n\
-            92 22 0:51 / /run/l/sandboxes/a\\040b/shm rw - tmpfs shm rw\n\
-            93 22 0:4 net:[2] /run/l/sandboxes/ab/ns/net rw - nsfs nsfs rw\n";
-        let found = mount_points_under(mountinfo, Path::new("/run/l/sandboxes/a"));
-        assert_eq!(found, vec![PathBuf::from("/run/l/sandboxes/a/ns/net"), PathBuf::from("/run/l/sandboxes/a/shm")]);
-    }
-
-    #[test]
-    fn a_directory_through_a_symlink_finds_its_mounts() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("/proc", tmp.path().join("p")).unwrap();
-        let found = mounts_under(&tmp.path().join("p")).unwrap();
-        assert_eq!(found.last().map(PathBuf::as_path), Some(Path::new("/proc")), "{found:?}");
     }
 }

@@ -191,6 +191,21 @@ pub struct SandboxRecord {
     /// Why a sandbox is NotReady when lockstepd found it so (recovery), for verbose status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The pod-level resources of the last UpdatePodSandboxResources (in-place resize, 1.33+),
+    /// as the kubelet set them on the pod's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<PodResources>,
+}
+
+/// A pod's resources after a resize: its overhead and its containers' total, in OCI terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<oci_spec::runtime::LinuxResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
+    /// When the kubelet sent them, Unix nanoseconds.
+    pub updated_at: i64,
 }
 
 /// NamespaceOption as requested (enum numbers of the CRI).

@@ -364,10 +364,11 @@ fn cgroup_parent(parent: &str, driver: CgroupDriver) -> Result<String, BadField>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn request() -> model::RunPodSandboxRequest {
+    /// A minimal RunPodSandbox request as the kubelet sends it (pod "web" of "default").
+    pub(in crate::sandbox) fn request() -> model::RunPodSandboxRequest {
         model::RunPodSandboxRequest {
             config: Some(model::PodSandboxConfig {
                 metadata: Some(model::PodSandboxMetadata {
@@ -524,5 +525,40 @@ mod tests {
         r.config.as_mut().unwrap().linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options =
             Some(model::NamespaceOption { network: model::NamespaceMode::Target as i32, ..Default::default() });
         assert_eq!(field_of(r), "config.linux.security_context.namespace_options.network");
+    }
+
+    mod properties {
+        //! RunPodSandbox requests as any minor's kubelet could send them (a real request's
+        //! encoding, mutated): each is planned or refused naming a field, never a panic.
+        use proptest::prelude::*;
+        use prost::Message;
+
+        use super::*;
+        use crate::wire_cases::{in_every_minor, mutated};
+
+        fn seed() -> Vec<u8> {
+            let mut request = request();
+            let config = request.config.get_or_insert_with(Default::default);
+            config.log_directory = "/var/log/pods/default_web_u1".into();
+            config.port_mappings.push(model::PortMapping { container_port: 80, host_port: 8080, ..Default::default() });
+            config.dns_config = Some(model::DnsConfig { servers: vec!["10.0.0.10".into()], ..Default::default() });
+            let linux = config.linux.get_or_insert_with(Default::default);
+            linux.cgroup_parent = "/kubepods/besteffort/podu1".into();
+            linux.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+            request.encode_to_vec()
+        }
+
+        proptest! {
+            #[test]
+            fn any_run_request_of_any_minor_is_planned_or_refused_by_field(bytes in mutated(seed())) {
+                for request in in_every_minor!(&bytes, RunPodSandboxRequest).into_iter().flatten() {
+                    for driver in [CgroupDriver::Cgroupfs, CgroupDriver::Systemd] {
+                        if let Err(e) = plan(&request, driver) {
+                            prop_assert!(!e.field.is_empty(), "{e:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

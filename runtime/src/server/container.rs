@@ -9,20 +9,44 @@ use tonic::Status;
 
 use super::blocking;
 
-use crate::container::{ContainerError, ContainerManager};
+use crate::container::{self, ContainerError, ContainerManager, ErrorKind};
+use crate::oci::OciError;
 
 pub type Containers = ContainerManager;
 
+/// The gRPC code each container error deserves: the request's fault, a missing thing, a
+/// state that forbids the call, or lockstepd's (or the host's) trouble.
 impl From<ContainerError> for Status {
     fn from(e: ContainerError) -> Status {
         let message = e.to_string();
         match e {
-            ContainerError::InvalidArgument(_) => Status::invalid_argument(message),
-            ContainerError::NotFound(_) => Status::not_found(message),
-            ContainerError::FailedPrecondition(_) => Status::failed_precondition(message),
-            ContainerError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-            ContainerError::Unavailable(_) => Status::unavailable(message),
-            ContainerError::Internal(_) => Status::internal(message),
+            ContainerError::BadField { .. } => Status::invalid_argument(message),
+            ContainerError::Spec(spec) => match spec.kind {
+                ErrorKind::InvalidArgument => Status::invalid_argument(message),
+                ErrorKind::NotFound => Status::not_found(message),
+                ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+            },
+            ContainerError::NoSuchContainer { .. }
+            | ContainerError::NoSuchSandbox { .. }
+            | ContainerError::ImageNotPresent { .. }
+            | ContainerError::ImageRemoved { .. }
+            | ContainerError::NoSuchTarget { .. } => Status::not_found(message),
+            ContainerError::WrongState { .. }
+            | ContainerError::SandboxNotReady { .. }
+            | ContainerError::HandlerUnavailable(_) => Status::failed_precondition(message),
+            ContainerError::ExecTimedOut { .. } => Status::deadline_exceeded(message),
+            ContainerError::Runtime { ref source, .. } if matches!(**source, OciError::TimedOut { .. }) => {
+                Status::deadline_exceeded(message)
+            }
+            ContainerError::MonitorMissing(_) => Status::unavailable(message),
+            ContainerError::Runtime { .. }
+            | ContainerError::Monitor { .. }
+            | ContainerError::Wait(_)
+            | ContainerError::Image { .. }
+            | ContainerError::Record { .. }
+            | ContainerError::Rootfs { .. }
+            | ContainerError::Sandbox(_)
+            | ContainerError::Io { .. } => Status::internal(message),
         }
     }
 }
@@ -32,7 +56,7 @@ pub async fn create(
     request: model::CreateContainerRequest,
 ) -> Result<model::CreateContainerResponse, Status> {
     let containers = containers.clone();
-    let container_id = blocking(move || containers.create(&request)).await?;
+    let container_id = blocking(move || container::create::create_container(&containers, &request)).await?;
     Ok(model::CreateContainerResponse { container_id })
 }
 
@@ -41,7 +65,7 @@ pub async fn start(
     request: model::StartContainerRequest,
 ) -> Result<model::StartContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.start_container(&request.container_id)).await?;
+    blocking(move || container::start::start_container(&containers, &request.container_id)).await?;
     Ok(model::StartContainerResponse {})
 }
 
@@ -50,7 +74,7 @@ pub async fn stop(
     request: model::StopContainerRequest,
 ) -> Result<model::StopContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.stop(&request.container_id, request.timeout)).await?;
+    blocking(move || container::stop::stop_container(&containers, &request.container_id, request.timeout)).await?;
     Ok(model::StopContainerResponse {})
 }
 
@@ -59,7 +83,7 @@ pub async fn remove(
     request: model::RemoveContainerRequest,
 ) -> Result<model::RemoveContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.remove(&request.container_id)).await?;
+    blocking(move || container::remove::remove_container(&containers, &request.container_id)).await?;
     Ok(model::RemoveContainerResponse {})
 }
 
@@ -68,7 +92,7 @@ pub async fn status(
     request: model::ContainerStatusRequest,
 ) -> Result<model::ContainerStatusResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.status(&request.container_id, request.verbose)).await
+    blocking(move || container::status::container_status(&containers, &request.container_id, request.verbose)).await
 }
 
 pub async fn list(
@@ -76,7 +100,9 @@ pub async fn list(
     request: model::ListContainersRequest,
 ) -> Result<model::ListContainersResponse, Status> {
     let containers = containers.clone();
-    let listed = blocking(move || Ok::<_, Status>(containers.list(request.filter.as_ref()))).await?;
+    let listed =
+        blocking(move || Ok::<_, Status>(container::status::list_containers(&containers, request.filter.as_ref())))
+            .await?;
     Ok(model::ListContainersResponse { containers: listed })
 }
 
@@ -87,7 +113,9 @@ pub async fn stream(
     request: model::StreamContainersRequest,
 ) -> Result<StreamOf<model::StreamContainersResponse>, Status> {
     let containers = containers.clone();
-    let listed = blocking(move || Ok::<_, Status>(containers.list(request.filter.as_ref()))).await?;
+    let listed =
+        blocking(move || Ok::<_, Status>(container::status::list_containers(&containers, request.filter.as_ref())))
+            .await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainersResponse { containers: listed })])))
 }
 
@@ -96,7 +124,10 @@ pub async fn update_resources(
     request: model::UpdateContainerResourcesRequest,
 ) -> Result<model::UpdateContainerResourcesResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.update_resources(&request.container_id, request.linux.as_ref())).await?;
+    blocking(move || {
+        container::update::update_container_resources(&containers, &request.container_id, request.linux.as_ref())
+    })
+    .await?;
     Ok(model::UpdateContainerResourcesResponse {})
 }
 
@@ -105,7 +136,7 @@ pub async fn reopen_log(
     request: model::ReopenContainerLogRequest,
 ) -> Result<model::ReopenContainerLogResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.reopen_log(&request.container_id)).await?;
+    blocking(move || container::logs::reopen_container_log(&containers, &request.container_id)).await?;
     Ok(model::ReopenContainerLogResponse {})
 }
 
@@ -114,7 +145,8 @@ pub async fn exec_sync(
     request: model::ExecSyncRequest,
 ) -> Result<model::ExecSyncResponse, Status> {
     let containers = containers.clone();
-    blocking(move || containers.exec_sync(&request.container_id, &request.cmd, request.timeout)).await
+    blocking(move || container::exec::exec_sync(&containers, &request.container_id, &request.cmd, request.timeout))
+        .await
 }
 
 pub async fn stats(
@@ -122,7 +154,7 @@ pub async fn stats(
     request: model::ContainerStatsRequest,
 ) -> Result<model::ContainerStatsResponse, Status> {
     let containers = containers.clone();
-    let stats = blocking(move || containers.stats(&request.container_id)).await?;
+    let stats = blocking(move || container::stats::container_stats(&containers, &request.container_id)).await?;
     Ok(model::ContainerStatsResponse { stats: Some(stats) })
 }
 
@@ -131,7 +163,9 @@ pub async fn list_stats(
     request: model::ListContainerStatsRequest,
 ) -> Result<model::ListContainerStatsResponse, Status> {
     let containers = containers.clone();
-    let stats = blocking(move || Ok::<_, Status>(containers.list_stats(request.filter.as_ref()))).await?;
+    let stats =
+        blocking(move || Ok::<_, Status>(container::stats::list_container_stats(&containers, request.filter.as_ref())))
+            .await?;
     Ok(model::ListContainerStatsResponse { stats })
 }
 
@@ -141,6 +175,81 @@ pub async fn stream_stats(
     request: model::StreamContainerStatsRequest,
 ) -> Result<StreamOf<model::StreamContainerStatsResponse>, Status> {
     let containers = containers.clone();
-    let container_stats = blocking(move || Ok::<_, Status>(containers.list_stats(request.filter.as_ref()))).await?;
+    let container_stats =
+        blocking(move || Ok::<_, Status>(container::stats::list_container_stats(&containers, request.filter.as_ref())))
+            .await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamContainerStatsResponse { container_stats })])))
+}
+
+pub async fn update_pod_resources(
+    containers: &Arc<Containers>,
+    request: model::UpdatePodSandboxResourcesRequest,
+) -> Result<model::UpdatePodSandboxResourcesResponse, Status> {
+    let containers = containers.clone();
+    blocking(move || container::pod_resources::update_pod_sandbox_resources(&containers, &request)).await?;
+    Ok(model::UpdatePodSandboxResourcesResponse {})
+}
+
+pub async fn pod_stats(
+    containers: &Arc<Containers>,
+    request: model::PodSandboxStatsRequest,
+) -> Result<model::PodSandboxStatsResponse, Status> {
+    let containers = containers.clone();
+    let stats = blocking(move || container::pod_stats::pod_sandbox_stats(&containers, &request.pod_sandbox_id)).await?;
+    Ok(model::PodSandboxStatsResponse { stats: Some(stats) })
+}
+
+pub async fn list_pod_stats(
+    containers: &Arc<Containers>,
+    request: model::ListPodSandboxStatsRequest,
+) -> Result<model::ListPodSandboxStatsResponse, Status> {
+    let containers = containers.clone();
+    let stats = blocking(move || {
+        Ok::<_, Status>(container::pod_stats::list_pod_sandbox_stats(&containers, request.filter.as_ref()))
+    })
+    .await?;
+    Ok(model::ListPodSandboxStatsResponse { stats })
+}
+
+/// One message with every pod's usage, as ListPodSandboxStats.
+pub async fn stream_pod_stats(
+    containers: &Arc<Containers>,
+    request: model::StreamPodSandboxStatsRequest,
+) -> Result<StreamOf<model::StreamPodSandboxStatsResponse>, Status> {
+    let containers = containers.clone();
+    let pod_sandbox_stats = blocking(move || {
+        Ok::<_, Status>(container::pod_stats::list_pod_sandbox_stats(&containers, request.filter.as_ref()))
+    })
+    .await?;
+    Ok(Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxStatsResponse { pod_sandbox_stats })])))
+}
+
+/// GetContainerEvents: the subscriber's events as they happen, until it goes away (or does not
+/// keep up: then its stream ends and the kubelet relists).
+pub fn events(containers: &Arc<Containers>, _: model::GetEventsRequest) -> StreamOf<model::ContainerEventResponse> {
+    let receiver = containers.subscribe();
+    Box::pin(futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|event| (Ok(event), receiver))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_call_that_timed_out_is_deadline_exceeded_and_a_handler_gone_a_precondition() {
+        let timed_out = OciError::TimedOut {
+            handler: "crun".into(),
+            op: "kill",
+            id: "c1".into(),
+            after: std::time::Duration::from_secs(60),
+        };
+        let status = Status::from(ContainerError::runtime("c1", "stop")(timed_out));
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        let gone = OciError::Unavailable { handler: "crun".into(), problem: "is not configured".into() };
+        assert_eq!(Status::from(ContainerError::runtime("c1", "start")(gone)).code(), tonic::Code::FailedPrecondition);
+        let failed = OciError::Failed { handler: "crun".into(), op: "start", id: "c1".into(), message: "x".into() };
+        assert_eq!(Status::from(ContainerError::runtime("c1", "start")(failed)).code(), tonic::Code::Internal);
+    }
 }

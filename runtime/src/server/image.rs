@@ -35,6 +35,8 @@ fn status(e: &ImageError) -> Status {
         ImageError::Layer(_) => Status::data_loss(message),
         ImageError::Store(_) => Status::internal(message),
         ImageError::Several(..) => Status::unknown(message),
+        ImageError::Abandoned(_) => Status::cancelled(message),
+        ImageError::Deadline { .. } => Status::deadline_exceeded(message),
     }
 }
 

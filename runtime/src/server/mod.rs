@@ -105,9 +105,9 @@ impl RuntimeService for Cri {
     }
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<model::UpdatePodSandboxResourcesRequest>,
+        request: Request<model::UpdatePodSandboxResourcesRequest>,
     ) -> Reply<model::UpdatePodSandboxResourcesResponse> {
-        unimplemented("UpdatePodSandboxResources")
+        container::update_pod_resources(&self.containers, request.into_inner()).await.map(Response::new)
     }
 
     async fn create_container(
@@ -184,8 +184,11 @@ impl RuntimeService for Cri {
         unimplemented("CheckpointContainer")
     }
     type GetContainerEventsStream = StreamOf<model::ContainerEventResponse>;
-    async fn get_container_events(&self, _: Request<model::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+    async fn get_container_events(
+        &self,
+        request: Request<model::GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
+        Ok(Response::new(container::events(&self.containers, request.into_inner())))
     }
 
     async fn container_stats(
@@ -209,22 +212,22 @@ impl RuntimeService for Cri {
     }
     async fn pod_sandbox_stats(
         &self,
-        _: Request<model::PodSandboxStatsRequest>,
+        request: Request<model::PodSandboxStatsRequest>,
     ) -> Reply<model::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        container::pod_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<model::ListPodSandboxStatsRequest>,
+        request: Request<model::ListPodSandboxStatsRequest>,
     ) -> Reply<model::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        container::list_pod_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     type StreamPodSandboxStatsStream = StreamOf<model::StreamPodSandboxStatsResponse>;
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<model::StreamPodSandboxStatsRequest>,
+        request: Request<model::StreamPodSandboxStatsRequest>,
     ) -> Reply<Self::StreamPodSandboxStatsStream> {
-        unimplemented("StreamPodSandboxStats")
+        container::stream_pod_stats(&self.containers, request.into_inner()).await.map(Response::new)
     }
     async fn list_metric_descriptors(
         &self,

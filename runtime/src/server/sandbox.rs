@@ -9,20 +9,32 @@ use tonic::Status;
 
 use super::blocking;
 
-use crate::sandbox::{SandboxError, SandboxManager};
+use crate::sandbox::{self, SandboxError, SandboxManager};
 
 pub type Sandboxes = SandboxManager;
 
+/// The gRPC code each sandbox error deserves: the request's fault, a missing or duplicate
+/// sandbox, a node that cannot run it, something to retry, or lockstepd's (or the host's) trouble.
 impl From<SandboxError> for Status {
     fn from(e: SandboxError) -> Status {
         let message = e.to_string();
         match e {
-            SandboxError::InvalidArgument(_) => Status::invalid_argument(message),
-            SandboxError::NotFound(_) => Status::not_found(message),
-            SandboxError::AlreadyExists(_) => Status::already_exists(message),
-            SandboxError::FailedPrecondition(_) => Status::failed_precondition(message),
-            SandboxError::Unavailable { .. } => Status::unavailable(message),
-            SandboxError::Internal { .. } => Status::internal(message),
+            SandboxError::BadField(_) => Status::invalid_argument(message),
+            SandboxError::NoSuchSandbox { .. } => Status::not_found(message),
+            SandboxError::Exists { .. } => Status::already_exists(message),
+            SandboxError::HandlerBroken { .. } | SandboxError::NoWorkingHandler => Status::failed_precondition(message),
+            SandboxError::NetworkNotReady(_) | SandboxError::Detach { .. } => Status::unavailable(message),
+            SandboxError::Attach { .. }
+            | SandboxError::Containers { .. }
+            | SandboxError::Record { .. }
+            | SandboxError::CniCache { .. }
+            | SandboxError::Namespaces { .. }
+            | SandboxError::Pause { .. }
+            | SandboxError::Cgroups { .. }
+            | SandboxError::Files { .. }
+            | SandboxError::Mounts { .. }
+            | SandboxError::Dir { .. }
+            | SandboxError::Io { .. } => Status::internal(message),
         }
     }
 }
@@ -40,7 +52,7 @@ pub async fn run(
     request: model::RunPodSandboxRequest,
 ) -> Result<model::RunPodSandboxResponse, Status> {
     let sandboxes = sandboxes.clone();
-    let id = blocking(move || sandboxes.run(&request)).await?;
+    let id = blocking(move || sandbox::run::run_pod_sandbox(&sandboxes, &request)).await?;
     Ok(model::RunPodSandboxResponse { pod_sandbox_id: id })
 }
 
@@ -50,7 +62,7 @@ pub async fn stop(
 ) -> Result<model::StopPodSandboxResponse, Status> {
     checked_id(&request.pod_sandbox_id)?;
     let sandboxes = sandboxes.clone();
-    blocking(move || sandboxes.stop(&request.pod_sandbox_id)).await?;
+    blocking(move || sandbox::stop::stop_pod_sandbox(&sandboxes, &request.pod_sandbox_id)).await?;
     Ok(model::StopPodSandboxResponse {})
 }
 
@@ -60,7 +72,7 @@ pub async fn remove(
 ) -> Result<model::RemovePodSandboxResponse, Status> {
     checked_id(&request.pod_sandbox_id)?;
     let sandboxes = sandboxes.clone();
-    blocking(move || sandboxes.remove(&request.pod_sandbox_id)).await?;
+    blocking(move || sandbox::remove::remove_pod_sandbox(&sandboxes, &request.pod_sandbox_id)).await?;
     Ok(model::RemovePodSandboxResponse {})
 }
 
@@ -69,11 +81,11 @@ pub fn status(
     request: model::PodSandboxStatusRequest,
 ) -> Result<model::PodSandboxStatusResponse, Status> {
     checked_id(&request.pod_sandbox_id)?;
-    sandboxes.status(&request.pod_sandbox_id, request.verbose).map_err(Status::from)
+    sandbox::status::pod_sandbox_status(sandboxes, &request.pod_sandbox_id, request.verbose).map_err(Status::from)
 }
 
 pub fn list(sandboxes: &Sandboxes, request: model::ListPodSandboxRequest) -> model::ListPodSandboxResponse {
-    model::ListPodSandboxResponse { items: sandboxes.list(request.filter.as_ref()) }
+    model::ListPodSandboxResponse { items: sandbox::status::list_pod_sandboxes(sandboxes, request.filter.as_ref()) }
 }
 
 /// The whole list in one message: ours are far below the 16 MiB limit.
@@ -81,6 +93,6 @@ pub fn stream(
     sandboxes: &Sandboxes,
     request: model::StreamPodSandboxesRequest,
 ) -> StreamOf<model::StreamPodSandboxesResponse> {
-    let pod_sandboxes = sandboxes.list(request.filter.as_ref());
+    let pod_sandboxes = sandbox::status::list_pod_sandboxes(sandboxes, request.filter.as_ref());
     Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxesResponse { pod_sandboxes })]))
 }

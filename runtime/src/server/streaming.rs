@@ -60,7 +60,7 @@ pub async fn exec(streaming: &Arc<Streaming>, request: model::ExecRequest) -> Re
     }
     let containers = streaming.containers.clone();
     let id = request.container_id.clone();
-    blocking(move || containers.running_for_stream(&id, "exec").map(drop)).await?;
+    blocking(move || containers.running_for_stream(&id, "exec needs a running container").map(drop)).await?;
     Ok(model::ExecResponse { url: streaming.url(Request::Exec(request))? })
 }
 
@@ -73,7 +73,7 @@ pub async fn attach(
     }
     let containers = streaming.containers.clone();
     let id = request.container_id.clone();
-    blocking(move || containers.running_for_stream(&id, "attach").map(drop)).await?;
+    blocking(move || containers.running_for_stream(&id, "attach needs a running container").map(drop)).await?;
     Ok(model::AttachResponse { url: streaming.url(Request::Attach(request))? })
 }
 
@@ -127,8 +127,9 @@ impl Backend for Reach {
         Box::pin(async move {
             let flags = AttachFlags { stdin: request.stdin, stdout: request.stdout, stderr: request.stderr };
             let conn = tokio::task::spawn_blocking(move || {
-                let record =
-                    containers.running_for_stream(&request.container_id, "attach").map_err(|e| e.to_string())?;
+                let record = containers
+                    .running_for_stream(&request.container_id, "attach needs a running container")
+                    .map_err(|e| e.to_string())?;
                 attach::open(&record.run_dir, flags)
             })
             .await

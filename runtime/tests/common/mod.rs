@@ -180,10 +180,10 @@ impl Drop for Lockstepd {
         let records = lockstep_runtime::persist::RecordDir::new(self.root().join("sandboxes"));
         let records: Vec<(String, lockstep_runtime::sandbox::SandboxRecord)> = records.load_all().unwrap_or_default();
         for (_, record) in records {
-            let _ = lockstep_runtime::sandbox::cgroups::remove(&record.pause_cgroups, &record.id);
+            let _ = lockstep_runtime::host::cgroups::remove(&record.pause_cgroups, &record.id);
         }
-        for mount in lockstep_runtime::sandbox::files::mounts_under(self.tmp.path()).unwrap_or_default() {
-            let _ = lockstep_runtime::sandbox::files::unmount(&mount);
+        for mount in lockstep_runtime::host::mounts::mounts_under(self.tmp.path()).unwrap_or_default() {
+            let _ = lockstep_runtime::host::mounts::unmount(&mount);
         }
     }
 }

@@ -270,5 +270,5 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
 
 /// The v2 mount of this host when it is a hybrid cgroup host (crun refuses those).
 pub fn hybrid_cgroup2() -> Option<PathBuf> {
-    lockstep_runtime::oci::hybrid_cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo").unwrap())
+    lockstep_runtime::host::cgroups::Layout::read().hybrid_unified().map(PathBuf::from)
 }

@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod manifest;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -515,9 +515,15 @@ impl Session<'_> {
             progress_timeout: self.registry.progress_timeout,
             host: self.reference.registry.clone(),
             what,
+            window_waited: Duration::ZERO,
+            window_bytes: 0,
         })
     }
 }
+
+/// What a blob download must receive within each progress timeout (or reach its end): a
+/// registry trickling a few bytes at a time makes no progress either (issue 14, item 9).
+pub const MIN_PROGRESS_BYTES: u64 = 64 << 10;
 
 /// A blob being downloaded.
 pub struct Blob {
@@ -525,19 +531,39 @@ pub struct Blob {
     progress_timeout: Duration,
     host: String,
     what: String,
+    /// The current progress window: the time spent waiting for the registry in it (not the
+    /// time the unpacker took to make room) and the bytes received.
+    window_waited: Duration,
+    window_bytes: u64,
 }
 
 impl Blob {
-    /// The next piece, None at the end; a stall longer than the progress timeout is an error.
+    /// The next piece, None at the end. Less than [`MIN_PROGRESS_BYTES`] within a progress
+    /// timeout (none at all, or a trickle) is an error.
     pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
-        match tokio::time::timeout(self.progress_timeout, self.response.chunk()).await {
+        let left = self.progress_timeout.saturating_sub(self.window_waited);
+        let started = std::time::Instant::now();
+        let next = tokio::time::timeout(left, self.response.chunk()).await;
+        self.window_waited += started.elapsed();
+        match next {
             Err(_) => Err(RegistryError::Stalled {
                 host: self.host.clone(),
-                what: format!("downloading {}", self.what),
+                what: format!(
+                    "downloading {} ({} bytes came in that time, less than {MIN_PROGRESS_BYTES})",
+                    self.what, self.window_bytes
+                ),
                 after: self.progress_timeout,
             }),
             Ok(Err(e)) => Err(RegistryError::Unreachable { host: self.host.clone(), detail: error_chain(&e) }),
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => {
+                if let Some(bytes) = &c {
+                    self.window_bytes += bytes.len() as u64;
+                    if self.window_bytes >= MIN_PROGRESS_BYTES {
+                        (self.window_waited, self.window_bytes) = (Duration::ZERO, 0);
+                    }
+                }
+                Ok(c)
+            }
         }
     }
 }

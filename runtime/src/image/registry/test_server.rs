@@ -17,6 +17,14 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// This many bytes of JSON-looking filler, written 64 KiB at a time.
     Filler(usize),
+    /// These bytes, `piece` at a time with a pause of `every` before each; when the client
+    /// hangs up, `hung_up` hears of it.
+    Trickle {
+        bytes: Vec<u8>,
+        piece: usize,
+        every: std::time::Duration,
+        hung_up: std::sync::mpsc::Sender<()>,
+    },
 }
 
 impl Answer {
@@ -73,6 +81,15 @@ fn answer(mut stream: TcpStream, port: u16, handler: &dyn Fn(&str, u16) -> Answe
     match body {
         Body::Bytes(b) => {
             let _ = stream.write_all(&b);
+        }
+        Body::Trickle { bytes, piece, every, hung_up } => {
+            for part in bytes.chunks(piece.max(1)) {
+                std::thread::sleep(every);
+                if stream.write_all(part).and_then(|()| stream.flush()).is_err() {
+                    let _ = hung_up.send(());
+                    return;
+                }
+            }
         }
         Body::Filler(len) => {
             let chunk = vec![b' '; 64 << 10];

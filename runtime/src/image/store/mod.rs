@@ -3,7 +3,16 @@
 //! `holds/` (layers held by containers), `snapshots/` and `tmp/` (work in progress, emptied at
 //! start). Touches only that directory.
 
+mod gc;
+mod holds;
 pub mod records;
+mod state;
+mod usage;
+
+pub use gc::InFlight;
+pub use holds::HeldImage;
+pub use state::{Lookup, Store};
+pub use usage::{Filesystem, FsUsage};
 
 use std::path::{Path, PathBuf};
 

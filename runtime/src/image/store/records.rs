@@ -218,6 +218,11 @@ impl Records {
         Ok(())
     }
 
+    /// Who holds layers (container IDs, and the names of their image volumes' holds).
+    pub fn holders(&self) -> impl Iterator<Item = &str> {
+        self.holds.keys().map(String::as_str)
+    }
+
     /// Every layer snapshot (by chain ID) some image or hold needs.
     pub fn layers_in_use(&self) -> BTreeSet<Digest> {
         let mut used: BTreeSet<Digest> = self.by_id.values().flat_map(|r| r.chain_ids()).collect();

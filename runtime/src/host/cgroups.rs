@@ -1,6 +1,8 @@
-//! The cgroups of lockstepd's helper processes. The pause process's: a child of the pod's
-//! cgroup parent in every mounted hierarchy (each cgroup v1 hierarchy and the v2 one), so that
-//! the pod's limits apply to it and a restart of lockstepd's own service
+//! Every cgroup path and write of lockstepd, in one place: the host's layout (`Layout`: v1,
+//! hybrid or v2), the cgroup of a process for a controller (`controller_dir`), joining a cgroup
+//! (`join`), and the cgroups of lockstepd's helper processes. The pause process's: a child of
+//! the pod's cgroup parent in every mounted hierarchy (each v1 hierarchy and the v2 one), so
+//! that the pod's limits apply to it and a restart of lockstepd's own service
 //! (KillMode=control-group) does not take it along. The monitors' (`lockstep-monitors`, one for
 //! all, planned the same way under the default parent), for the second reason. Only the
 //! directories lockstepd created are removed, deepest first. Touches /sys/fs/cgroup below the
@@ -13,8 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::CgroupDriver;
-
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cannot {what} {path}: {source}")]
@@ -23,6 +23,122 @@ pub enum CgroupError {
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// How cgroup paths are named: cgroupfs paths, or systemd slices and scopes (the kubelet's
+/// --cgroup-driver; `cgroup_driver` in lockstep.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// How the host mounts its cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Only v1 hierarchies (a tmpfs at /sys/fs/cgroup holding one mount per controller).
+    V1,
+    /// v1 hierarchies for the controllers, and the v2 hierarchy mounted inside the same tmpfs
+    /// (systemd's /sys/fs/cgroup/unified) with no controllers of its own.
+    Hybrid { unified: PathBuf },
+    /// The v2 unified hierarchy at /sys/fs/cgroup.
+    V2,
+}
+
+impl Layout {
+    /// The layout that `mountinfo` (the text of /proc/self/mountinfo) shows.
+    pub fn of(mountinfo: &str) -> Layout {
+        let tree = Path::new("/sys/fs/cgroup");
+        let mounts: Vec<crate::host::mounts::Mount> = crate::host::mounts::mounts(mountinfo).collect();
+        // The last mount at a path is the one seen there.
+        match mounts.iter().rev().find(|m| m.point == tree).map(|m| m.fstype) {
+            Some("cgroup2") => Layout::V2,
+            Some("tmpfs") => mounts
+                .into_iter()
+                .find(|m| m.fstype == "cgroup2" && m.point.parent() == Some(tree))
+                .map_or(Layout::V1, |m| Layout::Hybrid { unified: m.point }),
+            _ => Layout::V1,
+        }
+    }
+
+    /// This host's layout; V1 when the mount table cannot be read.
+    pub fn read() -> Layout {
+        std::fs::read_to_string("/proc/self/mountinfo").map(|text| Layout::of(&text)).unwrap_or(Layout::V1)
+    }
+
+    /// The v2 mount of a hybrid host: what a runtime that refuses the hybrid layout must not see.
+    pub fn hybrid_unified(&self) -> Option<&Path> {
+        match self {
+            Layout::Hybrid { unified } => Some(unified),
+            Layout::V1 | Layout::V2 => None,
+        }
+    }
+}
+
+/// Moves the calling process into the cgroup `dir` ("0" is the writer itself; a child forked
+/// afterwards is born there).
+pub fn join(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("cgroup.procs"), "0")
+}
+
+/// The directory of the cgroup named in `cgroups` (the text of /proc/<pid>/cgroup) for
+/// `controller`, and whether it is the v2 unified hierarchy: the v1 hierarchy of that
+/// controller when one is mounted (hybrid hosts keep the controllers there), else v2.
+pub fn controller_dir(cgroups: &str, mountinfo: &str, controller: &str) -> Option<(PathBuf, bool)> {
+    let mut v1 = None;
+    let mut v2 = None;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == controller) {
+            v1 = Some(path.to_string());
+        } else if controllers.is_empty() {
+            v2 = Some(path.to_string());
+        }
+    }
+    if let Some(path) = v1 {
+        let (mount, root) =
+            find_mount(mountinfo, |fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == controller))?;
+        return Some((join_cgroup(&mount, &root, &path), false));
+    }
+    let path = v2?;
+    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
+    Some((join_cgroup(&mount, &root, &path), true))
+}
+
+/// The directory of cgroup `path` (relative to a hierarchy's root) for `controller`, and
+/// whether it is v2: in the controller's v1 hierarchy when one is mounted, else in v2.
+pub fn hierarchy_dir(mountinfo: &str, controller: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let path = path.to_string_lossy();
+    if let Some((mount, root)) =
+        find_mount(mountinfo, |fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == controller))
+    {
+        return Some((join_cgroup(&mount, &root, &path), false));
+    }
+    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
+    Some((join_cgroup(&mount, &root, &path), true))
+}
+
+/// A pod's cgroup (its cgroup parent) relative to a hierarchy's root, by the cgroup driver:
+/// the path itself under cgroupfs, the slice's path under systemd.
+pub fn parent_path(driver: CgroupDriver, parent: &str) -> PathBuf {
+    let path = match driver {
+        CgroupDriver::Cgroupfs => PathBuf::from(parent),
+        CgroupDriver::Systemd => slice_path(parent),
+    };
+    path.strip_prefix("/").map(Path::to_path_buf).unwrap_or(path)
+}
+
+/// The mount point and mounted root of the first mount whose type and super options match.
+fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
+    crate::host::mounts::mounts(mountinfo).find(|m| matches(m.fstype, m.super_options)).map(|m| (m.point, m.root))
+}
+
+/// `<mount point>/<cgroup path relative to the mounted root>`.
+fn join_cgroup(mount: &Path, root: &str, path: &str) -> PathBuf {
+    let relative = path.strip_prefix(root).filter(|_| root != "/").unwrap_or(path);
+    mount.join(relative.trim_start_matches('/'))
 }
 
 /// How the pause's own cgroup (the leaf) is named: `lockstep-<sandbox id>`.
@@ -61,15 +177,13 @@ pub fn plan(driver: CgroupDriver, parent: &str, id: &str) -> Result<PauseCgroups
 /// `<slice path>/lockstep-<id>.scope` under systemd. An empty parent is `/lockstep` (cgroupfs)
 /// or `system.slice` (systemd), as for containers.
 pub fn relative_path(driver: CgroupDriver, parent: &str, id: &str) -> PathBuf {
-    let (parent, leaf) = match driver {
+    match driver {
         CgroupDriver::Cgroupfs => {
-            (PathBuf::from(if parent.is_empty() { "/lockstep" } else { parent }), format!("{LEAF_PREFIX}{id}"))
+            parent_path(driver, if parent.is_empty() { "/lockstep" } else { parent }).join(format!("{LEAF_PREFIX}{id}"))
         }
-        CgroupDriver::Systemd => {
-            (slice_path(if parent.is_empty() { "system.slice" } else { parent }), format!("{LEAF_PREFIX}{id}.scope"))
-        }
-    };
-    parent.strip_prefix("/").unwrap_or(&parent).join(leaf)
+        CgroupDriver::Systemd => parent_path(driver, if parent.is_empty() { "system.slice" } else { parent })
+            .join(format!("{LEAF_PREFIX}{id}.scope")),
+    }
 }
 
 /// A systemd slice's cgroup path: `a-b.slice` is `/a.slice/a-b.slice`; a path is taken as it is.
@@ -94,9 +208,9 @@ fn slice_path(slice: &str) -> PathBuf {
 }
 
 /// The mount point of each cgroup hierarchy (v1 and v2) mounted at its root, once each.
-fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+pub fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
     let mut seen = std::collections::BTreeSet::new();
-    crate::mountinfo::mounts(mountinfo)
+    crate::host::mounts::mounts(mountinfo)
         .filter(|m| matches!(m.fstype, "cgroup" | "cgroup2") && m.root == "/" && seen.insert(m.device))
         .map(|m| m.point)
         .collect()
@@ -167,6 +281,44 @@ pub fn remove(created: &[PathBuf], id: &str) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_is_named_from_what_is_mounted_at_sys_fs_cgroup() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(Layout::of(hybrid), Layout::Hybrid { unified: PathBuf::from("/sys/fs/cgroup/unified") });
+        assert_eq!(Layout::of(hybrid).hybrid_unified(), Some(Path::new("/sys/fs/cgroup/unified")));
+        let pure_v2 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(Layout::of(pure_v2), Layout::V2);
+        let pure_v1 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+        assert_eq!(Layout::of(pure_v1), Layout::V1);
+        let v2_elsewhere = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            41 23 0:38 / /mnt/cgroup2 rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(Layout::of(v2_elsewhere), Layout::V1, "a v2 mount elsewhere does not make a hybrid host");
+    }
+
+    #[test]
+    fn a_controller_is_found_in_its_v1_hierarchy_before_v2_and_sub_tree_mounts_count() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let cgroups = "4:memory:/pods/c1\n1:cpu:/pods/c1\n0::/pods/c1\n";
+        assert_eq!(
+            controller_dir(cgroups, hybrid, "memory"),
+            Some((PathBuf::from("/sys/fs/cgroup/memory/pods/c1"), false))
+        );
+        assert_eq!(
+            controller_dir(cgroups, hybrid, "pids"),
+            Some((PathBuf::from("/sys/fs/cgroup/unified/pods/c1"), true))
+        );
+        let sub_tree = "35 31 0:32 /outer /mnt/mem rw - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            controller_dir("4:memory:/outer/c1\n", sub_tree, "memory"),
+            Some((PathBuf::from("/mnt/mem/c1"), false))
+        );
+    }
 
     #[test]
     fn each_hierarchy_once_and_only_at_its_root() {
