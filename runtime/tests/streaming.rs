@@ -197,6 +197,12 @@ async fn exec_with_a_terminal_is_resized_and_reads_stdin() {
     let (out, _, error) = spdy_exec(&url, true, &[b"go\r"], Some(r#"{"Width":100,"Height":40}"#)).await;
     assert!(out.contains("40 100"), "the terminal was not resized, or is none: {out:?} ({error})");
     assert_eq!(status(&error)["status"], "Success");
+    // A command over before its terminal is looked at still has its output (critest's case).
+    for _ in 0..10 {
+        let url = rig.exec_url("tty", &["echo", "-n", "quick"], true, false);
+        let (out, _, error) = spdy_exec(&url, true, &[], None).await;
+        assert_eq!((out.as_str(), status(&error)["status"].as_str()), ("quick", Some("Success")), "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

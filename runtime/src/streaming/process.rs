@@ -43,10 +43,10 @@ impl ConsoleSocket {
         &self.path
     }
 
-    /// Waits for the runtime to connect and send the terminal.
-    async fn receive(self) -> std::io::Result<File> {
+    /// Waits (at most `wait`) for the runtime to connect and send the terminal.
+    async fn receive(&self, wait: Duration) -> std::io::Result<File> {
         let listener = tokio::net::UnixListener::from_std(self.listener.try_clone()?)?;
-        let (stream, _) = tokio::time::timeout(CONSOLE_WAIT, listener.accept())
+        let (stream, _) = tokio::time::timeout(wait, listener.accept())
             .await
             .map_err(|_| std::io::Error::other("the runtime sent no terminal"))??;
         let stream = stream.into_std()?;
@@ -163,11 +163,19 @@ pub async fn run(mut exec: PreparedExec, console: Option<ConsoleSocket>, io: Com
     let mut inputs = tokio::task::JoinSet::new();
     if let Some(console) = console {
         let master = tokio::select! {
-            master = console.receive() => master,
+            // The terminal first: a short command may be over (and its helper gone) by the time
+            // the runtime's connection is looked at; its output waits in the terminal.
+            biased;
+            master = console.receive(CONSOLE_WAIT) => master,
             status = child.wait() => {
-                // The runtime exited without sending a terminal: it could not run the process.
                 let status = status.map_err(|e| format!("cannot wait for the exec: {e}"))?;
-                return Err(exec.runtime_failure().unwrap_or_else(|| format!("the exec failed ({status})")));
+                match console.receive(Duration::from_millis(500)).await {
+                    Ok(master) => Ok(master),
+                    // The runtime exited without sending a terminal: it could not run the process.
+                    Err(_) => {
+                        return Err(exec.runtime_failure().unwrap_or_else(|| format!("the exec failed ({status})")))
+                    }
+                }
             }
             _ = gone.cancelled() => {
                 let _ = kill(&exec, &mut child).await;
