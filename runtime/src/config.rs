@@ -71,6 +71,13 @@ pub struct RuntimeSection {
     /// seconds is killed and fails with DeadlineExceeded: a stuck runtime must not pin a
     /// container's lock, nor a thread per kubelet retry.
     pub runtime_call_timeout_secs: u64,
+    /// The address the streaming server (the URLs Exec, Attach and PortForward return)
+    /// listens on; the kubelet connects to it, so loopback unless the kubelet runs elsewhere.
+    pub stream_address: String,
+    /// Its port; 0: a free port chosen at start.
+    pub stream_port: u16,
+    /// A streaming session through which nothing passed for this long is ended.
+    pub stream_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +150,9 @@ impl Default for RuntimeSection {
             seccomp_use_default_when_empty: false,
             allowed_annotations: Vec::new(),
             runtime_call_timeout_secs: DEFAULT_RUNTIME_CALL_TIMEOUT.as_secs(),
+            stream_address: "127.0.0.1".into(),
+            stream_port: 0,
+            stream_idle_timeout_secs: 4 * 3600,
         }
     }
 }
@@ -372,6 +382,15 @@ impl Config {
             "# An OCI runtime call still running after this many seconds is killed (DeadlineExceeded).\n\
              runtime_call_timeout_secs = {}",
             self.runtime.runtime_call_timeout_secs
+        );
+        let _ = writeln!(
+            s,
+            "# The streaming server behind Exec, Attach and PortForward (the kubelet connects to it);\n\
+             # port 0: a free port chosen at start. A session idle this long is ended.\n\
+             stream_address = {}\nstream_port = {}\nstream_idle_timeout_secs = {}",
+            toml_string(&self.runtime.stream_address),
+            self.runtime.stream_port,
+            self.runtime.stream_idle_timeout_secs
         );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");

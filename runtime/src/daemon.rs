@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
 use crate::persist::{self, PersistError};
+use crate::server::streaming::Streaming;
 use crate::server::{Containers, Cri, Sandboxes};
 use crate::socket::{self, SocketError};
 
@@ -36,6 +37,8 @@ pub enum DaemonError {
     Containers(#[from] crate::container::ContainerError),
     #[error("recovery panicked ({0})")]
     RecoveryPanicked(String),
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::StreamError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -70,7 +73,8 @@ pub async fn run(
     let sandboxes = recover_sandboxes(info.clone()).await?;
     let containers = recover_containers(info.clone(), sandboxes.clone(), images.clone()).await?;
     sandboxes.set_containers(containers.clone());
-    let cri = Arc::new(Cri { info, sandboxes, containers, images });
+    let streaming = start_streaming(&info, containers.clone(), sandboxes.clone()).await?;
+    let cri = Arc::new(Cri { info, sandboxes, containers, images, streaming });
     let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
     let listener = socket::listen(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");
@@ -81,6 +85,24 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("lockstepd stopped; containers keep running");
     Ok(served?)
+}
+
+/// The streaming server behind Exec, Attach and PortForward; exec terminals arrive on
+/// sockets under `<runroot>/streams`.
+async fn start_streaming(
+    info: &RuntimeInfo,
+    containers: Arc<Containers>,
+    sandboxes: Arc<Sandboxes>,
+) -> Result<Arc<Streaming>, DaemonError> {
+    let config = info.config();
+    let settings = crate::streaming::Settings {
+        address: config.runtime.stream_address.clone(),
+        port: config.runtime.stream_port,
+        idle_timeout: std::time::Duration::from_secs(config.runtime.stream_idle_timeout_secs.max(1)),
+    };
+    let console_dir = config.runroot.join("streams");
+    persist::restrict_dir(&console_dir, 0o700)?;
+    Ok(Arc::new(Streaming::start(settings, containers, sandboxes, console_dir).await?))
 }
 
 /// Loads the sandbox records and recovers them (rollback of half-made ones, checks of ready

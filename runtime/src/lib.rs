@@ -22,6 +22,7 @@ pub mod persist;
 pub mod sandbox;
 pub mod server;
 pub mod socket;
+pub mod streaming;
 pub mod timing;
 pub mod undo;
 #[cfg(test)]

@@ -172,7 +172,7 @@ async fn start_one(mut c: CriClient, image: String, log_dir: PathBuf, steps: Arc
 /// A sleeping container as the kubelet configures one (labels, log path, the pod's namespaces,
 /// and seccomp Unconfined: what the kubelet sends for a pod that names no profile, unless its
 /// seccompDefault is on).
-fn container_config(pod: &model::PodSandboxConfig, image: &str) -> model::ContainerConfig {
+pub(super) fn container_config(pod: &model::PodSandboxConfig, image: &str) -> model::ContainerConfig {
     let mut labels = pod.labels.clone();
     labels.insert("io.kubernetes.container.name".into(), "sleeper".into());
     let namespace_options =

@@ -9,6 +9,7 @@ mod pods;
 pub mod run;
 mod runtime_info;
 mod stats;
+pub mod streaming;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,6 +72,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(pods::benches());
     benches.extend(images::benches());
     benches.extend(containers::benches());
+    benches.extend(streaming::benches());
     benches
 }
 

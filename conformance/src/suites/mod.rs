@@ -16,8 +16,9 @@ pub(crate) mod podkit;
 mod pods;
 mod runtime_info;
 mod security;
+pub(crate) mod spdy;
 mod streaming;
-mod websocket;
+pub(crate) mod websocket;
 
 use crate::framework::Test;
 

@@ -237,8 +237,14 @@ fn create_steps(
         }
         undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
     });
-    let request =
-        CreateRequest { container_id: id.to_string(), bundle, log_path, tty: config.tty, stdin: config.stdin };
+    let request = CreateRequest {
+        container_id: id.to_string(),
+        bundle,
+        log_path,
+        tty: config.tty,
+        stdin: config.stdin,
+        stdin_once: config.stdin_once,
+    };
     let spawned = runtime.create(&dir, &request).map_err(ContainerError::monitor(id, "create"))?;
     timer.mark("monitor");
 

@@ -38,6 +38,7 @@ pub mod stats;
 pub mod status;
 pub mod stop;
 pub mod store;
+mod streams;
 pub mod update;
 pub mod usage;
 pub mod user;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use oci_spec::runtime::{LinuxResources, Process};
 
 use crate::monitor::{self, ContainerDir, ExitRecord, MonitorConfig, MonitorError, MonitorState, Spawned};
-use crate::oci::{CommandRuntime, ExecOptions, ExecOutcome, OciError, OciRuntime, OciState, DEFAULT_EXEC_OUTPUT_CAP};
+use crate::oci::{
+    CommandRuntime, ExecOptions, ExecOutcome, OciError, OciRuntime, OciState, PreparedExec, DEFAULT_EXEC_OUTPUT_CAP,
+};
 
 /// What a container's monitor is told at creation, beyond the runtime that the
 /// implementation itself supplies.
@@ -21,6 +23,7 @@ pub struct CreateRequest {
     pub log_path: Option<PathBuf>,
     pub tty: bool,
     pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// One container's process as lockstepd drives it. Calls block (a runtime is a process to
@@ -47,6 +50,12 @@ pub trait ContainerRuntime: Send + Sync {
     fn delete(&self, id: &str) -> Result<(), OciError>;
     /// Runs `process` in the running container, waiting at most `timeout`.
     fn exec(&self, id: &str, process: &Process, timeout: Option<Duration>) -> Result<ExecOutcome, OciError>;
+    /// `process` prepared to run in the running container interactively (the streaming
+    /// server's exec), its terminal sent to `console` when given. A runtime that cannot: Unavailable.
+    fn prepare_exec(&self, id: &str, process: &Process, console: Option<&Path>) -> Result<PreparedExec, OciError> {
+        let _ = (id, process, console);
+        Err(OciError::Unavailable { handler: self.handler().to_string(), problem: "has no interactive exec".into() })
+    }
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError>;
     /// Asks the monitor to reopen the container's log.
     fn reopen_log(&self, dir: &ContainerDir) -> Result<(), MonitorError>;
@@ -99,6 +108,7 @@ impl ContainerRuntime for Monitored {
             log_path: request.log_path.clone(),
             tty: request.tty,
             stdin: request.stdin,
+            stdin_once: request.stdin_once,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: self.monitor_cgroups.clone(),
         };
@@ -140,6 +150,17 @@ impl ContainerRuntime for Monitored {
             reaper_cgroup: hidden.and_then(|h| self.monitor_cgroups.iter().find(|c| c.starts_with(h))).cloned(),
         };
         self.oci()?.exec(id, process, options)
+    }
+
+    fn prepare_exec(&self, id: &str, process: &Process, console: Option<&Path>) -> Result<PreparedExec, OciError> {
+        let reaper = self
+            .monitor_binary
+            .as_ref()
+            .map_err(|problem| OciError::Unavailable { handler: self.handler.clone(), problem: problem.clone() })?;
+        // As `exec`: a runtime in a pure v1 view leaves the process in the reaper's v2 cgroup.
+        let hidden = self.cgroup2_hidden();
+        let reaper_cgroup = hidden.and_then(|h| self.monitor_cgroups.iter().find(|c| c.starts_with(h)));
+        self.oci()?.prepare_exec(id, process, console, reaper, reaper_cgroup.map(PathBuf::as_path))
     }
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError> {

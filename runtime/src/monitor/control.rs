@@ -1,7 +1,8 @@
 //! The monitor's control socket (`control.sock` in the container's directory): one text
 //! command per connection, one line back. `reopen` reopens the CRI log (ReopenContainerLog),
-//! `ping` answers with the monitor's pid. Attach will join here. Both ends live in this
-//! module; paths longer than a unix socket address allows are reached via /proc/self/fd.
+//! `ping` answers with the monitor's pid, `attach …` turns the connection into an attach
+//! stream (`attach`). Both ends live in this module; paths longer than a unix socket address
+//! allows are reached via /proc/self/fd.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::attach::{AttachFlags, Attachers};
 use super::log::CriLog;
 
 /// sun_path holds 108 bytes, the terminating NUL included.
@@ -78,8 +80,9 @@ pub fn bind_here(name: &str) -> std::io::Result<UnixListener> {
     UnixListener::bind(name)
 }
 
-/// Answers control connections, one at a time, for the monitor's life.
-pub fn serve(listener: UnixListener, log: Arc<CriLog>) {
+/// Answers control connections, one at a time, for the monitor's life; attach streams go on
+/// on threads of their own.
+pub fn serve(listener: UnixListener, log: Arc<CriLog>, attachers: Arc<Attachers>) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
@@ -95,6 +98,18 @@ pub fn serve(listener: UnixListener, log: Arc<CriLog>) {
                 Err(e) => format!("error cannot reopen {}: {e}\n", log.path().unwrap_or(Path::new("")).display()),
             },
             "ping" => format!("ok {}\n", std::process::id()),
+            attach if attach.starts_with("attach") => match AttachFlags::parse(&attach["attach".len()..]) {
+                Ok(flags) => {
+                    let attachers = attachers.clone();
+                    let spawned =
+                        std::thread::Builder::new().stack_size(128 * 1024).spawn(move || attachers.serve(conn, flags));
+                    if spawned.is_err() {
+                        eprintln!("lockstep-monitor: cannot start an attach thread");
+                    }
+                    continue;
+                }
+                Err(e) => format!("error {e}\n"),
+            },
             other => format!("error unknown command {other:?}\n"),
         };
         let _ = conn.write_all(reply.as_bytes());

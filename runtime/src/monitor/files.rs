@@ -25,6 +25,9 @@ pub struct MonitorConfig {
     pub tty: bool,
     /// Keep stdin open for attach (CRI stdin); otherwise stdin is /dev/null.
     pub stdin: bool,
+    /// The first attacher's end of stdin closes the container's (CRI stdin_once).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Lines longer than this are split into partial entries.
     pub max_log_line: usize,
     /// Cgroup directories (one per hierarchy) the monitor moves itself into: the one in the

@@ -4,6 +4,7 @@
 //! (code, time, OOM kill) and outlives lockstepd. lockstepd starts it, reads its report,
 //! talks to it over a control socket and reads its exit record, before and after a restart.
 
+pub mod attach;
 pub mod client;
 pub mod control;
 pub mod exec_reaper;
@@ -12,6 +13,9 @@ pub mod log;
 pub mod oom;
 pub mod process;
 mod sys;
+
+/// The pty master an OCI runtime sends over a console socket (exec with a terminal uses it too).
+pub use sys::receive_fd;
 
 pub use client::{find_all, reopen_log, spawn, state, wait_exit, MonitorError, MonitorState, Spawned};
 pub use files::{ContainerDir, ExitRecord, MonitorConfig};

@@ -20,6 +20,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::attach::Attachers;
 use super::control;
 use super::files::{self, ContainerDir, ExitRecord, MonitorConfig, MonitorIdentity, Report};
 use super::log::{CriLog, LineSplitter, Stream};
@@ -119,7 +120,7 @@ struct Monitor {
     init: Pid,
     output: Output,
     /// Held open so that the container's stdin stays open until attach closes it.
-    _stdin: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
     log: Arc<CriLog>,
     control: UnixListener,
     oom: Option<OomWatch>,
@@ -201,7 +202,7 @@ impl Monitor {
             config: config.clone(),
             init,
             output,
-            _stdin: stdin_kept,
+            stdin: stdin_kept,
             log: Arc::new(log),
             control,
             oom: OomWatch::for_pid(init.as_raw()),
@@ -224,22 +225,32 @@ impl Monitor {
         let (done_tx, done) = mpsc::channel::<()>();
         let max = self.config.max_log_line;
         let mut copiers = 0;
+        // Attachers write to the container's stdin (the pipe, or the terminal) and resize it.
+        let (stdin, terminal) = match &self.output {
+            Output::Pipes { .. } => (self.stdin.map(File::from), None),
+            Output::Terminal { master } => {
+                let input = if self.config.stdin { master.try_clone().ok() } else { None };
+                (input, master.try_clone().ok())
+            }
+        };
+        let attachers = Arc::new(Attachers::new(stdin, self.config.stdin_once, terminal));
         match self.output {
             Output::Pipes { stdout, stderr } => {
                 for (source, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
-                    spawn_copier(source, stream, self.log.clone(), max, done_tx.clone());
+                    spawn_copier(source, stream, self.log.clone(), attachers.clone(), max, done_tx.clone());
                     copiers += 1;
                 }
             }
             Output::Terminal { master } => {
-                spawn_copier(master, Stream::Stdout, self.log.clone(), max, done_tx.clone());
+                spawn_copier(master, Stream::Stdout, self.log.clone(), attachers.clone(), max, done_tx.clone());
                 copiers += 1;
             }
         }
         drop(done_tx);
         let log = self.log.clone();
         let control = self.control;
-        let _ = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || control::serve(control, log));
+        let served = attachers.clone();
+        let _ = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || control::serve(control, log, served));
 
         let (exit_code, signal) = reap_until(self.init);
         let exited_at = SystemTime::now();
@@ -253,6 +264,7 @@ impl Monitor {
                 break;
             }
         }
+        attachers.close_all();
         let record = ExitRecord {
             exit_code,
             signal,
@@ -305,9 +317,16 @@ fn receive_console(listener: &UnixListener) -> Result<File, String> {
     }
 }
 
-/// Copies one output stream into the log until EOF (a terminal's master reads EIO once the
-/// container side is closed), then says so on `done`.
-fn spawn_copier(mut source: File, stream: Stream, log: Arc<CriLog>, max: usize, done: mpsc::Sender<()>) {
+/// Copies one output stream into the log, and to the attachers, until EOF (a terminal's
+/// master reads EIO once the container side is closed), then says so on `done`.
+fn spawn_copier(
+    mut source: File,
+    stream: Stream,
+    log: Arc<CriLog>,
+    attachers: Arc<Attachers>,
+    max: usize,
+    done: mpsc::Sender<()>,
+) {
     let copy = move || {
         let mut splitter = LineSplitter::new(max);
         let mut sink = Sink { log, stream, failed: false };
@@ -318,6 +337,7 @@ fn spawn_copier(mut source: File, stream: Stream, log: Arc<CriLog>, max: usize, 
                 Ok(n) => {
                     let at = SystemTime::now();
                     splitter.push(&buf[..n], &mut |content, partial| sink.write(content, partial, at));
+                    attachers.broadcast(stream, &buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,

@@ -377,6 +377,97 @@ impl OciRuntime for CommandRuntime {
     }
 }
 
+/// An interactive exec, ready to spawn: the reaper (`lockstep-monitor exec`) running the
+/// runtime's `exec --detach`, so that the reaper exits with the process's status; the
+/// process's stdio is the command's (or the terminal sent to `console_socket`). The files it
+/// uses go when this is dropped.
+pub struct PreparedExec {
+    /// Taken once (`take_command`) and spawned with the stdio the process should have.
+    command: Command,
+    /// Where the runtime writes the process's pid (to kill it when the client goes).
+    pub pid_file: PathBuf,
+    log_file: PathBuf,
+    process_file: PathBuf,
+}
+
+impl PreparedExec {
+    /// The command to spawn; a second call gets a command that runs nothing useful.
+    pub fn take_command(&mut self) -> Command {
+        std::mem::replace(&mut self.command, Command::new("/nonexistent/taken"))
+    }
+
+    /// The process's pid, once the runtime has written it.
+    pub fn pid(&self) -> Option<i32> {
+        read_pid(&self.pid_file)
+    }
+
+    /// The runtime's own message when it could not run the process (its JSON log holds an
+    /// error); None when it ran it.
+    pub fn runtime_failure(&self) -> Option<String> {
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        has_error(&log).then(|| runtime_message(&log, &[])).flatten()
+    }
+}
+
+impl Drop for PreparedExec {
+    fn drop(&mut self) {
+        for file in [&self.log_file, &self.process_file, &self.pid_file] {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+impl CommandRuntime {
+    /// Prepares `process` to run in container `id` interactively, under `reaper` (joined to
+    /// `reaper_cgroup` first, as `exec` does), its terminal sent to `console_socket`.
+    pub fn prepare_exec(
+        &self,
+        id: &str,
+        process: &Process,
+        console_socket: Option<&Path>,
+        reaper: &Path,
+        reaper_cgroup: Option<&Path>,
+    ) -> Result<PreparedExec, OciError> {
+        let log_file = self.log_file("exec");
+        let prepared = PreparedExec {
+            command: Command::new(reaper),
+            pid_file: log_file.with_extension("pid"),
+            process_file: log_file.with_extension("process.json"),
+            log_file,
+        };
+        let json = serde_json::to_vec(process).map_err(|e| OciError::Parse {
+            handler: self.command.handler.clone(),
+            op: "exec",
+            id: id.into(),
+            message: format!("cannot encode the process: {e}"),
+        })?;
+        let mut prepared = prepared;
+        // The process carries the container's whole environment: the owner's alone.
+        write_private(&prepared.process_file, &json).map_err(|source| OciError::Io {
+            what: "write",
+            path: prepared.process_file.clone(),
+            source,
+        })?;
+        let mut cmd = self.base(&prepared.log_file, "exec")?;
+        cmd.arg("--process").arg(&prepared.process_file).arg("--pid-file").arg(&prepared.pid_file).arg("--detach");
+        if let Some(socket) = console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(id);
+        let through = &mut prepared.command;
+        if let Some(cgroup) = reaper_cgroup {
+            super::spawn::joining_cgroup(through, cgroup).map_err(|source| OciError::Io {
+                what: "join",
+                path: cgroup.to_path_buf(),
+                source,
+            })?;
+        }
+        self.command.prepare(through)?;
+        through.arg("exec").arg(cmd.get_program()).args(cmd.get_args());
+        Ok(prepared)
+    }
+}
+
 impl CommandRuntime {
     /// Waits for an exec'd runtime, collecting its output; at the timeout kills the process it
     /// runs (its pid is in `pid_file`), so that the runtime reaps it and exits, and reaps the

@@ -6,6 +6,7 @@ mod container;
 pub mod image;
 mod runtime_info;
 mod sandbox;
+pub mod streaming;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub struct Cri {
     pub sandboxes: Arc<Sandboxes>,
     pub containers: Arc<Containers>,
     pub images: Arc<crate::image::service::ImageService>,
+    pub streaming: Arc<streaming::Streaming>,
 }
 
 /// Runs blocking work (OCI runtimes, CNI plugins, namespaces, files) off the async workers; its
@@ -166,14 +168,14 @@ impl RuntimeService for Cri {
     async fn exec_sync(&self, request: Request<model::ExecSyncRequest>) -> Reply<model::ExecSyncResponse> {
         container::exec_sync(&self.containers, request.into_inner()).await.map(Response::new)
     }
-    async fn exec(&self, _: Request<model::ExecRequest>) -> Reply<model::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<model::ExecRequest>) -> Reply<model::ExecResponse> {
+        streaming::exec(&self.streaming, request.into_inner()).await.map(Response::new)
     }
-    async fn attach(&self, _: Request<model::AttachRequest>) -> Reply<model::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, request: Request<model::AttachRequest>) -> Reply<model::AttachResponse> {
+        streaming::attach(&self.streaming, request.into_inner()).await.map(Response::new)
     }
-    async fn port_forward(&self, _: Request<model::PortForwardRequest>) -> Reply<model::PortForwardResponse> {
-        unimplemented("PortForward")
+    async fn port_forward(&self, request: Request<model::PortForwardRequest>) -> Reply<model::PortForwardResponse> {
+        streaming::port_forward(&self.streaming, request.into_inner()).await.map(Response::new)
     }
     async fn checkpoint_container(
         &self,

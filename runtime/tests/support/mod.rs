@@ -154,6 +154,7 @@ impl Lab {
             log_path: Some(self.log_path(id)),
             tty,
             stdin,
+            stdin_once: false,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: Vec::new(),
         }
