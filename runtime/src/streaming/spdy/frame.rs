@@ -320,4 +320,46 @@ mod tests {
         assert!(parse_control(PING, 0, &[]).is_err());
         assert_eq!(parse_control(99, 0, &[1, 2, 3]).unwrap(), Control::Other { kind: 99 });
     }
+
+    mod properties {
+        //! Any bytes as a control frame's payload: read or refused, never a panic, and what is
+        //! read is written back to the same frame.
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn any_control_payload_is_read_or_refused_and_what_is_read_round_trips(
+                kind in prop_oneof![1u16..=9, any::<u16>()],
+                flags in any::<u8>(),
+                payload in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                if let Ok(control) = parse_control(kind, flags, &payload) {
+                    if matches!(control, Control::Other { .. }) {
+                        return Ok(());
+                    }
+                    let wire = encode_control(&control);
+                    let head: [u8; 8] = wire[..8].try_into().unwrap();
+                    let Head::Control { kind, flags, length } = parse_head(head).unwrap() else {
+                        panic!("a control frame was written with a data head");
+                    };
+                    prop_assert_eq!(length as usize, wire.len() - 8);
+                    prop_assert_eq!(parse_control(kind, flags, &wire[8..]).unwrap(), control);
+                }
+            }
+
+            #[test]
+            fn any_frame_head_is_read_or_refused(head in any::<[u8; 8]>()) {
+                match parse_head(head) {
+                    Ok(Head::Data { stream_id, length, .. }) => {
+                        prop_assert!(stream_id <= 0x7fff_ffff && length <= MAX_LENGTH);
+                    }
+                    Ok(Head::Control { length, .. }) => prop_assert!(length <= MAX_LENGTH),
+                    Err(FrameError::Version(v)) => prop_assert_ne!(v, VERSION),
+                    Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                }
+            }
+        }
+    }
 }

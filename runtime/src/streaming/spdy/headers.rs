@@ -337,4 +337,33 @@ mod tests {
         assert!(block.len() < 8 * 1024);
         assert_eq!(Inflater::new().block(&block).unwrap_err(), HeaderError::TooLarge);
     }
+
+    mod properties {
+        //! Header blocks: any bytes are read or refused; any headers written are read back.
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn any_uncompressed_block_is_read_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+                let _ = decode_block(&bytes);
+            }
+
+            #[test]
+            fn headers_written_are_read_back(
+                headers in prop::collection::vec(("[a-z][a-z0-9-]{0,12}", "[ -~]{0,20}"), 0..6),
+            ) {
+                let headers: Headers = headers;
+                let mut expected: Headers = Vec::new();
+                // Values of one name travel together, in order, as SPDY/3 joins them.
+                for (name, _) in &headers {
+                    if !expected.iter().any(|(n, _)| n == name) {
+                        expected.extend(headers.iter().filter(|(n, _)| n == name).cloned());
+                    }
+                }
+                prop_assert_eq!(decode_block(&encode_block(&headers)).unwrap(), expected);
+            }
+        }
+    }
 }
