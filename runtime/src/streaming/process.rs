@@ -20,6 +20,8 @@ use crate::oci::PreparedExec;
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// How long the runtime may take to send the terminal.
 const CONSOLE_WAIT: Duration = Duration::from_secs(30);
+/// How long a terminal already on its way is still waited for once the runtime has exited.
+const TERMINAL_AFTER_EXIT: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 32 * 1024;
 
 /// A unix socket the OCI runtime sends an exec's pty master to.
@@ -162,17 +164,21 @@ pub async fn run(mut exec: PreparedExec, console: Option<ConsoleSocket>, io: Com
     let mut outputs = tokio::task::JoinSet::new();
     let mut inputs = tokio::task::JoinSet::new();
     if let Some(console) = console {
+        // One receive for the whole wait: dropped half-way (accepted, the descriptor not yet
+        // read), the runtime's terminal would be lost with it.
+        let receive = console.receive(CONSOLE_WAIT);
+        tokio::pin!(receive);
         let master = tokio::select! {
             // The terminal first: a short command may be over (and its helper gone) by the time
             // the runtime's connection is looked at; its output waits in the terminal.
             biased;
-            master = console.receive(CONSOLE_WAIT) => master,
+            master = &mut receive => master,
             status = child.wait() => {
                 let status = status.map_err(|e| format!("cannot wait for the exec: {e}"))?;
-                match console.receive(Duration::from_millis(500)).await {
-                    Ok(master) => Ok(master),
+                match tokio::time::timeout(TERMINAL_AFTER_EXIT, &mut receive).await {
+                    Ok(Ok(master)) => Ok(master),
                     // The runtime exited without sending a terminal: it could not run the process.
-                    Err(_) => {
+                    _ => {
                         return Err(exec.runtime_failure().unwrap_or_else(|| format!("the exec failed ({status})")))
                     }
                 }
