@@ -410,6 +410,19 @@ async fn wait_for(
     relist_until(d, id, state).await
 }
 
+/// GetPodStatus's ContainerStatus of one container.
+async fn pod_status_of(d: &mut Driver<'_>, id: &str) -> Result<Option<model::ContainerStatus>, String> {
+    let mut c = d.client.clone();
+    d.call(
+        "ContainerStatus",
+        "GetPodStatus",
+        c.container_status(model::ContainerStatusRequest { container_id: id.to_string(), verbose: false }),
+    )
+    .await
+    .map(|response| response.status)
+    .map_err(|e| format!("ContainerStatus {id} failed: {:?}: {}", e.code(), e.message()))
+}
+
 /// Whether a status is what a wait for `state` waits for.
 fn reached(status: &model::ContainerStatus, state: model::ContainerState) -> bool {
     status.state == state as i32 || status.state == model::ContainerState::ContainerExited as i32
@@ -422,17 +435,7 @@ async fn wait_for_event(
     state: model::ContainerState,
 ) -> Result<model::ContainerStatus, String> {
     use futures::StreamExt;
-    let mut c = d.client.clone();
-    let now = d
-        .call(
-            "ContainerStatus",
-            "GetPodStatus",
-            c.container_status(model::ContainerStatusRequest { container_id: id.to_string(), verbose: false }),
-        )
-        .await
-        .map_err(|e| format!("ContainerStatus {id} failed: {:?}: {}", e.code(), e.message()))?
-        .status
-        .unwrap_or_default();
+    let now = pod_status_of(d, id).await?.unwrap_or_default();
     if reached(&now, state) {
         return Ok(now);
     }
@@ -478,16 +481,7 @@ async fn relist_until(
             d.call("ListPodSandbox", "PLEG relist", c.list_pod_sandbox(model::ListPodSandboxRequest::default())).await;
         let _ =
             d.call("ListContainers", "PLEG relist", c.list_containers(model::ListContainersRequest::default())).await;
-        let status = d
-            .call(
-                "ContainerStatus",
-                "GetPodStatus",
-                c.container_status(model::ContainerStatusRequest { container_id: id.to_string(), verbose: false }),
-            )
-            .await
-            .map_err(|e| format!("ContainerStatus {id} failed: {:?}: {}", e.code(), e.message()))?
-            .status
-            .ok_or_else(|| format!("ContainerStatus {id} returned no status"))?;
+        let status = pod_status_of(d, id).await?.ok_or_else(|| format!("ContainerStatus {id} returned no status"))?;
         let exited = status.state == model::ContainerState::ContainerExited as i32;
         if status.state == state as i32 || exited {
             return Ok(status);

@@ -215,6 +215,16 @@ impl CommandRuntime {
         OciError::Failed { handler, op, id, message }
     }
 
+    /// An exec's process spec as the runtime reads it (`--process`).
+    fn encode_process(&self, id: &str, process: &Process) -> Result<Vec<u8>, OciError> {
+        serde_json::to_vec(process).map_err(|e| OciError::Parse {
+            handler: self.command.handler.clone(),
+            op: "exec",
+            id: id.into(),
+            message: format!("cannot encode the process: {e}"),
+        })
+    }
+
     /// `<runtime> run --bundle B id` in the foreground: the container's exit code (the probe).
     pub fn run(&self, id: &str, bundle: &Path) -> Result<i32, OciError> {
         let args = [OsString::from("--bundle"), bundle.into(), id.into()];
@@ -307,12 +317,7 @@ impl OciRuntime for CommandRuntime {
         let log = self.log_file("exec");
         let process_file = log.with_extension("process.json");
         let pid_file = log.with_extension("pid");
-        let json = serde_json::to_vec(process).map_err(|e| OciError::Parse {
-            handler: self.command.handler.clone(),
-            op: "exec",
-            id: id.into(),
-            message: format!("cannot encode the process: {e}"),
-        })?;
+        let json = self.encode_process(id, process)?;
         let result = (|| {
             // The process carries the container's whole environment: the owner's alone.
             write_private(&process_file, &json).map_err(|source| OciError::Io {
@@ -435,12 +440,7 @@ impl CommandRuntime {
             process_file: log_file.with_extension("process.json"),
             log_file,
         };
-        let json = serde_json::to_vec(process).map_err(|e| OciError::Parse {
-            handler: self.command.handler.clone(),
-            op: "exec",
-            id: id.into(),
-            message: format!("cannot encode the process: {e}"),
-        })?;
+        let json = self.encode_process(id, process)?;
         let mut prepared = prepared;
         // The process carries the container's whole environment: the owner's alone.
         write_private(&prepared.process_file, &json).map_err(|source| OciError::Io {
