@@ -290,7 +290,7 @@ fn critest(report: &std::path::Path, expected: &std::path::Path) -> anyhow::Resu
 }
 
 async fn fixtures(registry: &str, with_large: bool) -> anyhow::Result<()> {
-    let pushed = crate::fixtures::env::push_everything(registry, with_large).await?;
+    let pushed = lockstep_testkit::fixtures::env::push_everything(registry, with_large).await?;
     for line in pushed {
         println!("{line}");
     }
@@ -302,9 +302,9 @@ async fn registry_env(
     minor: Minor,
     options: &RunOptions,
     given: Option<&str>,
-) -> anyhow::Result<Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>> {
-    use crate::fixtures::env::RegistryEnv;
+) -> anyhow::Result<Option<std::sync::Arc<lockstep_testkit::fixtures::env::RegistryEnv>>> {
     use framework::Need;
+    use lockstep_testkit::fixtures::env::RegistryEnv;
     let selected = framework::profile(&crate::suites::all(), minor, &options.selection);
     let pulls = selected.iter().any(|t| {
         t.needs.iter().any(|n| matches!(n, Need::Registry | Need::LocalRegistry | Need::AuthRegistry | Need::ExecInPod))
@@ -393,10 +393,10 @@ async fn kubelet(args: KubeletArgs) -> anyhow::Result<ExitCode> {
         // The registry behind $(LOCKSTEP_REGISTRY); the uid stays the one given above.
         let _registry = if kubelet::manifest::uses_registry(&text) {
             let env = match &args.registry {
-                Some(host) => crate::fixtures::env::RegistryEnv::existing(host)?,
+                Some(host) => lockstep_testkit::fixtures::env::RegistryEnv::existing(host)?,
                 None => {
                     eprintln!("kubelet: starting a private registry with the fixture images for $(LOCKSTEP_REGISTRY)");
-                    crate::fixtures::env::RegistryEnv::standard_only()
+                    lockstep_testkit::fixtures::env::RegistryEnv::standard_only()
                         .await
                         .context("cannot start the fixture registry")?
                 }
@@ -471,7 +471,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let measured = async {
         let registry = if pulls || containers {
             eprintln!("bench: building the fixture images and pushing them to a private registry");
-            Some(std::sync::Arc::new(crate::fixtures::env::RegistryEnv::for_benches(pulls, containers).await?))
+            Some(std::sync::Arc::new(
+                lockstep_testkit::fixtures::env::RegistryEnv::for_benches(pulls, containers).await?,
+            ))
         } else {
             None
         };
@@ -505,7 +507,7 @@ async fn run_against(
     endpoint: &str,
     options: &RunOptions,
     restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
-    registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>,
+    registry: Option<std::sync::Arc<lockstep_testkit::fixtures::env::RegistryEnv>>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let mut ctx = connect(minor, endpoint).await?.with_registry(registry);

@@ -6,7 +6,6 @@ pub mod bench;
 pub mod cli;
 pub mod critest;
 pub mod expected;
-pub mod fixtures;
 pub mod framework;
 pub mod kubelet;
 pub mod report;

@@ -1,20 +1,15 @@
 //! The runtime under test: a given endpoint, or an embedded lockstepd started for the run's
-//! minor in a temporary directory (this binary re-executed as `daemon`) and stopped after it.
+//! minor in a temporary directory (this binary re-executed as `daemon`, through the testkit's
+//! lockstepd harness) and stopped after it.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use lockstep_cri::Minor;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use lockstep_testkit::{Launch, Lockstepd, Program};
 
-/// A lockstepd that this process started, with its own root, runroot and socket.
+/// A lockstepd that this process started (the testkit's harness), with its own root, runroot
+/// and socket.
 pub struct Embedded {
-    child: tokio::process::Child,
-    dir: tempfile::TempDir,
-    minor: Minor,
+    daemon: Lockstepd,
     pub endpoint: String,
 }
 
@@ -22,97 +17,41 @@ impl Embedded {
     /// Starts lockstepd for `minor` in a fresh temporary directory, on its defaults or on
     /// `config` (a lockstep.toml, copied there so that restarts read the same).
     pub async fn start(minor: Minor, config: Option<&std::path::Path>) -> anyhow::Result<Embedded> {
-        let dir =
-            tempfile::Builder::new().prefix("lockstep-conformance-").tempdir().context("cannot create a temp dir")?;
         let text = match config {
             Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
             None => "# empty: lockstepd's defaults\n".to_string(),
         };
-        std::fs::write(dir.path().join("lockstep.toml"), text).context("cannot write the embedded config")?;
-        let socket = dir.path().join("lockstep.sock");
-        let child = Self::spawn(dir.path(), minor)?;
-        let mut embedded = Embedded { child, dir, minor, endpoint: format!("unix://{}", socket.display()) };
-        embedded.wait_serving().await?;
-        Ok(embedded)
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let daemon = Lockstepd::start(Program::conformance_daemon(exe, minor), Launch::default(), &text)
+            .await
+            .context("cannot start the embedded lockstepd")?;
+        Ok(Embedded { endpoint: daemon.endpoint(), daemon })
     }
 
     /// Kills lockstepd with SIGKILL, as a crash, and starts it again on the same state.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill().await?;
-        self.start_again().await
+        self.daemon.restart().await
     }
 
     /// Kills lockstepd with SIGKILL, as a crash (what it started keeps running).
     pub async fn kill(&mut self) -> anyhow::Result<()> {
-        self.child.kill().await.context("cannot kill the embedded lockstepd")?;
-        let _ = std::fs::remove_file(self.dir.path().join("lockstep.sock"));
+        self.daemon.kill();
         Ok(())
     }
 
     /// Starts lockstepd again on the state of the one `kill` ended.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
-        if self.child.try_wait()?.is_none() {
-            bail!("the embedded lockstepd still runs; kill it first");
-        }
-        self.child = Self::spawn(self.dir.path(), self.minor)?;
-        self.wait_serving().await
-    }
-
-    fn spawn(dir: &std::path::Path, minor: Minor) -> anyhow::Result<tokio::process::Child> {
-        let socket = dir.join("lockstep.sock");
-        let config = dir.join("lockstep.toml");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("lockstepd.log"))
-            .context("cannot open the daemon log")?;
-        let exe = std::env::current_exe().context("cannot find this executable")?;
-        let path = |p: PathBuf| p.into_os_string();
-        tokio::process::Command::new(exe)
-            .arg("daemon")
-            .arg("--kube")
-            .arg(minor.to_string())
-            .arg("--config")
-            .arg(path(config))
-            .arg("--root")
-            .arg(path(dir.join("root")))
-            .arg("--runroot")
-            .arg(path(dir.join("run")))
-            .arg("--listen")
-            .arg(path(socket))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start the embedded lockstepd")
-    }
-
-    async fn wait_serving(&mut self) -> anyhow::Result<()> {
-        let socket = self.dir.path().join("lockstep.sock");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the embedded lockstepd exited ({status}) before serving:\n{}", self.log_tail());
-            }
-            if Instant::now() > deadline {
-                bail!("the embedded lockstepd did not serve within 30 s:\n{}", self.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        self.daemon.spawn().await
     }
 
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.daemon.pid()
     }
 
     /// The last lines of the daemon's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("lockstepd.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.daemon.log_tail()
     }
 
     /// SIGTERM, then SIGKILL after 10 s; the temporary directory goes with it.
@@ -122,22 +61,7 @@ impl Embedded {
 
     /// As `stop`, for an embedded daemon shared with the tests (behind a lock).
     pub async fn stop_in_place(&mut self) -> anyhow::Result<()> {
-        if let Some(pid) = self.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
-        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                if !status.success() {
-                    bail!("the embedded lockstepd stopped with {status}:\n{}", self.log_tail());
-                }
-            }
-            Err(_) => {
-                self.child.kill().await?;
-                bail!("the embedded lockstepd ignored SIGTERM for 10 s:\n{}", self.log_tail());
-            }
-        }
-        Ok(())
+        self.daemon.stop().await
     }
 }
 

@@ -1,9 +1,10 @@
 //! lockstep-conformance as CI uses it: against an embedded lockstepd, against a daemon that is
 //! not ready (failures are reported and exit 1), and bad input (exit 2 with a clear message).
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use lockstep_cri::Minor;
+use lockstep_testkit::{Launch, Lockstepd, Program};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
 
@@ -22,37 +23,9 @@ fn verdict<'a>(table: &'a str, id: &str) -> &'a str {
 }
 
 /// A lockstepd pinned to `kube`, started as the embedded daemon is, with `config` as its file.
-struct Daemon {
-    child: Child,
-    endpoint: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path, kube: &str, config: &str) -> Daemon {
-        std::fs::write(dir.join("lockstep.toml"), config).unwrap();
-        let socket = dir.join("lockstep.sock");
-        let arg = |p: &str| dir.join(p).display().to_string();
-        let mut child = Command::new(BIN)
-            .args(["daemon", "--kube", kube, "--config", &arg("lockstep.toml"), "--root", &arg("root")])
-            .args(["--runroot", &arg("run"), "--listen", &arg("lockstep.sock")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(child.try_wait().unwrap().is_none(), "the daemon exited early");
-            assert!(Instant::now() < deadline, "the daemon never served");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, endpoint: format!("unix://{}", socket.display()) }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn daemon(kube: &str, config: &str) -> Lockstepd {
+    let minor: Minor = kube.parse().unwrap();
+    Lockstepd::start(Program::conformance_daemon(BIN, minor), Launch::default(), config).await.unwrap()
 }
 
 #[test]
@@ -86,17 +59,13 @@ fn an_embedded_lockstepd_passes_and_reports_in_three_formats() {
     assert!(report["summary"]["passed"].as_u64().unwrap() >= 6);
 }
 
-#[test]
-fn a_runtime_that_is_not_ready_fails_with_reasons() {
+#[tokio::test]
+async fn a_runtime_that_is_not_ready_fails_with_reasons() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        tmp.path(),
-        "1.36",
-        "[[runtime.handlers]]\nname = \"ghost\"\npath = \"/nonexistent/oci-runtime\"\n",
-    );
+    let daemon = daemon("1.36", "[[runtime.handlers]]\nname = \"ghost\"\npath = \"/nonexistent/oci-runtime\"\n").await;
     let junit = tmp.path().join("report.xml");
     let out =
-        conformance(&["run", "--kube", "1.36", "--endpoint", &daemon.endpoint, "--junit", junit.to_str().unwrap()]);
+        conformance(&["run", "--kube", "1.36", "--endpoint", &daemon.endpoint(), "--junit", junit.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(verdict(&stdout, "runtime-info/Status says the runtime is ready"), "FAIL");
@@ -105,11 +74,10 @@ fn a_runtime_that_is_not_ready_fails_with_reasons() {
     assert!(xml.contains("<failure message=") && xml.contains("ghost"), "{xml}");
 }
 
-#[test]
-fn a_runtime_pinned_to_another_minor_is_not_judged_by_its_lock() {
-    let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(tmp.path(), "1.35", "");
-    let out = conformance(&["run", "--kube", "1.36", "--endpoint", &daemon.endpoint, "--focus", "later minors"]);
+#[tokio::test]
+async fn a_runtime_pinned_to_another_minor_is_not_judged_by_its_lock() {
+    let daemon = daemon("1.35", "").await;
+    let out = conformance(&["run", "--kube", "1.36", "--endpoint", &daemon.endpoint(), "--focus", "later minors"]);
     let stdout = text(&out.stdout);
     assert_eq!(verdict(&stdout, "runtime-info/RPCs of later minors"), "SKIP");
     assert!(stdout.contains("pinned to 1.35"), "{stdout}");

@@ -5,14 +5,14 @@
 //! view on a hybrid host), and the handler probe lockstepd runs at start. Real containers from
 //! a busybox rootfs, cleaned up afterwards.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/lab/mod.rs"]
+mod lab;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lab::Lab;
 use lockstep_runtime::oci::OciRuntime;
-use support::Lab;
 
 const CONTAINERS: usize = 20;
 const PROBES: usize = 10;
@@ -168,7 +168,7 @@ fn containerd_shims(n: usize) -> Result<Memory, String> {
     impl Drop for Stop {
         fn drop(&mut self) {
             let _ = std::process::Command::new(&self.0).arg("stop").arg(&self.1).output();
-            support::remove_cgroups(&self.2);
+            lab::remove_cgroups(&self.2);
         }
     }
     run(Command::new(&script).arg("start").arg(&dir))?;

@@ -3,17 +3,18 @@
 //! and signals, OOM kills, log reopening, monitors outliving their parent, terminals, exec
 //! with timeouts, and the security defaults seen from inside the container.
 
-mod support;
+mod lab;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::Lab;
 use lockstep_cri::model;
 use lockstep_runtime::monitor::{self, MonitorConfig, MonitorState};
 use lockstep_runtime::oci::{ExecOptions, OciError, OciRuntime};
-use support::{processes_running, wait_gone, Lab};
+use lockstep_testkit::host::{self, processes_running, wait_gone};
 
 fn security(config: &mut model::ContainerConfig) -> &mut model::LinuxContainerSecurityContext {
     config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)
@@ -133,7 +134,7 @@ fn standin_for_lockstepd() {
     let Ok(config) = std::env::var("LOCKSTEP_TEST_STANDIN") else { return };
     let config: MonitorConfig = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let dir = monitor::ContainerDir::new(config.bundle.parent().unwrap());
-    let spawned = monitor::spawn(Path::new(support::MONITOR), &dir, &config, Duration::from_secs(30)).unwrap();
+    let spawned = monitor::spawn(Path::new(lab::MONITOR), &dir, &config, Duration::from_secs(30)).unwrap();
     println!("SPAWNED {} {}", spawned.monitor_pid, spawned.init_pid);
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -169,7 +170,7 @@ fn the_monitor_survives_its_parent() {
     let group = nix::unistd::Pid::from_raw(-(standin.id() as i32));
     nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     standin.wait().unwrap();
-    assert!(support::alive(monitor_pid), "the monitor outlives its parent's process group");
+    assert!(host::alive(monitor_pid), "the monitor outlives its parent's process group");
     // A restarted lockstepd finds it, starts the container, and reads its exit.
     let found = monitor::find_all(&lab.tmp.path().join("c")).unwrap();
     assert_eq!(found, vec![("orphan".to_string(), MonitorState::Running { monitor_pid })]);
@@ -376,7 +377,7 @@ fn resources_apply_and_update() {
 
 #[test]
 fn crun_runs_containers_in_a_pure_cgroup_v1_view() {
-    let Some(cgroup2) = support::hybrid_cgroup2() else {
+    let Some(cgroup2) = host::hybrid_cgroup2() else {
         eprintln!("this host has no hybrid cgroup layout to hide; crun's probe test covers it");
         return;
     };
@@ -409,12 +410,12 @@ fn crun_runs_containers_in_a_pure_cgroup_v1_view() {
     let procs = Path::new("/sys/fs/cgroup/memory").join(cgroups_path.strip_prefix("/").unwrap()).join("cgroup.procs");
     let members = std::fs::read_to_string(&procs).unwrap();
     assert!(members.lines().any(|p| p == spawned.init_pid.to_string()), "{}: {members}", procs.display());
-    assert_eq!(support::hybrid_cgroup2().as_deref(), Some(cgroup2.as_path()), "hidden from crun only");
+    assert_eq!(host::hybrid_cgroup2().as_deref(), Some(cgroup2.as_path()), "hidden from crun only");
     // ExecSync's way: through lockstep-monitor exec, which must run crun in the same view.
     let options = ExecOptions {
         timeout: Some(Duration::from_secs(20)),
         output_cap: 1024,
-        reaper: Some(support::MONITOR.into()),
+        reaper: Some(lab::MONITOR.into()),
         reaper_cgroup: None,
     };
     let exec =
@@ -447,7 +448,7 @@ fn the_probe_reports_what_this_hosts_cgroup_layout_allows() {
         &oci,
         false,
         busybox,
-        support::hybrid_cgroup2().as_deref(),
+        host::hybrid_cgroup2().as_deref(),
     );
     assert_eq!(runc_offered_the_view.cgroup2_hidden, None);
     let hybrid =
@@ -464,7 +465,7 @@ fn the_probe_reports_what_this_hosts_cgroup_layout_allows() {
 #[test]
 fn bidirectional_mounts_reach_the_host_whatever_the_cgroup_view() {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    for (handler, cgroup2) in [("runc", None), ("crun", support::hybrid_cgroup2())] {
+    for (handler, cgroup2) in [("runc", None), ("crun", host::hybrid_cgroup2())] {
         let lab = Lab::hiding_cgroup2(handler, cgroup2);
         let shared = lab.tmp.path().join("shared");
         std::fs::create_dir_all(&shared).unwrap();
@@ -503,7 +504,7 @@ fn output_without_a_log_path_is_drained_and_dropped() {
     std::fs::write(dir.path().join("bundle/config.json"), serde_json::to_vec(&built.spec).unwrap()).unwrap();
     lab.register("quiet");
     let config = MonitorConfig { log_path: None, ..lab.monitor_config("quiet", false, false) };
-    monitor::spawn(Path::new(support::MONITOR), &dir, &config, Duration::from_secs(30)).unwrap();
+    monitor::spawn(Path::new(lab::MONITOR), &dir, &config, Duration::from_secs(30)).unwrap();
     lab.runtime.start("quiet").unwrap();
     assert_eq!(lab.wait_exit("quiet").exit_code, 2);
     assert!(!lab.tmp.path().join("logs").exists(), "no log was written anywhere");

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Lockstepd;
+use common::{start, Lockstepd};
 use lockstep_cri::model;
 use lockstep_runtime::authority::{SERVER_HEADER_TABLE_SIZE, SERVER_MAX_FRAME_SIZE};
 use prost::Message;
@@ -66,7 +66,7 @@ async fn grpcio_with_its_defaults_calls_version() {
     if !have_grpcio() {
         return;
     }
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let versions = grpcio_versions(&daemon, None);
     assert_eq!(versions.len(), 3);
     for v in versions {
@@ -82,7 +82,7 @@ async fn grpcio_with_an_empty_path_or_unix_authority_calls_version() {
     if !have_grpcio() {
         return;
     }
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let path = daemon.socket().display().to_string();
     for authority in [String::new(), path.clone(), format!("unix:{path}"), "localhost".to_string()] {
         let versions = grpcio_versions(&daemon, Some(&authority));
@@ -128,7 +128,7 @@ async fn a_split_padded_and_table_referenced_socket_path_authority_is_served() {
     const RST_STREAM: u8 = 0x3;
     const SETTINGS: u8 = 0x4;
     const CONTINUATION: u8 = 0x9;
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let path = daemon.socket();
     let mut conn = tokio::task::spawn_blocking(move || UnixStream::connect(path)).await.unwrap().unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -12,7 +12,7 @@ use lockstep_cri::model;
 
 async fn faulty_daemon(scratch: &std::path::Path) -> (FaultyPlugin, Lockstepd) {
     let faulty = FaultyPlugin::new(scratch, "portmap");
-    let daemon = Lockstepd::start_with_plugins(vec![faulty.dir.clone(), PathBuf::from(CNI_BIN)]).await;
+    let daemon = start_with_plugins(vec![faulty.dir.clone(), PathBuf::from(CNI_BIN)]).await;
     (faulty, daemon)
 }
 
@@ -75,7 +75,7 @@ async fn a_del_that_fails_during_rollback_keeps_the_pod_until_stop_releases_it()
 
     // Nothing is forgotten across a restart; the kubelet's Stop releases the network.
     daemon.kill();
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items.len(), 1, "{}", daemon.log());
@@ -104,7 +104,7 @@ async fn a_rollback_that_fails_at_restart_is_finished_by_stop() {
     // The bridge ran; the rollback's DEL fails at the restart: the sandbox is kept.
     faulty.set("add-slow", false);
     faulty.set("del-fails", true);
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items.len(), 1, "{}", daemon.log());
@@ -145,7 +145,7 @@ async fn a_stop_queued_behind_a_remove_does_not_bring_the_sandbox_back() {
     assert!(!daemon.root().join("sandboxes").join(format!("{id}.json")).exists(), "the record stays removed");
 
     daemon.kill();
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     assert!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.is_empty(), "no ghost sandbox");
     assert_no_leaks(&daemon, &pod_traces);
@@ -153,7 +153,7 @@ async fn a_stop_queued_behind_a_remove_does_not_bring_the_sandbox_back() {
 
 #[tokio::test]
 async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() {
-    let mut daemon = Lockstepd::start().await;
+    let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("pause-killed"));
     let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
@@ -183,7 +183,7 @@ async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() 
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
 
     daemon.kill();
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items.len(), 1);
@@ -208,7 +208,7 @@ async fn a_restart_never_tears_down_a_live_pod_s_network() {
     // A plugin that would fail CHECK (an upgrade, a transient error) must not cost the pod its network.
     faulty.set("check-fails", true);
     daemon.kill();
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items[0].state(), model::PodSandboxState::SandboxReady, "{}", daemon.log());
@@ -223,7 +223,7 @@ async fn a_restart_never_tears_down_a_live_pod_s_network() {
 
 #[tokio::test]
 async fn a_corrupt_record_is_set_aside_and_the_others_are_served() {
-    let mut daemon = Lockstepd::start().await;
+    let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let id = kubelet.run_pod_sandbox(run_request(pod(&unique("corrupt")))).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
@@ -231,7 +231,7 @@ async fn a_corrupt_record_is_set_aside_and_the_others_are_served() {
     let bad = daemon.root().join("sandboxes").join(format!("{}.json", "b".repeat(64)));
     std::fs::write(&bad, b"{\"id\": \"torn").unwrap();
 
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items.len(), 1, "{}", daemon.log());
@@ -246,7 +246,7 @@ async fn a_corrupt_record_is_set_aside_and_the_others_are_served() {
 
 #[tokio::test]
 async fn a_runroot_reached_through_a_symlink_works_to_the_end() {
-    let daemon = Lockstepd::start_with(Options { runroot_via_symlink: true, ..Default::default() }).await;
+    let daemon = start_with(Options { runroot_via_symlink: true, ..Default::default() }).await;
     let mut kubelet = daemon.kubelet().await;
     let id = kubelet.run_pod_sandbox(run_request(pod(&unique("symlink")))).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
@@ -279,7 +279,7 @@ async fn kill_during(rpc: &'static str) {
     assert!(pending.await.unwrap().is_err());
     faulty.set("del-slow", false);
 
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items.len(), 1, "the sandbox is still known: {}", daemon.log());
@@ -319,7 +319,7 @@ fn forget_rules_of(id: &str) {
 
 #[tokio::test]
 async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
-    let mut daemon = Lockstepd::start().await;
+    let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("reboot"));
     let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
@@ -338,7 +338,7 @@ async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
     std::fs::remove_dir_all(daemon.runroot()).unwrap();
     forget_rules_of(&id);
 
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     assert_eq!(items.len(), 1, "{}", daemon.log());
@@ -354,7 +354,7 @@ async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
 async fn a_plugin_that_hangs_is_killed_and_the_pod_rolled_back() {
     let scratch = tempfile::tempdir().unwrap();
     let faulty = FaultyPlugin::new(scratch.path(), "portmap");
-    let daemon = Lockstepd::start_with(Options {
+    let daemon = start_with(Options {
         plugin_dirs: vec![faulty.dir.clone(), PathBuf::from(CNI_BIN)],
         network_toml: "cni_plugin_timeout_secs = 2".into(),
         ..Default::default()

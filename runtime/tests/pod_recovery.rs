@@ -12,7 +12,7 @@ use lockstep_cri::model;
 
 #[tokio::test]
 async fn ready_pods_survive_a_kill_and_restart() {
-    let mut daemon = Lockstepd::start().await;
+    let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("survivor"));
     let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
@@ -24,7 +24,7 @@ async fn ready_pods_survive_a_kill_and_restart() {
     let before = traces(&mut kubelet, &id).await;
 
     daemon.kill();
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
     let state = |wanted: &str| items.iter().find(|s| s.id == wanted).map(|s| s.state());
@@ -67,7 +67,7 @@ fn slow_plugin_dir(tmp: &Path, plugin: &str) -> (PathBuf, PathBuf) {
 async fn kill_during_add_of(plugin: &str) {
     let scratch = tempfile::tempdir().unwrap();
     let (slow, marker) = slow_plugin_dir(scratch.path(), plugin);
-    let mut daemon = Lockstepd::start_with_plugins(vec![slow, PathBuf::from(CNI_BIN)]).await;
+    let mut daemon = start_with_plugins(vec![slow, PathBuf::from(CNI_BIN)]).await;
     let kubelet = daemon.kubelet().await;
     let mut config = pod(&unique(&format!("crash-{plugin}")));
     config.port_mappings = vec![model::PortMapping {
@@ -90,7 +90,7 @@ async fn kill_during_add_of(plugin: &str) {
     daemon.kill();
     assert!(pending.await.unwrap().is_err(), "the caller saw the crash");
 
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     assert!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.is_empty(), "{}", daemon.log());
     assert!(daemon.log().contains("rolled back"), "{}", daemon.log());
@@ -123,7 +123,7 @@ async fn a_failing_del_keeps_the_pod_attached_until_a_retry_succeeds() {
     std::fs::write(dir.join("portmap"), script).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir.join("portmap"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut daemon = Lockstepd::start_with_plugins(vec![dir, PathBuf::from(CNI_BIN)]).await;
+    let mut daemon = start_with_plugins(vec![dir, PathBuf::from(CNI_BIN)]).await;
     let mut kubelet = daemon.kubelet().await;
     let id = kubelet.run_pod_sandbox(run_request(pod(&unique("flaky-del")))).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
@@ -135,7 +135,7 @@ async fn a_failing_del_keeps_the_pod_attached_until_a_retry_succeeds() {
     assert!(daemon.root().join("cni").join(format!("{id}.json")).exists(), "the cache stays for the retry");
     // Still refused after a crash and restart: the pod stays, attached, for the kubelet's retry.
     daemon.kill();
-    daemon.spawn().await;
+    daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
     assert_eq!(kubelet.list_pod_sandbox(Default::default()).await.unwrap().items.len(), 1);
 

@@ -18,7 +18,7 @@ async fn stop_and_remove(kubelet: &mut lockstep_cri::CriClient, id: &str) {
 
 #[tokio::test]
 async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behind() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let name = unique("life");
     let mut config = pod(&name);
@@ -46,7 +46,7 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
     let ip = s.network.unwrap().ip;
     assert!(ip.starts_with("10.88."), "pod IP {ip:?}");
     assert_eq!(s.labels["io.kubernetes.pod.name"], name);
-    assert_eq!(s.annotations["lockstep.test/owner"], "runtime-tests");
+    assert_eq!(s.annotations["kubernetes.io/config.source"], "api");
     assert!(s.linux.unwrap().namespaces.unwrap().options.is_some());
 
     // The namespaces, seen from the host.
@@ -55,7 +55,7 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
     assert!(addr.contains(&format!("eth0    inet {ip}/16")), "{addr}");
     assert!(addr.contains("lo    inet 127.0.0.1/8"), "lo is up: {addr}");
     let uts = ns_path(&daemon, &id, "uts");
-    assert_eq!(nsenter(&[format!("--uts={}", uts.display())], &["cat", "/proc/sys/kernel/hostname"]).trim(), "web-0");
+    assert_eq!(nsenter(&[format!("--uts={}", uts.display())], &["cat", "/proc/sys/kernel/hostname"]).trim(), name);
     let port_start =
         nsenter(&[format!("--net={}", net.display())], &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]);
     assert_eq!(port_start.trim(), "80");
@@ -74,7 +74,7 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
         resolv,
         "search lockstep-test.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
     );
-    assert!(std::fs::read_to_string(dir.join("hosts")).unwrap().contains(&format!("{ip}\tweb-0")));
+    assert!(std::fs::read_to_string(dir.join("hosts")).unwrap().contains(&format!("{ip}\t{name}")));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let shm = dir.join("shm");
     assert!(
@@ -120,7 +120,7 @@ async fn a_pod_lives_in_its_own_namespaces_on_the_bridge_and_leaves_nothing_behi
 
 #[tokio::test]
 async fn a_kubelet_retry_gets_the_same_sandbox() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let kubelet = daemon.kubelet().await;
     let config = pod(&unique("retry"));
     let (a, b) = tokio::join!(
@@ -151,7 +151,7 @@ type Breaker = Box<dyn Fn(&mut model::RunPodSandboxRequest)>;
 
 #[tokio::test]
 async fn bad_requests_name_the_field_and_create_nothing() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let name = unique("bad");
     let cases: Vec<(&str, Breaker)> = vec![
@@ -239,7 +239,7 @@ async fn bad_requests_name_the_field_and_create_nothing() {
 
 #[tokio::test]
 async fn a_shared_pid_namespace_has_a_pause_process_and_loses_it_on_stop() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("pidns"));
     let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
@@ -265,7 +265,7 @@ async fn a_shared_pid_namespace_has_a_pause_process_and_loses_it_on_stop() {
 
 #[tokio::test]
 async fn a_host_network_pod_has_no_network_of_its_own() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("hostnet"));
     config.hostname.clear();
@@ -311,7 +311,7 @@ fn echo(stream: &mut TcpStream, text: &str) -> String {
 
 #[tokio::test]
 async fn a_host_port_reaches_the_pod_and_pods_reach_each_other() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let host_port = 20000 + (std::process::id() % 20000) as u16;
     let mut a = pod(&unique("ports-a"));
@@ -362,7 +362,7 @@ fn node_address() -> std::net::IpAddr {
 
 #[tokio::test]
 async fn a_sysctl_of_the_pod_s_eth0_is_set_after_the_network_made_it() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("eth0-sysctl"));
     config.linux.as_mut().unwrap().sysctls.insert("net.ipv4.conf.eth0.arp_announce".into(), "2".into());
@@ -377,7 +377,7 @@ async fn a_sysctl_of_the_pod_s_eth0_is_set_after_the_network_made_it() {
 
 #[tokio::test]
 async fn a_pod_without_a_hostname_gets_the_node_s() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("no-hostname"));
     config.hostname.clear();
@@ -436,7 +436,7 @@ impl Drop for KubeletCgroup {
 
 #[tokio::test]
 async fn the_pause_process_lives_in_the_pod_s_cgroup_and_what_lockstepd_made_goes_with_the_pod() {
-    let daemon = Lockstepd::start().await;
+    let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let name = unique("cgroup");
     // A parent the kubelet made already (kept), and one that does not exist (made and removed).

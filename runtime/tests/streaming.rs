@@ -3,7 +3,7 @@
 //! one starts nothing; a client that goes away mid-exec leaves no process; a malformed frame
 //! ends its own session only; attach through the monitor with two clients and stdin_once.
 
-mod support;
+mod lab;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{SinkExt as _, StreamExt as _};
+use lab::{Lab, MONITOR};
 use lockstep_cri::model;
 use lockstep_runtime::monitor::attach::AttachFlags;
 use lockstep_runtime::monitor::{self, MonitorConfig};
@@ -22,7 +23,7 @@ use lockstep_runtime::streaming::process::{self, ConsoleSocket};
 use lockstep_runtime::streaming::spdy::dial::{dial, DialError};
 use lockstep_runtime::streaming::spdy::Headers;
 use lockstep_runtime::streaming::{attach, Backend, CommandIo, ExecResult, Request, Settings, StreamServer};
-use support::{processes_running, wait_gone, Lab, MONITOR};
+use lockstep_testkit::host::{processes_running, wait_gone};
 use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;

@@ -13,8 +13,8 @@ use anyhow::{bail, Context as _};
 use lockstep_cri::{model, CriClient, Minor};
 
 use super::{measure, Bench, BenchCtx, BenchFuture, BenchResult, Series};
-use crate::fixtures;
 use crate::suites::podkit;
+use lockstep_testkit::fixtures;
 
 /// The benchmark's name; a run that selects it starts a registry with the fixture images.
 pub const CONTAINER_BENCH: &str = "pod start with a container (and exec, lists, memory with the pods running)";
@@ -169,33 +169,9 @@ async fn start_one(mut c: CriClient, image: String, log_dir: PathBuf, steps: Arc
     Ok(())
 }
 
-/// A sleeping container as the kubelet configures one (labels, log path, the pod's namespaces,
-/// and seccomp Unconfined: what the kubelet sends for a pod that names no profile, unless its
-/// seccompDefault is on).
+/// A sleeping container as the kubelet configures one (the testkit's `requests::container`).
 pub(super) fn container_config(pod: &model::PodSandboxConfig, image: &str) -> model::ContainerConfig {
-    let mut labels = pod.labels.clone();
-    labels.insert("io.kubernetes.container.name".into(), "sleeper".into());
-    let namespace_options =
-        pod.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone());
-    model::ContainerConfig {
-        metadata: Some(model::ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
-        image: Some(model::ImageSpec { image: image.into(), ..Default::default() }),
-        command: vec!["sleep".into(), "3600".into()],
-        labels,
-        log_path: "sleeper/0.log".into(),
-        linux: Some(model::LinuxContainerConfig {
-            resources: Some(model::LinuxContainerResources::default()),
-            security_context: Some(model::LinuxContainerSecurityContext {
-                namespace_options,
-                seccomp: Some(model::SecurityProfile {
-                    profile_type: model::security_profile::ProfileType::Unconfined as i32,
-                    localhost_ref: String::new(),
-                }),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    }
+    lockstep_testkit::requests::container(pod, "sleeper", image, &["sleep", "3600"])
 }
 
 async fn tear_down(mut c: CriClient, started: Option<Started>) -> anyhow::Result<()> {

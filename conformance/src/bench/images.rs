@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use lockstep_cri::{model, Minor};
 
 use super::{Bench, BenchCtx, BenchFuture, BenchResult, Series};
-use crate::fixtures;
+use lockstep_testkit::fixtures;
 
 /// Pulls per runtime: each moves ~200 MB, so the run's --iterations is capped here.
 const MAX_PULLS: usize = 5;

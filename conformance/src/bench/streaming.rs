@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _};
 use lockstep_cri::{model, Minor};
 
 use super::{measure, Bench, BenchCtx, BenchFuture, BenchResult, Series};
-use crate::fixtures;
 use crate::suites::{podkit, spdy, websocket};
+use lockstep_testkit::fixtures;
 
 pub const STREAMING_BENCH: &str = "streaming";
 const THROUGHPUT_BYTES: u64 = 100 << 20;

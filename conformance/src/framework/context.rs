@@ -43,7 +43,7 @@ pub struct Ctx {
     channel: tonic::transport::Channel,
     restarter: Option<std::sync::Arc<dyn crate::target::Restarter>>,
     /// The registries of the run, for tests that pull.
-    pub registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>,
+    pub registry: Option<std::sync::Arc<lockstep_testkit::fixtures::env::RegistryEnv>>,
 }
 
 impl Ctx {
@@ -58,7 +58,10 @@ impl Ctx {
         Ctx { minor, endpoint, runtime, surface, status, channel, restarter: None, registry: None }
     }
 
-    pub fn with_registry(mut self, registry: Option<std::sync::Arc<crate::fixtures::env::RegistryEnv>>) -> Self {
+    pub fn with_registry(
+        mut self,
+        registry: Option<std::sync::Arc<lockstep_testkit::fixtures::env::RegistryEnv>>,
+    ) -> Self {
         self.registry = registry;
         self
     }

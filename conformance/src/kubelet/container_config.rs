@@ -21,20 +21,7 @@ pub enum Kind {
 }
 
 /// /proc paths the kubelet asks runtimes to mask for the Default procMount.
-pub const MASKED_PATHS: [&str; 11] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub use lockstep_testkit::requests::{MASKED_PATHS, READONLY_PATHS};
 
 pub fn container_config(
     pod: &Pod,

@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockstep_cri::{model, CriClient};
+use lockstep_testkit::requests;
 
 use super::podkit::{self, Pod};
 use crate::check;
-use crate::fixtures::{self, env::RegistryEnv};
 use crate::framework::{call_failed, Ctx, Failure, TestResult};
-use crate::kubelet::container_config::{MASKED_PATHS, READONLY_PATHS};
+use lockstep_testkit::fixtures::{self, env::RegistryEnv};
 
 /// What a kubelet labels each container with.
-pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+pub const CONTAINER_NAME_LABEL: &str = requests::CONTAINER_NAME;
 
 /// How long a test waits for a container to reach a state.
 pub const STATE_WAIT: Duration = Duration::from_secs(30);
@@ -120,52 +120,20 @@ impl Kit {
     }
 
     /// A ContainerConfig as the kubelet builds it for `name` running `command` in `image`
-    /// (an image ref from `pull`): the pod's labels, the container name label, the kubelet's
-    /// annotations, log path `<name>/0.log`, the pod's namespace modes, the kubelet's masked and
-    /// read-only paths and its default seccomp profile (Unconfined without seccompDefault).
+    /// (an image ref from `pull`), in this kit's pod (the testkit's `requests::container`), with
+    /// the name the pod spec gave the image.
     pub fn config(&self, name: &str, image: &str, command: &[&str]) -> model::ContainerConfig {
-        let mut labels = self.pod_config.labels.clone();
-        labels.insert(CONTAINER_NAME_LABEL.into(), name.into());
-        let namespace_options = self
-            .pod_config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone());
-        model::ContainerConfig {
-            metadata: Some(model::ContainerMetadata { name: name.into(), attempt: 0 }),
-            image: Some(model::ImageSpec {
-                image: image.into(),
-                // The kubelet sends the image ID it resolved and the name the pod spec gave.
-                user_specified_image: self
-                    .registry
-                    .standard
-                    .iter()
-                    .find(|f| f.id() == image)
-                    .map_or_else(|| image.to_string(), |f| f.reference(&self.registry.host)),
-                ..Default::default()
-            }),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            labels,
-            annotations: [
-                ("io.kubernetes.container.restartCount".to_string(), "0".to_string()),
-                ("io.kubernetes.container.terminationMessagePath".into(), "/dev/termination-log".into()),
-                ("io.kubernetes.pod.terminationGracePeriod".into(), "30".into()),
-            ]
-            .into(),
-            log_path: format!("{name}/0.log"),
-            linux: Some(model::LinuxContainerConfig {
-                resources: Some(model::LinuxContainerResources::default()),
-                security_context: Some(model::LinuxContainerSecurityContext {
-                    namespace_options,
-                    masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
-                    readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
-                    seccomp: Some(profile(model::security_profile::ProfileType::Unconfined)),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
+        let mut config = requests::container(&self.pod_config, name, image, command);
+        if let Some(spec) = config.image.as_mut() {
+            // The kubelet sends the image ID it resolved and the name the pod spec gave.
+            spec.user_specified_image = self
+                .registry
+                .standard
+                .iter()
+                .find(|f| f.id() == image)
+                .map_or_else(|| image.to_string(), |f| f.reference(&self.registry.host));
         }
+        config
     }
 
     /// The shell image's ref, pulled.
@@ -390,14 +358,7 @@ pub async fn exec_in_pod(
     Ok(out)
 }
 
-pub fn profile(kind: model::security_profile::ProfileType) -> model::SecurityProfile {
-    model::SecurityProfile { profile_type: kind as i32, localhost_ref: String::new() }
-}
-
-/// The security context of a config, made if absent.
-pub fn security(config: &mut model::ContainerConfig) -> &mut model::LinuxContainerSecurityContext {
-    config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)
-}
+pub use requests::{profile, security};
 
 /// The resources of a config, made if absent.
 pub fn resources(config: &mut model::ContainerConfig) -> &mut model::LinuxContainerResources {

@@ -9,8 +9,8 @@ use lockstep_cri::{model, Minor};
 use super::conkit::{with_kit, Kit};
 use super::containers::IMAGES;
 use crate::check;
-use crate::fixtures;
 use crate::framework::{call_failed, Ctx, Failure, Need, Test, TestFuture, TestResult};
+use lockstep_testkit::fixtures;
 
 const AREA: &str = "container-stop";
 

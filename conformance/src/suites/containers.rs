@@ -12,8 +12,8 @@ use lockstep_cri::{model, Minor};
 
 use super::conkit::{self, security, with_kit, Kit};
 use crate::check;
-use crate::fixtures;
 use crate::framework::{call_failed, Ctx, Failure, Need, Test, TestFuture, TestResult};
+use lockstep_testkit::fixtures;
 
 const AREA: &str = "containers";
 /// Containers need a test image.

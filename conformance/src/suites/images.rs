@@ -10,9 +10,9 @@ use futures::StreamExt;
 use lockstep_cri::{model, CriClient, Minor};
 
 use crate::check;
-use crate::fixtures::env::RegistryEnv;
-use crate::fixtures::{self, hostile, Fixture};
 use crate::framework::{call_failed, Ctx, Failure, Need, Test, TestFuture, TestResult};
+use lockstep_testkit::fixtures::env::RegistryEnv;
+use lockstep_testkit::fixtures::{self, hostile, Fixture};
 
 const AREA: &str = "images";
 const REGISTRY: &[Need] = &[Need::Registry];

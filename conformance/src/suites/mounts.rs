@@ -339,7 +339,7 @@ async fn symlink_source(ctx: Ctx) -> TestResult {
 /// the runtime mounts the image's filesystem read-only (the whole image, or image_sub_path in it).
 async fn image_volume(ctx: Ctx, sub_path: bool) -> TestResult {
     with_kit(&ctx, "image-volume", |kit| async move {
-        let web = kit.image(crate::fixtures::WEB).await?;
+        let web = kit.image(lockstep_testkit::fixtures::WEB).await?;
         let mut config = kit.shell_config("image-volume", "exec sleep 3600").await?;
         config.mounts.push(model::Mount {
             container_path: "/volume".into(),

@@ -11,8 +11,8 @@ use super::conkit::{with_kit, with_kit_config, Kit};
 use super::containers::IMAGES;
 use super::podkit::namespace_options;
 use crate::check;
-use crate::fixtures;
 use crate::framework::{Ctx, Failure, Need, Test, TestFuture, TestResult};
+use lockstep_testkit::fixtures;
 
 const AREA: &str = "multi-container";
 

@@ -9,57 +9,21 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lockstep_cri::{model, CriClient};
+use lockstep_testkit::requests;
 
 use crate::framework::{call_failed, Ctx, Failure, TestResult};
 
 pub const NAMESPACE: &str = "lockstep-conformance";
 
-/// A pod config as the kubelet makes it, with a unique name and uid.
+/// A pod config as the kubelet makes it (the testkit's), with a unique name and uid and the
+/// test's purpose as an annotation.
 pub fn pod_config(purpose: &str) -> model::PodSandboxConfig {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{purpose}-{}-{n}", std::process::id());
-    let uid = format!("{:08x}-{n}", std::process::id());
-    model::PodSandboxConfig {
-        metadata: Some(model::PodSandboxMetadata {
-            name: name.clone(),
-            uid: uid.clone(),
-            namespace: NAMESPACE.into(),
-            attempt: 0,
-        }),
-        hostname: name.chars().take(63).collect(),
-        log_directory: format!("/var/log/pods/{NAMESPACE}_{name}_{uid}"),
-        labels: [
-            ("io.kubernetes.pod.name".to_string(), name),
-            ("io.kubernetes.pod.namespace".to_string(), NAMESPACE.to_string()),
-            ("io.kubernetes.pod.uid".to_string(), uid),
-        ]
-        .into(),
-        annotations: [("lockstep.conformance/purpose".to_string(), purpose.to_string())].into(),
-        linux: Some(model::LinuxPodSandboxConfig {
-            security_context: Some(model::LinuxSandboxSecurityContext {
-                // As the kubelet sends it without shareProcessNamespace: a PID namespace per container.
-                namespace_options: Some(model::NamespaceOption {
-                    pid: model::NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let mut config = requests::pod(NAMESPACE, &requests::unique(purpose));
+    config.annotations.insert("lockstep.conformance/purpose".into(), purpose.into());
+    config
 }
 
-pub fn namespace_options(config: &mut model::PodSandboxConfig) -> &mut model::NamespaceOption {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options
-        .get_or_insert_with(Default::default)
-}
+pub use requests::namespace_options;
 
 /// An id no runtime has ever handed out, shaped as critest makes its own (a random UUID): a hash
 /// of the process id, the clock and a counter, so two tests never share one.

@@ -180,7 +180,7 @@ async fn field_lock(ctx: Ctx) -> TestResult {
         wrong.push("RuntimeFeatures.user_namespaces_host_network (1.36)".to_string());
     }
     super::conkit::with_kit(&ctx, "field-lock", |kit| async move {
-        let image = kit.image(crate::fixtures::STOP_SIGNAL).await?;
+        let image = kit.image(lockstep_testkit::fixtures::STOP_SIGNAL).await?;
         let id = kit.run(kit.config("field-lock", &image, &["sleep", "3600"])).await?;
         let s = raw
             .container_status(model::ContainerStatusRequest { container_id: id.clone(), verbose: false })

@@ -13,8 +13,8 @@ use lockstep_cri::{model, Minor};
 use super::conkit::{profile, security, with_kit, with_kit_config, Kit};
 use super::containers::IMAGES;
 use crate::check;
-use crate::fixtures;
 use crate::framework::{Ctx, Failure, Feature, Need, Test, TestFuture, TestResult};
+use lockstep_testkit::fixtures;
 use model::security_profile::ProfileType;
 
 const AREA: &str = "security-context";

@@ -3,16 +3,16 @@
 //! lead it to plain HTTP, an insecure registry's flag must not switch off TLS checks for its
 //! token service, and same-host HTTPS redirects (blob storage) still work.
 
-mod support;
+mod registry_double;
 
 use std::sync::Arc;
 
-use lockstep_conformance::fixtures::host_arch;
-use lockstep_conformance::fixtures::oci::{self, Compression, Entry, Image, Layer, RunConfig};
 use lockstep_runtime::config::Config;
 use lockstep_runtime::image::registry::auth::Credentials;
 use lockstep_runtime::image::service::ImageService;
-use support::{Request, Response};
+use lockstep_testkit::fixtures::host_arch;
+use lockstep_testkit::fixtures::oci::{self, Compression, Entry, Image, Layer, RunConfig};
+use registry_double::{Request, Response};
 
 const TOKEN: &str = "tok-https-1";
 
@@ -46,15 +46,15 @@ fn bearer(realm: &str) -> Response {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
-    let ip = support::host_ip();
+    let ip = registry_double::host_ip();
     let tmp = tempfile::tempdir().unwrap();
-    let certs = support::make_certs(tmp.path(), ip);
+    let certs = registry_double::make_certs(tmp.path(), ip);
     let image = Arc::new(image());
 
     // A plain-HTTP server on the same address: what a downgrade would reach.
     let plain = {
         let image = image.clone();
-        support::serve(
+        registry_double::serve(
             ip,
             None,
             Arc::new(move |r: &Request| {
@@ -68,16 +68,20 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
         .await
     };
     // An HTTPS token service whose certificate nothing trusts (no certs.d entry for its port).
-    let untrusted =
-        support::serve(ip, Some(support::tls_acceptor(&certs)), Arc::new(move |_: &Request| token_answer())).await;
+    let untrusted = registry_double::serve(
+        ip,
+        Some(registry_double::tls_acceptor(&certs)),
+        Arc::new(move |_: &Request| token_answer()),
+    )
+    .await;
     // The registry: HTTPS, its CA in certs.d.
     let registry = {
         let (image, plain, untrusted) = (image.clone(), plain.host.clone(), untrusted.host.clone());
         let registry_host = Arc::new(std::sync::Mutex::new(String::new()));
         let me = registry_host.clone();
-        let server = support::serve(
+        let server = registry_double::serve(
             ip,
-            Some(support::tls_acceptor(&certs)),
+            Some(registry_double::tls_acceptor(&certs)),
             Arc::new(move |r: &Request| {
                 let me = me.lock().unwrap().clone();
                 let authorized = r.header("authorization") == Some(&format!("Bearer {TOKEN}"));
@@ -150,15 +154,15 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
-    let ip = support::host_ip();
+    let ip = registry_double::host_ip();
     let tmp = tempfile::tempdir().unwrap();
-    let certs = support::make_certs(tmp.path(), ip);
+    let certs = registry_double::make_certs(tmp.path(), ip);
     let image = Arc::new(image());
     // A plain-HTTP service on the node's loopback that would answer anything (a kubelet's
     // read-only port, a metadata proxy): a remote registry must not make lockstepd fetch from it.
     let local = {
         let image = image.clone();
-        support::serve(
+        registry_double::serve(
             "127.0.0.1".parse().unwrap(),
             None,
             Arc::new(move |r: &Request| {
@@ -173,9 +177,9 @@ async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
     };
     let registry = {
         let (image, local) = (image.clone(), local.host.clone());
-        support::serve(
+        registry_double::serve(
             ip,
-            Some(support::tls_acceptor(&certs)),
+            Some(registry_double::tls_acceptor(&certs)),
             Arc::new(move |r: &Request| {
                 let authorized = r.header("authorization") == Some(&format!("Bearer {TOKEN}"));
                 let path = r.target.as_str();

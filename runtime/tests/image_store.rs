@@ -3,16 +3,16 @@
 //! restarts, container holds, and faults caused for real (tampered blobs, truncated gzip,
 //! escaping layers, a stopped or frozen registry), after each of which nothing is left behind.
 
-mod support;
+mod registry_double;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_conformance::fixtures::{self, hostile, oci, registry::LocalRegistry, Fixture};
 use lockstep_runtime::config::Config;
 use lockstep_runtime::image::registry::auth::Credentials;
 use lockstep_runtime::image::service::{ImageError, ImageService};
+use lockstep_testkit::fixtures::{self, hostile, oci, registry::LocalRegistry, Fixture};
 
 struct Store {
     service: Arc<ImageService>,
@@ -378,11 +378,11 @@ async fn credentials_go_only_to_the_registry_they_are_for() {
     let registry = registry_with(std::slice::from_ref(&shell)).await;
     let host = &registry.host;
     // A mirror that asks every caller for credentials and records what it gets.
-    let mirror = support::serve(
+    let mirror = registry_double::serve(
         "127.0.0.1".parse().unwrap(),
         None,
-        Arc::new(|_: &support::Request| {
-            support::Response::new(401, "{}").header("WWW-Authenticate", "Basic realm=\"mirror\"")
+        Arc::new(|_: &registry_double::Request| {
+            registry_double::Response::new(401, "{}").header("WWW-Authenticate", "Basic realm=\"mirror\"")
         }),
     )
     .await;
@@ -572,14 +572,18 @@ async fn removing_an_image_whose_tag_moved_does_not_stall_the_daemon() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_service_that_is_down_is_unavailable_not_a_refusal() {
     let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let tokens =
-        support::serve(loopback, None, Arc::new(|_: &support::Request| support::Response::new(503, "down"))).await;
-    let realm = format!("http://{}/token", tokens.host);
-    let registry = support::serve(
+    let tokens = registry_double::serve(
         loopback,
         None,
-        Arc::new(move |_: &support::Request| {
-            support::Response::new(401, "{}").header("WWW-Authenticate", format!("Bearer realm=\"{realm}\""))
+        Arc::new(|_: &registry_double::Request| registry_double::Response::new(503, "down")),
+    )
+    .await;
+    let realm = format!("http://{}/token", tokens.host);
+    let registry = registry_double::serve(
+        loopback,
+        None,
+        Arc::new(move |_: &registry_double::Request| {
+            registry_double::Response::new(401, "{}").header("WWW-Authenticate", format!("Bearer realm=\"{realm}\""))
         }),
     )
     .await;

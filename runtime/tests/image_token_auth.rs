@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use lockstep_conformance::fixtures::{self, registry::LocalRegistry};
 use lockstep_runtime::config::Config;
 use lockstep_runtime::image::registry::auth::Credentials;
 use lockstep_runtime::image::service::ImageService;
+use lockstep_testkit::fixtures::{self, registry::LocalRegistry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "tok-lockstep-123";

@@ -3,55 +3,18 @@
 //! works again. Real daemon process, real registry, real kill.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockstep_conformance::fixtures::oci::{self, Compression, Entry, Image, Layer, RunConfig};
-use lockstep_conformance::fixtures::{self, registry::LocalRegistry, Fixture};
 use lockstep_cri::{model, Minor};
+use lockstep_testkit::fixtures::oci::{self, Compression, Entry, Image, Layer, RunConfig};
+use lockstep_testkit::fixtures::{self, registry::LocalRegistry, Fixture};
+use lockstep_testkit::{Launch, Lockstepd, Program};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
+const LOCKSTEPD: &str = env!("CARGO_BIN_EXE_lockstepd");
 
-/// The daemon process; killed when dropped, so a failing test leaves none behind.
-struct Daemon(Child);
-
-impl Daemon {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn start_daemon(dir: &Path) -> Daemon {
-    let arg = |p: &str| dir.join(p).display().to_string();
-    let _ = std::fs::remove_file(dir.join("lockstep.sock"));
-    std::fs::write(dir.join("lockstep.toml"), "").unwrap();
-    let child = Command::new(BIN)
-        .args(["daemon", "--kube", "1.36", "--config", &arg("lockstep.toml"), "--root", &arg("root")])
-        .args(["--runroot", &arg("run"), "--listen", &arg("lockstep.sock")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join("lockstep.sock").exists() {
-        assert!(Instant::now() < deadline, "the daemon never served");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Daemon(child)
-}
-
-async fn client(dir: &Path) -> lockstep_cri::CriClient {
-    let channel =
-        lockstep_cri::connect(&format!("unix://{}", dir.join("lockstep.sock").display()), Duration::from_secs(5))
-            .await
-            .unwrap();
-    lockstep_cri::CriClient::new(Minor::V1_36, channel).unwrap()
+/// lockstepd on its defaults in a fresh directory of its own.
+async fn start_daemon() -> Lockstepd {
+    Lockstepd::start(Program::lockstepd(LOCKSTEPD, Minor::V1_36), Launch::default(), "").await.unwrap()
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -76,11 +39,9 @@ async fn a_pull_killed_halfway_leaves_nothing_and_can_be_redone() {
     let registry = LocalRegistry::start().unwrap();
     fixtures::push_all(&registry.host, std::slice::from_ref(&fixture)).await.unwrap();
     let reference = fixture.reference(&registry.host);
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("root/images");
-
-    let mut daemon = start_daemon(tmp.path());
-    let mut kubelet = client(tmp.path()).await;
+    let mut daemon = start_daemon().await;
+    let store = daemon.root().join("images");
+    let mut kubelet = daemon.kubelet().await;
     let spec = Some(model::ImageSpec { image: reference.clone(), ..Default::default() });
     let request = model::PullImageRequest { image: spec.clone(), ..Default::default() };
     let pulling = tokio::spawn(async move { kubelet.pull_image(request).await });
@@ -96,8 +57,8 @@ async fn a_pull_killed_halfway_leaves_nothing_and_can_be_redone() {
     assert!(!entries(&store.join("tmp")).is_empty(), "the kill left work in progress behind");
     registry.resume().unwrap();
 
-    let mut daemon = start_daemon(tmp.path());
-    let mut kubelet = client(tmp.path()).await;
+    daemon.spawn().await.unwrap();
+    let mut kubelet = daemon.kubelet().await;
     assert!(kubelet.list_images(Default::default()).await.unwrap().images.is_empty(), "no half image is visible");
     assert_eq!(entries(&store.join("tmp")), Vec::<String>::new(), "temporary files are cleaned at start");
     assert_eq!(entries(&store.join("records")), Vec::<String>::new());

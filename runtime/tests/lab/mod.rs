@@ -65,23 +65,10 @@ impl Lab {
         self.tmp.path().join("logs").join(id).join("0.log")
     }
 
-    /// A container config running `args` in the busybox rootfs.
+    /// A container config running `args` in the busybox rootfs, leaving the security defaults
+    /// to lockstepd.
     pub fn config(args: &[&str]) -> model::ContainerConfig {
-        model::ContainerConfig {
-            metadata: Some(model::ContainerMetadata { name: "test".into(), attempt: 0 }),
-            command: args.iter().map(|s| s.to_string()).collect(),
-            linux: Some(model::LinuxContainerConfig {
-                resources: Some(Default::default()),
-                security_context: Some(model::LinuxContainerSecurityContext {
-                    namespace_options: Some(model::NamespaceOption {
-                        pid: model::NamespaceMode::Container as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }
+        lockstep_testkit::requests::bare_container("test", "", args)
     }
 
     /// The spec of `config` in this lab: its own network, IPC, UTS and pid namespaces.
@@ -238,37 +225,4 @@ fn make_rootfs(rootfs: &Path) {
     )
     .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n").unwrap();
-}
-
-/// Processes whose command line is exactly `args`.
-pub fn processes_running(args: &[&str]) -> Vec<i32> {
-    let wanted: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
-        .collect()
-}
-
-/// Whether `pid` exists (a zombie counts).
-pub fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits until `pid` is gone entirely (reaped), at most `limit`.
-pub fn wait_gone(pid: i32, limit: Duration) -> bool {
-    let started = std::time::Instant::now();
-    while alive(pid) {
-        if started.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
-/// The v2 mount of this host when it is a hybrid cgroup host (crun refuses those).
-pub fn hybrid_cgroup2() -> Option<PathBuf> {
-    lockstep_runtime::host::cgroups::Layout::read().hybrid_unified().map(PathBuf::from)
 }

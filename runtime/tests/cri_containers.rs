@@ -1,4 +1,4 @@
-//! Containers on a real lockstepd process (this crate's binary as `daemon`), from images built
+//! Containers on a real lockstepd process (the testkit's harness), from images built
 //! by the fixtures and pulled from a private docker-registry, run by runc under
 //! lockstep-monitor: lifecycle, status fields, logs and their reopening, ExecSync, stop
 //! signals and timeouts, OOM kills, resource updates and stats, security contexts (users,
@@ -8,142 +8,70 @@
 //! itself: records, directories, mounts, cgroups, monitors, image holds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockstep_conformance::fixtures::{self, hostile, registry::LocalRegistry};
 use lockstep_cri::{model, CriClient, Minor};
-use lockstep_runtime::oci::{CommandRuntime, OciRuntime, OciStatus, RuntimeCommand};
+use lockstep_testkit::fixtures::{self, hostile, registry::LocalRegistry};
+use lockstep_testkit::host::{cgroups_of, monitors_of, processes_running, wait_for};
+use lockstep_testkit::{cni, leaks, requests, Launch, Lockstepd, Program};
 use tonic::Code;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockstep-conformance");
-const NETWORK: &str = r#"{
-  "cniVersion": "1.0.0",
-  "name": "lockstep",
-  "plugins": [
-    { "type": "bridge", "bridge": "lockstep0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.88.0.0/16" }]], "routes": [{ "dst": "0.0.0.0/0" }] } },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
-  ]
-}"#;
+const LOCKSTEPD: &str = env!("CARGO_BIN_EXE_lockstepd");
 
 /// A lockstepd with its own state and a registry holding the shell and user-name images.
 struct Node {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    daemon: Lockstepd,
     registry: LocalRegistry,
     kubelet: Option<CriClient>,
-    /// The open-file limit lockstepd gets (as systemd's default soft limit, 1024); None: ours.
-    nofile: Option<u32>,
 }
 
 impl Node {
     async fn start() -> Node {
-        let monitor = Path::new(BIN).with_file_name("lockstep-monitor");
-        assert!(
-            monitor.exists(),
-            "{} is missing: build the workspace (cargo test --workspace does)",
-            monitor.display()
-        );
         let registry = LocalRegistry::start().unwrap();
         let set = fixtures::standard().unwrap();
         let wanted: Vec<_> =
             set.into_iter().filter(|f| [fixtures::SHELL, fixtures::USER_NAME].contains(&f.repo)).collect();
         fixtures::push_all(&registry.host, &wanted).await.unwrap();
-        let dir = tempfile::Builder::new().prefix("lsc-").tempdir_in("/tmp").unwrap();
-        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
-        std::fs::write(dir.path().join("net.d/10-test.conflist"), NETWORK).unwrap();
-        std::fs::write(dir.path().join("registries.conf"), "").unwrap();
-        std::fs::write(
-            dir.path().join("lockstep.toml"),
-            format!(
-                "[network]\ncni_config_dir = {:?}\ncni_plugin_dirs = [\"/usr/lib/cni\"]\n[image]\nregistries_conf = {:?}\n",
-                dir.path().join("net.d").display().to_string(),
-                dir.path().join("registries.conf").display().to_string(),
-            ),
-        )
-        .unwrap();
-        let mut node = Node { dir, child: None, registry, kubelet: None, nofile: None };
+        let launch = Launch { short_dir_prefix: Some("lsc-"), log_level: Some("debug"), ..Default::default() };
+        let daemon = Lockstepd::prepare(Program::lockstepd(LOCKSTEPD, Minor::V1_36), launch).unwrap();
+        let network = cni::network_table(daemon.dir(), &[PathBuf::from(cni::CNI_BIN)]).unwrap();
+        let registries_conf = daemon.dir().join("registries.conf");
+        std::fs::write(&registries_conf, "").unwrap();
+        let config = format!("{network}[image]\nregistries_conf = {:?}\n", registries_conf.display().to_string());
+        std::fs::write(daemon.config_path(), config).unwrap();
+        let mut node = Node { daemon, registry, kubelet: None };
         node.spawn().await;
         node
     }
 
+    fn dir(&self) -> &Path {
+        self.daemon.dir()
+    }
     fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.daemon.root()
     }
     fn runroot(&self) -> PathBuf {
-        self.dir.path().join("run")
+        self.daemon.runroot()
     }
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("lockstep.sock")
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("lockstepd.log")).unwrap_or_default()
+        self.daemon.socket()
     }
 
     async fn spawn(&mut self) {
-        let _ = std::fs::remove_file(self.socket());
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("lockstepd.log")).unwrap();
-        let mut command = match self.nofile {
-            None => Command::new(BIN),
-            Some(n) => {
-                let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
-                sh
-            }
-        };
-        let child = command
-            .args(["daemon", "--kube", "1.36", "--config"])
-            .arg(self.dir.path().join("lockstep.toml"))
-            .arg("--root")
-            .arg(self.root())
-            .arg("--runroot")
-            .arg(self.runroot())
-            .arg("--listen")
-            .arg(self.socket())
-            .args(["--log-level", "debug"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.socket().exists() {
-            assert!(Instant::now() < deadline, "lockstepd did not serve: {}", self.log());
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("lockstepd exited ({status}): {}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // The socket file exists from bind() on; connections succeed from listen() on.
-        let endpoint = format!("unix://{}", self.socket().display());
-        let channel = loop {
-            match lockstep_cri::connect(&endpoint, Duration::from_secs(5)).await {
-                Ok(channel) => break channel,
-                Err(e) => assert!(Instant::now() < deadline, "cannot connect to lockstepd: {e}: {}", self.log()),
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let mut client = CriClient::new(Minor::V1_36, channel).unwrap();
-        client.set_timeout(Some(Duration::from_secs(120)));
-        self.kubelet = Some(client);
+        self.daemon.spawn().await.unwrap();
+        self.kubelet = Some(self.daemon.kubelet().await);
     }
 
     /// SIGKILL, as a crash.
     fn kill(&mut self) {
         self.kubelet = None;
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill();
     }
 
     /// lockstepd again, as a service under systemd starts it: at most `nofile` open files.
     async fn restart_with_nofile(&mut self, nofile: u32) {
         self.kill();
-        self.nofile = Some(nofile);
+        self.daemon.set_nofile(Some(nofile));
         self.spawn().await;
     }
 
@@ -166,7 +94,7 @@ impl Node {
 
     /// A pod on the node's network (no CNI) unless `pod_network`.
     async fn pod(&mut self, name: &str, pod_network: bool) -> (String, model::PodSandboxConfig) {
-        let config = pod_config(name, &self.dir.path().join("logs").join(name), pod_network);
+        let config = pod_config(name, &self.dir().join("logs").join(name), pod_network);
         self.pod_of(config).await
     }
 
@@ -247,157 +175,30 @@ impl Node {
     /// Nothing of the node's containers is left: records, directories, mounts, cgroups,
     /// monitors, image holds.
     fn assert_no_container_leaks(&self) {
-        let records = self.root().join("containers");
-        let left: Vec<_> = std::fs::read_dir(&records).into_iter().flatten().flatten().map(|e| e.path()).collect();
-        assert!(left.is_empty(), "container records or layers remain: {left:?}");
-        let runs = self.runroot().join("containers");
-        let left: Vec<_> = std::fs::read_dir(&runs).into_iter().flatten().flatten().map(|e| e.path()).collect();
-        assert!(left.is_empty(), "container run directories remain: {left:?}");
-        let holds = self.root().join("images/holds");
-        let left: Vec<_> = std::fs::read_dir(&holds).into_iter().flatten().flatten().map(|e| e.path()).collect();
-        assert!(left.is_empty(), "image holds remain: {left:?}");
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let ours = self.dir.path().display().to_string();
-        let leaked: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&ours) && l.contains("overlay")).collect();
-        assert!(leaked.is_empty(), "container mounts remain: {leaked:#?}");
-        let monitors = monitors_of(&self.runroot());
-        assert!(monitors.is_empty(), "monitors still run: {monitors:?}");
+        leaks::assert_no_container_leaks(&self.daemon);
     }
 }
 
-impl Drop for Node {
-    /// A failed test leaves containers and pods behind: kill their monitors' containers and
-    /// unmount what is under the node's directory.
-    fn drop(&mut self) {
-        self.kill();
-        for pid in monitors_of(&self.runroot()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        // Each handler as lockstepd runs it (crun in its pure cgroup v1 view on a hybrid host).
-        let oci_dir = self.dir.path().join("run/oci");
-        let hybrid_cgroup2 = lockstep_runtime::host::cgroups::Layout::read().hybrid_unified().map(PathBuf::from);
-        for (handler, view) in [("runc", None), ("crun", hybrid_cgroup2)] {
-            let Some(binary) = lockstep_runtime::oci::resolve(Path::new(handler)) else { continue };
-            let command = RuntimeCommand::under(&oci_dir, handler, &binary, false).hiding_cgroup2(view);
-            let runtime = CommandRuntime::new(command);
-            for entry in std::fs::read_dir(oci_dir.join(handler)).into_iter().flatten().flatten() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                let _ = runtime.kill(&id, 9, true);
-                // A plain delete refuses a container still running: wait (a little) for the kill.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline
-                    && runtime.state(&id).ok().flatten().is_some_and(|s| s.status != OciStatus::Stopped)
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = runtime.delete(&id);
-            }
-        }
-        let plugins = lockstep_runtime::cni::exec::Plugins::new(vec![PathBuf::from("/usr/lib/cni")]);
-        let cache = lockstep_runtime::cni::network::AttachmentCache::new(&self.root());
-        for (_, attachment) in cache.all().unwrap_or_default() {
-            let _ = lockstep_runtime::cni::network::del(&attachment, &plugins);
-        }
-        for dir in std::fs::read_dir(self.runroot().join("sandboxes")).into_iter().flatten().flatten() {
-            if let Ok(Some(pause)) = lockstep_runtime::sandbox::pause::read_pid_file(&dir.path()) {
-                let _ = lockstep_runtime::sandbox::pause::kill(&pause);
-            }
-        }
-        for mount in lockstep_runtime::host::mounts::mounts_under(self.dir.path()).unwrap_or_default() {
-            let _ = lockstep_runtime::host::mounts::unmount(&mount);
-        }
-    }
-}
-
-/// lockstep-monitor processes whose container directory is under `runroot`.
-fn monitors_of(runroot: &Path) -> Vec<i32> {
-    let wanted = runroot.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let text = String::from_utf8_lossy(&cmdline);
-            text.contains("lockstep-monitor") && text.contains(&wanted)
-        })
-        .collect()
-}
-
-/// Host pids whose command line is exactly `args`.
-fn pids_running(args: &[&str]) -> Vec<u32> {
-    let wanted: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
-        .collect()
-}
-
-/// Cgroup directories whose name holds `id`, in any hierarchy.
-fn cgroups_of(id: &str) -> Vec<String> {
-    let out = Command::new("find").args(["/sys/fs/cgroup", "-maxdepth", "5", "-name", &format!("*{id}*")]).output();
-    String::from_utf8_lossy(&out.unwrap().stdout).lines().map(str::to_string).collect()
-}
-
+/// A pod as the kubelet sends it, logging under `log_directory`, on the node's network unless
+/// `pod_network`.
 fn pod_config(name: &str, log_directory: &Path, pod_network: bool) -> model::PodSandboxConfig {
-    let uid = format!("uid-{name}-{}", std::process::id());
-    let network = if pod_network { model::NamespaceMode::Pod } else { model::NamespaceMode::Node };
-    model::PodSandboxConfig {
-        metadata: Some(model::PodSandboxMetadata {
-            name: name.into(),
-            uid: uid.clone(),
-            namespace: "lockstep-test".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_directory.display().to_string(),
-        labels: [("io.kubernetes.pod.name".to_string(), name.to_string())].into(),
-        linux: Some(model::LinuxPodSandboxConfig {
-            security_context: Some(model::LinuxSandboxSecurityContext {
-                namespace_options: Some(model::NamespaceOption {
-                    network: network as i32,
-                    pid: model::NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let mut config = requests::pod("lockstep-test", name);
+    config.log_directory = log_directory.display().to_string();
+    if !pod_network {
+        requests::namespace_options(&mut config).network = model::NamespaceMode::Node as i32;
     }
+    config
 }
 
-/// A container as the kubelet sends it: image by the ID PullImage returned, log under the pod's
-/// directory.
+/// A container as a CRI client that leaves the security defaults to lockstepd sends it: image
+/// by the ID PullImage returned, log under the pod's directory.
 fn container(name: &str, image_id: &str, script: &str) -> model::ContainerConfig {
-    model::ContainerConfig {
-        metadata: Some(model::ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(model::ImageSpec { image: image_id.into(), ..Default::default() }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        labels: [("io.kubernetes.container.name".to_string(), name.to_string())].into(),
-        annotations: [("lockstep.test/kind".to_string(), "container".to_string())].into(),
-        linux: Some(model::LinuxContainerConfig {
-            resources: Some(Default::default()),
-            security_context: Some(model::LinuxContainerSecurityContext {
-                namespace_options: Some(model::NamespaceOption {
-                    pid: model::NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    }
+    let mut config = requests::bare_container(name, image_id, &["sh", "-c", script]);
+    config.annotations.insert("lockstep.test/kind".into(), "container".into());
+    config
 }
 
-fn security(config: &mut model::ContainerConfig) -> &mut model::LinuxContainerSecurityContext {
-    config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)
-}
+use requests::security;
 
 /// The log's entries without timestamps ("stdout F text"), checking each timestamp's form.
 fn log_entries(path: &Path) -> Vec<String> {
@@ -409,14 +210,6 @@ fn log_entries(path: &Path) -> Vec<String> {
             rest.to_string()
         })
         .collect()
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -439,7 +232,7 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     assert_eq!(status.image.as_ref().unwrap().image, node.image(fixtures::SHELL), "the name, not the ID");
     assert_eq!(status.image_id, image_id);
     assert!(status.image_ref.contains("@sha256:"), "{}", status.image_ref);
-    let log = node.dir.path().join("logs/life/web/0.log");
+    let log = node.dir().join("logs/life/web/0.log");
     assert_eq!(Path::new(&status.log_path), log);
     assert_eq!(status.labels["io.kubernetes.container.name"], "web");
     assert_eq!(status.annotations["lockstep.test/kind"], "container");
@@ -454,7 +247,7 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     // It moves once the container is created, off CreateContainer's path.
     wait_for("the monitor's own cgroup", || cgroups_of_pid(monitors[0] as u32).contains("lockstep-monitors")).await;
     let monitor_cgroups = cgroups_of_pid(monitors[0] as u32);
-    let daemon_cgroups = cgroups_of_pid(node.child.as_ref().unwrap().id());
+    let daemon_cgroups = cgroups_of_pid(node.daemon.pid().unwrap());
     assert!(monitor_cgroups.lines().all(|l| !daemon_cgroups.contains(l)), "{monitor_cgroups}\nvs\n{daemon_cgroups}");
 
     // Running.
@@ -497,11 +290,11 @@ async fn a_container_lives_logs_runs_commands_and_leaves_nothing_behind() {
     assert!(started.elapsed() < Duration::from_secs(30), "the answer waited for the background process");
     // The container and what an exec leaves behind are out of lockstepd's cgroups in every
     // hierarchy, the v2 one included (crun runs in a pure v1 view on hybrid hosts).
-    let daemon_cgroups = cgroups_of_pid(node.child.as_ref().unwrap().id());
+    let daemon_cgroups = cgroups_of_pid(node.daemon.pid().unwrap());
     let init = node.verbose(&id).await["pid"].as_i64().unwrap() as u32;
-    let background = pids_running(&["sleep", "1000"]);
+    let background = processes_running(&["sleep", "1000"]);
     assert_eq!(background.len(), 1, "{background:?}");
-    for (what, pid) in [("init", init), ("exec", background[0])] {
+    for (what, pid) in [("init", init), ("exec", background[0] as u32)] {
         let cgroups = cgroups_of_pid(pid);
         assert!(cgroups.lines().all(|l| !daemon_cgroups.contains(l)), "{what} {pid}: {cgroups}\nvs\n{daemon_cgroups}");
     }
@@ -623,7 +416,7 @@ async fn a_container_whose_monitor_died_still_gets_its_grace_period() {
     let mut node = Node::start().await;
     let image_id = node.pull(fixtures::SHELL).await;
     let pod = node.pod("orphan", false).await;
-    let out = node.dir.path().join("orphan-out");
+    let out = node.dir().join("orphan-out");
     std::fs::create_dir_all(&out).unwrap();
     // The TERM handler takes a second: a SIGKILL sent at once would leave no file behind.
     let script = "trap 'sleep 1; touch /out/graceful; exit 3' TERM; while :; do sleep 0.1; done";
@@ -758,7 +551,7 @@ async fn resources_update_and_security_contexts_apply() {
     let unconfined = node.run(&pod, config).await;
     let out = node.exec(&unconfined, &["busybox", "unshare", "-U", "true"], 10).await.unwrap();
     assert_eq!(out.exit_code, 0, "Unconfined: {}", String::from_utf8_lossy(&out.stderr));
-    let profile = node.dir.path().join("no-mkdir.json");
+    let profile = node.dir().join("no-mkdir.json");
     std::fs::write(
         &profile,
         r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
@@ -794,7 +587,7 @@ async fn resources_update_and_security_contexts_apply() {
 
     // Privileged: every capability lockstepd holds, the host's devices, nothing masked; only
     // in a privileged pod.
-    let mut config = pod_config("privileged", &node.dir.path().join("logs/privileged"), false);
+    let mut config = pod_config("privileged", &node.dir().join("logs/privileged"), false);
     config.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
     let privileged_pod = node.pod_of(config).await;
     let mut config = container("root", &image_id, "sleep 1000");
@@ -803,7 +596,7 @@ async fn resources_update_and_security_contexts_apply() {
     assert_eq!(err.unwrap_err().code(), Code::NotFound, "the first pod is gone");
     let root = node.run(&privileged_pod, config).await;
     let out = node.exec(&root, &["cat", "/proc/self/status"], 10).await.unwrap();
-    let daemon_pid = node.child.as_ref().unwrap().id();
+    let daemon_pid = node.daemon.pid().unwrap();
     let daemon = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).unwrap();
     let bounding = daemon.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim().to_string();
     assert_eq!(caps(&out), bounding, "all of lockstepd's capabilities");
@@ -917,7 +710,7 @@ async fn containers_survive_a_lockstepd_crash_with_their_real_exits() {
 
     // The ticker's log has no gap across the crash; it is re-attached for stop.
     node.stop(&ticker, 0).await.unwrap();
-    let log = node.dir.path().join("logs/crash/ticker/0.log");
+    let log = node.dir().join("logs/crash/ticker/0.log");
     let ticks: Vec<u32> = log_entries(&log)
         .into_iter()
         .filter_map(|e| e.strip_prefix("stdout F tick ").map(|n| n.parse().unwrap()))
@@ -936,7 +729,7 @@ async fn bad_requests_name_their_field_and_leave_nothing_behind() {
     let image_id = node.pull(fixtures::SHELL).await;
     // A cgroup parent of the test's own, to see that no container cgroup is left in it.
     let parent = format!("/lockstep-bad-{}", std::process::id());
-    let mut config = pod_config("bad", &node.dir.path().join("logs/bad"), false);
+    let mut config = pod_config("bad", &node.dir().join("logs/bad"), false);
     config.linux.as_mut().unwrap().cgroup_parent = parent.clone();
     let pod = node.pod_of(config).await;
     let children = || -> Vec<PathBuf> {
@@ -1107,7 +900,7 @@ async fn host_paths_and_image_volumes_are_mounted_and_released() {
     let image_id = node.pull(fixtures::SHELL).await;
     let two_layers = node.pull(fixtures::USER_NAME).await;
     let pod = node.pod("volumes", false).await;
-    let host_dir = node.dir.path().join("host-data");
+    let host_dir = node.dir().join("host-data");
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::write(host_dir.join("greeting"), "from the host\n").unwrap();
 
@@ -1222,7 +1015,7 @@ async fn a_shared_pid_pod_under_a_new_cgroup_parent_leaves_no_cgroup_behind() {
     let mut node = Node::start().await;
     let image_id = node.pull(fixtures::SHELL).await;
     let parent = format!("/lockstep-parent-{}", std::process::id());
-    let mut config = pod_config("shared-pid", &node.dir.path().join("logs/shared-pid"), false);
+    let mut config = pod_config("shared-pid", &node.dir().join("logs/shared-pid"), false);
     let linux = config.linux.as_mut().unwrap();
     linux.cgroup_parent = parent.clone();
     linux.security_context.as_mut().unwrap().namespace_options.as_mut().unwrap().pid = model::NamespaceMode::Pod as i32;
@@ -1287,7 +1080,7 @@ async fn an_image_of_125_layers_pulls_runs_and_goes() {
     let id = node.run(&pod, container("many", &image_id, "cat /layers/top; ls /layers | wc -l")).await;
     let status = node.wait_state(&id, model::ContainerState::ContainerExited).await;
     assert_eq!(status.exit_code, 0, "{}", status.message);
-    let entries = log_entries(&node.dir.path().join("logs/layers/many/0.log"));
+    let entries = log_entries(&node.dir().join("logs/layers/many/0.log"));
     assert_eq!(entries, vec!["stdout F 124".to_string(), "stdout F 125".to_string()], "the top layer wins, all show");
     node.remove(&id).await;
     node.assert_no_container_leaks();

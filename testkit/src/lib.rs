@@ -1,0 +1,15 @@
+//! What the tests of Lockstep share, and what the conformance harness runs on: the fixture
+//! images and their registry, one lockstepd process harness (with the sweep that releases what
+//! a killed daemon left), the leak checker, CRI requests shaped as the kubelet sends them, the
+//! test CNI network, and probes of the host.
+#![deny(unsafe_code)]
+
+pub mod cni;
+pub mod fixtures;
+pub mod host;
+pub mod leaks;
+pub mod lockstepd;
+pub mod requests;
+mod sweep;
+
+pub use lockstepd::{Launch, Lockstepd, Program};
