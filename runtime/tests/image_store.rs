@@ -166,6 +166,44 @@ async fn concurrent_pulls_of_one_image_do_the_work_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_images_that_share_layers_fetch_each_shared_layer_once() {
+    use oci::{Compression, Entry, Image, Layer, RunConfig};
+    // Two images on the same two lower layers (busybox and 32 MiB that take a while to unpack),
+    // each with a top layer of its own.
+    let big = Layer::new(
+        &[Entry::File { path: "big".into(), mode: 0o644, data: oci::noise(7, 32 << 20) }],
+        Compression::Gzip,
+    );
+    let image = |name: &'static str| {
+        let top = Layer::new(
+            &[Entry::File { path: name.into(), mode: 0o644, data: name.as_bytes().to_vec() }],
+            Compression::Gzip,
+        );
+        let layers = vec![fixtures::busybox_layer().unwrap(), big.clone(), top];
+        let image = Image::build(layers, &RunConfig::default(), fixtures::host_arch(), false);
+        Fixture { repo: name, tags: vec!["1"], image, index: None, others: vec![] }
+    };
+    let set = [image("lockstep/shared-a"), image("lockstep/shared-b")];
+    let registry = registry_with(&set).await;
+    let store = Store::open("");
+    let pulls: Vec<_> = set
+        .iter()
+        .map(|f| {
+            let (service, reference) = (store.service.clone(), f.reference(&registry.host));
+            tokio::spawn(async move { service.pull(&reference, Credentials::default()).await })
+        })
+        .collect();
+    for p in pulls {
+        p.await.unwrap().unwrap();
+    }
+    assert_eq!(store.service.layers_unpacked(), 4, "two shared layers once, and each image's own");
+    store.assert_clean(2, 4);
+    let a = store.service.resolve(&set[0].reference(&registry.host)).unwrap().unwrap();
+    let dirs = store.service.layer_dirs(&a);
+    assert_eq!(std::fs::read(dirs[2].join("lockstep/shared-a")).unwrap(), b"lockstep/shared-a");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn removal_is_whole_idempotent_and_spares_held_layers() {
     let set = fixtures::standard().unwrap();
     let registry = registry_with(&set).await;

@@ -5,6 +5,7 @@
 //! the network and the store.
 
 mod layers;
+mod shared_layers;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,8 @@ pub struct Puller {
     pulls: Mutex<HashMap<String, RunningPull>>,
     pull_ids: AtomicU64,
     layers_unpacked: AtomicU64,
+    /// Layers some pull is fetching, which other pulls wait for instead of fetching again.
+    layers_in_flight: Arc<shared_layers::LayersInFlight>,
     /// The overall deadline of one pull.
     pull_timeout: Option<Duration>,
 }
@@ -142,6 +145,7 @@ impl Puller {
             pulls: Mutex::default(),
             pull_ids: AtomicU64::new(0),
             layers_unpacked: AtomicU64::new(0),
+            layers_in_flight: Arc::default(),
             pull_timeout,
         }
     }
@@ -350,7 +354,16 @@ impl Puller {
             .collect();
         let chains = chain_ids(layers.iter().map(|l| &l.diff_id));
         let _in_flight = self.store.mark_layers(&chains);
-        layers::fetch_layers(&self.store.snapshots, &session, &layers, &chains, &self.layers_unpacked, stop).await?;
+        layers::fetch_layers(
+            &self.store.snapshots,
+            &session,
+            &layers,
+            &chains,
+            &self.layers_in_flight,
+            &self.layers_unpacked,
+            stop,
+        )
+        .await?;
 
         // Small blobs, then make everything durable, then the record: the image becomes
         // visible only now, whole.

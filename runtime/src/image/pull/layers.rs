@@ -1,13 +1,16 @@
 //! Layer fetch: each missing layer streamed from the registry into its unpacker (a blocking
-//! thread) through a small channel, several at once, then committed lowest first. Touches the
-//! network and, through [`Snapshots`], `<root>/images/{tmp,snapshots}`.
+//! thread) through a small channel, several at once, then committed lowest first; a layer that
+//! another pull is fetching is waited for instead (`shared_layers`). Touches the network and,
+//! through [`Snapshots`], `<root>/images/{tmp,snapshots}`.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures::StreamExt;
 
+use super::shared_layers::{Fetch, LayersInFlight};
 use super::Stop;
 use crate::image::error::ImageError;
 use crate::image::reference::Digest;
@@ -24,36 +27,48 @@ const CANCELLED: &str = "cancelled because another layer failed";
 
 /// Downloads and unpacks the layers that have no snapshot yet, several at once, then commits
 /// them lowest first, each on top of the snapshots below it; `committed` counts the layers
-/// committed (also those of a pull that fails later).
+/// committed (also those of a pull that fails later). A layer another pull is fetching is
+/// waited for, and fetched here only if that pull did not commit it.
 pub(super) async fn fetch_layers(
     snapshots: &Snapshots,
     session: &Session<'_>,
     layers: &[LayerRecord],
     chains: &[Digest],
+    in_flight: &Arc<LayersInFlight>,
     committed: &AtomicU64,
     stop: &Stop,
 ) -> Result<(), ImageError> {
     let cancel = AtomicBool::new(false);
     let missing: Vec<usize> = (0..layers.len()).filter(|&i| !snapshots.exists(&chains[i])).collect();
+    let missing_chains: Vec<Digest> = missing.iter().map(|&i| chains[i].clone()).collect();
+    // Held until the commits below are done: pulls waiting for these layers wake then.
+    let (_claim, fetches) = in_flight.claim(&missing_chains);
     let mut jobs = Vec::new();
-    for i in missing {
+    for (i, fetch) in missing.into_iter().zip(fetches) {
         let cancel = &cancel;
         let layer = &layers[i];
+        let chain = &chains[i];
         jobs.push(async move {
+            if matches!(fetch, Fetch::After(_)) {
+                stop.unless_stopped(async { Ok::<_, ImageError>(fetch.settled().await) }).await?;
+                if snapshots.exists(chain) {
+                    return Ok((i, None));
+                }
+            }
             let result = fetch_layer(snapshots, session, layer, cancel, stop).await;
             if result.is_err() {
                 cancel.store(true, Ordering::Relaxed);
             }
-            result.map(|unpacked| (i, unpacked))
+            result.map(|unpacked| (i, Some(unpacked)))
         });
     }
-    let results: Vec<Result<(usize, Unpacked), ImageError>> =
+    let results: Vec<Result<(usize, Option<Unpacked>), ImageError>> =
         futures::stream::iter(jobs).buffer_unordered(PARALLEL_LAYERS).collect().await;
     let mut unpacked: Vec<Option<Unpacked>> = (0..layers.len()).map(|_| None).collect();
     let mut errors = Vec::new();
     for result in results {
         match result {
-            Ok((i, u)) => unpacked[i] = Some(u),
+            Ok((i, u)) => unpacked[i] = u,
             Err(e) => errors.push(e),
         }
     }
