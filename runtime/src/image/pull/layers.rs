@@ -50,7 +50,11 @@ pub(super) async fn fetch_layers(
         let chain = &chains[i];
         jobs.push(async move {
             if matches!(fetch, Fetch::After(_)) {
-                stop.unless_stopped(async { Ok::<_, ImageError>(fetch.settled().await) }).await?;
+                stop.unless_stopped(async {
+                    fetch.settled().await;
+                    Ok::<_, ImageError>(())
+                })
+                .await?;
                 if snapshots.exists(chain) {
                     return Ok((i, None));
                 }
