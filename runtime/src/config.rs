@@ -121,6 +121,9 @@ pub struct ImageSection {
     /// A layer of more entries than this (directories it needs but does not list included)
     /// fails its pull.
     pub max_layer_entries: u64,
+    /// Images reported `pinned` (the kubelet's image GC leaves them): exact names, prefixes
+    /// ending in `*`, or `*keyword*` (crate::pin_patterns).
+    pub pinned_images: Vec<String>,
 }
 
 impl Default for Config {
@@ -181,6 +184,7 @@ impl Default for ImageSection {
             certs_dir: PathBuf::new(),
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
+            pinned_images: Vec::new(),
         }
     }
 }
@@ -278,6 +282,9 @@ impl Config {
             return Err(
                 "runtime.allowed_annotations: an empty prefix would allow every annotation; name prefixes".into()
             );
+        }
+        for pattern in &self.image.pinned_images {
+            crate::pin_patterns::PinPattern::parse(pattern).map_err(|e| format!("image.pinned_images: {e}"))?;
         }
         if self.network.cni_plugin_timeout_secs == 0 {
             return Err("network.cni_plugin_timeout_secs must be at least 1".into());
@@ -431,6 +438,12 @@ impl Config {
             "# A layer of more entries fails its pull, the directories it needs but does not list counted too."
         );
         let _ = writeln!(s, "max_layer_entries = {}", self.image.max_layer_entries);
+        let pinned: Vec<String> = self.image.pinned_images.iter().map(|p| toml_string(p)).collect();
+        let _ = writeln!(
+            s,
+            "# Images reported pinned, which the kubelet's image GC leaves: exact names, `prefix*` or `*keyword*`."
+        );
+        let _ = writeln!(s, "pinned_images = [{}]", pinned.join(", "));
         s
     }
 }

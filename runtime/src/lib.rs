@@ -19,6 +19,7 @@ pub mod info;
 pub mod monitor;
 pub mod oci;
 pub mod persist;
+pub mod pin_patterns;
 pub mod sandbox;
 pub mod server;
 pub mod socket;

@@ -15,6 +15,7 @@ use super::store::records::ImageRecord;
 use super::store::{Layout, Lookup, Store};
 use crate::config::Config;
 use crate::persist::PersistError;
+use crate::pin_patterns::PinPattern;
 
 pub use super::error::ImageError;
 pub use super::store::{Filesystem, FsUsage, HeldImage};
@@ -24,6 +25,7 @@ pub struct ImageService {
     store: Arc<Store>,
     puller: Arc<Puller>,
     registries_conf: PathBuf,
+    pinned: Vec<PinPattern>,
 }
 
 impl ImageService {
@@ -48,7 +50,15 @@ impl ImageService {
         let registries_conf = registries_conf::config_path(&config.image.registries_conf);
         let registry = Registry::new(certs_dir, config.pull_progress_timeout());
         let puller = Arc::new(Puller::new(store.clone(), registry, registries_conf.clone(), config.pull_timeout()));
-        Ok(ImageService { store, puller, registries_conf })
+        // Checked when the configuration was read; a pattern that fails here pins nothing.
+        let pinned = config.image.pinned_images.iter().filter_map(|p| PinPattern::parse(p).ok()).collect();
+        Ok(ImageService { store, puller, registries_conf, pinned })
+    }
+
+    /// Whether `record` is pinned by `image.pinned_images` through one of its tags or digests.
+    pub fn is_pinned(&self, record: &ImageRecord) -> bool {
+        let names = record.repo_tags.iter().chain(&record.repo_digests).map(String::as_str);
+        crate::pin_patterns::pinned(&self.pinned, names)
     }
 
     /// How many layers this service has unpacked since it started (shared layers count once).

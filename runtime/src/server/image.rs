@@ -48,8 +48,8 @@ fn image_field<'a>(spec: &'a Option<model::ImageSpec>, field: &str) -> Result<&'
     }
 }
 
-/// The CRI's view of a stored image.
-pub fn to_cri(record: &ImageRecord) -> model::Image {
+/// The CRI's view of a stored image; `pinned` as `image.pinned_images` says.
+pub fn to_cri(record: &ImageRecord, pinned: bool) -> model::Image {
     // The one USER parser CreateContainer uses too: `-1` is a username here, not a uid.
     let (uid, username) = crate::image::user::for_kubelet(&record.config.config.user);
     let uid = uid.map(|value| model::Int64Value { value });
@@ -61,7 +61,7 @@ pub fn to_cri(record: &ImageRecord) -> model::Image {
         uid,
         username,
         spec: Some(model::ImageSpec { image: record.id.to_string(), ..Default::default() }),
-        pinned: false,
+        pinned,
     }
 }
 
@@ -99,15 +99,15 @@ pub async fn image_status(
         });
         info.insert("info".to_string(), detail.to_string());
     }
-    Ok(model::ImageStatusResponse { image: Some(to_cri(&record)), info })
+    Ok(model::ImageStatusResponse { image: Some(to_cri(&record, images.is_pinned(&record))), info })
 }
 
 fn listed(images: &ImageService, filter: Option<&model::ImageFilter>) -> Result<Vec<model::Image>, Status> {
     let wanted = filter.and_then(|f| f.image.as_ref()).map(|s| s.image.as_str()).filter(|s| !s.is_empty());
     match wanted {
-        None => Ok(images.list().iter().map(to_cri).collect()),
+        None => Ok(images.list().iter().map(|r| to_cri(r, images.is_pinned(r))).collect()),
         Some(image) => match images.resolve(image) {
-            Ok(found) => Ok(found.iter().map(to_cri).collect()),
+            Ok(found) => Ok(found.iter().map(|r| to_cri(r, images.is_pinned(r))).collect()),
             Err(ImageError::Reference(e)) => Err(Status::invalid_argument(format!("filter.image.image: {e}"))),
             Err(e) => Err(status(&e)),
         },
@@ -177,12 +177,12 @@ mod tests {
 
     #[test]
     fn user_becomes_uid_or_username() {
-        let uid = |u: &str| to_cri(&record(u)).uid.map(|v| v.value);
-        assert_eq!((uid("1000"), to_cri(&record("1000")).username), (Some(1000), String::new()));
+        let uid = |u: &str| to_cri(&record(u), false).uid.map(|v| v.value);
+        assert_eq!((uid("1000"), to_cri(&record("1000"), false).username), (Some(1000), String::new()));
         assert_eq!(uid("1000:1000"), Some(1000));
-        assert_eq!((uid("nobody"), to_cri(&record("nobody:nogroup")).username), (None, "nobody".to_string()));
-        assert_eq!((uid(""), to_cri(&record("")).username), (None, String::new()));
-        let image = to_cri(&record("0"));
+        assert_eq!((uid("nobody"), to_cri(&record("nobody:nogroup"), false).username), (None, "nobody".to_string()));
+        assert_eq!((uid(""), to_cri(&record(""), false).username), (None, String::new()));
+        let image = to_cri(&record("0"), false);
         assert_eq!(image.spec.unwrap().image, image.id, "the spec names the image by ID, as containerd does");
     }
 }
