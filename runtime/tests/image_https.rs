@@ -11,7 +11,7 @@ use lockstep_runtime::config::Config;
 use lockstep_runtime::image::registry::auth::Credentials;
 use lockstep_runtime::image::service::ImageService;
 use lockstep_testkit::fixtures::host_arch;
-use lockstep_testkit::fixtures::oci::{self, Compression, Entry, Image, Layer, RunConfig};
+use lockstep_testkit::fixtures::oci::{Compression, Entry, Image, Layer, RunConfig};
 use registry_double::{Request, Response};
 
 const TOKEN: &str = "tok-https-1";
@@ -20,19 +20,6 @@ fn image() -> Image {
     let layer =
         Layer::new(&[Entry::File { path: "f".into(), mode: 0o644, data: b"https\n".to_vec() }], Compression::Gzip);
     Image::build(vec![layer], &RunConfig::default(), host_arch(), false)
-}
-
-/// The manifest, config and layer of `image`, as a registry answers for any repository.
-fn content(image: &Image, request: &Request) -> Option<Response> {
-    let path = request.target.split('?').next().unwrap_or("");
-    if path.ends_with("/manifests/1") || path.ends_with(&format!("/manifests/{}", image.manifest_digest)) {
-        return Some(Response::new(200, image.manifest.clone()).header("Content-Type", oci::OCI_MANIFEST));
-    }
-    let digest = path.rsplit('/').next().unwrap_or("");
-    if digest == image.config_digest {
-        return Some(Response::new(200, image.config.clone()));
-    }
-    image.layers.iter().find(|l| l.digest == digest).map(|l| Response::new(200, l.blob.clone()))
 }
 
 /// A token service's answer with the one token the test registries accept.
@@ -61,7 +48,7 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
                 if r.target.starts_with("/token") {
                     token_answer()
                 } else {
-                    content(&image, r).unwrap_or_else(|| Response::new(404, ""))
+                    registry_double::image_content(&image, r).unwrap_or_else(|| Response::new(404, ""))
                 }
             }),
         )
@@ -90,8 +77,11 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
                     return token_answer();
                 }
                 if let Some(digest) = path.strip_prefix("/storage/") {
-                    return content(&image, &Request { target: format!("/v2/x/blobs/{digest}"), ..r.clone() })
-                        .unwrap_or_else(|| Response::new(404, ""));
+                    return registry_double::image_content(
+                        &image,
+                        &Request { target: format!("/v2/x/blobs/{digest}"), ..r.clone() },
+                    )
+                    .unwrap_or_else(|| Response::new(404, ""));
                 }
                 if path.contains("/blobs/") {
                     // Blob storage elsewhere on the same host, as registries on object stores do.
@@ -109,7 +99,7 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
                 if path.starts_with("/v2/lockstep/realm-ok/") && !authorized {
                     return bearer(&format!("https://{me}/token"));
                 }
-                content(&image, r).unwrap_or_else(|| Response::new(404, ""))
+                registry_double::image_content(&image, r).unwrap_or_else(|| Response::new(404, ""))
             }),
         )
         .await;
@@ -169,7 +159,7 @@ async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
                 if r.target.starts_with("/token") {
                     token_answer()
                 } else {
-                    content(&image, r).unwrap_or_else(|| Response::new(404, ""))
+                    registry_double::image_content(&image, r).unwrap_or_else(|| Response::new(404, ""))
                 }
             }),
         )
@@ -189,7 +179,7 @@ async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
                 if path.starts_with("/v2/lockstep/realm-loopback/") && !authorized {
                     return bearer(&format!("http://{local}/token"));
                 }
-                content(&image, r).unwrap_or_else(|| Response::new(404, ""))
+                registry_double::image_content(&image, r).unwrap_or_else(|| Response::new(404, ""))
             }),
         )
         .await

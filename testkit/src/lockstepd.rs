@@ -49,6 +49,8 @@ pub struct Launch {
     pub nofile: Option<u32>,
     /// --log-level; None: lockstepd's default.
     pub log_level: Option<&'static str>,
+    /// Environment variables set for the process (beyond those it inherits).
+    pub env: Vec<(String, String)>,
 }
 
 /// A lockstepd process with its own state, killed (not just stopped) and swept when dropped.
@@ -167,6 +169,7 @@ impl Lockstepd {
             command.args(["--log-level", level]);
         }
         let child = command
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

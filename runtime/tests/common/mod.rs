@@ -55,6 +55,7 @@ pub async fn start_with(options: Options) -> Lockstepd {
         runroot_via_symlink: options.runroot_via_symlink,
         nofile: None,
         log_level: Some("debug"),
+        env: Vec::new(),
     };
     let mut daemon = Lockstepd::prepare(Program::lockstepd(LOCKSTEPD, Minor::V1_36), launch).unwrap();
     let network = cni::network_table(daemon.dir(), &options.plugin_dirs).unwrap();

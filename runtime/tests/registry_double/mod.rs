@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -181,4 +183,19 @@ pub fn tls_acceptor(certs: &Certs) -> tokio_rustls::TlsAcceptor {
     let key = PrivateKeyDer::from_pem_file(&certs.key).unwrap();
     let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The manifest, config and layers of `image`, as a registry answers for any repository
+/// (tag `1` or the manifest's digest); None for anything else.
+pub fn image_content(image: &lockstep_testkit::fixtures::oci::Image, request: &Request) -> Option<Response> {
+    use lockstep_testkit::fixtures::oci;
+    let path = request.target.split('?').next().unwrap_or("");
+    if path.ends_with("/manifests/1") || path.ends_with(&format!("/manifests/{}", image.manifest_digest)) {
+        return Some(Response::new(200, image.manifest.clone()).header("Content-Type", oci::OCI_MANIFEST));
+    }
+    let digest = path.rsplit('/').next().unwrap_or("");
+    if digest == image.config_digest {
+        return Some(Response::new(200, image.config.clone()));
+    }
+    image.layers.iter().find(|l| l.digest == digest).map(|l| Response::new(200, l.blob.clone()))
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod manifest;
+pub mod proxy;
 #[cfg(test)]
 pub(crate) mod test_server;
 
@@ -53,6 +54,8 @@ pub struct Registry {
     clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
     /// Hosts found to speak plain HTTP (insecure or loopback ones only).
     plain_http: Mutex<HashMap<String, bool>>,
+    /// HTTP_PROXY, HTTPS_PROXY and NO_PROXY as lockstepd's environment gave them at start.
+    proxies: proxy::ProxyRules,
 }
 
 /// A manifest as fetched: its bytes, digest and the media type the registry said.
@@ -99,7 +102,13 @@ fn api_host(registry: &str) -> &str {
 
 impl Registry {
     pub fn new(certs_dir: PathBuf, progress_timeout: Duration) -> Registry {
-        Registry { certs_dir, progress_timeout, clients: Mutex::default(), plain_http: Mutex::default() }
+        Registry {
+            certs_dir,
+            progress_timeout,
+            clients: Mutex::default(),
+            plain_http: Mutex::default(),
+            proxies: proxy::ProxyRules::from_env(),
+        }
     }
 
     pub fn progress_timeout(&self) -> Duration {
@@ -120,11 +129,19 @@ impl Registry {
         let setup = |detail: String| RegistryError::Setup { host: host.to_string(), detail };
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.progress_timeout)
+            // Only the proxies `self.proxies` gives for this host, not reqwest's own reading.
             .no_proxy()
             // Followed by hand (Session::follow), each hop checked.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("lockstep/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(insecure);
+        for (https, variable) in [(true, "HTTPS_PROXY"), (false, "HTTP_PROXY")] {
+            if let Some(url) = self.proxies.proxy_for(host, https) {
+                let bad = |e: reqwest::Error| setup(format!("{variable} {url:?} is not a proxy URL: {e}"));
+                let proxy = if https { reqwest::Proxy::https(&url) } else { reqwest::Proxy::http(&url) };
+                builder = builder.proxy(proxy.map_err(bad)?);
+            }
+        }
         let (cas, identity) = host_certs(&self.certs_dir.join(host)).map_err(setup)?;
         for ca in cas {
             builder = builder.add_root_certificate(ca);
