@@ -224,6 +224,28 @@ pub async fn stream_pod_stats(
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxStatsResponse { pod_sandbox_stats })])))
 }
 
+/// ListMetricDescriptors: a fixed table.
+pub fn metric_descriptors() -> model::ListMetricDescriptorsResponse {
+    model::ListMetricDescriptorsResponse { descriptors: container::metric_descriptors::list_metric_descriptors() }
+}
+
+pub async fn list_pod_metrics(containers: &Arc<Containers>) -> Result<model::ListPodSandboxMetricsResponse, Status> {
+    let containers = containers.clone();
+    let pod_metrics =
+        blocking(move || Ok::<_, Status>(container::pod_metrics::list_pod_sandbox_metrics(&containers))).await?;
+    Ok(model::ListPodSandboxMetricsResponse { pod_metrics })
+}
+
+/// One message with every pod's metrics, as ListPodSandboxMetrics.
+pub async fn stream_pod_metrics(
+    containers: &Arc<Containers>,
+) -> Result<StreamOf<model::StreamPodSandboxMetricsResponse>, Status> {
+    let pod_metrics = list_pod_metrics(containers).await?.pod_metrics;
+    Ok(Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxMetricsResponse {
+        pod_sandbox_metrics: pod_metrics,
+    })])))
+}
+
 /// GetContainerEvents: the subscriber's events as they happen, until it goes away (or does not
 /// keep up: then its stream ends and the kubelet relists).
 pub fn events(containers: &Arc<Containers>, _: model::GetEventsRequest) -> StreamOf<model::ContainerEventResponse> {

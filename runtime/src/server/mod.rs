@@ -233,20 +233,20 @@ impl RuntimeService for Cri {
         &self,
         _: Request<model::ListMetricDescriptorsRequest>,
     ) -> Reply<model::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(container::metric_descriptors()))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<model::ListPodSandboxMetricsRequest>,
     ) -> Reply<model::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        container::list_pod_metrics(&self.containers).await.map(Response::new)
     }
     type StreamPodSandboxMetricsStream = StreamOf<model::StreamPodSandboxMetricsResponse>;
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<model::StreamPodSandboxMetricsRequest>,
     ) -> Reply<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        container::stream_pod_metrics(&self.containers).await.map(Response::new)
     }
 }
 
