@@ -51,12 +51,23 @@ impl From<ContainerError> for Status {
     }
 }
 
+/// Counts a failure of a container's monitor for lockstepd's metrics, on the way out.
+fn noted<T>(containers: &Containers, result: Result<T, ContainerError>) -> Result<T, ContainerError> {
+    if let (Err(ContainerError::Monitor { .. } | ContainerError::MonitorMissing(_)), Some(metrics)) =
+        (&result, containers.metrics())
+    {
+        metrics.monitor_failure();
+    }
+    result
+}
+
 pub async fn create(
     containers: &Arc<Containers>,
     request: model::CreateContainerRequest,
 ) -> Result<model::CreateContainerResponse, Status> {
     let containers = containers.clone();
-    let container_id = blocking(move || container::create::create_container(&containers, &request)).await?;
+    let container_id =
+        blocking(move || noted(&containers, container::create::create_container(&containers, &request))).await?;
     Ok(model::CreateContainerResponse { container_id })
 }
 
@@ -65,7 +76,7 @@ pub async fn start(
     request: model::StartContainerRequest,
 ) -> Result<model::StartContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || container::start::start_container(&containers, &request.container_id)).await?;
+    blocking(move || noted(&containers, container::start::start_container(&containers, &request.container_id))).await?;
     Ok(model::StartContainerResponse {})
 }
 
@@ -74,7 +85,10 @@ pub async fn stop(
     request: model::StopContainerRequest,
 ) -> Result<model::StopContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || container::stop::stop_container(&containers, &request.container_id, request.timeout)).await?;
+    blocking(move || {
+        noted(&containers, container::stop::stop_container(&containers, &request.container_id, request.timeout))
+    })
+    .await?;
     Ok(model::StopContainerResponse {})
 }
 
@@ -145,8 +159,13 @@ pub async fn exec_sync(
     request: model::ExecSyncRequest,
 ) -> Result<model::ExecSyncResponse, Status> {
     let containers = containers.clone();
-    blocking(move || container::exec::exec_sync(&containers, &request.container_id, &request.cmd, request.timeout))
-        .await
+    blocking(move || {
+        noted(
+            &containers,
+            container::exec::exec_sync(&containers, &request.container_id, &request.cmd, request.timeout),
+        )
+    })
+    .await
 }
 
 pub async fn stats(
