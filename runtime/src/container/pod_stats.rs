@@ -89,7 +89,9 @@ fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model
     let PodReading { running, cgroup, reading, process_count } = read_pod(containers, sandbox, now);
     let container_stats: Vec<model::ContainerStats> = running.iter().map(|r| stats_of(containers, r)).collect();
     let previous = containers.store.swap_sample(&format!("{POD_SAMPLE}{}", sandbox.id), reading.clone());
-    let pressure = cgroup.as_deref().and_then(usage_detail::unified_of_cgroup).map(|dir| usage_detail::pressure(&dir));
+    let own: Vec<_> = running.iter().map(|r| usage_detail::unified_of_pid(r.init_pid)).collect();
+    let pod_dir = cgroup.as_deref().and_then(usage_detail::unified_of_cgroup);
+    let pressure = usage_detail::pod_pressure_dir(pod_dir, &own).map(|dir| usage_detail::pressure(&dir));
     let mut cpu = usage::cpu_usage(&reading, previous.as_ref());
     let mut memory = usage::memory_usage(&reading);
     let pressure = pressure.unwrap_or_default();

@@ -154,6 +154,15 @@ pub fn unified_of_cgroup(path: &Path) -> Option<PathBuf> {
     unified_path_dir(&mountinfo, path).filter(|dir| dir.is_dir())
 }
 
+/// A pod's v2 directory whose pressure is its containers': only when each of them (their v2
+/// directories, None for one without) lies inside it. Under a runtime that leaves containers at
+/// the unified root (crun in a pure v1 view of a hybrid host) the pod's v2 cgroup holds none of
+/// their work, and its pressure would be a false zero.
+pub fn pod_pressure_dir(pod: Option<PathBuf>, containers: &[Option<PathBuf>]) -> Option<PathBuf> {
+    let pod = pod?;
+    containers.iter().all(|c| c.as_deref().is_some_and(|c| c.starts_with(&pod))).then_some(pod)
+}
+
 /// The pressure files of the v2 cgroup `dir`; a kernel without PSI (or booted with psi=0)
 /// has no such files, and each resource is then None.
 pub fn pressure(dir: &Path) -> Pressure {
@@ -275,6 +284,18 @@ mod tests {
         assert!(p.memory.is_some());
         assert_eq!(p.io, None, "no io.pressure file, no io pressure");
         assert_eq!(psi("some avg10=x total=1\n"), None, "a line that does not parse is no reading");
+    }
+
+    #[test]
+    fn a_pod_has_pressure_only_when_its_v2_cgroup_holds_every_container() {
+        let pod = || Some(PathBuf::from("/sys/fs/cgroup/unified/kubepods/pod1"));
+        let inside = Some(PathBuf::from("/sys/fs/cgroup/unified/kubepods/pod1/c1"));
+        assert_eq!(pod_pressure_dir(pod(), std::slice::from_ref(&inside)), pod());
+        assert_eq!(pod_pressure_dir(pod(), &[]), pod(), "no container: the pod's own reading");
+        assert_eq!(pod_pressure_dir(pod(), &[inside, None]), None, "a container at the unified root");
+        let elsewhere = Some(PathBuf::from("/sys/fs/cgroup/unified/other"));
+        assert_eq!(pod_pressure_dir(pod(), &[elsewhere]), None);
+        assert_eq!(pod_pressure_dir(None, &[]), None);
     }
 
     #[test]
