@@ -138,14 +138,26 @@ pub struct Pressure {
     pub io: Option<model::PsiStats>,
 }
 
-/// The v2 cgroup directory of process `pid`. A hybrid host puts a container in the
-/// controller-less unified hierarchy too, where the pressure files are; a container still at
-/// that hierarchy's root (a runtime that left it out) has none of its own: None.
+/// The v2 cgroup directory of process `pid` when it is the container's own (`owns_v2_cgroup`).
 pub fn unified_of_pid(pid: i32) -> Option<PathBuf> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let own = cgroups.lines().any(|l| l.strip_prefix("0::").is_some_and(|p| p.trim() != "/"));
-    own.then(|| unified_dir(&cgroups, &mountinfo)).flatten()
+    owns_v2_cgroup(&cgroups).then(|| unified_dir(&cgroups, &mountinfo)).flatten()
+}
+
+/// Whether the v2 cgroup in `cgroups` (the text of /proc/<pid>/cgroup) is the process's own:
+/// not the root, and on a hybrid host the same path as its v1 memory cgroup. A runtime that
+/// placed the container in the unified hierarchy (runc) uses one path in all; one that ran
+/// with the v2 mount hidden (crun in a pure v1 view) left it in its parent's v2 cgroup —
+/// lockstepd's or the root — whose pressure is not the container's.
+pub fn owns_v2_cgroup(cgroups: &str) -> bool {
+    let Some(v2) = cgroups.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim) else { return false };
+    let memory_v1 = cgroups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers.split(',').any(|c| c == "memory").then_some(path.trim())
+    });
+    v2 != "/" && memory_v1.is_none_or(|v1| v1 == v2)
 }
 
 /// The v2 directory of the cgroup at `path` (a pod's cgroup parent), when the host has one.
@@ -284,6 +296,18 @@ mod tests {
         assert!(p.memory.is_some());
         assert_eq!(p.io, None, "no io.pressure file, no io pressure");
         assert_eq!(psi("some avg10=x total=1\n"), None, "a line that does not parse is no reading");
+    }
+
+    #[test]
+    fn a_v2_cgroup_is_the_containers_own_only_where_it_matches_its_v1_one() {
+        let runc_hybrid = "5:memory:/kubepods/pod1/c1\n1:cpu:/kubepods/pod1/c1\n0::/kubepods/pod1/c1\n";
+        assert!(owns_v2_cgroup(runc_hybrid));
+        let crun_v1_view = "5:memory:/kubepods/pod1/c1\n1:cpu:/kubepods/pod1/c1\n0::/system.slice/lockstepd.service\n";
+        assert!(!owns_v2_cgroup(crun_v1_view), "lockstepd's own v2 cgroup, inherited");
+        assert!(!owns_v2_cgroup("5:memory:/kubepods/pod1/c1\n0::/\n"), "the root");
+        assert!(owns_v2_cgroup("0::/kubepods/pod1/c1\n"), "a v2 host");
+        assert!(!owns_v2_cgroup("0::/\n"));
+        assert!(!owns_v2_cgroup("5:memory:/x\n"), "a v1 host");
     }
 
     #[test]
