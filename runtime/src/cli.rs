@@ -90,11 +90,12 @@ pub fn run(minor: Minor, cli: Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log_level {:?}", config.log_level))?;
     use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        // One JSON object a line: timestamp, level, target, fields (message among them), spans.
+        crate::config::LogFormat::Json => logs.json().flatten_event(true).init(),
+        crate::config::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(crate::daemon::run(config, minor, crate::daemon::stop_signal()))?;
     Ok(())

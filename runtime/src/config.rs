@@ -33,6 +33,12 @@ pub struct Config {
     pub listen: PathBuf,
     /// tracing filter: error, warn, info, debug, trace, or a full directive.
     pub log_level: String,
+    /// How log lines are written to stderr: "text" (for people) or "json" (one object a line).
+    pub log_format: LogFormat,
+    /// The port of lockstepd's own Prometheus metrics (`GET /metrics`); 0: no endpoint.
+    pub metrics_port: u16,
+    /// The IP address the metrics endpoint listens on.
+    pub metrics_address: String,
     /// How pod cgroups are named, as the kubelet's cgroupDriver: "cgroupfs" or "systemd".
     pub cgroup_driver: CgroupDriver,
     pub runtime: RuntimeSection,
@@ -41,6 +47,15 @@ pub struct Config {
 }
 
 pub use crate::host::cgroups::CgroupDriver;
+
+/// The form of lockstepd's log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// The longest an OCI runtime call may take unless `runtime_call_timeout_secs` says otherwise:
 /// well inside the kubelet's own 2-minute request timeout.
@@ -133,6 +148,9 @@ impl Default for Config {
             runroot: PathBuf::from("/run/lockstep"),
             listen: PathBuf::new(),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            metrics_port: 0,
+            metrics_address: "127.0.0.1".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             runtime: RuntimeSection::default(),
             network: NetworkSection::default(),
@@ -262,6 +280,9 @@ impl Config {
         if !self.listen.as_os_str().is_empty() && !self.listen.is_absolute() {
             return Err(format!("listen must be an absolute path, not {:?}", self.listen.display().to_string()));
         }
+        if self.metrics_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("metrics_address must be an IP address, not {:?}", self.metrics_address));
+        }
         if self.runtime.handlers.is_empty() {
             return Err("runtime.handlers is empty: lockstepd needs at least one OCI runtime".into());
         }
@@ -350,6 +371,18 @@ impl Config {
             s,
             "# error, warn, info, debug, trace, or a tracing directive.\nlog_level = {}",
             toml_string(&self.log_level)
+        );
+        let format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        let _ = writeln!(s, "# Log lines on stderr: text, or json (one object a line).\nlog_format = \"{format}\"");
+        let _ = writeln!(
+            s,
+            "# lockstepd's own Prometheus metrics on http://<metrics_address>:<metrics_port>/metrics; port 0: off.\n\
+             metrics_port = {}\nmetrics_address = {}",
+            self.metrics_port,
+            toml_string(&self.metrics_address)
         );
         let driver = match self.cgroup_driver {
             CgroupDriver::Cgroupfs => "cgroupfs",
@@ -539,6 +572,9 @@ mod tests {
         config.runtime.default_handler = "runc".into();
         config.runtime.allowed_annotations = vec!["run.oci.keep_original_groups".into(), "org.criu.\"x\"".into()];
         config.log_level = "lockstepd=debug,\"quoted\"".into();
+        config.log_format = LogFormat::Json;
+        config.metrics_port = 9537;
+        config.metrics_address = "::1".into();
         let file = write(tmp.path(), "effective.toml", &config.render());
         assert_eq!(load_from(&file).unwrap(), config);
     }
@@ -569,6 +605,12 @@ mod tests {
         let file = write(tmp.path(), "g.toml", "[runtime]\nallowed_annotations = [\"\"]\n");
         let err = load_from(&file).unwrap_err().to_string();
         assert!(err.contains("allowed_annotations"), "{err}");
+        let file = write(tmp.path(), "h.toml", "metrics_address = \"localhost\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("metrics_address must be an IP address"), "{err}");
+        let file = write(tmp.path(), "i.toml", "log_format = \"xml\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("xml"), "{err}");
     }
 
     #[test]

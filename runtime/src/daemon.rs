@@ -14,7 +14,9 @@ use crate::authority::AuthorityFix;
 use crate::config::Config;
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
+use crate::metrics::Metrics;
 use crate::persist::{self, PersistError};
+use crate::server::metrics::MetricsLayer;
 use crate::server::streaming::Streaming;
 use crate::server::{Containers, Cri, Sandboxes};
 use crate::socket::{self, SocketError};
@@ -39,6 +41,8 @@ pub enum DaemonError {
     RecoveryPanicked(String),
     #[error(transparent)]
     Streaming(#[from] crate::streaming::StreamError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::EndpointError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -74,17 +78,43 @@ pub async fn run(
     let containers = recover_containers(info.clone(), sandboxes.clone(), images.clone()).await?;
     sandboxes.set_containers(containers.clone());
     let streaming = start_streaming(&info, containers.clone(), sandboxes.clone()).await?;
-    let cri = Arc::new(Cri { info, sandboxes, containers, images, streaming });
+    let metrics = Arc::new(Metrics::new());
+    containers.set_metrics(metrics.clone());
+    let endpoint = start_metrics(&info, metrics.clone(), containers.clone()).await?;
+    let cri = Arc::new(Cri { info, sandboxes, containers, images, streaming, metrics: metrics.clone() });
     let routes = lockstep_cri::routes(minor, cri.clone(), cri)?;
     let listener = socket::listen(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), kubernetes = %minor, "lockstepd serving the CRI");
     // Every client's `:authority` accepted, Python's and Java's gRPC included (authority.rs).
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
-    let served =
-        tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await;
+    let served = tonic::transport::Server::builder()
+        .layer(MetricsLayer::new(metrics))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("lockstepd stopped; containers keep running");
     Ok(served?)
+}
+
+/// lockstepd's metrics endpoint when `metrics_port` asks for one (None: off, the default).
+async fn start_metrics(
+    info: &RuntimeInfo,
+    metrics: Arc<Metrics>,
+    containers: Arc<Containers>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let config = info.config();
+    if config.metrics_port == 0 {
+        return Ok(None);
+    }
+    let address = crate::metrics::endpoint_address(&config.metrics_address, config.metrics_port)?;
+    let census = Arc::new(move || containers.census());
+    let (bound, task) = crate::metrics::serve(address, metrics, census).await?;
+    tracing::info!(address = %bound, "serving lockstepd's metrics on /metrics");
+    Ok(Some(task))
 }
 
 /// The streaming server behind Exec, Attach and PortForward; exec terminals arrive on

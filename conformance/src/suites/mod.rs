@@ -11,6 +11,7 @@ mod images;
 mod mounts;
 mod multi_container;
 mod networking;
+mod pod_metrics;
 mod pod_stats;
 pub(crate) mod podkit;
 mod pods;
@@ -37,6 +38,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(events::tests());
     tests.extend(container_resources::tests());
     tests.extend(pod_stats::tests());
+    tests.extend(pod_metrics::tests());
     tests.extend(security::tests());
     tests.extend(mounts::tests());
     tests.extend(multi_container::tests());

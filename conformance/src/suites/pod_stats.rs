@@ -31,11 +31,11 @@ pub fn tests() -> Vec<Test> {
 }
 
 /// Holds 64 MiB in a shell variable, then spins one core.
-const BURNER: &str = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); touch /tmp/ready; while :; do :; done";
+pub(super) const BURNER: &str = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); touch /tmp/ready; while :; do :; done";
 
 /// The container's CPU time (ns) and working set (bytes) as its own cgroup says, read from
 /// inside it (the cgroup file system a runtime mounts shows the container's own cgroup).
-async fn kernel_counts(kit: &Kit, id: &str) -> Result<(u64, u64), Failure> {
+pub(super) async fn kernel_counts(kit: &Kit, id: &str) -> Result<(u64, u64), Failure> {
     let script = "if [ -e /sys/fs/cgroup/cpu.stat ]; then \
           echo cpu $(( $(sed -n 's/^usage_usec //p' /sys/fs/cgroup/cpu.stat) * 1000 )); \
           echo mem $(( $(cat /sys/fs/cgroup/memory.current) - $(sed -n 's/^inactive_file //p' /sys/fs/cgroup/memory.stat) )); \
@@ -64,13 +64,13 @@ async fn pod_stats(kit: &Kit) -> Result<model::PodSandboxStats, Failure> {
 
 /// A pod cgroup made as the kubelet makes one before RunPodSandbox (cgroupfs paths, in every
 /// mounted hierarchy), removed when dropped.
-struct PodCgroup {
-    parent: String,
+pub(super) struct PodCgroup {
+    pub(super) parent: String,
     dirs: Vec<std::path::PathBuf>,
 }
 
 impl PodCgroup {
-    fn make() -> Result<PodCgroup, Failure> {
+    pub(super) fn make() -> Result<PodCgroup, Failure> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Failure::fail(format!("cannot read the mount table: {e}")))?;
         let name = format!("lockstep-conformance-pod-{}-{}", std::process::id(), crate::suites::podkit::unknown_id());

@@ -226,12 +226,13 @@ async fn version_lock(ctx: Ctx) -> TestResult {
     let mut client = ctx.kubelet();
     let mut wrong = Vec::new();
     // Harmless probes: reads, and a resize of a sandbox that does not exist.
-    let probes: [(&str, Result<(), tonic::Status>); 5] = [
+    let probes: [(&str, Result<(), tonic::Status>); 6] = [
         ("RuntimeConfig", client.runtime_config(Default::default()).await.map(drop)),
         ("UpdatePodSandboxResources", client.update_pod_sandbox_resources(Default::default()).await.map(drop)),
         ("StreamPodSandboxes", first(client.stream_pod_sandboxes(Default::default()).await).await),
         ("StreamContainers", first(client.stream_containers(Default::default()).await).await),
         ("StreamImages", first(client.stream_images(Default::default()).await).await),
+        ("StreamPodSandboxMetrics", first(client.stream_pod_sandbox_metrics(Default::default()).await).await),
     ];
     for (rpc, result) in probes {
         let absent = matches!(&result, Err(s) if crate::surface::rpc_absent(s));

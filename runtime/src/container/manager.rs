@@ -36,6 +36,8 @@ pub struct ContainerManager {
     pub(super) run_root: PathBuf,
     pub(super) host: HostFacts,
     pub(super) events: Events,
+    /// lockstepd's own metrics, once the daemon hands them over (OOM kills are counted here).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl ContainerManager {
@@ -76,6 +78,7 @@ impl ContainerManager {
             sandboxes,
             images,
             events: Events::default(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -120,6 +123,11 @@ impl ContainerManager {
     pub(super) fn record_exit(&self, entry: &Entry, exit: ExitInfo) -> ContainerRecord {
         let (record, first) = self.store.mark_exited(entry, exit);
         if first {
+            if record.exit.as_ref().is_some_and(|e| e.oom_killed) {
+                if let Some(metrics) = self.metrics() {
+                    metrics.oom_kill();
+                }
+            }
             self.publish(model::ContainerEventType::ContainerStoppedEvent, &record);
         }
         record
@@ -155,6 +163,34 @@ impl ContainerManager {
         if self.events.has_subscribers() {
             self.events.publish(self.event(kind, record));
         }
+    }
+
+    /// Hands over lockstepd's metrics (once; later calls change nothing).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.metrics.get()
+    }
+
+    /// How many containers are in each CRI state, from their records as they stand (no
+    /// runtime is asked), for the containers-by-state gauge.
+    pub fn census(&self) -> Vec<(&'static str, i64)> {
+        let mut counts: Vec<(&'static str, i64)> = Vec::new();
+        for entry in self.store.all() {
+            let state = match entry.read().cri_state() {
+                model::ContainerState::ContainerCreated => "created",
+                model::ContainerState::ContainerRunning => "running",
+                model::ContainerState::ContainerExited => "exited",
+                model::ContainerState::ContainerUnknown => "unknown",
+            };
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        counts
     }
 
     /// A new GetContainerEvents subscriber's stream (see `events`).

@@ -3,12 +3,13 @@
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
 //! Around them the container RPCs, one file per family (`create`, `start`, `stop`, `remove`,
-//! `status`, `stats`, `pod_stats`, `update`, `exec`, `logs`, `pod`, `recovery`), over the `store` of
+//! `status`, `stats`, `pod_stats`, `metric_descriptors`, `pod_metrics`, `update`, `exec`, `logs`, `pod`, `recovery`), over the `store` of
 //! crash-safe `record`s and the `manager` they share; `runtimes` (the handler registry) gives
 //! each container its `runtime` (the seam: its monitor and OCI runtime behind one trait);
 //! `lifecycle` holds the rules of what a container has come to, pure but for that seam;
 //! `events` sends each change to GetContainerEvents subscribers;
-//! `rootfs` its overlay mounts, `usage` its cgroup readings, `error` what can go wrong.
+//! `rootfs` its overlay mounts, `usage` its cgroup readings (`usage_detail` the counters and
+//! pressure only metrics need), `error` what can go wrong.
 
 pub mod capabilities;
 pub mod create;
@@ -20,7 +21,9 @@ pub mod inroot;
 pub mod lifecycle;
 pub mod logs;
 mod manager;
+pub mod metric_descriptors;
 mod pod;
+pub mod pod_metrics;
 pub mod pod_resources;
 pub mod pod_stats;
 pub mod record;
@@ -41,6 +44,7 @@ pub mod store;
 mod streams;
 pub mod update;
 pub mod usage;
+pub mod usage_detail;
 pub mod user;
 
 pub use error::ContainerError;

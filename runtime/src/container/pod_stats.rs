@@ -1,17 +1,19 @@
 //! PodSandboxStats and ListPodSandboxStats: a pod's CPU and memory from its cgroup (its cgroup
 //! parent; a pod without one sums its containers'), its network from its own network namespace
 //! (entered on a throwaway thread), its process count, and its running containers' own stats,
-//! as the kubelet's CRI stats provider reads them. Reads only.
+//! as the kubelet's CRI stats provider reads them; PSI from the pod's v2 cgroup where the kernel
+//! has it (1.33+ answers carry it). Reads only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lockstep_cri::model;
 
 use super::error::ContainerError;
 use super::manager::ContainerManager;
-use super::record::RecordState;
+use super::record::{ContainerRecord, RecordState};
 use super::stats::stats_of;
 use super::usage::{self, CgroupSample, MemorySample};
+use super::usage_detail;
 use crate::cni::network::POD_IFNAME;
 use crate::host::cgroups;
 use crate::sandbox::namespaces::{self, NsKind};
@@ -52,7 +54,16 @@ pub fn list_pod_sandbox_stats(
 /// The prefix of a pod's entry among the readings kept for CPU rates.
 const POD_SAMPLE: &str = "pod:";
 
-fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model::PodSandboxStats {
+/// A pod's running containers and one reading of its cgroup (or of its containers' added up).
+pub(super) struct PodReading {
+    pub running: Vec<ContainerRecord>,
+    /// The pod's cgroup relative to each hierarchy's root, when it has a cgroup parent.
+    pub cgroup: Option<PathBuf>,
+    pub reading: CgroupSample,
+    pub process_count: Option<u64>,
+}
+
+pub(super) fn read_pod(containers: &ContainerManager, sandbox: &SandboxRecord, now: i64) -> PodReading {
     let running: Vec<_> = containers
         .store
         .of_sandbox(&sandbox.id)
@@ -60,19 +71,37 @@ fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model
         .map(|e| containers.refresh(e))
         .filter(|r| r.state == RecordState::Running)
         .collect();
-    let container_stats: Vec<model::ContainerStats> = running.iter().map(|r| stats_of(containers, r)).collect();
-    let now = now_nanos();
     let driver = containers.info.config().cgroup_driver;
-    let pod_cgroup = (!sandbox.cgroup_parent.is_empty()).then(|| cgroups::parent_path(driver, &sandbox.cgroup_parent));
-    let reading = pod_cgroup
+    let cgroup = (!sandbox.cgroup_parent.is_empty()).then(|| cgroups::parent_path(driver, &sandbox.cgroup_parent));
+    let reading = cgroup
         .as_deref()
         .and_then(|path| usage::sample_cgroup(path, now))
         .unwrap_or_else(|| sum(running.iter().filter_map(|r| usage::sample(r.init_pid, now)), now));
-    let previous = containers.store.swap_sample(&format!("{POD_SAMPLE}{}", sandbox.id), reading.clone());
-    let process_count = match pod_cgroup.as_deref() {
+    let process_count = match cgroup.as_deref() {
         Some(path) => usage::process_count(path),
         None => running.iter().map(|r| usage::sample_tasks(r.init_pid)).sum::<Option<u64>>(),
     };
+    PodReading { running, cgroup, reading, process_count }
+}
+
+fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model::PodSandboxStats {
+    let now = now_nanos();
+    let PodReading { running, cgroup, reading, process_count } = read_pod(containers, sandbox, now);
+    let container_stats: Vec<model::ContainerStats> = running.iter().map(|r| stats_of(containers, r)).collect();
+    let previous = containers.store.swap_sample(&format!("{POD_SAMPLE}{}", sandbox.id), reading.clone());
+    let own: Vec<_> = running.iter().map(|r| usage_detail::unified_of_pid(r.init_pid)).collect();
+    let pod_dir = cgroup.as_deref().and_then(usage_detail::unified_of_cgroup);
+    let pressure = usage_detail::pod_pressure_dir(pod_dir, &own).map(|dir| usage_detail::pressure(&dir));
+    let mut cpu = usage::cpu_usage(&reading, previous.as_ref());
+    let mut memory = usage::memory_usage(&reading);
+    let pressure = pressure.unwrap_or_default();
+    if let Some(cpu) = cpu.as_mut() {
+        cpu.psi = pressure.cpu;
+    }
+    if let Some(memory) = memory.as_mut() {
+        memory.psi = pressure.memory;
+    }
+    let io = pressure.io.map(|psi| model::IoUsage { timestamp: now, psi: Some(psi) });
     model::PodSandboxStats {
         attributes: Some(model::PodSandboxAttributes {
             id: sandbox.id.clone(),
@@ -86,15 +115,15 @@ fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model
             annotations: sandbox.annotations.clone().into_iter().collect(),
         }),
         linux: Some(model::LinuxPodSandboxStats {
-            cpu: usage::cpu_usage(&reading, previous.as_ref()),
-            memory: usage::memory_usage(&reading),
+            cpu,
+            memory,
             network: sandbox.namespaces.network.as_deref().and_then(|netns| network(netns, now)),
             process: process_count.map(|count| model::ProcessUsage {
                 timestamp: now,
                 process_count: Some(model::UInt64Value { value: count }),
             }),
             containers: container_stats,
-            io: None,
+            io,
         }),
         windows: None,
     }
@@ -121,6 +150,27 @@ fn sum(readings: impl Iterator<Item = CgroupSample>, timestamp: i64) -> CgroupSa
 
 /// Each interface of the pod's network namespace but loopback, eth0 as the default.
 fn network(netns: &Path, timestamp: i64) -> Option<model::NetworkUsage> {
+    let value = |v: u64| Some(model::UInt64Value { value: v });
+    let interfaces: Vec<model::NetworkInterfaceUsage> = interfaces(netns)?
+        .into_iter()
+        .map(|d| model::NetworkInterfaceUsage {
+            name: d.name,
+            rx_bytes: value(d.rx_bytes),
+            rx_errors: value(d.rx_errors),
+            tx_bytes: value(d.tx_bytes),
+            tx_errors: value(d.tx_errors),
+        })
+        .collect();
+    Some(model::NetworkUsage {
+        timestamp,
+        default_interface: interfaces.iter().find(|i| i.name == POD_IFNAME).cloned(),
+        interfaces,
+    })
+}
+
+/// The counters of each interface of the network namespace `netns` but loopback, read on a
+/// throwaway thread that enters it; None when it cannot be entered or read.
+pub(super) fn interfaces(netns: &Path) -> Option<Vec<NetDevice>> {
     let text = namespaces::within(&[(NsKind::Net, netns)], || {
         // thread-self: this thread's network namespace, which it just entered.
         std::fs::read_to_string("/proc/thread-self/net/dev").map_err(|source| namespaces::NsError::Io {
@@ -131,27 +181,40 @@ fn network(netns: &Path, timestamp: i64) -> Option<model::NetworkUsage> {
     })
     .map_err(|e| tracing::debug!(netns = %netns.display(), error = %e, "no network stats"))
     .ok()?;
-    let interfaces: Vec<model::NetworkInterfaceUsage> = net_dev(&text).into_iter().filter(|i| i.name != "lo").collect();
-    Some(model::NetworkUsage {
-        timestamp,
-        default_interface: interfaces.iter().find(|i| i.name == POD_IFNAME).cloned(),
-        interfaces,
-    })
+    Some(net_dev(&text).into_iter().filter(|d| d.name != "lo").collect())
 }
 
-/// /proc/net/dev: `name: rx_bytes rx_packets rx_errs … (8 receive fields) tx_bytes tx_packets tx_errs …`.
-fn net_dev(text: &str) -> Vec<model::NetworkInterfaceUsage> {
-    let value = |v: u64| Some(model::UInt64Value { value: v });
+/// One interface's line of /proc/net/dev.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetDevice {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// /proc/net/dev: `name: rx_bytes rx_packets rx_errs rx_drop … (8 receive fields) tx_bytes
+/// tx_packets tx_errs tx_drop …`.
+fn net_dev(text: &str) -> Vec<NetDevice> {
     text.lines()
         .filter_map(|line| {
             let (name, counters) = line.split_once(':')?;
-            let fields: Vec<u64> = counters.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
-            (fields.len() >= 16).then(|| model::NetworkInterfaceUsage {
+            let f: Vec<u64> = counters.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
+            (f.len() >= 16).then(|| NetDevice {
                 name: name.trim().to_string(),
-                rx_bytes: value(fields[0]),
-                rx_errors: value(fields[2]),
-                tx_bytes: value(fields[8]),
-                tx_errors: value(fields[10]),
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2],
+                rx_dropped: f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -166,16 +229,13 @@ mod tests {
         let text = "Inter-|   Receive                                                |  Transmit\n \
             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
             lo:     120       2    0    0    0     0          0         0      120       2    0    0    0     0       0          0\n  \
-            eth0:   9001      40    3    0    0     0          0         0     4500      30    1    0    0     0       0          0\n";
+            eth0:   9001      40    3    5    0     0          0         0     4500      30    1    2    0     0       0          0\n";
         let found = net_dev(text);
         assert_eq!(found.len(), 2);
         let eth0 = &found[1];
         assert_eq!(eth0.name, "eth0");
-        let v = |x: &Option<model::UInt64Value>| x.as_ref().map(|v| v.value);
-        assert_eq!(
-            (v(&eth0.rx_bytes), v(&eth0.rx_errors), v(&eth0.tx_bytes), v(&eth0.tx_errors)),
-            (Some(9001), Some(3), Some(4500), Some(1))
-        );
+        assert_eq!((eth0.rx_bytes, eth0.rx_errors, eth0.tx_bytes, eth0.tx_errors), (9001, 3, 4500, 1));
+        assert_eq!((eth0.rx_packets, eth0.rx_dropped, eth0.tx_packets, eth0.tx_dropped), (40, 5, 30, 2));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The container RPCs end to end over the store and a fake handler registry: no root, no
 //! monitor, no OCI runtime. Start, stop (the stop signal ignored, a lost monitor), remove
-//! (record, runtime state and name gone; idempotent), status and list after an exit, and a
-//! container whose handler went away.
+//! (record, runtime state and name gone; idempotent), status and list after an exit, an OOM kill
+//! counted once in lockstepd's metrics, and a container whose handler went away.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -223,4 +223,20 @@ fn an_exit_while_lockstepd_was_down_is_the_first_subscribers_first_event() {
     assert_eq!(got[0].container_event_type, model::ContainerEventType::ContainerStoppedEvent as i32);
     assert_eq!(got[0].containers_statuses[0].exit_code, 3);
     assert!(second.try_recv().is_err(), "the backlog goes to the first subscriber only");
+}
+
+#[test]
+fn an_oom_kill_is_counted_once_in_the_metrics_and_the_census_sees_the_exit() {
+    let oom = crate::monitor::ExitRecord { exit_code: 137, signal: Some(9), exited_at_ns: 42, oom_killed: true };
+    let bench = bench(MonitorState::Exited(oom), Some(OciStatus::Stopped), false);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    bench.containers.set_metrics(metrics.clone());
+    held(&bench, RecordState::Running, &bench._tmp.path().join("c"));
+    assert_eq!(bench.containers.census(), vec![("running", 1)], "as recorded, before anyone looked");
+    for _ in 0..2 {
+        status::list_containers(&bench.containers, None);
+    }
+    let text = metrics.encode();
+    assert!(text.contains("container_runtime_lockstep_containers_oom_total 1\n"), "{text}");
+    assert_eq!(bench.containers.census(), vec![("exited", 1)]);
 }

@@ -1,12 +1,13 @@
 //! ContainerStats and ListContainerStats: each container's cgroup reading (`usage`) with the
-//! one before it, for CPU rates; an exited container has only its attributes and layer.
+//! one before it, for CPU rates, and PSI from its v2 cgroup where the kernel has it; an exited
+//! container has only its attributes and layer.
 
 use lockstep_cri::model;
 
 use super::error::ContainerError;
 use super::manager::ContainerManager;
 use super::record::{ContainerRecord, RecordState};
-use super::usage;
+use super::{usage, usage_detail};
 use crate::timing::now_nanos;
 
 pub fn container_stats(containers: &ContainerManager, id: &str) -> Result<model::ContainerStats, ContainerError> {
@@ -48,5 +49,23 @@ pub(super) fn stats_of(containers: &ContainerManager, record: &ContainerRecord) 
     let reading = (record.state == RecordState::Running).then(|| usage::sample(record.init_pid, now_nanos())).flatten();
     let reading = reading.unwrap_or(usage::CgroupSample { timestamp: now_nanos(), cpu_ns: None, memory: None });
     let previous = containers.store.swap_sample(&record.id, reading.clone());
-    usage::to_cri(attributes, &reading, previous.as_ref(), &layer)
+    let mut stats = usage::to_cri(attributes, &reading, previous.as_ref(), &layer);
+    if reading.cpu_ns.is_some() || reading.memory.is_some() {
+        if let Some(dir) = usage_detail::unified_of_pid(record.init_pid) {
+            with_pressure(&mut stats, usage_detail::pressure(&dir), reading.timestamp);
+        }
+    }
+    stats
+}
+
+/// Puts PSI readings into a container's stats (a 1.33+ kubelet reads them; older minors' answers
+/// drop the fields).
+fn with_pressure(stats: &mut model::ContainerStats, pressure: usage_detail::Pressure, timestamp: i64) {
+    if let Some(cpu) = stats.cpu.as_mut() {
+        cpu.psi = pressure.cpu;
+    }
+    if let Some(memory) = stats.memory.as_mut() {
+        memory.psi = pressure.memory;
+    }
+    stats.io = pressure.io.map(|psi| model::IoUsage { timestamp, psi: Some(psi) });
 }

@@ -120,6 +120,22 @@ pub fn hierarchy_dir(mountinfo: &str, controller: &str, path: &Path) -> Option<(
     Some((join_cgroup(&mount, &root, &path), true))
 }
 
+/// The directory of the v2 cgroup of a process (from `cgroups`, the text of /proc/<pid>/cgroup):
+/// on a v2 host its only cgroup, on a hybrid one its place in the controller-less unified
+/// hierarchy (which still has the `*.pressure` files); None on a v1-only host.
+pub fn unified_dir(cgroups: &str, mountinfo: &str) -> Option<PathBuf> {
+    let path = cgroups.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
+    Some(join_cgroup(&mount, &root, path))
+}
+
+/// The directory of cgroup `path` (relative to a hierarchy's root) in the v2 hierarchy, if
+/// one is mounted (hybrid or v2 host).
+pub fn unified_path_dir(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    let (mount, root) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2")?;
+    Some(join_cgroup(&mount, &root, &path.to_string_lossy()))
+}
+
 /// A pod's cgroup (its cgroup parent) relative to a hierarchy's root, by the cgroup driver:
 /// the path itself under cgroupfs, the slice's path under systemd.
 pub fn parent_path(driver: CgroupDriver, parent: &str) -> PathBuf {

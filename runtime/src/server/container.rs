@@ -51,12 +51,23 @@ impl From<ContainerError> for Status {
     }
 }
 
+/// Counts a failure of a container's monitor for lockstepd's metrics, on the way out.
+fn noted<T>(containers: &Containers, result: Result<T, ContainerError>) -> Result<T, ContainerError> {
+    if let (Err(ContainerError::Monitor { .. } | ContainerError::MonitorMissing(_)), Some(metrics)) =
+        (&result, containers.metrics())
+    {
+        metrics.monitor_failure();
+    }
+    result
+}
+
 pub async fn create(
     containers: &Arc<Containers>,
     request: model::CreateContainerRequest,
 ) -> Result<model::CreateContainerResponse, Status> {
     let containers = containers.clone();
-    let container_id = blocking(move || container::create::create_container(&containers, &request)).await?;
+    let container_id =
+        blocking(move || noted(&containers, container::create::create_container(&containers, &request))).await?;
     Ok(model::CreateContainerResponse { container_id })
 }
 
@@ -65,7 +76,7 @@ pub async fn start(
     request: model::StartContainerRequest,
 ) -> Result<model::StartContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || container::start::start_container(&containers, &request.container_id)).await?;
+    blocking(move || noted(&containers, container::start::start_container(&containers, &request.container_id))).await?;
     Ok(model::StartContainerResponse {})
 }
 
@@ -74,7 +85,10 @@ pub async fn stop(
     request: model::StopContainerRequest,
 ) -> Result<model::StopContainerResponse, Status> {
     let containers = containers.clone();
-    blocking(move || container::stop::stop_container(&containers, &request.container_id, request.timeout)).await?;
+    blocking(move || {
+        noted(&containers, container::stop::stop_container(&containers, &request.container_id, request.timeout))
+    })
+    .await?;
     Ok(model::StopContainerResponse {})
 }
 
@@ -145,8 +159,13 @@ pub async fn exec_sync(
     request: model::ExecSyncRequest,
 ) -> Result<model::ExecSyncResponse, Status> {
     let containers = containers.clone();
-    blocking(move || container::exec::exec_sync(&containers, &request.container_id, &request.cmd, request.timeout))
-        .await
+    blocking(move || {
+        noted(
+            &containers,
+            container::exec::exec_sync(&containers, &request.container_id, &request.cmd, request.timeout),
+        )
+    })
+    .await
 }
 
 pub async fn stats(
@@ -222,6 +241,28 @@ pub async fn stream_pod_stats(
     })
     .await?;
     Ok(Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxStatsResponse { pod_sandbox_stats })])))
+}
+
+/// ListMetricDescriptors: a fixed table.
+pub fn metric_descriptors() -> model::ListMetricDescriptorsResponse {
+    model::ListMetricDescriptorsResponse { descriptors: container::metric_descriptors::list_metric_descriptors() }
+}
+
+pub async fn list_pod_metrics(containers: &Arc<Containers>) -> Result<model::ListPodSandboxMetricsResponse, Status> {
+    let containers = containers.clone();
+    let pod_metrics =
+        blocking(move || Ok::<_, Status>(container::pod_metrics::list_pod_sandbox_metrics(&containers))).await?;
+    Ok(model::ListPodSandboxMetricsResponse { pod_metrics })
+}
+
+/// One message with every pod's metrics, as ListPodSandboxMetrics.
+pub async fn stream_pod_metrics(
+    containers: &Arc<Containers>,
+) -> Result<StreamOf<model::StreamPodSandboxMetricsResponse>, Status> {
+    let pod_metrics = list_pod_metrics(containers).await?.pod_metrics;
+    Ok(Box::pin(futures::stream::iter([Ok(model::StreamPodSandboxMetricsResponse {
+        pod_sandbox_metrics: pod_metrics,
+    })])))
 }
 
 /// GetContainerEvents: the subscriber's events as they happen, until it goes away (or does not

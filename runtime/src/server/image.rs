@@ -13,6 +13,7 @@ use crate::image::registry::RegistryError;
 use crate::image::service::{ImageError, ImageService};
 use crate::image::snapshot::SnapshotError;
 use crate::image::store::records::ImageRecord;
+use crate::metrics::Metrics;
 
 fn status(e: &ImageError) -> Status {
     let message = e.to_string();
@@ -67,12 +68,46 @@ pub fn to_cri(record: &ImageRecord, pinned: bool) -> model::Image {
 
 pub async fn pull(
     images: &Arc<ImageService>,
+    metrics: &Metrics,
     request: model::PullImageRequest,
 ) -> Result<model::PullImageResponse, Status> {
     let image = image_field(&request.image, "image.image")?;
     let credentials = Credentials::from_cri(request.auth.as_ref()).map_err(Status::invalid_argument)?;
-    let record = images.pull(image, credentials).await.map_err(|e| status(&e))?;
+    let stored_before = images.resolve(image).ok().flatten().map(|r| r.id);
+    let started = std::time::Instant::now();
+    let pulled = images.pull(image, credentials).await;
+    match &pulled {
+        Ok(record) => {
+            let new_bytes = if stored_before.as_ref() == Some(&record.id) { 0 } else { record.size };
+            metrics.image_pull(Ok(new_bytes), started.elapsed());
+        }
+        Err(e) => metrics.image_pull(Err(failure_reason(e)), started.elapsed()),
+    }
+    let record = pulled.map_err(|e| status(&e))?;
     Ok(model::PullImageResponse { image_ref: record.id.to_string() })
+}
+
+/// A failed pull's reason, for the metrics' `reason` label: the kind of its root error.
+fn failure_reason(e: &ImageError) -> &'static str {
+    match e.root() {
+        ImageError::Reference(_) => "bad_reference",
+        ImageError::Auth(_) => "bad_credentials",
+        ImageError::InvalidHolder(_) => "invalid_holder",
+        ImageError::NotFound(_) | ImageError::Registry(RegistryError::NotFound { .. }) => "not_found",
+        ImageError::Blocked(_) => "blocked",
+        ImageError::RegistriesConf(_) => "registries_conf",
+        ImageError::Registry(RegistryError::Unreachable { .. }) => "unreachable",
+        ImageError::Registry(RegistryError::Denied { .. }) => "denied",
+        ImageError::Registry(RegistryError::Stalled { .. }) => "stalled",
+        ImageError::Registry(RegistryError::Protocol { .. }) => "registry_protocol",
+        ImageError::Registry(RegistryError::Setup { .. } | RegistryError::Insecure { .. }) => "registry_setup",
+        ImageError::BadImage { .. } => "bad_image",
+        ImageError::Layer(_) => "layer",
+        ImageError::Store(_) => "store",
+        ImageError::Several(..) => "several",
+        ImageError::Abandoned(_) => "abandoned",
+        ImageError::Deadline { .. } => "deadline",
+    }
 }
 
 pub async fn image_status(

@@ -4,6 +4,7 @@
 
 mod container;
 pub mod image;
+pub mod metrics;
 mod runtime_info;
 mod sandbox;
 pub mod streaming;
@@ -29,6 +30,7 @@ pub struct Cri {
     pub containers: Arc<Containers>,
     pub images: Arc<crate::image::service::ImageService>,
     pub streaming: Arc<streaming::Streaming>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs blocking work (OCI runtimes, CNI plugins, namespaces, files) off the async workers; its
@@ -70,19 +72,19 @@ impl RuntimeService for Cri {
         &self,
         request: Request<model::RunPodSandboxRequest>,
     ) -> Reply<model::RunPodSandboxResponse> {
-        sandbox::run(&self.sandboxes, request.into_inner()).await.map(Response::new)
+        sandbox::run(&self.sandboxes, &self.metrics, request.into_inner()).await.map(Response::new)
     }
     async fn stop_pod_sandbox(
         &self,
         request: Request<model::StopPodSandboxRequest>,
     ) -> Reply<model::StopPodSandboxResponse> {
-        sandbox::stop(&self.sandboxes, request.into_inner()).await.map(Response::new)
+        sandbox::stop(&self.sandboxes, &self.metrics, request.into_inner()).await.map(Response::new)
     }
     async fn remove_pod_sandbox(
         &self,
         request: Request<model::RemovePodSandboxRequest>,
     ) -> Reply<model::RemovePodSandboxResponse> {
-        sandbox::remove(&self.sandboxes, request.into_inner()).await.map(Response::new)
+        sandbox::remove(&self.sandboxes, &self.metrics, request.into_inner()).await.map(Response::new)
     }
     async fn pod_sandbox_status(
         &self,
@@ -233,20 +235,20 @@ impl RuntimeService for Cri {
         &self,
         _: Request<model::ListMetricDescriptorsRequest>,
     ) -> Reply<model::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(container::metric_descriptors()))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<model::ListPodSandboxMetricsRequest>,
     ) -> Reply<model::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        container::list_pod_metrics(&self.containers).await.map(Response::new)
     }
     type StreamPodSandboxMetricsStream = StreamOf<model::StreamPodSandboxMetricsResponse>;
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<model::StreamPodSandboxMetricsRequest>,
     ) -> Reply<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        container::stream_pod_metrics(&self.containers).await.map(Response::new)
     }
 }
 
@@ -263,7 +265,7 @@ impl ImageService for Cri {
         image::image_status(&self.images, request.into_inner()).await.map(Response::new)
     }
     async fn pull_image(&self, request: Request<model::PullImageRequest>) -> Reply<model::PullImageResponse> {
-        image::pull(&self.images, request.into_inner()).await.map(Response::new)
+        image::pull(&self.images, &self.metrics, request.into_inner()).await.map(Response::new)
     }
     async fn remove_image(&self, request: Request<model::RemoveImageRequest>) -> Reply<model::RemoveImageResponse> {
         image::remove(&self.images, request.into_inner()).await.map(Response::new)

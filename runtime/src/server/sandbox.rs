@@ -9,6 +9,7 @@ use tonic::Status;
 
 use super::blocking;
 
+use crate::metrics::Metrics;
 use crate::sandbox::{self, SandboxError, SandboxManager};
 
 pub type Sandboxes = SandboxManager;
@@ -47,32 +48,45 @@ fn checked_id(id: &str) -> Result<(), Status> {
     }
 }
 
+/// Counts a failed CNI ADD or DEL for lockstepd's metrics, on the way out.
+fn noted<T>(metrics: &Metrics, result: Result<T, SandboxError>) -> Result<T, SandboxError> {
+    match &result {
+        Err(SandboxError::Attach { .. }) => metrics.cni_failure("add"),
+        Err(SandboxError::Detach { .. }) => metrics.cni_failure("del"),
+        _ => {}
+    }
+    result
+}
+
 pub async fn run(
     sandboxes: &Arc<Sandboxes>,
+    metrics: &Arc<Metrics>,
     request: model::RunPodSandboxRequest,
 ) -> Result<model::RunPodSandboxResponse, Status> {
-    let sandboxes = sandboxes.clone();
-    let id = blocking(move || sandbox::run::run_pod_sandbox(&sandboxes, &request)).await?;
+    let (sandboxes, metrics) = (sandboxes.clone(), metrics.clone());
+    let id = blocking(move || noted(&metrics, sandbox::run::run_pod_sandbox(&sandboxes, &request))).await?;
     Ok(model::RunPodSandboxResponse { pod_sandbox_id: id })
 }
 
 pub async fn stop(
     sandboxes: &Arc<Sandboxes>,
+    metrics: &Arc<Metrics>,
     request: model::StopPodSandboxRequest,
 ) -> Result<model::StopPodSandboxResponse, Status> {
     checked_id(&request.pod_sandbox_id)?;
-    let sandboxes = sandboxes.clone();
-    blocking(move || sandbox::stop::stop_pod_sandbox(&sandboxes, &request.pod_sandbox_id)).await?;
+    let (sandboxes, metrics) = (sandboxes.clone(), metrics.clone());
+    blocking(move || noted(&metrics, sandbox::stop::stop_pod_sandbox(&sandboxes, &request.pod_sandbox_id))).await?;
     Ok(model::StopPodSandboxResponse {})
 }
 
 pub async fn remove(
     sandboxes: &Arc<Sandboxes>,
+    metrics: &Arc<Metrics>,
     request: model::RemovePodSandboxRequest,
 ) -> Result<model::RemovePodSandboxResponse, Status> {
     checked_id(&request.pod_sandbox_id)?;
-    let sandboxes = sandboxes.clone();
-    blocking(move || sandbox::remove::remove_pod_sandbox(&sandboxes, &request.pod_sandbox_id)).await?;
+    let (sandboxes, metrics) = (sandboxes.clone(), metrics.clone());
+    blocking(move || noted(&metrics, sandbox::remove::remove_pod_sandbox(&sandboxes, &request.pod_sandbox_id))).await?;
     Ok(model::RemovePodSandboxResponse {})
 }
 
