@@ -93,6 +93,14 @@ pub struct RuntimeSection {
     pub stream_port: u16,
     /// A streaming session through which nothing passed for this long is ended.
     pub stream_idle_timeout_secs: u64,
+    /// A PEM certificate chain for the streaming server; with `stream_tls_key` (both or
+    /// neither) the server speaks TLS only and its URLs are https://. Empty: plain HTTP.
+    pub stream_tls_cert: PathBuf,
+    /// The PEM private key of `stream_tls_cert`.
+    pub stream_tls_key: PathBuf,
+    /// Streaming sessions (exec, attach, port-forward connections) at once; past it a request
+    /// is answered 503 Service Unavailable and may be retried with the same URL.
+    pub stream_max_sessions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +182,9 @@ impl Default for RuntimeSection {
             stream_address: "127.0.0.1".into(),
             stream_port: 0,
             stream_idle_timeout_secs: 4 * 3600,
+            stream_tls_cert: PathBuf::new(),
+            stream_tls_key: PathBuf::new(),
+            stream_max_sessions: crate::streaming::DEFAULT_MAX_SESSIONS as u64,
         }
     }
 }
@@ -307,6 +318,18 @@ impl Config {
         for pattern in &self.image.pinned_images {
             crate::pin_patterns::PinPattern::parse(pattern).map_err(|e| format!("image.pinned_images: {e}"))?;
         }
+        let (cert, key) = (&self.runtime.stream_tls_cert, &self.runtime.stream_tls_key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            let (set, unset) = if key.as_os_str().is_empty() {
+                ("stream_tls_cert", "stream_tls_key")
+            } else {
+                ("stream_tls_key", "stream_tls_cert")
+            };
+            return Err(format!("runtime.{set} is set but runtime.{unset} is not: TLS needs both (or neither)"));
+        }
+        if self.runtime.stream_max_sessions == 0 {
+            return Err("runtime.stream_max_sessions must be at least 1".into());
+        }
         if self.network.cni_plugin_timeout_secs == 0 {
             return Err("network.cni_plugin_timeout_secs must be at least 1".into());
         }
@@ -332,6 +355,13 @@ impl Config {
     /// manager puts them there, and ImageFsInfo reports this directory's filesystem.
     pub fn container_layers_dir(&self) -> PathBuf {
         self.root.join("containers")
+    }
+
+    /// The streaming server's TLS files, when both are set.
+    pub fn stream_tls(&self) -> Option<crate::streaming::tls::TlsFiles> {
+        let (cert, key) = (&self.runtime.stream_tls_cert, &self.runtime.stream_tls_key);
+        (!cert.as_os_str().is_empty() && !key.as_os_str().is_empty())
+            .then(|| crate::streaming::tls::TlsFiles { cert: cert.clone(), key: key.clone() })
     }
 
     pub fn pull_progress_timeout(&self) -> Duration {
@@ -431,6 +461,19 @@ impl Config {
             toml_string(&self.runtime.stream_address),
             self.runtime.stream_port,
             self.runtime.stream_idle_timeout_secs
+        );
+        let _ = writeln!(
+            s,
+            "# TLS for it: a PEM certificate chain and its key, both or neither (empty: plain HTTP).\n\
+             stream_tls_cert = {}\nstream_tls_key = {}",
+            q(&self.runtime.stream_tls_cert),
+            q(&self.runtime.stream_tls_key)
+        );
+        let _ = writeln!(
+            s,
+            "# Streaming sessions at once; past it a request is answered 503 and may be retried.\n\
+             stream_max_sessions = {}",
+            self.runtime.stream_max_sessions
         );
         for h in &self.runtime.handlers {
             let _ = writeln!(s, "\n# An OCI runtime, selected by a RuntimeClass whose handler is its name.");
@@ -575,6 +618,9 @@ mod tests {
         config.log_format = LogFormat::Json;
         config.metrics_port = 9537;
         config.metrics_address = "::1".into();
+        config.runtime.stream_tls_cert = "/etc/lockstep/stream.crt".into();
+        config.runtime.stream_tls_key = "/etc/lockstep/stream.key".into();
+        config.runtime.stream_max_sessions = 7;
         let file = write(tmp.path(), "effective.toml", &config.render());
         assert_eq!(load_from(&file).unwrap(), config);
     }
@@ -611,6 +657,24 @@ mod tests {
         let file = write(tmp.path(), "i.toml", "log_format = \"xml\"\n");
         let err = load_from(&file).unwrap_err().to_string();
         assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn streaming_tls_needs_both_files_and_sessions_a_positive_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = write(tmp.path(), "a.toml", "[runtime]\nstream_tls_cert = \"/c.pem\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("stream_tls_cert is set but runtime.stream_tls_key is not"), "{err}");
+        let file = write(tmp.path(), "b.toml", "[runtime]\nstream_tls_key = \"/k.pem\"\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("stream_tls_key is set but runtime.stream_tls_cert is not"), "{err}");
+        let file = write(tmp.path(), "c.toml", "[runtime]\nstream_tls_cert = \"/c.pem\"\nstream_tls_key = \"/k.pem\"\n");
+        let both = load_from(&file).unwrap().stream_tls().unwrap();
+        assert_eq!((both.cert.as_path(), both.key.as_path()), (Path::new("/c.pem"), Path::new("/k.pem")));
+        assert_eq!(Config::default().stream_tls(), None, "no TLS unless configured");
+        let file = write(tmp.path(), "d.toml", "[runtime]\nstream_max_sessions = 0\n");
+        let err = load_from(&file).unwrap_err().to_string();
+        assert!(err.contains("stream_max_sessions must be at least 1"), "{err}");
     }
 
     #[test]

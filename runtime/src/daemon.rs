@@ -129,6 +129,8 @@ async fn start_streaming(
         address: config.runtime.stream_address.clone(),
         port: config.runtime.stream_port,
         idle_timeout: std::time::Duration::from_secs(config.runtime.stream_idle_timeout_secs.max(1)),
+        tls: config.stream_tls(),
+        max_sessions: usize::try_from(config.runtime.stream_max_sessions).unwrap_or(usize::MAX),
     };
     let console_dir = config.runroot.join("streams");
     persist::restrict_dir(&console_dir, 0o700)?;

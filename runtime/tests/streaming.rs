@@ -80,7 +80,7 @@ struct Rig {
 async fn rig() -> Rig {
     let lab = Arc::new(Lab::new("runc"));
     let backend = Arc::new(LabBackend { lab: lab.clone(), execs: AtomicUsize::new(0) });
-    let settings = Settings { address: "127.0.0.1".into(), port: 0, idle_timeout: Duration::from_secs(60) };
+    let settings = Settings { idle_timeout: Duration::from_secs(60), ..Settings::default() };
     let server = StreamServer::start(settings, backend.clone()).await.unwrap();
     Rig { lab, backend, server }
 }

@@ -10,6 +10,7 @@ pub mod run;
 mod runtime_info;
 mod stats;
 pub mod streaming;
+pub mod streaming_io;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,6 +74,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(images::benches());
     benches.extend(containers::benches());
     benches.extend(streaming::benches());
+    benches.extend(streaming_io::benches());
     benches
 }
 

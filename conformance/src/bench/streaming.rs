@@ -1,7 +1,10 @@
 //! The streaming benchmark: one pod with a sleeping container, then Exec round trips of `true`
 //! (the Exec call, the upgrade, the streams, the status) over SPDY and over WebSocket, and
-//! 100 MiB of stdout through an exec over SPDY, timed, beside the same bytes through a plain
-//! pipe on the node (`head -c … /dev/zero | cat > /dev/null`) as the baseline.
+//! 100 MiB of stdout through an exec over SPDY (busybox `dd` of /dev/zero in 256 KiB blocks),
+//! timed from the upgrade (the URL in hand) and from the first byte, beside the same `dd` (the fixture's
+//! busybox) through a plain pipe on the node (`dd … | cat > /dev/null`) as the baseline.
+//! `dd`, not `head -c`: busybox's head copies a character at a time and tops out near
+//! 250 MiB/s, far below what it is meant to measure here.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +17,8 @@ use lockstep_testkit::fixtures;
 
 pub const STREAMING_BENCH: &str = "streaming";
 const THROUGHPUT_BYTES: u64 = 100 << 20;
+/// `dd`'s block: 400 of them are 100 MiB.
+const DD_BLOCK: u64 = 256 << 10;
 
 pub fn benches() -> Vec<Bench> {
     vec![Bench { name: STREAMING_BENCH, since: Minor::V1_30, body: |b| Box::pin(streaming(b)) as BenchFuture }]
@@ -103,15 +108,18 @@ async fn streaming(bench: BenchCtx) -> anyhow::Result<BenchResult> {
         })
         .await?;
         let mut through = Vec::new();
-        let script = format!("head -c {THROUGHPUT_BYTES} /dev/zero");
+        let mut from_first_byte = Vec::new();
+        let dd = format!("dd if=/dev/zero bs={DD_BLOCK} count={}", THROUGHPUT_BYTES / DD_BLOCK);
         for _ in 0..3 {
-            let url = exec_url(&mut client.clone(), &container, &["sh", "-c", &script], false).await?;
+            let url = exec_url(&mut client.clone(), &container, &["sh", "-c", &dd], false).await?;
             let t = Instant::now();
-            let (n, status) = spdy::count_stdout(&url, Duration::from_secs(300)).await.map_err(anyhow::Error::msg)?;
-            through.push(t.elapsed());
-            succeeded(&status).with_context(|| format!("after {n} bytes of stdout"))?;
-            if n != THROUGHPUT_BYTES {
-                bail!("{n} bytes of stdout arrived, not {THROUGHPUT_BYTES}");
+            let counted = spdy::count_stdout(&url, Duration::from_secs(300)).await.map_err(anyhow::Error::msg)?;
+            let end = Instant::now();
+            through.push(end - t);
+            from_first_byte.push(counted.first_byte.map(|f| end - f).unwrap_or_default());
+            succeeded(&counted.status).with_context(|| format!("after {} bytes of stdout", counted.bytes))?;
+            if counted.bytes != THROUGHPUT_BYTES {
+                bail!("{} bytes of stdout arrived, not {THROUGHPUT_BYTES}", counted.bytes);
             }
         }
         let mut pipe = Vec::new();
@@ -119,7 +127,7 @@ async fn streaming(bench: BenchCtx) -> anyhow::Result<BenchResult> {
             let t = Instant::now();
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
-                .arg(format!("head -c {THROUGHPUT_BYTES} /dev/zero | cat > /dev/null"))
+                .arg(format!("{} {dd} 2>/dev/null | cat > /dev/null", fixtures::BUSYBOX))
                 .status()
                 .await?;
             pipe.push(t.elapsed());
@@ -132,7 +140,8 @@ async fn streaming(bench: BenchCtx) -> anyhow::Result<BenchResult> {
             format!("{:.0} MiB/s (best of {})", (THROUGHPUT_BYTES >> 20) as f64 / best.max(1e-9), d.len())
         };
         let readings = vec![
-            ("100 MiB stdout over SPDY".to_string(), rate(&through)),
+            ("100 MiB stdout over SPDY, from the upgrade".to_string(), rate(&through)),
+            ("100 MiB stdout over SPDY, from the first byte".to_string(), rate(&from_first_byte)),
             ("100 MiB through a plain pipe on the node".to_string(), rate(&pipe)),
         ];
         let series =

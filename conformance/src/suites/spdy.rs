@@ -136,21 +136,74 @@ pub async fn forward(url: &str, port: u16, data: &[u8]) -> Result<(Vec<u8>, Vec<
     Ok((got, errors))
 }
 
-/// Runs an exec URL that asks for stdout only, counting its bytes without keeping them: how
-/// many, and the error stream.
-pub async fn count_stdout(url: &str, limit: Duration) -> Result<(u64, Vec<u8>), String> {
+/// What `count_stdout` saw: the bytes of stdout, when the first of them came, and the error
+/// stream.
+pub struct Counted {
+    pub bytes: u64,
+    pub first_byte: Option<std::time::Instant>,
+    pub status: Vec<u8>,
+}
+
+/// Runs an exec URL that asks for stdout only, counting its bytes without keeping them.
+pub async fn count_stdout(url: &str, limit: Duration) -> Result<Counted, String> {
     let session = connect(url, REMOTECOMMAND).await?;
     let error = open(&session, &[("streamtype", "error")]).await?;
     let mut stdout = open(&session, &[("streamtype", "stdout")]).await?;
     let counted = async {
-        let mut n = 0u64;
+        let (mut n, mut first) = (0u64, None);
         while let Some(chunk) = stdout.reader.read().await {
+            first.get_or_insert_with(std::time::Instant::now);
             n += chunk.len() as u64;
         }
-        n
+        (n, first)
     };
     let both = async { tokio::join!(counted, read_all(error.reader)) };
     let result = tokio::time::timeout(limit, both).await.map_err(|_| format!("the exec did not end within {limit:?}"));
     session.gone().cancel();
-    result
+    let ((bytes, first_byte), status) = result?;
+    Ok(Counted { bytes, first_byte, status })
+}
+
+/// Forwards `port` through a port-forward URL without sending anything, counting what the
+/// pod's side sends until it ends: how many bytes, and the error stream.
+pub async fn count_forward(url: &str, port: u16, limit: Duration) -> Result<(u64, Vec<u8>), String> {
+    let session = connect(url, PORTFORWARD).await?;
+    let port = port.to_string();
+    let error = open(&session, &[("streamtype", "error"), ("port", &port), ("requestid", "0")]).await?;
+    // Its write side stays open: some servers end the whole connection at the client's end of data.
+    let mut data = open(&session, &[("streamtype", "data"), ("port", &port), ("requestid", "0")]).await?;
+    let counted = async {
+        let mut n = 0u64;
+        while let Some(chunk) = data.reader.read().await {
+            n += chunk.len() as u64;
+        }
+        n
+    };
+    let result = tokio::time::timeout(limit, counted).await.map_err(|_| format!("the data did not end within {limit:?}"));
+    let errors = tokio::time::timeout(Duration::from_secs(2), read_all(error.reader)).await.unwrap_or_default();
+    session.gone().cancel();
+    Ok((result?, errors))
+}
+
+/// Attaches through an attach URL (stdin and stdout), writes `line` and waits until it comes
+/// back on stdout (a container running `cat`), then goes away.
+pub async fn attach_echo(url: &str, line: &[u8], limit: Duration) -> Result<(), String> {
+    let session = connect(url, REMOTECOMMAND).await?;
+    let _error = open(&session, &[("streamtype", "error")]).await?;
+    let mut stdin = open(&session, &[("streamtype", "stdin")]).await?;
+    let mut stdout = open(&session, &[("streamtype", "stdout")]).await?;
+    stdin.writer.write(Bytes::copy_from_slice(line)).await.map_err(|e| e.to_string())?;
+    let echoed = async {
+        let mut seen = Vec::new();
+        while let Some(chunk) = stdout.reader.read().await {
+            seen.extend_from_slice(&chunk);
+            if seen.windows(line.len()).any(|w| w == line) {
+                return Ok(());
+            }
+        }
+        Err(format!("stdout ended after {:?}", String::from_utf8_lossy(&seen)))
+    };
+    let result = tokio::time::timeout(limit, echoed).await.map_err(|_| format!("no echo within {limit:?}"));
+    session.gone().cancel();
+    result?
 }

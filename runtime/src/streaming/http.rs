@@ -2,7 +2,10 @@
 //! `/attach/<token>` and `/portforward/<token>`. The token is taken first — unknown, expired or
 //! already used is 404 and nothing starts — then the connection is upgraded to SPDY/3.1
 //! (`X-Stream-Protocol-Version` negotiates the subprotocol) or WebSocket
-//! (`Sec-WebSocket-Protocol`), and handed to the protocol's module.
+//! (`Sec-WebSocket-Protocol`), and handed to the protocol's module. Sessions hold a permit
+//! from the upgrade to their end; past `stream_max_sessions` a request is answered 503 (with
+//! Retry-After) before its token is looked at, so the same URL may be tried again. With TLS,
+//! each connection's handshake comes first (on its own task, bounded in time).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,9 @@ use std::time::Duration;
 use http::{header, HeaderMap, Method, Request as HttpRequest, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::tokens::Tokens;
 use super::websocket::{self, Framing};
@@ -19,8 +24,42 @@ use super::{portforward, remotecommand, spdy, Activity, Backend, Request};
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
 
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The sessions that may run at once.
+#[derive(Clone)]
+pub struct Sessions {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Sessions {
+    pub fn new(max: usize) -> Sessions {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Sessions { permits: Arc::new(Semaphore::new(max)), max }
+    }
+
+    fn try_start(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
+/// What every session is held to.
+#[derive(Clone)]
+pub struct Limits {
+    pub idle: Duration,
+    pub sessions: Sessions,
+}
+
 /// Accepts connections for the daemon's life.
-pub async fn serve(listener: TcpListener, tokens: Arc<Tokens<Request>>, backend: Arc<dyn Backend>, idle: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tokens: Arc<Tokens<Request>>,
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -31,20 +70,36 @@ pub async fn serve(listener: TcpListener, tokens: Arc<Tokens<Request>>, backend:
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (tokens, backend) = (tokens.clone(), backend.clone());
+        let (tokens, backend, limits, tls) = (tokens.clone(), backend.clone(), limits.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let (tokens, backend) = (tokens.clone(), backend.clone());
-                async move { Ok::<_, std::convert::Infallible>(route(req, &tokens, backend, idle)) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "streaming connection ended with an error");
+            let Some(tls) = tls else { return connection(tcp, peer, tokens, backend, limits).await };
+            match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => connection(stream, peer, tokens, backend, limits).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Serves one connection's HTTP/1.1 requests (and its upgrade).
+async fn connection<IO>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    tokens: Arc<Tokens<Request>>,
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+) where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (tokens, backend, limits) = (tokens.clone(), backend.clone(), limits.clone());
+        async move { Ok::<_, std::convert::Infallible>(route(req, &tokens, backend, &limits)) }
+    });
+    let served =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).with_upgrades().await;
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "streaming connection ended with an error");
     }
 }
 
@@ -92,11 +147,21 @@ fn route(
     mut req: HttpRequest<Incoming>,
     tokens: &Tokens<Request>,
     backend: Arc<dyn Backend>,
-    idle: Duration,
+    limits: &Limits,
 ) -> Response<String> {
     if req.method() != Method::GET && req.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n");
     }
+    let idle = limits.idle;
+    // Before the token: a refused client may use its URL again once a session ends.
+    let Some(permit) = limits.sessions.try_start() else {
+        let max = limits.sessions.max;
+        tracing::info!(max, "streaming session refused: the limit is reached");
+        let mut response =
+            plain(StatusCode::SERVICE_UNAVAILABLE, format!("too many streaming sessions (the limit is {max})\n"));
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
     let path = req.uri().path().to_string();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -136,6 +201,7 @@ fn route(
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
+                let _permit = permit;
                 let upgraded = match on_upgrade.await {
                     Ok(u) => u,
                     Err(e) => return tracing::debug!(error = %e, "SPDY upgrade failed"),
@@ -180,6 +246,7 @@ fn route(
             let framing = Framing { base64: protocol.contains("base64"), close_signal: protocol.starts_with("v5.") };
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
+                let _permit = permit;
                 let upgraded = match on_upgrade.await {
                     Ok(u) => u,
                     Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),

@@ -2,7 +2,8 @@
 //! over SPDY/3.1 (what the kubelet and the API server speak) and WebSocket (crictl, newer
 //! clients). `tokens` keeps the single-use tokens, `http` accepts connections and upgrades
 //! them, `spdy` and `websocket` carry the channels, `remotecommand` runs exec and attach over
-//! either, `portforward` forwards ports, `process` drives an exec'd process. What runs in
+//! either, `portforward` forwards ports, `process` drives an exec'd process, `tls` is the
+//! optional TLS. What runs in
 //! containers and pods is reached through a `Backend`, so that this module touches no state.
 
 pub mod attach;
@@ -11,6 +12,7 @@ pub mod portforward;
 pub mod process;
 pub mod remotecommand;
 pub mod spdy;
+pub mod tls;
 pub mod tokens;
 pub mod websocket;
 
@@ -69,18 +71,40 @@ pub trait Backend: Send + Sync + 'static {
     fn connect(&self, sandbox_id: String, port: u16) -> BoxFuture<'static, Result<tokio::net::TcpStream, String>>;
 }
 
-/// Where the server listens and how long sessions may idle.
+/// Where the server listens, with or without TLS, how long sessions may idle and how many may
+/// run at once.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub address: String,
     pub port: u16,
     pub idle_timeout: Duration,
+    /// A certificate chain and key: the server speaks TLS only (https:// URLs).
+    pub tls: Option<tls::TlsFiles>,
+    /// Sessions (upgraded connections) at once; past it a request is answered 503.
+    pub max_sessions: usize,
+}
+
+/// The sessions that may run at once unless configured otherwise (`stream_max_sessions`).
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            address: "127.0.0.1".into(),
+            port: 0,
+            idle_timeout: Duration::from_secs(4 * 3600),
+            tls: None,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("cannot listen for streaming on {address}:{port}: {source}")]
     Listen { address: String, port: u16, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// When a session last moved data; a watchdog ends it once idle too long.
@@ -142,6 +166,8 @@ impl StreamServer {
     pub async fn start(settings: Settings, backend: Arc<dyn Backend>) -> Result<StreamServer, StreamError> {
         let listen_err =
             |source| StreamError::Listen { address: settings.address.clone(), port: settings.port, source };
+        // The files are read before anything listens: a bad pair fails the start.
+        let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
         let host = settings.address.trim_start_matches('[').trim_end_matches(']').to_string();
         let listener = tokio::net::TcpListener::bind((host.as_str(), settings.port)).await.map_err(listen_err)?;
         let local = listener.local_addr().map_err(listen_err)?;
@@ -150,9 +176,11 @@ impl StreamServer {
             SocketAddr::V4(a) => a.to_string(),
         };
         let tokens = Arc::new(tokens::Tokens::new(tokens::TOKEN_TTL));
-        tokio::spawn(http::serve(listener, tokens.clone(), backend, settings.idle_timeout));
-        tracing::info!(address = %shown, "streaming server listening");
-        Ok(StreamServer { base_url: format!("http://{shown}"), local, tokens })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let limits = http::Limits { idle: settings.idle_timeout, sessions: http::Sessions::new(settings.max_sessions) };
+        tokio::spawn(http::serve(listener, tls, tokens.clone(), backend, limits));
+        tracing::info!(address = %shown, %scheme, max_sessions = settings.max_sessions, "streaming server listening");
+        Ok(StreamServer { base_url: format!("{scheme}://{shown}"), local, tokens })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use lockstep_cri::model;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use super::spdy::{self, headers};
@@ -43,21 +43,8 @@ async fn bridge(
         }
         let _ = write.shutdown().await;
     };
-    let downstream = async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if to_client.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
     let upstream = tokio::spawn(upstream);
-    downstream.await;
+    super::process::pump(&mut read, Some(to_client)).await;
     upstream.abort();
 }
 

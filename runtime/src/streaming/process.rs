@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
@@ -22,7 +22,11 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 const CONSOLE_WAIT: Duration = Duration::from_secs(30);
 /// How long a terminal already on its way is still waited for once the runtime has exited.
 const TERMINAL_AFTER_EXIT: Duration = Duration::from_secs(2);
-const READ_CHUNK: usize = 32 * 1024;
+/// The buffer the process's output is read into, and the least room a read is given.
+const READ_CHUNK: usize = 256 * 1024;
+const MIN_READ: usize = 32 * 1024;
+/// The size asked for the process's output pipes (the kernel's default cap for them is 1 MiB).
+const PIPE_SIZE: i32 = 1024 * 1024;
 
 /// A unix socket the OCI runtime sends an exec's pty master to.
 pub struct ConsoleSocket {
@@ -102,21 +106,35 @@ impl Pty {
     }
 }
 
-/// Copies `source` to `sink` (or drops it when nobody wants it) until EOF.
-async fn pump(mut source: impl AsyncRead + Unpin, sink: Option<mpsc::Sender<Bytes>>) {
-    let mut buf = vec![0u8; READ_CHUNK];
+/// Copies `source` to `sink` (or drops it when nobody wants it) until EOF. What a read brings
+/// is handed on as a slice of the buffer it landed in (no copy); reads go on into the rest of
+/// that buffer, and a new one is taken when less than `MIN_READ` of it is left.
+pub(crate) async fn pump(mut source: impl AsyncRead + Unpin, sink: Option<mpsc::Sender<Bytes>>) {
+    let mut buf = BytesMut::new();
     loop {
-        match source.read(&mut buf).await {
+        if buf.capacity() < MIN_READ {
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        match source.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => {
+            Ok(_) => {
+                let data = buf.split().freeze();
                 if let Some(sink) = &sink {
                     // Waits while the client is slow: the process blocks on a full pipe.
-                    if sink.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    if sink.send(data).await.is_err() {
                         return;
                     }
                 }
             }
         }
+    }
+}
+
+/// Widens a pipe the process writes its output to, so that it runs on while this side is
+/// busy sending (64 KiB, the default, stalls it every two frames). Best effort.
+fn widen(pipe: &impl std::os::fd::AsFd) {
+    if let Err(e) = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+        tracing::debug!(error = %e, "exec: cannot widen an output pipe");
     }
 }
 
@@ -231,9 +249,11 @@ pub async fn run(mut exec: PreparedExec, console: Option<ConsoleSocket>, io: Com
         }
     } else {
         if let Some(out) = child.stdout.take() {
+            widen(&out);
             outputs.spawn(pump(out, stdout));
         }
         if let Some(err) = child.stderr.take() {
+            widen(&err);
             outputs.spawn(pump(err, stderr));
         }
         if let (Some(mut input), Some(mut pipe)) = (stdin, child.stdin.take()) {

@@ -1,11 +1,14 @@
 //! The client side of a streaming URL over SPDY: the HTTP/1.1 upgrade (`Upgrade: SPDY/3.1`,
-//! the subprotocols offered in `X-Stream-Protocol-Version`) on a plain TCP connection, then a
-//! session on which the caller opens streams. For the conformance harness and tests.
+//! the subprotocols offered in `X-Stream-Protocol-Version`) on a TCP connection — plain for
+//! http:// URLs, TLS through the caller's connector for https:// ones — then a session on which
+//! the caller opens streams. For the conformance harness and tests.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::session::{self, Incoming, Session};
 use crate::streaming::Activity;
@@ -27,29 +30,57 @@ pub enum DialError {
     Refused { status: u16, body: String },
 }
 
-/// `http://host:port/path` into the address and the path.
-fn split(url: &str) -> Result<(String, String), DialError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| DialError::Connect(format!("{url}: only http:// URLs are dialled")))?;
+/// `http[s]://host:port/path` into whether it is TLS, the address and the path.
+fn split(url: &str) -> Result<(bool, String, String), DialError> {
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(DialError::Connect(format!("{url}: only http:// and https:// URLs are dialled"))),
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let host = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
         host.to_string()
     } else {
-        format!("{host}:80")
+        format!("{host}:{}", if tls { 443 } else { 80 })
     };
-    Ok((host, if path.is_empty() { "/".into() } else { path.to_string() }))
+    Ok((tls, host, if path.is_empty() { "/".into() } else { path.to_string() }))
 }
 
-/// Upgrades `url` to SPDY/3.1 offering `protocols` (in order of preference).
+/// Upgrades `url` (http://) to SPDY/3.1 offering `protocols` (in order of preference).
 pub async fn dial(url: &str, protocols: &[&str]) -> Result<Dialed, DialError> {
-    let (host, path) = split(url)?;
+    dial_with(url, protocols, None).await
+}
+
+/// As `dial`; an https:// URL is dialled through `tls`, the certificate checked for the URL's
+/// host.
+pub async fn dial_with(url: &str, protocols: &[&str], tls: Option<&TlsConnector>) -> Result<Dialed, DialError> {
+    let (secure, host, path) = split(url)?;
     let connect = |e: std::io::Error| DialError::Connect(format!("{host}: {e}"));
-    let mut tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&host))
+    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&host))
         .await
         .map_err(|_| DialError::Connect(format!("{host}: connect timed out")))?
         .map_err(connect)?;
     let _ = tcp.set_nodelay(true);
+    if !secure {
+        return upgrade(tcp, &host, &path, protocols).await;
+    }
+    let tls = tls.ok_or_else(|| DialError::Connect(format!("{url}: an https:// URL needs a TLS configuration")))?;
+    let name = host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name).trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|e| DialError::Connect(format!("{host}: not a TLS server name: {e}")))?;
+    let stream = tokio::time::timeout(Duration::from_secs(10), tls.connect(name, tcp))
+        .await
+        .map_err(|_| DialError::Connect(format!("{host}: TLS handshake timed out")))?
+        .map_err(|e| DialError::Connect(format!("{host}: TLS handshake: {e}")))?;
+    upgrade(stream, &host, &path, protocols).await
+}
+
+/// The upgrade request and response on `io`, then the session.
+async fn upgrade<IO>(mut tcp: IO, host: &str, path: &str, protocols: &[&str]) -> Result<Dialed, DialError>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let connect = |e: std::io::Error| DialError::Connect(format!("{host}: {e}"));
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
     );
@@ -97,8 +128,9 @@ mod tests {
 
     #[test]
     fn urls_split_into_address_and_path() {
-        assert_eq!(split("http://127.0.0.1:9/exec/x").unwrap(), ("127.0.0.1:9".into(), "/exec/x".into()));
-        assert_eq!(split("http://node").unwrap(), ("node:80".into(), "/".into()));
-        assert!(split("https://node/x").is_err());
+        assert_eq!(split("http://127.0.0.1:9/exec/x").unwrap(), (false, "127.0.0.1:9".into(), "/exec/x".into()));
+        assert_eq!(split("http://node").unwrap(), (false, "node:80".into(), "/".into()));
+        assert_eq!(split("https://node/x").unwrap(), (true, "node:443".into(), "/x".into()));
+        assert!(split("ftp://node/x").is_err());
     }
 }
