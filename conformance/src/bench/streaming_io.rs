@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use lockstep_cri::{model, Minor};
 
 use super::{measure, Bench, BenchCtx, BenchFuture, BenchResult, Series};
-use crate::fixtures;
+use lockstep_testkit::fixtures;
 use crate::suites::{podkit, spdy};
 
 pub const STREAMING_IO_BENCH: &str = "streaming-io";
