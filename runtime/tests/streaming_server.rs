@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use lockstep_cri::model;
-use lockstep_runtime::oci::OciRuntime as _;
 use lockstep_runtime::streaming::process;
 use lockstep_runtime::streaming::spdy::dial::{dial_with, DialError};
 use lockstep_runtime::streaming::spdy::{Headers, StreamReader};
