@@ -6,9 +6,9 @@ mod lab;
 
 use std::time::Duration;
 
+use lab::Lab;
 use lockstep_runtime::container::usage_detail::{self, Dirs};
 use lockstep_runtime::host::cgroups::Layout;
-use lab::Lab;
 
 /// The container's line of /proc/<pid>/cgroup for the v2 hierarchy (`0::<path>`).
 fn unified_line(pid: i32) -> Option<String> {
@@ -55,7 +55,7 @@ fn a_spinning_container_has_cpu_pressure_and_user_time_where_the_host_has_a_v2_c
 
 #[test]
 fn a_container_under_crun_in_a_pure_v1_view_has_no_psi_of_its_own() {
-    let Some(cgroup2) = lab::hybrid_cgroup2() else {
+    let Some(cgroup2) = lockstep_testkit::host::hybrid_cgroup2() else {
         eprintln!("SKIPPED: not a hybrid cgroup host");
         return;
     };
