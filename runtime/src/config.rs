@@ -668,7 +668,8 @@ mod tests {
         let file = write(tmp.path(), "b.toml", "[runtime]\nstream_tls_key = \"/k.pem\"\n");
         let err = load_from(&file).unwrap_err().to_string();
         assert!(err.contains("stream_tls_key is set but runtime.stream_tls_cert is not"), "{err}");
-        let file = write(tmp.path(), "c.toml", "[runtime]\nstream_tls_cert = \"/c.pem\"\nstream_tls_key = \"/k.pem\"\n");
+        let file =
+            write(tmp.path(), "c.toml", "[runtime]\nstream_tls_cert = \"/c.pem\"\nstream_tls_key = \"/k.pem\"\n");
         let both = load_from(&file).unwrap().stream_tls().unwrap();
         assert_eq!((both.cert.as_path(), both.key.as_path()), (Path::new("/c.pem"), Path::new("/k.pem")));
         assert_eq!(Config::default().stream_tls(), None, "no TLS unless configured");

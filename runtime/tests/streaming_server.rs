@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use lab::{Lab, MONITOR};
 use lockstep_cri::model;
 use lockstep_runtime::streaming::process;
 use lockstep_runtime::streaming::spdy::dial::{dial_with, DialError};
 use lockstep_runtime::streaming::spdy::{Headers, StreamReader};
 use lockstep_runtime::streaming::tls::TlsFiles;
 use lockstep_runtime::streaming::{Backend, CommandIo, ExecResult, Request, Settings, StreamServer};
-use lab::{Lab, MONITOR};
 use tokio_rustls::rustls;
 
 /// Execs (without a terminal) in the lab's containers, counting those it starts.
@@ -114,14 +114,34 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A CA and a server certificate for 127.0.0.1 signed by it: (ca.crt, the server's files).
 fn certificates(dir: &Path) -> (PathBuf, TlsFiles) {
     let key = ["-newkey", "rsa:2048", "-nodes"];
-    openssl(dir, &[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA"]].concat());
+    openssl(
+        dir,
+        &[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA"]]
+            .concat(),
+    );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    openssl(dir, &[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    openssl(
+        dir,
+        &[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+    );
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-            "server.crt", "-days", "2", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
         ],
     );
     (dir.join("ca.crt"), TlsFiles { cert: dir.join("server.crt"), key: dir.join("server.key") })

@@ -10,8 +10,8 @@ use anyhow::{bail, Context as _};
 use lockstep_cri::{model, Minor};
 
 use super::{measure, Bench, BenchCtx, BenchFuture, BenchResult, Series};
-use lockstep_testkit::fixtures;
 use crate::suites::{podkit, spdy};
+use lockstep_testkit::fixtures;
 
 pub const STREAMING_IO_BENCH: &str = "streaming-io";
 const FORWARD_BYTES: u64 = 1 << 30;
@@ -130,7 +130,10 @@ async fn streaming_io(bench: BenchCtx) -> anyhow::Result<BenchResult> {
                 spdy::count_forward(&url, port, Duration::from_secs(600)).await.map_err(anyhow::Error::msg)?;
             forward.push(t.elapsed());
             if n != FORWARD_BYTES {
-                bail!("{n} bytes came through the port-forward, not {FORWARD_BYTES} ({:?})", String::from_utf8_lossy(&errors));
+                bail!(
+                    "{n} bytes came through the port-forward, not {FORWARD_BYTES} ({:?})",
+                    String::from_utf8_lossy(&errors)
+                );
             }
         }
         let _ = server.join();

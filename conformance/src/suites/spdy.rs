@@ -179,7 +179,8 @@ pub async fn count_forward(url: &str, port: u16, limit: Duration) -> Result<(u64
         }
         n
     };
-    let result = tokio::time::timeout(limit, counted).await.map_err(|_| format!("the data did not end within {limit:?}"));
+    let result =
+        tokio::time::timeout(limit, counted).await.map_err(|_| format!("the data did not end within {limit:?}"));
     let errors = tokio::time::timeout(Duration::from_secs(2), read_all(error.reader)).await.unwrap_or_default();
     session.gone().cancel();
     Ok((result?, errors))

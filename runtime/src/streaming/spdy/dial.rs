@@ -65,7 +65,8 @@ pub async fn dial_with(url: &str, protocols: &[&str], tls: Option<&TlsConnector>
         return upgrade(tcp, &host, &path, protocols).await;
     }
     let tls = tls.ok_or_else(|| DialError::Connect(format!("{url}: an https:// URL needs a TLS configuration")))?;
-    let name = host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name).trim_start_matches('[').trim_end_matches(']');
+    let name =
+        host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name).trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(name.to_string())
         .map_err(|e| DialError::Connect(format!("{host}: not a TLS server name: {e}")))?;
     let stream = tokio::time::timeout(Duration::from_secs(10), tls.connect(name, tcp))
