@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use common::{pod, run_request, unique, Lockstepd, Options};
+use common::{pod, run_request, start_with, unique, Options};
 use lockstep_cri::model;
 
 /// A port free a moment ago on loopback.
@@ -55,8 +55,7 @@ fn ops(rpc: &str, code: &str) -> String {
 #[tokio::test]
 async fn the_metrics_endpoint_counts_calls_by_rpc_and_code_and_passes_promtool() {
     let port = free_port();
-    let daemon =
-        Lockstepd::start_with(Options { top_toml: format!("metrics_port = {port}\n"), ..Default::default() }).await;
+    let daemon = start_with(Options { top_toml: format!("metrics_port = {port}\n"), ..Default::default() }).await;
     let mut kubelet = daemon.kubelet().await;
     let (status, before) = scrape(port);
     assert!(status.contains("200"), "{status}\n{before}");
@@ -107,8 +106,7 @@ fn promtool_accepts(text: &str) {
 
 #[tokio::test]
 async fn json_logs_are_one_object_a_line_and_no_metrics_endpoint_by_default() {
-    let daemon =
-        Lockstepd::start_with(Options { top_toml: "log_format = \"json\"\n".into(), ..Default::default() }).await;
+    let daemon = start_with(Options { top_toml: "log_format = \"json\"\n".into(), ..Default::default() }).await;
     let mut kubelet = daemon.kubelet().await;
     kubelet.version(model::VersionRequest { version: "v1".into() }).await.unwrap();
     let log = daemon.log();
