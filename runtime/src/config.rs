@@ -147,6 +147,10 @@ pub struct ImageSection {
     /// Images reported `pinned` (the kubelet's image GC leaves them): exact names, prefixes
     /// ending in `*`, or `*keyword*` (crate::pin_patterns).
     pub pinned_images: Vec<String>,
+    /// containers-policy.json(5): which images need which signatures. Empty:
+    /// /etc/containers/policy.json when it exists, else every image is accepted. A file named
+    /// here must exist; it is checked at start and read again at each pull.
+    pub signature_policy: PathBuf,
 }
 
 impl Default for Config {
@@ -214,6 +218,7 @@ impl Default for ImageSection {
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
             pinned_images: Vec::new(),
+            signature_policy: PathBuf::new(),
         }
     }
 }
@@ -520,6 +525,11 @@ impl Config {
             "# Images reported pinned, which the kubelet's image GC leaves: exact names, `prefix*` or `*keyword*`."
         );
         let _ = writeln!(s, "pinned_images = [{}]", pinned.join(", "));
+        let _ = writeln!(
+            s,
+            "# containers-policy.json(5), the signatures images need; empty: /etc/containers/policy.json when present."
+        );
+        let _ = writeln!(s, "signature_policy = {}", q(&self.image.signature_policy));
         s
     }
 }
@@ -621,6 +631,7 @@ mod tests {
         config.runtime.stream_tls_cert = "/etc/lockstep/stream.crt".into();
         config.runtime.stream_tls_key = "/etc/lockstep/stream.key".into();
         config.runtime.stream_max_sessions = 7;
+        config.image.signature_policy = "/etc/lockstep/policy.json".into();
         let file = write(tmp.path(), "effective.toml", &config.render());
         assert_eq!(load_from(&file).unwrap(), config);
     }

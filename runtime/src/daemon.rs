@@ -42,9 +42,28 @@ pub enum DaemonError {
     #[error(transparent)]
     Streaming(#[from] crate::streaming::StreamError),
     #[error(transparent)]
+    SignaturePolicy(#[from] crate::image::policy::PolicyError),
+    #[error(transparent)]
     Metrics(#[from] crate::metrics::EndpointError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+}
+
+/// Reads the signature policy once before serving: a bad file stops the start, naming it (and
+/// the line); what it requires but this build cannot verify is said, as pulls it governs fail.
+fn check_signature_policy(config: &Config) -> Result<(), crate::image::policy::PolicyError> {
+    match crate::image::policy::Policy::configured(&config.image.signature_policy)? {
+        None => tracing::info!(
+            "no signature policy (image.signature_policy, /etc/containers/policy.json): every image is accepted"
+        ),
+        Some(policy) => {
+            tracing::info!(path = %policy.path.display(), "signature policy");
+            for requirement in policy.unverifiable() {
+                tracing::warn!(%requirement, "the signature policy requires what lockstepd cannot verify: pulls it governs are refused");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Serves the CRI of `minor` until `shutdown` completes, then removes the socket.
@@ -70,6 +89,7 @@ pub async fn run(
         persist::restrict_dir(&dir, 0o700)?;
     }
     let _lock = lock_root(&config.root)?;
+    check_signature_policy(&config)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);
     let info = Arc::new(RuntimeInfo::new(minor, config)?);

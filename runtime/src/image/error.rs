@@ -1,6 +1,7 @@
 //! The one error of the image service, typed so that `server/image.rs` alone decides the gRPC
 //! code (see [`ImageError::root`]). Touches nothing.
 
+use super::policy::PolicyError;
 use super::reference::ReferenceError;
 use super::registries_conf::{self, RegistriesConfError};
 use super::registry::RegistryError;
@@ -34,6 +35,10 @@ pub enum ImageError {
     InvalidHolder(String),
     #[error("the pull of {0} was cancelled: every caller gave up waiting for it")]
     Abandoned(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{image} is refused by the signature policy {} ({scope}): {reason}", .policy.display())]
+    Refused { image: String, policy: std::path::PathBuf, scope: String, reason: String },
     #[error("the pull of {image} did not finish within {} s (image.pull_timeout_secs); it was cancelled", .after.as_secs())]
     Deadline { image: String, after: std::time::Duration },
 }

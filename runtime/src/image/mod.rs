@@ -1,7 +1,9 @@
 //! Images: references, registries configuration, the distribution client, the store of
-//! image records and blobs, layer snapshots and their safe unpacking, and the ImageService core.
+//! image records and blobs, layer snapshots and their safe unpacking, the signature policy, and
+//! the ImageService core.
 
 pub mod error;
+pub mod policy;
 pub mod pull;
 pub mod reference;
 pub mod registries_conf;

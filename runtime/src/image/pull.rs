@@ -1,7 +1,7 @@
 //! Pulls: concurrent pulls of one image (same credentials) collapsed into one task, cancelled
 //! when every caller has gone or at the overall deadline; short names tried on each search
 //! registry, each reference's mirrors before its location, the platform's manifest picked
-//! from an index, layers fetched (`pull/layers.rs`), then the image committed whole. Touches
+//! from an index after the signature policy accepted the image (`policy/`), layers fetched (`pull/layers.rs`), then the image committed whole. Touches
 //! the network and the store.
 
 mod layers;
@@ -17,6 +17,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ImageError;
+use super::policy::{self, Policy};
 use super::reference::{Digest, Parsed, Reference, Target};
 use super::registries_conf::RegistriesConf;
 use super::registry::auth::Credentials;
@@ -121,6 +122,8 @@ pub struct Puller {
     store: Arc<Store>,
     registry: Registry,
     registries_conf: PathBuf,
+    /// `image.signature_policy` as configured (read at each pull, as registries_conf is).
+    signature_policy: PathBuf,
     /// Pulls in progress by what they pull, each with the id its task removes it by.
     pulls: Mutex<HashMap<String, RunningPull>>,
     pull_ids: AtomicU64,
@@ -136,12 +139,14 @@ impl Puller {
         store: Arc<Store>,
         registry: Registry,
         registries_conf: PathBuf,
+        signature_policy: PathBuf,
         pull_timeout: Option<Duration>,
     ) -> Puller {
         Puller {
             store,
             registry,
             registries_conf,
+            signature_policy,
             pulls: Mutex::default(),
             pull_ids: AtomicU64::new(0),
             layers_unpacked: AtomicU64::new(0),
@@ -311,6 +316,11 @@ impl Puller {
             Target::Tag(_) => None,
         };
         let top = stop.unless_stopped(session.manifest(from.target_str(), expected_top.as_ref())).await?;
+        // Before anything of the image is fetched: a refused image leaves nothing behind. The
+        // policy speaks of the name asked for; its signatures come from where the image does.
+        if let Some(policy) = Policy::configured(&self.signature_policy)? {
+            stop.unless_stopped(policy::check::enforce(&policy, named, &top.digest, &mut session)).await?;
+        }
         let bad = |detail: String| ImageError::BadImage { reference: named.to_string(), detail };
         let (manifest, manifest_fetched) = match manifest::decode(&top.content_type, &top.bytes).map_err(bad)? {
             Document::Manifest(m) => (m, top.clone()),
@@ -462,8 +472,8 @@ impl Drop for Waiter<'_> {
     }
 }
 
-/// A small blob (a config), read whole and verified.
-async fn read_blob(session: &mut Session<'_>, digest: &Digest, size: u64) -> Result<Vec<u8>, ImageError> {
+/// A small blob (a config, a signed payload), read whole and verified.
+pub(super) async fn read_blob(session: &mut Session<'_>, digest: &Digest, size: u64) -> Result<Vec<u8>, ImageError> {
     use sha2::Digest as _;
     let mut blob = session.blob(digest).await?;
     let mut bytes = Vec::with_capacity(size as usize);

@@ -49,7 +49,13 @@ impl ImageService {
         };
         let registries_conf = registries_conf::config_path(&config.image.registries_conf);
         let registry = Registry::new(certs_dir, config.pull_progress_timeout());
-        let puller = Arc::new(Puller::new(store.clone(), registry, registries_conf.clone(), config.pull_timeout()));
+        let puller = Arc::new(Puller::new(
+            store.clone(),
+            registry,
+            registries_conf.clone(),
+            config.image.signature_policy.clone(),
+            config.pull_timeout(),
+        ));
         // Checked when the configuration was read; a pattern that fails here pins nothing.
         let pinned = config.image.pinned_images.iter().filter_map(|p| PinPattern::parse(p).ok()).collect();
         Ok(ImageService { store, puller, registries_conf, pinned })

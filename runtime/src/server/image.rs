@@ -22,7 +22,10 @@ fn status(e: &ImageError) -> Status {
             Status::invalid_argument(message)
         }
         ImageError::NotFound(_) => Status::not_found(message),
-        ImageError::Blocked(_) | ImageError::RegistriesConf(_) => Status::failed_precondition(message),
+        ImageError::Blocked(_) | ImageError::RegistriesConf(_) | ImageError::Policy(_) => {
+            Status::failed_precondition(message)
+        }
+        ImageError::Refused { .. } => Status::permission_denied(message),
         ImageError::Registry(r) => match r {
             RegistryError::Unreachable { .. } => Status::unavailable(message),
             RegistryError::NotFound { .. } => Status::not_found(message),
@@ -96,6 +99,8 @@ fn failure_reason(e: &ImageError) -> &'static str {
         ImageError::NotFound(_) | ImageError::Registry(RegistryError::NotFound { .. }) => "not_found",
         ImageError::Blocked(_) => "blocked",
         ImageError::RegistriesConf(_) => "registries_conf",
+        ImageError::Policy(_) => "signature_policy",
+        ImageError::Refused { .. } => "refused_by_policy",
         ImageError::Registry(RegistryError::Unreachable { .. }) => "unreachable",
         ImageError::Registry(RegistryError::Denied { .. }) => "denied",
         ImageError::Registry(RegistryError::Stalled { .. }) => "stalled",
