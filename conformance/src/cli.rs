@@ -465,9 +465,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let target = Target::open(minor, args.endpoint.clone(), args.pid, args.lockstepd_config.as_deref()).await?;
     let selected = |name: &str| options.focus.as_ref().is_none_or(|f| f.is_match(name));
-    let pulls = selected(crate::bench::images::PULL_BENCH);
-    let containers =
-        selected(crate::bench::containers::CONTAINER_BENCH) || selected(crate::bench::streaming::STREAMING_BENCH);
+    let pulls = selected(crate::bench::images::PULL_BENCH) || selected(crate::bench::images::SHARED_PULL_BENCH);
+    let containers = selected(crate::bench::containers::CONTAINER_BENCH)
+        || selected(crate::bench::streaming::STREAMING_BENCH)
+        || selected(crate::bench::streaming_io::STREAMING_IO_BENCH);
     let measured = async {
         let registry = if pulls || containers {
             eprintln!("bench: building the fixture images and pushing them to a private registry");

@@ -26,6 +26,9 @@ pub struct ImageService {
     puller: Arc<Puller>,
     registries_conf: PathBuf,
     pinned: Vec<PinPattern>,
+    /// The configured runtime handlers: an ImageSpec may name one (KEP-4216). They all share
+    /// this store and the host's platform, so the image is the same for each.
+    handlers: Vec<String>,
 }
 
 impl ImageService {
@@ -58,7 +61,18 @@ impl ImageService {
         ));
         // Checked when the configuration was read; a pattern that fails here pins nothing.
         let pinned = config.image.pinned_images.iter().filter_map(|p| PinPattern::parse(p).ok()).collect();
-        Ok(ImageService { store, puller, registries_conf, pinned })
+        let handlers = config.runtime.handlers.iter().map(|h| h.name.clone()).collect();
+        Ok(ImageService { store, puller, registries_conf, pinned, handlers })
+    }
+
+    /// Whether an ImageSpec's `runtime_handler` names a configured handler (empty: the default).
+    pub fn knows_handler(&self, handler: &str) -> bool {
+        handler.is_empty() || self.handlers.iter().any(|h| h == handler)
+    }
+
+    /// The configured handlers' names.
+    pub fn handlers(&self) -> &[String] {
+        &self.handlers
     }
 
     /// Whether `record` is pinned by `image.pinned_images` through one of its tags or digests.

@@ -75,6 +75,13 @@ pub async fn pull(
     request: model::PullImageRequest,
 ) -> Result<model::PullImageResponse, Status> {
     let image = image_field(&request.image, "image.image")?;
+    let handler = request.image.as_ref().map_or("", |s| s.runtime_handler.as_str());
+    if !images.knows_handler(handler) {
+        return Err(Status::invalid_argument(format!(
+            "image.runtime_handler {handler:?} is not a runtime handler of this lockstepd (it has {})",
+            images.handlers().join(", ")
+        )));
+    }
     let credentials = Credentials::from_cri(request.auth.as_ref()).map_err(Status::invalid_argument)?;
     let stored_before = images.resolve(image).ok().flatten().map(|r| r.id);
     let started = std::time::Instant::now();

@@ -31,11 +31,18 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The connection is closed after this many bytes of the body (its Content-Length still
+    /// announcing all of it): a transfer that breaks.
+    pub cut_after: Option<usize>,
 }
 
 impl Response {
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, headers: Vec::new(), body: body.into() }
+        Response { status, headers: Vec::new(), body: body.into(), cut_after: None }
+    }
+    pub fn cut_after(mut self, bytes: usize) -> Response {
+        self.cut_after = Some(bytes);
+        self
     }
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Response {
         self.headers.push((name.to_string(), value.into()));
@@ -96,7 +103,8 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, handler: &Hand
     }
     head.push_str("\r\n");
     let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(&response.body).await;
+    let sent = response.cut_after.unwrap_or(response.body.len()).min(response.body.len());
+    let _ = stream.write_all(&response.body[..sent]).await;
     let _ = stream.shutdown().await;
 }
 

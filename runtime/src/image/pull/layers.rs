@@ -1,6 +1,8 @@
 //! Layer fetch: each missing layer streamed from the registry into its unpacker (a blocking
 //! thread) through a small channel, several at once, then committed lowest first; a layer that
-//! another pull is fetching is waited for instead (`shared_layers`). Touches the network and,
+//! another pull is fetching is waited for instead (`shared_layers`); a download whose
+//! connection breaks goes on from where it broke (an HTTP Range), a few times at most, so the
+//! unpacker sees one unbroken stream. Touches the network and,
 //! through [`Snapshots`], `<root>/images/{tmp,snapshots}`.
 
 use std::io::Read;
@@ -14,7 +16,7 @@ use super::shared_layers::{Fetch, LayersInFlight};
 use super::Stop;
 use crate::image::error::ImageError;
 use crate::image::reference::Digest;
-use crate::image::registry::Session;
+use crate::image::registry::{RegistryError, Session};
 use crate::image::snapshot::{Expected, SnapshotError, Snapshots, Unpacked};
 use crate::image::store::records::LayerRecord;
 
@@ -24,6 +26,8 @@ const PARALLEL_LAYERS: usize = 3;
 const CHANNEL_CHUNKS: usize = 8;
 
 const CANCELLED: &str = "cancelled because another layer failed";
+/// Times one layer's download may go on after its connection broke.
+const MAX_RESUMES: u32 = 3;
 
 /// Downloads and unpacks the layers that have no snapshot yet, several at once, then commits
 /// them lowest first, each on top of the snapshots below it; `committed` counts the layers
@@ -122,6 +126,7 @@ async fn fetch_layer(
         snapshots.unpack(&expected, ChannelReader { rx, current: bytes::Bytes::new(), pos: 0, ended: false })
     });
     let mut received: u64 = 0;
+    let mut resumes = 0;
     let download: Result<(), ImageError> = async {
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -155,6 +160,17 @@ async fn fetch_layer(
                 Ok(None) => {
                     let _ = tx.send(Chunk::End).await;
                     return Ok(());
+                }
+                Err(e @ RegistryError::Unreachable { .. }) if resumes < MAX_RESUMES && received > 0 => {
+                    resumes += 1;
+                    tracing::info!(layer = %layer.digest, received, error = %e, "a layer download broke; going on from there");
+                    match stop.unless_stopped(session.blob_from(&layer.digest, received)).await {
+                        Ok(rest) => blob = rest,
+                        Err(e) => {
+                            let _ = tx.send(Chunk::Failed(e.to_string())).await;
+                            return Err(e);
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = tx.send(Chunk::Failed(e.to_string())).await;

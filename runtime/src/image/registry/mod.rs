@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
+};
 use reqwest::StatusCode;
 
 use super::reference::{Digest, Reference};
@@ -226,9 +228,20 @@ impl Session<'_> {
 
     /// GET `path` under /v2/<repository>/, answering challenges once.
     async fn get(&mut self, path: &str, accept: Option<&str>, what: &str) -> Result<reqwest::Response, RegistryError> {
+        self.get_from(path, accept, None, what).await
+    }
+
+    /// [`Session::get`], asking for the bytes from `range_from` on when it is given.
+    async fn get_from(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+        range_from: Option<u64>,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
         let host = self.host().to_string();
         let url_path = format!("/v2/{}/{path}", self.reference.repository);
-        let mut response = self.send(&host, &url_path, accept, what).await?;
+        let mut response = self.send(&host, &url_path, accept, range_from, what).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             let challenge =
                 response.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).and_then(auth::parse_challenge);
@@ -236,7 +249,7 @@ impl Session<'_> {
             match challenge {
                 Some(c) if !tried_before || !matches!(c, Challenge::Basic) => {
                     self.authorize(c).await?;
-                    response = self.send(&host, &url_path, accept, what).await?;
+                    response = self.send(&host, &url_path, accept, range_from, what).await?;
                 }
                 _ => {}
             }
@@ -279,6 +292,7 @@ impl Session<'_> {
         host: &str,
         path: &str,
         accept: Option<&str>,
+        range_from: Option<u64>,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let may_be_plain = self.may_be_plain(host);
@@ -300,6 +314,9 @@ impl Session<'_> {
             if let Some(a) = &self.authorization {
                 request = request.header(AUTHORIZATION, a);
             }
+            if let Some(from) = range_from {
+                request = request.header(RANGE, format!("bytes={from}-"));
+            }
             let last_scheme = scheme == schemes.last().unwrap_or(&"https");
             match tokio::time::timeout(self.registry.progress_timeout, request.send()).await {
                 Err(_) if last_scheme => return Err(self.stalled(what)),
@@ -313,7 +330,7 @@ impl Session<'_> {
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(host.to_string(), true);
                     }
-                    return self.follow(response, accept, what).await;
+                    return self.follow(response, accept, range_from, what).await;
                 }
                 Ok(Err(e)) => last_error = Some(e),
             }
@@ -329,6 +346,7 @@ impl Session<'_> {
         &self,
         mut response: reqwest::Response,
         accept: Option<&str>,
+        range_from: Option<u64>,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         for _ in 0..MAX_REDIRECTS {
@@ -354,6 +372,9 @@ impl Session<'_> {
                 if let Some(a) = &self.authorization {
                     request = request.header(AUTHORIZATION, a);
                 }
+            }
+            if let Some(from) = range_from {
+                request = request.header(RANGE, format!("bytes={from}-"));
             }
             response = match tokio::time::timeout(self.registry.progress_timeout, request.send()).await {
                 Err(_) => return Err(self.stalled(what)),
@@ -525,8 +546,30 @@ impl Session<'_> {
 
     /// Starts a blob download; read it with [`Blob::chunk`].
     pub async fn blob(&mut self, digest: &Digest) -> Result<Blob, RegistryError> {
+        self.blob_from(digest, 0).await
+    }
+
+    /// Goes on with a blob download that broke after `offset` bytes: asks for the rest with
+    /// an HTTP Range; a registry that answers with the whole blob instead (200) has its first
+    /// `offset` bytes dropped, so the reader sees the rest either way.
+    pub async fn blob_from(&mut self, digest: &Digest, offset: u64) -> Result<Blob, RegistryError> {
         let what = format!("blob {digest} of {}", self.reference.name());
-        let response = self.get(&format!("blobs/{digest}"), None, &what).await?;
+        let range_from = (offset > 0).then_some(offset);
+        let response = self.get_from(&format!("blobs/{digest}"), None, range_from, &what).await?;
+        let skip = match (offset, response.status()) {
+            (0, _) => 0,
+            (_, StatusCode::PARTIAL_CONTENT) => {
+                let range = response.headers().get(CONTENT_RANGE).and_then(|h| h.to_str().ok()).unwrap_or("");
+                if !range.starts_with(&format!("bytes {offset}-")) {
+                    return Err(RegistryError::Protocol {
+                        host: self.reference.registry.clone(),
+                        detail: format!("asked for {what} from byte {offset}, got the range {range:?}"),
+                    });
+                }
+                0
+            }
+            _ => offset,
+        };
         Ok(Blob {
             response,
             progress_timeout: self.registry.progress_timeout,
@@ -534,6 +577,7 @@ impl Session<'_> {
             what,
             window_waited: Duration::ZERO,
             window_bytes: 0,
+            skip,
         })
     }
 }
@@ -552,12 +596,30 @@ pub struct Blob {
     /// time the unpacker took to make room) and the bytes received.
     window_waited: Duration,
     window_bytes: u64,
+    /// Bytes still to drop from the start of the body (a resumed download answered whole).
+    skip: u64,
 }
 
 impl Blob {
     /// The next piece, None at the end. Less than [`MIN_PROGRESS_BYTES`] within a progress
     /// timeout (none at all, or a trickle) is an error.
     pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
+        loop {
+            let next = self.raw_chunk().await?;
+            match next {
+                Some(bytes) if self.skip > 0 => {
+                    let dropped = self.skip.min(bytes.len() as u64);
+                    self.skip -= dropped;
+                    if dropped < bytes.len() as u64 {
+                        return Ok(Some(bytes.slice(dropped as usize..)));
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn raw_chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
         let left = self.progress_timeout.saturating_sub(self.window_waited);
         let started = std::time::Instant::now();
         let next = tokio::time::timeout(left, self.response.chunk()).await;
