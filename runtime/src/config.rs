@@ -151,6 +151,9 @@ pub struct ImageSection {
     /// /etc/containers/policy.json when it exists, else every image is accepted. A file named
     /// here must exist; it is checked at start and read again at each pull.
     pub signature_policy: PathBuf,
+    /// containers-registries.d(5): where GPG simple signatures (`signedBy`) are looked for.
+    /// Empty: /etc/containers/registries.d.
+    pub registries_d: PathBuf,
 }
 
 impl Default for Config {
@@ -219,6 +222,7 @@ impl Default for ImageSection {
             max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
             pinned_images: Vec::new(),
             signature_policy: PathBuf::new(),
+            registries_d: PathBuf::new(),
         }
     }
 }
@@ -530,6 +534,11 @@ impl Config {
             "# containers-policy.json(5), the signatures images need; empty: /etc/containers/policy.json when present."
         );
         let _ = writeln!(s, "signature_policy = {}", q(&self.image.signature_policy));
+        let _ = writeln!(
+            s,
+            "# containers-registries.d(5), where signedBy's signatures are; empty: /etc/containers/registries.d."
+        );
+        let _ = writeln!(s, "registries_d = {}", q(&self.image.registries_d));
         s
     }
 }
@@ -632,6 +641,7 @@ mod tests {
         config.runtime.stream_tls_key = "/etc/lockstep/stream.key".into();
         config.runtime.stream_max_sessions = 7;
         config.image.signature_policy = "/etc/lockstep/policy.json".into();
+        config.image.registries_d = "/etc/lockstep/registries.d".into();
         let file = write(tmp.path(), "effective.toml", &config.render());
         assert_eq!(load_from(&file).unwrap(), config);
     }

@@ -3,13 +3,15 @@
 //! registry pulls what a generated key signed and refuses (PermissionDenied, naming the policy
 //! file, the scope and the reason, storing nothing) what is unsigned, signed by another
 //! key, signed for another manifest or another name, or signed with garbage; images outside
-//! the scope pull as before. A malformed policy stops lockstepd at start with the line.
+//! the scope pull as before. The same for GPG simple signatures (`signedBy`, keys and
+//! signatures made by the gpg command line) read from a file lookaside that registries.d names.
+//! A malformed policy stops lockstepd at start with the line.
 
 use std::path::Path;
 
 use lockstep_cri::{model, Minor};
 use lockstep_testkit::fixtures::{self, oci::Image, push::Pusher, registry::LocalRegistry};
-use lockstep_testkit::signing::{self, Signature, SigningKey};
+use lockstep_testkit::signing::{self, GpgKey, Signature, SigningKey};
 use lockstep_testkit::{Launch, Lockstepd, Program};
 
 const LOCKSTEPD: &str = env!("CARGO_BIN_EXE_lockstepd");
@@ -120,6 +122,83 @@ async fn a_policy_requiring_signatures_admits_what_the_key_signed_and_refuses_th
     let listed = kubelet.list_images(model::ListImagesRequest::default()).await.unwrap().images;
     let names: Vec<&String> = listed.iter().flat_map(|i| &i.repo_tags).collect();
     assert_eq!(names.len(), 3, "only the accepted tags: {names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_requiring_gpg_signatures_reads_them_from_the_lookaside() {
+    let registry = LocalRegistry::start().unwrap();
+    let host = registry.host.clone();
+    let pusher = Pusher::new(&host, None).unwrap();
+    let image = shell_image();
+    let digest = image.manifest_digest.clone();
+    let key = GpgKey::generate("trusted").unwrap();
+    let stranger = GpgKey::generate("stranger").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sigstore = dir.path().join("sigstore");
+    let registries_d = dir.path().join("registries.d");
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("default.yaml"),
+        format!("default-docker:\n  lookaside: file://{}\n", sigstore.display()),
+    )
+    .unwrap();
+    let hex = digest.trim_start_matches("sha256:");
+    let store = |repo: &str, signature: Vec<u8>| {
+        let at = sigstore.join(format!("{repo}@sha256={hex}"));
+        std::fs::create_dir_all(&at).unwrap();
+        std::fs::write(at.join("signature-1"), signature).unwrap();
+    };
+    let payload = |repo: &str| signing::simple_payload(&format!("{host}/{repo}:v1"), &digest);
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("gpg/good", Some(key.sign(&payload("gpg/good")).unwrap())),
+        ("gpg/armored", Some(key.sign(&payload("gpg/armored")).unwrap())),
+        ("gpg/unsigned", None),
+        ("gpg/stranger", Some(stranger.sign(&payload("gpg/stranger")).unwrap())),
+        ("gpg/renamed", Some(key.sign(&payload("gpg/good")).unwrap())),
+        ("gpg/garbage", Some(b"not an OpenPGP message".to_vec())),
+        ("gpg/cosigntype", Some(key.sign(&signing::payload(&format!("{host}/gpg/cosigntype:v1"), &digest)).unwrap())),
+    ];
+    for (repo, signature) in cases {
+        pusher.image(repo, &["v1"], &image).await.unwrap();
+        if let Some(signature) = signature {
+            store(repo, signature);
+        }
+    }
+    std::fs::write(dir.path().join("trusted.gpg"), key.keyring(false).unwrap()).unwrap();
+    std::fs::write(dir.path().join("trusted.asc"), key.keyring(true).unwrap()).unwrap();
+    let policy = serde_json::json!({
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {
+            format!("{host}/gpg"): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "trusted.gpg"}],
+            format!("{host}/gpg/armored"): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "trusted.asc"}],
+        }},
+    });
+    let policy_path = dir.path().join("policy.json");
+    std::fs::write(&policy_path, serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
+    let config = format!(
+        "[image]\nsignature_policy = \"{}\"\nregistries_d = \"{}\"\n",
+        policy_path.display(),
+        registries_d.display()
+    );
+    let daemon = Lockstepd::start(program(), Launch::default(), &config).await.unwrap();
+    let mut kubelet = daemon.kubelet().await;
+
+    for (refused, reason) in [
+        ("gpg/unsigned:v1", "has none (looked in file://"),
+        ("gpg/stranger:v1", "not made by a key of the policy's keyring"),
+        ("gpg/renamed:v1", "signs 127.0.0.1"),
+        ("gpg/garbage:v1", "not an OpenPGP signed message"),
+        ("gpg/cosigntype:v1", "not \"atomic container signature\""),
+    ] {
+        let err = pull(&mut kubelet, &format!("{host}/{refused}")).await.expect_err(refused);
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{refused}: {}", err.message());
+        assert!(err.message().contains(reason), "{refused}: {}", err.message());
+    }
+    for accepted in ["gpg/good:v1", "gpg/armored:v1"] {
+        let id =
+            pull(&mut kubelet, &format!("{host}/{accepted}")).await.unwrap_or_else(|e| panic!("{accepted}: {e:?}"));
+        assert_eq!(id, image.config_digest);
+    }
 }
 
 #[tokio::test]

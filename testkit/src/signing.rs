@@ -1,7 +1,8 @@
 //! Cosign-format image signatures made by the harness itself: an ECDSA P-256 key generated per
 //! test (its public half as the PEM `PUBLIC KEY` a policy names), simple-signing payloads, and
 //! the signature manifest pushed beside the image under `sha256-<hex>.sig`, as `cosign sign`
-//! stores it. Tests sign fixture images with it, or sign wrongly on purpose.
+//! stores it; and GPG simple signatures made with the `gpg` command line. Tests sign fixture
+//! images with them, or sign wrongly on purpose.
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -116,4 +117,77 @@ pub async fn push_signatures(
     .into_bytes();
     let hex = manifest_digest.strip_prefix("sha256:").context("the manifest digest is not sha256")?;
     pusher.manifest(repo, &format!("sha256-{hex}.sig"), OCI_MANIFEST, &manifest).await
+}
+
+/// A GPG key of the harness, made and used by the `gpg` command line (Debian's gnupg, which
+/// ci/setup installs) in a home of its own: simple signing as `podman push --sign-by` does it.
+pub struct GpgKey {
+    home: tempfile::TempDir,
+}
+
+impl GpgKey {
+    pub fn generate(name: &str) -> anyhow::Result<GpgKey> {
+        let home = tempfile::Builder::new().prefix("lockstep-gpg-").tempdir().context("cannot make a GPG home")?;
+        let key = GpgKey { home };
+        let user = format!("{name} <{name}@lockstep.invalid>");
+        key.gpg(&["--quick-gen-key", &user, "ed25519", "sign", "never"], None)?;
+        Ok(key)
+    }
+
+    fn gpg(&self, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot run gpg (Debian package gnupg, see ci/setup)")?;
+        let mut input = child.stdin.take().context("gpg's stdin")?;
+        input.write_all(stdin.unwrap_or_default()).context("writing to gpg")?;
+        drop(input);
+        let out = child.wait_with_output().context("waiting for gpg")?;
+        if !out.status.success() {
+            anyhow::bail!("gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
+    /// The public keyring (`gpg --export`), binary or armored.
+    pub fn keyring(&self, armored: bool) -> anyhow::Result<Vec<u8>> {
+        self.gpg(if armored { &["--export", "--armor"] } else { &["--export"] }, None)
+    }
+
+    /// A simple signature: `payload` signed as an OpenPGP message (compressed, as gpg makes it).
+    pub fn sign(&self, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.gpg(&["--sign"], Some(payload))
+    }
+}
+
+impl Drop for GpgKey {
+    fn drop(&mut self) {
+        // gpg started an agent for this home: it goes with it.
+        let _ = std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "all"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A simple-signing payload, as containers/image writes it.
+pub fn simple_payload(docker_reference: &str, manifest_digest: &str) -> Vec<u8> {
+    json!({
+        "critical": {
+            "identity": {"docker-reference": docker_reference},
+            "image": {"docker-manifest-digest": manifest_digest},
+            "type": "atomic container signature",
+        },
+        "optional": {"creator": "lockstep-testkit"},
+    })
+    .to_string()
+    .into_bytes()
 }

@@ -1,7 +1,8 @@
 //! Containers: a whole pod start as the kubelet drives it (RunPodSandbox, CreateContainer,
 //! StartContainer, ContainerStatus until RUNNING) over N pods, with CreateContainer +
-//! StartContainer on their own; then, with the N pods running, ExecSync and the PLEG's
-//! ListContainers / ListPodSandbox, and memory: the daemon idle and with N pods, plus the
+//! StartContainer on their own; then, with the N pods running, ExecSync, the PLEG's
+//! ListContainers / ListPodSandbox, the stats provider's ListPodSandboxStats /
+//! ListContainerStats, and memory: the daemon idle and with N pods, plus the
 //! per-container helper processes of the runtime under test (lockstep-monitor under its runroot,
 //! or containerd-shim with `-address <its socket>`); then the teardown of every pod.
 
@@ -94,8 +95,18 @@ async fn pod_start(bench: BenchCtx) -> anyhow::Result<BenchResult> {
             async move { Ok(c.list_pod_sandbox(model::ListPodSandboxRequest::default()).await.map(drop)?) }
         })
         .await?;
+        let pod_stats = measure(&bench, &format!("ListPodSandboxStats ({n} pods)"), |_| {
+            let mut c = client.clone();
+            async move { Ok(c.list_pod_sandbox_stats(model::ListPodSandboxStatsRequest::default()).await.map(drop)?) }
+        })
+        .await?;
+        let container_stats = measure(&bench, &format!("ListContainerStats ({n} pods)"), |_| {
+            let mut c = client.clone();
+            async move { Ok(c.list_container_stats(model::ListContainerStatsRequest::default()).await.map(drop)?) }
+        })
+        .await?;
         let memory = memory_readings(&bench, daemon_idle, &pods).await;
-        anyhow::Ok((vec![started, exec, list_containers, list_pods], memory))
+        anyhow::Ok((vec![started, exec, list_containers, list_pods, pod_stats, container_stats], memory))
     }
     .await;
     let teardown = measure(&bench, "pod teardown", |i| tear_down(client.clone(), pods.get(i).cloned())).await;

@@ -124,6 +124,8 @@ pub struct Puller {
     registries_conf: PathBuf,
     /// `image.signature_policy` as configured (read at each pull, as registries_conf is).
     signature_policy: PathBuf,
+    /// `image.registries_d`: where simple signatures are looked for (read when needed).
+    registries_d: PathBuf,
     /// Pulls in progress by what they pull, each with the id its task removes it by.
     pulls: Mutex<HashMap<String, RunningPull>>,
     pull_ids: AtomicU64,
@@ -140,6 +142,7 @@ impl Puller {
         registry: Registry,
         registries_conf: PathBuf,
         signature_policy: PathBuf,
+        registries_d: PathBuf,
         pull_timeout: Option<Duration>,
     ) -> Puller {
         Puller {
@@ -147,6 +150,7 @@ impl Puller {
             registry,
             registries_conf,
             signature_policy,
+            registries_d,
             pulls: Mutex::default(),
             pull_ids: AtomicU64::new(0),
             layers_unpacked: AtomicU64::new(0),
@@ -319,7 +323,8 @@ impl Puller {
         // Before anything of the image is fetched: a refused image leaves nothing behind. The
         // policy speaks of the name asked for; its signatures come from where the image does.
         if let Some(policy) = Policy::configured(&self.signature_policy)? {
-            stop.unless_stopped(policy::check::enforce(&policy, named, &top.digest, &mut session)).await?;
+            let check = policy::check::enforce(&policy, &self.registries_d, named, &top.digest, &mut session);
+            stop.unless_stopped(check).await?;
         }
         let bad = |detail: String| ImageError::BadImage { reference: named.to_string(), detail };
         let (manifest, manifest_fetched) = match manifest::decode(&top.content_type, &top.bytes).map_err(bad)? {

@@ -57,6 +57,7 @@ impl ImageService {
             registry,
             registries_conf.clone(),
             config.image.signature_policy.clone(),
+            config.image.registries_d.clone(),
             config.pull_timeout(),
         ));
         // Checked when the configuration was read; a pattern that fails here pins nothing.

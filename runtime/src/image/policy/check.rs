@@ -2,11 +2,15 @@
 //! governs the image is found, and each of its requirements must hold. `sigstoreSigned` reads
 //! the image's cosign signatures from the registry the image comes from (the same session,
 //! so a mirror serves its own copies) and accepts the image when one of them is by a trusted
-//! key, for this manifest, with an identity the rule accepts. A refusal says the policy file,
-//! the scope and why.
+//! key, for this manifest, with an identity the rule accepts. `signedBy` reads GPG simple
+//! signatures from the image's lookaside (registries.d) and accepts the image on the same
+//! terms. A refusal says the policy file, the scope and why.
 
-use super::sigstore::{self, Identity, SignatureManifest, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
-use super::{Policy, Requirement, SigstoreRequirement};
+use std::path::Path;
+
+use super::lookaside::Lookaside;
+use super::sigstore::{self, Identity, Payload, SignatureManifest, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
+use super::{simple, Policy, PolicyError, Requirement, SignedByRequirement, SignedIdentity, SigstoreRequirement};
 use crate::image::error::ImageError;
 use crate::image::reference::{Digest, Reference};
 use crate::image::registry::{RegistryError, Session};
@@ -19,9 +23,11 @@ const MAX_PAYLOAD_BYTES: u64 = 64 << 10;
 /// One signature as stored: its payload and the signature bytes, or why it is unusable.
 type Stored = Result<(Vec<u8>, Vec<u8>), String>;
 
-/// Checks `image` (whose top-level manifest has digest `manifest`) against `policy`.
+/// Checks `image` (whose top-level manifest has digest `manifest`) against `policy`; simple
+/// signatures are looked for where the registries.d directory `registries_d` says.
 pub async fn enforce(
     policy: &Policy,
+    registries_d: &Path,
     image: &Reference,
     manifest: &Digest,
     session: &mut Session<'_>,
@@ -38,10 +44,19 @@ pub async fn enforce(
         match requirement {
             Requirement::InsecureAcceptAnything => {}
             Requirement::Reject => return Err(refuse("the scope rejects every image (\"reject\")".into())),
-            Requirement::SignedBy => {
-                return Err(refuse(
-                    "it requires a GPG simple signature (\"signedBy\"), which lockstepd cannot verify".into(),
-                ))
+            Requirement::SignedBy(rule) => {
+                let lookaside = Lookaside::load(registries_d).map_err(PolicyError::Lookaside)?;
+                let found = lookaside
+                    .signatures(image, manifest)
+                    .await
+                    .map_err(|e| refuse(format!("its simple signatures cannot be read: {e}")))?;
+                accept_simple(rule, image, manifest, &found).map_err(|why| {
+                    refuse(if found.is_empty() {
+                        format!("{why} (looked in {})", lookaside.signature_url(image, manifest, 1))
+                    } else {
+                        why
+                    })
+                })?;
             }
             Requirement::SigstoreSigned(rule) => {
                 if let Some(why) = &rule.unsupported {
@@ -82,6 +97,28 @@ fn accept_one(
     Err(format!("no signature is acceptable: {}", reasons.join("; ")))
 }
 
+/// Whether one of the simple signatures `found` satisfies `rule`; else every one's reason.
+fn accept_simple(
+    rule: &SignedByRequirement,
+    image: &Reference,
+    manifest: &Digest,
+    found: &[Vec<u8>],
+) -> Result<(), String> {
+    if found.is_empty() {
+        return Err("it requires a GPG simple signature and the image has none".into());
+    }
+    let mut reasons = Vec::new();
+    for (i, signature) in found.iter().enumerate() {
+        let checked = simple::verify(&rule.keys, signature)
+            .and_then(|payload| payload_accepted(&rule.signed_identity, image, manifest, &payload));
+        match checked {
+            Ok(()) => return Ok(()),
+            Err(why) => reasons.push(format!("signature-{}: {why}", i + 1)),
+        }
+    }
+    Err(format!("no signature is acceptable: {}", reasons.join("; ")))
+}
+
 fn verify(
     rule: &SigstoreRequirement,
     image: &Reference,
@@ -94,12 +131,22 @@ fn verify(
         return Err(format!("not made by the policy's key ({})", kinds.join(", ")));
     }
     let payload = sigstore::parse_payload(payload)?;
+    payload_accepted(&rule.signed_identity, image, manifest, &payload)
+}
+
+/// A verified payload must sign this manifest under a name the rule accepts.
+fn payload_accepted(
+    rule: &SignedIdentity,
+    image: &Reference,
+    manifest: &Digest,
+    payload: &Payload,
+) -> Result<(), String> {
     if payload.manifest_digest != manifest.as_str() {
         return Err(format!("it signs manifest {}, not {manifest}", payload.manifest_digest));
     }
     let signed = Identity::parse(&payload.docker_reference)
         .map_err(|e| format!("its docker-reference is not a reference: {e}"))?;
-    sigstore::identity_accepted(&rule.signed_identity, image, &signed)
+    sigstore::identity_accepted(rule, image, &signed)
 }
 
 /// The image's signatures: none when the registry has no signature tag for it.

@@ -3,11 +3,14 @@
 //! transport concerns a registry pull. `load` reads and checks the file (a syntax error names
 //! its line); `requirements_for` picks the scope that governs an image, most specific first.
 //! Enforcing the requirements against a registry is `check.rs`; keys are `keys.rs`, cosign
-//! signatures `sigstore.rs`.
+//! signatures `sigstore.rs`, GPG simple signatures `simple.rs` and where those are kept
+//! (registries.d lookasides) `lookaside.rs`.
 
 pub mod check;
 pub mod keys;
+pub mod lookaside;
 pub mod sigstore;
+pub mod simple;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ pub enum PolicyError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("the signature policy {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("the signature lookaside configuration (registries.d) is invalid: {0}")]
+    Lookaside(String),
 }
 
 /// A policy, read and checked.
@@ -43,9 +48,16 @@ pub struct Policy {
 pub enum Requirement {
     InsecureAcceptAnything,
     Reject,
-    /// GPG simple signing: read, but not verifiable by this build (pulls it governs fail).
-    SignedBy,
+    /// GPG simple signing: a signature by a key of the keyring, found in the lookaside.
+    SignedBy(SignedByRequirement),
     SigstoreSigned(SigstoreRequirement),
+}
+
+/// `signedBy`: a simple signature by a key of `keys`, for an identity `signed_identity` accepts.
+#[derive(Debug, Clone)]
+pub struct SignedByRequirement {
+    pub keys: Vec<pgp::composed::SignedPublicKey>,
+    pub signed_identity: SignedIdentity,
 }
 
 /// `sigstoreSigned`: a cosign signature by one of `keys`, for an identity `signed_identity`
@@ -139,12 +151,8 @@ impl Policy {
         let mut found = Vec::new();
         for (scope, list) in scopes {
             for requirement in list {
-                match requirement {
-                    Requirement::SignedBy => found.push(format!("{scope}: signedBy")),
-                    Requirement::SigstoreSigned(SigstoreRequirement { unsupported: Some(why), .. }) => {
-                        found.push(format!("{scope}: {why}"))
-                    }
-                    _ => {}
+                if let Requirement::SigstoreSigned(SigstoreRequirement { unsupported: Some(why), .. }) = requirement {
+                    found.push(format!("{scope}: {why}"));
                 }
             }
         }
@@ -152,7 +160,8 @@ impl Policy {
     }
 }
 
-/// The scopes of a docker reference, most specific first (containers-policy.json(5)).
+/// The scopes of a docker reference, most specific first (containers-policy.json(5)); the
+/// lookasides of registries.d are matched the same way.
 fn docker_scopes(image: &Reference) -> Vec<String> {
     let mut scopes = vec![image.to_string()];
     let mut name = image.name();
@@ -216,8 +225,24 @@ fn build(raw: RawRequirement, base: &Path) -> Result<Requirement, String> {
             if sources.iter().filter(|s| **s).count() != 1 {
                 return Err("signedBy needs exactly one of keyPath, keyPaths, keyData".into());
             }
-            signed_identity.map(build_identity).transpose()?;
-            Ok(Requirement::SignedBy)
+            let mut keys = Vec::new();
+            for path in key_path.into_iter().chain(key_paths.into_iter().flatten()) {
+                let path = if path.is_absolute() { path } else { base.join(path) };
+                let bytes =
+                    std::fs::read(&path).map_err(|e| format!("cannot read the keyring {}: {e}", path.display()))?;
+                keys.extend(simple::parse_keyring(&bytes).map_err(|e| format!("the keyring {}: {e}", path.display()))?);
+            }
+            if let Some(data) = key_data {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|e| format!("keyData is not base64: {e}"))?;
+                keys.extend(simple::parse_keyring(&bytes).map_err(|e| format!("keyData: {e}"))?);
+            }
+            let signed_identity = signed_identity.map(build_identity).transpose()?;
+            Ok(Requirement::SignedBy(SignedByRequirement {
+                keys,
+                signed_identity: signed_identity.unwrap_or(SignedIdentity::MatchRepoDigestOrExact),
+            }))
         }
         RawRequirement::SigstoreSigned(raw) => build_sigstore(raw, base).map(Requirement::SigstoreSigned),
     }

@@ -79,11 +79,16 @@ struct RawImage {
     docker_manifest_digest: String,
 }
 
-/// A payload's JSON, strictly: every critical field present and nothing unknown in them.
+/// A cosign payload's JSON, strictly: every critical field present and nothing unknown in them.
 pub fn parse_payload(bytes: &[u8]) -> Result<Payload, String> {
+    parse_payload_of(bytes, PAYLOAD_TYPE)
+}
+
+/// A payload of type `kind` (cosign's and simple signing's differ only in it).
+pub fn parse_payload_of(bytes: &[u8], kind: &str) -> Result<Payload, String> {
     let raw: RawPayload = serde_json::from_slice(bytes).map_err(|e| format!("the signed payload is invalid: {e}"))?;
-    if raw.critical.kind != PAYLOAD_TYPE {
-        return Err(format!("the signed payload's type is {:?}, not {PAYLOAD_TYPE:?}", raw.critical.kind));
+    if raw.critical.kind != kind {
+        return Err(format!("the signed payload's type is {:?}, not {kind:?}", raw.critical.kind));
     }
     Ok(Payload {
         docker_reference: raw.critical.identity.docker_reference,

@@ -106,15 +106,17 @@ fn mistakes_are_named() {
 fn what_cannot_be_verified_is_read_and_named() {
     let policy = load_text(
         r#"{"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {
-            "a.io": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/etc/pki/k.gpg"}],
             "b.io": [{"type": "sigstoreSigned", "keyPath": "key.pub", "rekorPublicKeyPath": "key.pub"}],
             "c.io": [{"type": "sigstoreSigned", "fulcio": {"caPath": "/x"}}]
         }}}"#,
     )
     .unwrap();
     let named = policy.unverifiable();
-    assert_eq!(named.len(), 3, "{named:?}");
-    assert!(named[1].contains("Rekor"), "{named:?}");
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(named[0].contains("Rekor") && named[1].contains("fulcio"), "{named:?}");
+    let missing_keyring =
+        r#"{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/etc/pki/absent.gpg"}]}"#;
+    assert!(load_text(missing_keyring).unwrap_err().contains("/etc/pki/absent.gpg"));
 }
 
 #[test]
