@@ -7,7 +7,6 @@
 mod lab;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,45 +105,10 @@ async fn exec(url: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Result<(St
     Ok((out.await.unwrap(), status))
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl CLI is installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// A CA and a server certificate for 127.0.0.1 signed by it: (ca.crt, the server's files).
 fn certificates(dir: &Path) -> (PathBuf, TlsFiles) {
-    let key = ["-newkey", "rsa:2048", "-nodes"];
-    openssl(
-        dir,
-        &[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA"]]
-            .concat(),
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    (dir.join("ca.crt"), TlsFiles { cert: dir.join("server.crt"), key: dir.join("server.key") })
+    let certs = lockstep_testkit::certs::make_certs(dir, "127.0.0.1".parse().unwrap());
+    (certs.ca, TlsFiles { cert: certs.cert, key: certs.key })
 }
 
 /// A client that trusts `ca` alone.

@@ -4,6 +4,7 @@
 //! test CNI network, probes of the host, and cosign-format image signing.
 #![deny(unsafe_code)]
 
+pub mod certs;
 pub mod cni;
 pub mod fixtures;
 pub mod host;

@@ -16,7 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use lockstep_cri::Minor;
+use anyhow::Context as _;
+use lockstep_cri::{model, CriClient, Minor};
 
 use crate::framework::Ctx;
 pub use stats::{percentiles, Percentiles};
@@ -76,6 +77,25 @@ pub fn all() -> Vec<Bench> {
     benches.extend(streaming::benches());
     benches.extend(streaming_io::benches());
     benches
+}
+
+/// Pulls the shell fixture (a container benchmark's image) through `client`; its image ID.
+pub async fn pull_shell(bench: &BenchCtx, client: &mut CriClient) -> anyhow::Result<String> {
+    let env = bench.ctx.registry.clone().context("no registry with the fixture images")?;
+    let reference = env.fixture(lockstep_testkit::fixtures::SHELL).reference(&env.host);
+    let image = Some(model::ImageSpec { image: reference.clone(), ..Default::default() });
+    let pulled = client.pull_image(model::PullImageRequest { image, ..Default::default() }).await;
+    Ok(pulled.with_context(|| format!("PullImage {reference}"))?.image_ref)
+}
+
+/// A benchmark pod whose container logs go to a temporary directory (with the `sleeper`
+/// container's directory made), which lives as long as the caller keeps it.
+pub fn pod_with_logs(name: &str) -> anyhow::Result<(model::PodSandboxConfig, tempfile::TempDir)> {
+    let logs = tempfile::Builder::new().prefix("lockstep-bench-logs-").tempdir().context("cannot make a temp dir")?;
+    std::fs::create_dir_all(logs.path().join("sleeper")).context("cannot make the log directory")?;
+    let mut config = crate::suites::podkit::pod_config(name);
+    config.log_directory = logs.path().display().to_string();
+    Ok((config, logs))
 }
 
 /// Runs `op` `iterations` times with `concurrency` calls in flight and records each latency.

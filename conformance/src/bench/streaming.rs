@@ -51,21 +51,9 @@ fn succeeded(status: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn streaming(bench: BenchCtx) -> anyhow::Result<BenchResult> {
-    let env = bench.ctx.registry.clone().context("no registry with the fixture images")?;
     let mut client = bench.ctx.kubelet();
-    let reference = env.fixture(fixtures::SHELL).reference(&env.host);
-    let image = client
-        .pull_image(model::PullImageRequest {
-            image: Some(model::ImageSpec { image: reference.clone(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("PullImage {reference}"))?
-        .image_ref;
-    let logs = tempfile::Builder::new().prefix("lockstep-bench-logs-").tempdir().context("cannot make a temp dir")?;
-    std::fs::create_dir_all(logs.path().join("sleeper")).context("cannot make the log directory")?;
-    let mut config = podkit::pod_config("bench-streaming");
-    config.log_directory = logs.path().display().to_string();
+    let image = super::pull_shell(&bench, &mut client).await?;
+    let (config, _logs) = super::pod_with_logs("bench-streaming")?;
     let pod = client
         .run_pod_sandbox(model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
         .await?

@@ -11,7 +11,6 @@ use lockstep_cri::{model, Minor};
 
 use super::{measure, Bench, BenchCtx, BenchFuture, BenchResult, Series};
 use crate::suites::{podkit, spdy};
-use lockstep_testkit::fixtures;
 
 pub const STREAMING_IO_BENCH: &str = "streaming-io";
 const FORWARD_BYTES: u64 = 1 << 30;
@@ -73,21 +72,9 @@ fn cat_config(pod: &model::PodSandboxConfig, image: &str) -> model::ContainerCon
 }
 
 async fn streaming_io(bench: BenchCtx) -> anyhow::Result<BenchResult> {
-    let env = bench.ctx.registry.clone().context("no registry with the fixture images")?;
     let mut client = bench.ctx.kubelet();
-    let reference = env.fixture(fixtures::SHELL).reference(&env.host);
-    let image = client
-        .pull_image(model::PullImageRequest {
-            image: Some(model::ImageSpec { image: reference.clone(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("PullImage {reference}"))?
-        .image_ref;
-    let logs = tempfile::Builder::new().prefix("lockstep-bench-logs-").tempdir().context("cannot make a temp dir")?;
-    std::fs::create_dir_all(logs.path().join("sleeper")).context("cannot make the log directory")?;
-    let mut config = podkit::pod_config("bench-streaming-io");
-    config.log_directory = logs.path().display().to_string();
+    let image = super::pull_shell(&bench, &mut client).await?;
+    let (config, _logs) = super::pod_with_logs("bench-streaming-io")?;
     let pod = client
         .run_pod_sandbox(model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
         .await?

@@ -49,7 +49,7 @@ fn stat_value(text: &str, key: &str) -> Option<u64> {
 /// Reads the cgroups of the process `pid`; None when it is gone.
 pub fn sample(pid: i32, timestamp: i64) -> Option<CgroupSample> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
     let cpu_ns = controller_dir(&cgroups, &mountinfo, "cpuacct").and_then(|(dir, v2)| cpu_ns(&dir, v2));
     let memory = controller_dir(&cgroups, &mountinfo, "memory").and_then(|(dir, v2)| memory(&dir, v2));
     Some(CgroupSample { timestamp, cpu_ns, memory })
@@ -58,7 +58,7 @@ pub fn sample(pid: i32, timestamp: i64) -> Option<CgroupSample> {
 /// Reads the cgroup at `path` (relative to each hierarchy's root: a pod's cgroup); None when
 /// neither its CPU nor its memory can be read.
 pub fn sample_cgroup(path: &Path, timestamp: i64) -> Option<CgroupSample> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
     let dir = |controller| hierarchy_dir(&mountinfo, controller, path);
     let cpu_ns = dir("cpuacct").and_then(|(dir, v2)| cpu_ns(&dir, v2));
     let memory = dir("memory").and_then(|(dir, v2)| memory(&dir, v2));
@@ -68,14 +68,14 @@ pub fn sample_cgroup(path: &Path, timestamp: i64) -> Option<CgroupSample> {
 /// How many processes the pids cgroup of process `pid` holds (a container's, through its init).
 pub fn sample_tasks(pid: i32) -> Option<u64> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
     let (dir, _) = controller_dir(&cgroups, &mountinfo, "pids")?;
     read_u64(&dir.join("pids.current"))
 }
 
 /// How many processes the cgroup at `path` holds (the pids controller's count).
 pub fn process_count(path: &Path) -> Option<u64> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
     let (dir, _) = hierarchy_dir(&mountinfo, "pids", path)?;
     read_u64(&dir.join("pids.current"))
 }

@@ -39,14 +39,14 @@ impl Dirs {
     /// The cgroups of process `pid` (a container's init); None when it is gone.
     pub fn of_pid(pid: i32) -> Option<Dirs> {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
         let dir = |controller| controller_dir(&cgroups, &mountinfo, controller);
         Some(Dirs { cpu: dir("cpu"), cpuacct: dir("cpuacct"), memory: dir("memory") })
     }
 
     /// The cgroup at `path` relative to each hierarchy's root (a pod's cgroup parent).
     pub fn of_cgroup(path: &Path) -> Option<Dirs> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
         let dir = |controller| hierarchy_dir(&mountinfo, controller, path);
         Some(Dirs { cpu: dir("cpu"), cpuacct: dir("cpuacct"), memory: dir("memory") })
     }
@@ -141,7 +141,7 @@ pub struct Pressure {
 /// The v2 cgroup directory of process `pid` when it is the container's own (`owns_v2_cgroup`).
 pub fn unified_of_pid(pid: i32) -> Option<PathBuf> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
     owns_v2_cgroup(&cgroups).then(|| unified_dir(&cgroups, &mountinfo)).flatten()
 }
 
@@ -162,7 +162,7 @@ pub fn owns_v2_cgroup(cgroups: &str) -> bool {
 
 /// The v2 directory of the cgroup at `path` (a pod's cgroup parent), when the host has one.
 pub fn unified_of_cgroup(path: &Path) -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mountinfo = crate::host::cgroups::cgroup_mountinfo()?;
     unified_path_dir(&mountinfo, path).filter(|dir| dir.is_dir())
 }
 

@@ -1,6 +1,8 @@
 //! Every cgroup path and write of lockstepd, in one place: the host's layout (`Layout`: v1,
 //! hybrid or v2), the cgroup of a process for a controller (`controller_dir`), joining a cgroup
-//! (`join`), and the cgroups of lockstepd's helper processes. The pause process's: a child of
+//! (`join`), the cgroup mounts as stats read them (`cgroup_mountinfo`: cached a few seconds, as
+//! /proc/self/mountinfo grows with every container), and the cgroups of lockstepd's helper
+//! processes. The pause process's: a child of
 //! the pod's cgroup parent in every mounted hierarchy (each v1 hierarchy and the v2 one), so
 //! that the pod's limits apply to it and a restart of lockstepd's own service
 //! (KillMode=control-group) does not take it along. The monitors' (`lockstep-monitors`, one for
@@ -13,7 +15,38 @@
 //! D-Bus: these hosts have no systemd to test that against.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long the cgroup mounts read from /proc/self/mountinfo are reused.
+const CGROUP_MOUNTS_TTL: Duration = Duration::from_secs(5);
+
+/// The lines of /proc/self/mountinfo that are cgroup (v1 or v2) mounts, read at most once per
+/// CGROUP_MOUNTS_TTL. The whole file holds every container's overlay mount with its long
+/// options, and the kernel formats it afresh at each read: stats read it for every container,
+/// which made ListPodSandboxStats quadratic in the pods (BENCHMARKS.md, issue 12). None when
+/// it cannot be read.
+pub fn cgroup_mountinfo() -> Option<Arc<str>> {
+    static CACHE: Mutex<Option<(Instant, Arc<str>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, text)) = cache.as_ref() {
+        if at.elapsed() < CGROUP_MOUNTS_TTL {
+            return Some(text.clone());
+        }
+    }
+    let full = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cgroup_lines: String = full
+        .lines()
+        .filter(|line| {
+            let fstype = line.split_once(" - ").and_then(|(_, rest)| rest.split(' ').next());
+            matches!(fstype, Some("cgroup" | "cgroup2"))
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    let text: Arc<str> = cgroup_lines.into();
+    *cache = Some((Instant::now(), text.clone()));
+    Some(text)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
