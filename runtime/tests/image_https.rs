@@ -35,7 +35,7 @@ fn bearer(realm: &str) -> Response {
 async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
     let ip = registry_double::host_ip();
     let tmp = tempfile::tempdir().unwrap();
-    let certs = registry_double::make_certs(tmp.path(), ip);
+    let certs = lockstep_testkit::certs::make_certs(tmp.path(), ip);
     let image = Arc::new(image());
 
     // A plain-HTTP server on the same address: what a downgrade would reach.
@@ -146,7 +146,7 @@ async fn redirects_and_token_realms_never_leave_https_for_a_remote_registry() {
 async fn a_remote_registry_cannot_send_lockstepd_to_plain_http_on_loopback() {
     let ip = registry_double::host_ip();
     let tmp = tempfile::tempdir().unwrap();
-    let certs = registry_double::make_certs(tmp.path(), ip);
+    let certs = lockstep_testkit::certs::make_certs(tmp.path(), ip);
     let image = Arc::new(image());
     // A plain-HTTP service on the node's loopback that would answer anything (a kubelet's
     // read-only port, a metadata proxy): a remote registry must not make lockstepd fetch from it.

@@ -51,7 +51,7 @@ async fn pull(kubelet: &mut CriClient, image: &str) -> Result<String, tonic::Sta
 async fn pulls_go_through_the_environment_s_proxies() {
     let ip = registry_double::host_ip();
     let tmp = tempfile::tempdir().unwrap();
-    let certs = registry_double::make_certs(tmp.path(), ip);
+    let certs = lockstep_testkit::certs::make_certs(tmp.path(), ip);
     let image = Arc::new(image());
     let serve = |image: Arc<Image>| {
         Arc::new(move |r: &Request| registry_double::image_content(&image, r).unwrap_or_else(|| Response::new(404, "")))

@@ -7,7 +7,6 @@
 
 pub mod proxy;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -143,7 +142,7 @@ pub fn host_ip() -> std::net::IpAddr {
     ip
 }
 
-pub use lockstep_testkit::certs::{make_certs, Certs};
+use lockstep_testkit::certs::Certs;
 
 pub fn tls_acceptor(certs: &Certs) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
