@@ -468,7 +468,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let pulls = selected(crate::bench::images::PULL_BENCH) || selected(crate::bench::images::SHARED_PULL_BENCH);
     let containers = selected(crate::bench::containers::CONTAINER_BENCH)
         || selected(crate::bench::streaming::STREAMING_BENCH)
-        || selected(crate::bench::streaming_io::STREAMING_IO_BENCH);
+        || selected(crate::bench::streaming_io::STREAMING_IO_BENCH)
+        || selected(crate::bench::events::EVENTS_BENCH);
     let measured = async {
         let registry = if pulls || containers {
             eprintln!("bench: building the fixture images and pushing them to a private registry");

@@ -4,6 +4,7 @@
 //! model, like a test, and sent through the run's minor. Progress goes to stderr.
 
 pub mod containers;
+pub mod events;
 pub mod images;
 mod pods;
 pub mod run;
@@ -74,6 +75,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(pods::benches());
     benches.extend(images::benches());
     benches.extend(containers::benches());
+    benches.extend(events::benches());
     benches.extend(streaming::benches());
     benches.extend(streaming_io::benches());
     benches
