@@ -110,8 +110,8 @@ impl RuntimeInfo {
                 features: Some(model::RuntimeHandlerFeatures {
                     // What the runtime itself supports (`<runtime> features`).
                     recursive_read_only_mounts: h.features.recursive_read_only_mounts,
-                    // Not built yet: reported false until lockstepd really supports it.
-                    user_namespaces: false,
+                    // Pods with `hostUsers: false`: the handler passed the user namespace probe.
+                    user_namespaces: h.features.user_namespaces,
                 }),
             })
             .collect();
@@ -130,6 +130,7 @@ impl RuntimeInfo {
                         "checked_by": h.checked_by,
                         "probe_ms": h.took.as_secs_f64() * 1000.0,
                         "recursive_read_only_mounts": h.features.recursive_read_only_mounts,
+                        "user_namespaces": h.features.user_namespaces,
                         "default": handlers.default_handler().is_some_and(|d| d.name == h.name),
                     })
                 })

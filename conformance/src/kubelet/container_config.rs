@@ -180,6 +180,14 @@ fn mounts(
         host_path: dirs.termination_log(&c.name, restart_count).display().to_string(),
         ..Default::default()
     });
+    // A pod with a user namespace gets its volumes idmapped by the runtime, with the pod's
+    // own mapping: its root owns what the node's root made for it.
+    if let Some(userns) = super::pod_config::user_namespace(pod) {
+        for m in &mut mounts {
+            m.uid_mappings = userns.uids.clone();
+            m.gid_mappings = userns.gids.clone();
+        }
+    }
     Ok(mounts)
 }
 
@@ -216,7 +224,7 @@ fn security_context(pod: &Pod, c: &Container) -> model::LinuxContainerSecurityCo
             add_ambient_capabilities: vec![],
         }),
         privileged,
-        namespace_options: Some(namespace_options(spec)),
+        namespace_options: Some(namespace_options(pod)),
         run_as_user: sc.run_as_user.or(pod_sc.run_as_user).map(|value| model::Int64Value { value }),
         run_as_group: sc.run_as_group.or(pod_sc.run_as_group).map(|value| model::Int64Value { value }),
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),

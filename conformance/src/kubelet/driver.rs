@@ -145,6 +145,21 @@ async fn bring_up(
             return Err(format!("the runtime is not {kind}: the kubelet would not start pods"));
         }
     }
+    // hostUsers: false only where the pod's handler says it supports user namespaces, as the
+    // kubelet's userns manager checks before it allocates a range.
+    if super::pod_config::user_namespace(d.pod).is_some() {
+        let handler = spec(d.pod).runtime_class_name.clone().unwrap_or_default();
+        let supported = status
+            .runtime_handlers
+            .iter()
+            .find(|h| h.name == handler)
+            .is_some_and(|h| h.features.as_ref().is_some_and(|f| f.user_namespaces));
+        if !d.out.check(format!("Status: handler {handler:?} supports user namespaces"), supported, String::new()) {
+            return Err(format!(
+                "can't set `spec.hostUsers: false`, runtime does not support user namespaces (handler {handler:?})"
+            ));
+        }
+    }
     // Evented PLEG subscribes once the runtime is ready; a runtime without events leaves the
     // PLEG to relist.
     match d.call("GetContainerEvents", "Evented PLEG", c.get_container_events(model::GetEventsRequest {})).await {

@@ -136,8 +136,24 @@ fn dns_config(pod: &Pod, node: &Node) -> model::DnsConfig {
     dns
 }
 
-/// The pod's namespace modes: host namespaces are NODE, a shared process namespace is POD.
-pub fn namespace_options(spec: &PodSpec) -> model::NamespaceOption {
+/// The user namespace of a pod with `hostUsers: false`, as the kubelet's userns manager
+/// allocates it: 65536 IDs from a multiple of 65536 above the node's own (here picked by a
+/// hash of the pod's uid, where the kubelet keeps a bitmap), the same for uids and gids.
+/// None for any other pod (a kubelet whose UserNamespacesSupport gate is off sends nothing).
+pub fn user_namespace(pod: &Pod) -> Option<model::UserNamespace> {
+    if spec(pod).host_users != Some(false) {
+        return None;
+    }
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let slot = uid.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3)) % 1024;
+    let range = || vec![model::IdMapping { container_id: 0, host_id: 65536 * (1 + slot as u32), length: 65536 }];
+    Some(model::UserNamespace { mode: model::NamespaceMode::Pod as i32, uids: range(), gids: range() })
+}
+
+/// The pod's namespace modes: host namespaces are NODE, a shared process namespace is POD,
+/// and `hostUsers: false` a user namespace of the pod's own.
+pub fn namespace_options(pod: &Pod) -> model::NamespaceOption {
+    let spec = spec(pod);
     let node_or = |host: Option<bool>, otherwise: model::NamespaceMode| {
         if host.unwrap_or(false) {
             model::NamespaceMode::Node as i32
@@ -155,7 +171,7 @@ pub fn namespace_options(spec: &PodSpec) -> model::NamespaceOption {
         pid: node_or(spec.host_pid, pid_default),
         ipc: node_or(spec.host_ipc, model::NamespaceMode::Pod),
         target_id: String::new(),
-        userns_options: None,
+        userns_options: user_namespace(pod),
     }
 }
 
@@ -177,7 +193,7 @@ fn linux(pod: &Pod, node: &Node) -> Result<model::LinuxPodSandboxConfig, String>
     Ok(model::LinuxPodSandboxConfig {
         cgroup_parent: resources::cgroup_parent(pod, node.systemd_cgroups)?,
         security_context: Some(model::LinuxSandboxSecurityContext {
-            namespace_options: Some(namespace_options(spec)),
+            namespace_options: Some(namespace_options(pod)),
             run_as_user: sc.run_as_user.map(|value| model::Int64Value { value }),
             run_as_group: sc.run_as_group.map(|value| model::Int64Value { value }),
             supplemental_groups,

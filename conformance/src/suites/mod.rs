@@ -19,6 +19,7 @@ mod runtime_info;
 mod security;
 pub(crate) mod spdy;
 mod streaming;
+mod user_namespaces;
 pub(crate) mod websocket;
 
 use crate::framework::Test;
@@ -42,5 +43,6 @@ pub fn all() -> Vec<Test> {
     tests.extend(security::tests());
     tests.extend(mounts::tests());
     tests.extend(multi_container::tests());
+    tests.extend(user_namespaces::tests());
     tests
 }

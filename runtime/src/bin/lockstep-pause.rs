@@ -1,7 +1,9 @@
 //! lockstep-pause: PID 1 of a pod's shared PID namespace. Single-threaded on purpose (it forks).
-//! `lockstep-pause --pid-file FILE [--cgroup DIR]... [--net PATH] [--ipc PATH] [--uts PATH]`:
-//! moves itself into each cgroup DIR, joins the given namespaces, unshares a PID namespace and
-//! forks; the child is its PID 1, reaps every child and exits on SIGTERM or SIGINT. The
+//! `lockstep-pause --pid-file FILE [--cgroup DIR]... [--user PATH] [--net PATH] [--ipc PATH]
+//! [--uts PATH]`: moves itself into each cgroup DIR, joins the given namespaces (the user
+//! namespace first: it owns the others, and the PID namespace then belongs to it too),
+//! unshares a PID namespace and forks; the child is its PID 1 (in a user namespace, as its
+//! root), reaps every child and exits on SIGTERM or SIGINT. The
 //! launcher writes "PID STARTTIME BOOTID" to FILE (atomically, durably) and only then lets the
 //! child go on: a child whose launcher failed or died before that exits at once, so no pause
 //! process runs that FILE does not name. lockstepd kills the child with SIGKILL.
@@ -37,6 +39,7 @@ fn run() -> Result<(), String> {
         match flag.to_str() {
             Some("--pid-file") => pid_file = Some(value),
             Some("--cgroup") => cgroups.push(value),
+            Some("--user") => joins.push((CloneFlags::CLONE_NEWUSER, value)),
             Some("--net") => joins.push((CloneFlags::CLONE_NEWNET, value)),
             Some("--ipc") => joins.push((CloneFlags::CLONE_NEWIPC, value)),
             Some("--uts") => joins.push((CloneFlags::CLONE_NEWUTS, value)),
@@ -44,6 +47,9 @@ fn run() -> Result<(), String> {
         }
     }
     let pid_file = pid_file.ok_or("--pid-file is required")?;
+    // The user namespace first, whatever the order of the flags.
+    joins.sort_by_key(|(flag, _)| *flag != CloneFlags::CLONE_NEWUSER);
+    let in_user_namespace = joins.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
     for dir in &cgroups {
         // The child forked below is born in the cgroup.
         cgroups::join(dir).map_err(|e| format!("cannot join the cgroup {}: {e}", dir.display()))?;
@@ -63,6 +69,9 @@ fn run() -> Result<(), String> {
         ForkResult::Child => {
             drop(go_write);
             wait_for_go(go_read);
+            if in_user_namespace {
+                become_namespace_root();
+            }
             pid_one(&blocked)
         }
         ForkResult::Parent { child } => {
@@ -96,6 +105,17 @@ fn wait_for_go(mut go: std::io::PipeReader) {
     if !matches!(go.read(&mut byte), Ok(1)) {
         std::process::exit(1);
     }
+}
+
+/// Becomes root of the user namespace joined (the host uid and gid its root maps to) rather
+/// than the host's root, which is nobody there. Best effort: the pause holds the namespace
+/// either way.
+fn become_namespace_root() {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    let _ = nix::unistd::setgroups(&[]);
+    let _ = nix::unistd::setresgid(root_gid, root_gid, root_gid);
+    let _ = nix::unistd::setresuid(root_uid, root_uid, root_uid);
 }
 
 /// PID 1 of the pod: reap every child; exit on SIGTERM or SIGINT.

@@ -155,7 +155,28 @@ fn create_steps(
         rootfs::remove_dir(&swept_run).map_err(|e| e.to_string())?;
         rootfs::remove_dir(&swept_layer).map_err(|e| e.to_string())
     });
-    rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs())
+    // A pod with its own user namespace: the layers idmapped by it, and the way to the rootfs,
+    // the volumes and the pod's files open to the runtime working from inside it.
+    let staging = run_dir.join("idmapped");
+    let idmap = sandbox.namespaces.user.as_ref().map(|u| rootfs::Idmap {
+        userns: &u.path,
+        root: u.mappings.root(),
+        staging: &staging,
+    });
+    if idmap.is_some() {
+        std::fs::create_dir_all(&run_dir).map_err(|source| {
+            ContainerError::rootfs(id, "create")(rootfs::RootfsError::Io {
+                what: "create",
+                path: run_dir.clone(),
+                source,
+            })
+        })?;
+        for dir in [&run_dir, &sandbox.files.dir] {
+            crate::host::idmap::make_traversable(dir)
+                .map_err(|e| ContainerError::rootfs(id, "open the way to the rootfs")(e.into()))?;
+        }
+    }
+    rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs(), idmap.as_ref())
         .map_err(ContainerError::rootfs(id, "mount the rootfs"))?;
     timer.mark("rootfs");
 
@@ -168,7 +189,7 @@ fn create_steps(
         let held = hold(containers, &holder, &volume_image.id.to_string())?;
         push_release(containers, &mut undo, holder);
         let target = run_dir.join("volumes").join(i.to_string());
-        rootfs::mount_image_readonly(&held.layer_dirs, &target)
+        rootfs::mount_image_readonly(&held.layer_dirs, &target, idmap.as_ref())
             .map_err(ContainerError::rootfs(id, "mount an image volume"))?;
         resolved_volumes.insert(volume.image.clone(), target);
     }
@@ -188,6 +209,16 @@ fn create_steps(
     let mut resolved = host::resolve(config, &record.rootfs(), &run.user)?;
     resolved.image_sub_paths = host::resolve_image_sub_paths(config, &resolved_volumes)?;
     resolved.image_volumes = resolved_volumes;
+    // Host paths the kubelet asks to be idmapped (the volumes of a `hostUsers: false` pod):
+    // an idmapped copy of each under the run directory, which the spec mounts instead.
+    let view = sandbox_view(sandbox);
+    for (i, m) in config.mounts.iter().enumerate() {
+        let (true, Some(userns)) = (spec::idmapped_mount(m, i, &view)?, &sandbox.namespaces.user) else { continue };
+        let copy = run_dir.join("idmapped-mounts").join(i.to_string());
+        rootfs::mount_idmapped_copy(Path::new(&m.host_path), &copy, &userns.path)
+            .map_err(ContainerError::rootfs(id, "idmap a mount's host path"))?;
+        resolved.idmapped_mounts.insert(i, copy);
+    }
     resolved.target_pid_namespace = target_pid_namespace(containers, config, &sandbox.id)?;
     let settings = {
         let handlers = containers.info.handlers();
@@ -199,7 +230,6 @@ fn create_steps(
             ..RuntimeSettings::new(config.cgroup_driver, features, containers.host.clone())
         }
     };
-    let view = sandbox_view(sandbox);
     let built = spec::build(&SpecInput {
         id,
         config,
@@ -325,6 +355,7 @@ fn sandbox_view(sandbox: &SandboxRecord) -> SandboxView {
         ipc: source(&sandbox.namespaces.ipc),
         uts: source(&sandbox.namespaces.uts),
         pod_pid: sandbox.namespaces.pid_path(),
+        user: sandbox.namespaces.user.as_ref().map(|u| (u.path.clone(), u.mappings)),
         resolv_conf: Some(sandbox.files.resolv_conf.clone()),
         hosts: Some(sandbox.files.hosts.clone()),
         hostname_file: Some(sandbox.files.hostname.clone()),

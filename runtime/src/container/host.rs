@@ -100,6 +100,8 @@ pub struct Resolved {
     /// The source of each image volume mount with an image_sub_path (by mount index), resolved
     /// inside its volume; the builder joins the sub path lexically when one is missing here.
     pub image_sub_paths: BTreeMap<usize, PathBuf>,
+    /// The idmapped copy of each host path mount that asks for one (by mount index).
+    pub idmapped_mounts: BTreeMap<usize, PathBuf>,
     pub target_pid_namespace: Option<PathBuf>,
 }
 

@@ -27,6 +27,8 @@ pub enum RootfsError {
     TooManyLayers { layers: usize, len: usize, source: std::io::Error },
     #[error(transparent)]
     Mounts(#[from] crate::host::mounts::MountError),
+    #[error(transparent)]
+    Idmap(#[from] crate::host::idmap::IdmapError),
     #[error("{path} stays mounted after repeated unmounts; the directory is kept")]
     StillMounted { path: PathBuf },
 }
@@ -47,9 +49,55 @@ pub fn overlay_options(layers: &[PathBuf], layer_dir: &Path) -> String {
     )
 }
 
+/// A pod's user namespace to shift the owners of a mount's files by (`hostUsers: false`): the
+/// namespace's pinned path, the host uid and gid of its root, and a directory where idmapped
+/// copies of the image's layers are staged while the overlay is made (overlayfs cannot itself
+/// be idmapped; its lower layers can, Linux 5.19). The writable layer is not idmapped — copy-up
+/// runs as lockstepd, whom no idmapping maps — but given to the container's root: what the
+/// container writes is owned on disk by its host IDs, as with CRI-O.
+#[derive(Debug, Clone, Copy)]
+pub struct Idmap<'a> {
+    pub userns: &'a Path,
+    pub root: (u32, u32),
+    pub staging: &'a Path,
+}
+
+/// Runs `mount` with `layers` replaced by idmapped copies of them attached under the staging
+/// directory, then detaches the copies (a mounted overlay holds its layers) and removes the
+/// staging directory.
+fn with_idmapped_layers(
+    idmap: &Idmap<'_>,
+    layers: &[PathBuf],
+    mount: impl FnOnce(&[PathBuf]) -> Result<(), RootfsError>,
+) -> Result<(), RootfsError> {
+    use crate::host::idmap;
+    let mut attached: Vec<PathBuf> = Vec::new();
+    let mut stage = |name: String, source: &Path| -> Result<PathBuf, RootfsError> {
+        let at = idmap.staging.join(name);
+        create_dir(&at)?;
+        let copy = idmap::idmapped_copy(source, idmap.userns)?;
+        idmap::attach(&copy, &at)?;
+        attached.push(at.clone());
+        Ok(at)
+    };
+    let staged = layers.iter().enumerate().map(|(i, l)| stage(i.to_string(), l)).collect::<Result<Vec<_>, _>>();
+    let result = staged.and_then(|lowers| mount(&lowers));
+    for at in attached.iter().rev() {
+        let _ = umount2(at, MntFlags::MNT_DETACH);
+    }
+    let _ = crate::fstree::remove_tree(idmap.staging);
+    result
+}
+
 /// Mounts the container's rootfs at `target`: `layers` under the writable layer kept in
-/// `layer_dir` (`upper` and `work` are made there). An image without layers gets an empty one.
-pub fn mount_rootfs(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> Result<(), RootfsError> {
+/// `layer_dir` (`upper` and `work` are made there), through idmapped layers with `idmap`. An
+/// image without layers gets an empty one.
+pub fn mount_rootfs(
+    layers: &[PathBuf],
+    layer_dir: &Path,
+    target: &Path,
+    idmap: Option<&Idmap<'_>>,
+) -> Result<(), RootfsError> {
     create_dir(&layer_dir.join("upper"))?;
     create_dir(&layer_dir.join("work"))?;
     create_dir(target)?;
@@ -59,10 +107,24 @@ pub fn mount_rootfs(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> Resu
         create_dir(&empty)?;
         layers.push(empty);
     }
-    let options = overlay_options(&layers, layer_dir);
+    if let Some(idmap) = idmap {
+        let upper = layer_dir.join("upper");
+        std::os::unix::fs::chown(&upper, Some(idmap.root.0), Some(idmap.root.1)).map_err(|source| RootfsError::Io {
+            what: "give the container's root the writable layer",
+            path: upper,
+            source,
+        })?;
+        return with_idmapped_layers(idmap, &layers, |lowers| mount_overlay(lowers, layer_dir, target));
+    }
+    mount_overlay(&layers, layer_dir, target)
+}
+
+/// An overlay of `layers` (lowest first) under the writable layer in `layer_dir` at `target`.
+fn mount_overlay(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> Result<(), RootfsError> {
+    let options = overlay_options(layers, layer_dir);
     if options.len() > MAX_OPTIONS {
         let writable = Some((layer_dir.join("upper"), layer_dir.join("work")));
-        return mount_overlay_by_parts(&layers, writable.as_ref(), target, options.len());
+        return mount_overlay_by_parts(layers, writable.as_ref(), target, options.len());
     }
     mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
         .map_err(|source| RootfsError::Mount { what: "mount the overlay rootfs on", path: target.into(), source })
@@ -114,10 +176,45 @@ fn mount_overlay_by_parts(
         .map_err(failed("attach the overlay at"))
 }
 
+/// Attaches at `target` an idmapped copy of the mount at `source` (a host path the kubelet
+/// asks to be idmapped by the pod's user namespace at `userns`): a directory or a file, as
+/// `source` is (symlinks followed). The copy holds that mount alone, not its submounts, and
+/// propagates nothing.
+pub fn mount_idmapped_copy(source: &Path, target: &Path, userns: &Path) -> Result<(), RootfsError> {
+    let is_dir = std::fs::metadata(source)
+        .map_err(|e| RootfsError::Io {
+            what: "find the host path of an idmapped mount",
+            path: source.into(),
+            source: e,
+        })?
+        .is_dir();
+    if is_dir {
+        create_dir(target)?;
+    } else {
+        if let Some(parent) = target.parent() {
+            create_dir(parent)?;
+        }
+        std::fs::File::create(target).map_err(|source| RootfsError::Io {
+            what: "create",
+            path: target.into(),
+            source,
+        })?;
+    }
+    let copy = crate::host::idmap::idmapped_copy(source, userns)?;
+    Ok(crate::host::idmap::attach(&copy, target)?)
+}
+
 /// Mounts an image read-only at `target` (an image volume): its only layer bound read-only,
-/// or an overlay of its layers without a writable one.
-pub fn mount_image_readonly(layers: &[PathBuf], target: &Path) -> Result<(), RootfsError> {
+/// or an overlay of its layers without a writable one; through idmapped layers with `idmap`.
+pub fn mount_image_readonly(layers: &[PathBuf], target: &Path, idmap: Option<&Idmap<'_>>) -> Result<(), RootfsError> {
     create_dir(target)?;
+    if let Some(idmap) = idmap {
+        return with_idmapped_layers(idmap, layers, |lowers| mount_image_layers(lowers, target));
+    }
+    mount_image_layers(layers, target)
+}
+
+fn mount_image_layers(layers: &[PathBuf], target: &Path) -> Result<(), RootfsError> {
     match layers {
         [] => Ok(()),
         [only] => {
@@ -192,13 +289,13 @@ mod tests {
         std::fs::write(base.join("a"), "base").unwrap();
         std::fs::write(top.join("a"), "top").unwrap();
         let target = tmp.path().join("run/rootfs");
-        mount_rootfs(&[base.clone(), top.clone()], &tmp.path().join("layer"), &target).unwrap();
+        mount_rootfs(&[base.clone(), top.clone()], &tmp.path().join("layer"), &target, None).unwrap();
         assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "top", "the upper image layer wins");
         std::fs::write(target.join("b"), "new").unwrap();
         assert!(!base.join("b").exists() && !top.join("b").exists(), "writes go to the container's layer");
         assert!(tmp.path().join("layer/upper/b").exists());
         let volume = tmp.path().join("run/volume");
-        mount_image_readonly(&[base.clone(), top], &volume).unwrap();
+        mount_image_readonly(&[base.clone(), top], &volume, None).unwrap();
         assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
         remove_dir(&tmp.path().join("run")).unwrap();
         assert!(!tmp.path().join("run").exists());
@@ -223,16 +320,59 @@ mod tests {
             .collect();
         assert!(overlay_options(&layers, tmp.path()).len() > MAX_OPTIONS * 2);
         let target = tmp.path().join("run/rootfs");
-        mount_rootfs(&layers, &tmp.path().join("layer"), &target).unwrap();
+        mount_rootfs(&layers, &tmp.path().join("layer"), &target, None).unwrap();
         assert_eq!(std::fs::read_dir(target.join("layers")).unwrap().count(), 126, "every layer's file and top");
         assert_eq!(std::fs::read_to_string(target.join("layers/top")).unwrap(), "124", "the last layer wins");
         std::fs::write(target.join("layers/new"), "x").unwrap();
         assert!(tmp.path().join("layer/upper/layers/new").exists(), "writes go to the container's layer");
         let volume = tmp.path().join("run/volume");
-        mount_image_readonly(&layers, &volume).unwrap();
+        mount_image_readonly(&layers, &volume, None).unwrap();
         assert_eq!(std::fs::read_to_string(volume.join("layers/000")).unwrap(), "0");
         assert!(std::fs::write(volume.join("c"), "x").is_err(), "an image volume is read-only");
         remove_dir(&tmp.path().join("run")).unwrap();
+        assert!(crate::host::mounts::mounts_under(tmp.path()).unwrap().is_empty());
+    }
+
+    /// A pod with a user namespace mapping its root to host uid 200000: through the idmapped
+    /// layers, files root owns on disk are 200000's; the writable layer is 200000's own; the
+    /// image's layers on disk do not change; no staging mount stays.
+    #[test]
+    fn idmapped_layers_shift_owners_without_touching_the_disk() {
+        use crate::host::idmap::{IdMapping, IdMappings, MappedChild};
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let range = IdMapping { container_id: 0, host_id: 200_000, length: 65536 };
+        let child =
+            MappedChild::spawn(nix::sched::CloneFlags::empty(), &IdMappings { uids: range, gids: range }).unwrap();
+        let userns = tmp.path().join("userns");
+        std::fs::write(&userns, b"").unwrap();
+        mount(Some(&child.namespace("user")), &userns, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        child.finish();
+        let (base, top) = (tmp.path().join("base"), tmp.path().join("top"));
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(&top).unwrap();
+        std::fs::write(base.join("a"), "base").unwrap();
+        std::fs::write(top.join("t"), "top").unwrap();
+        std::os::unix::fs::chown(top.join("t"), Some(1000), Some(1000)).unwrap();
+        let layer = tmp.path().join("layer");
+        let staging = tmp.path().join("run/idmapped");
+        let idmap = Idmap { userns: &userns, root: (200_000, 200_000), staging: &staging };
+        let target = tmp.path().join("run/rootfs");
+        mount_rootfs(&[base.clone(), top.clone()], &layer, &target, Some(&idmap)).unwrap();
+        let owner = |p: &Path| std::fs::metadata(p).map(|m| (m.uid(), m.gid())).unwrap();
+        assert_eq!(owner(&target.join("a")), (200_000, 200_000), "a lower layer's root-owned file");
+        assert_eq!(owner(&target.join("t")), (201_000, 201_000), "uid 1000 of the image");
+        assert_eq!(owner(&target), (200_000, 200_000), "the root directory is the writable layer's");
+        assert_eq!(owner(&layer.join("upper")), (200_000, 200_000));
+        assert_eq!(owner(&base.join("a")), (0, 0), "the disk is untouched");
+        assert!(!staging.exists(), "the staging directory is gone");
+        let volume = tmp.path().join("run/volume");
+        mount_image_readonly(&[base.clone(), top.clone()], &volume, Some(&idmap)).unwrap();
+        assert_eq!(owner(&volume.join("t")), (201_000, 201_000));
+        mount_image_readonly(std::slice::from_ref(&base), &tmp.path().join("run/single"), Some(&idmap)).unwrap();
+        assert_eq!(owner(&tmp.path().join("run/single/a")), (200_000, 200_000));
+        remove_dir(&tmp.path().join("run")).unwrap();
+        nix::mount::umount2(&userns, MntFlags::MNT_DETACH).unwrap();
         assert!(crate::host::mounts::mounts_under(tmp.path()).unwrap().is_empty());
     }
 }

@@ -20,6 +20,7 @@ use super::signal;
 use super::user::ResolvedUser;
 use super::SpecError;
 use crate::config::CgroupDriver;
+use crate::host::idmap::{IdMapping, IdMappings};
 use crate::oci::HandlerFeatures;
 
 /// How a container gets one of the namespaces its sandbox decides on.
@@ -48,6 +49,8 @@ pub struct SandboxView {
     pub uts: NamespaceSource,
     /// The pod's shared pid namespace, when its containers share one (POD pid mode).
     pub pod_pid: Option<PathBuf>,
+    /// The pod's own user namespace (`hostUsers: false`): its pinned path and mappings.
+    pub user: Option<(PathBuf, IdMappings)>,
     /// Files and the /dev/shm the sandbox prepared; bind-mounted into each container.
     pub resolv_conf: Option<PathBuf>,
     pub hosts: Option<PathBuf>,
@@ -216,6 +219,26 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
 
     let mut oci_linux = oci_spec::runtime::Linux::default();
     oci_linux.set_namespaces(Some(namespaces(sc, input)?));
+    if let Some((_, mappings)) = &input.sandbox.user {
+        if sc.privileged {
+            return Err(SpecError::invalid(
+                format!("{SECURITY}.privileged"),
+                "a privileged container cannot run in a pod with a user namespace (hostUsers: false)",
+            ));
+        }
+        // The runtimes join the pinned namespace; crun also reads the mappings to give the
+        // container's cgroup to its root, and runc wants them alongside the path.
+        let oci = |m: &IdMapping| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+                .map_err(|e| SpecError::invalid(format!("{SECURITY}.namespace_options.userns_options"), e.to_string()))
+        };
+        oci_linux.set_uid_mappings(Some(vec![oci(&mappings.uids)?]));
+        oci_linux.set_gid_mappings(Some(vec![oci(&mappings.gids)?]));
+    }
     oci_linux.set_cgroups_path(Some(PathBuf::from(cgroups_path(
         input.runtime.cgroup_driver,
         &input.sandbox.cgroup_parent,
@@ -546,14 +569,12 @@ fn mounts(
                 format!("{} is already mounted by config.mounts[{first}]", dest.display()),
             ));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            return Err(SpecError::precondition(
-                field("uidMappings"),
-                "idmapped mounts need user namespaces, which lockstep does not support yet",
-            ));
-        }
+        let idmapped = idmapped_mount(m, i, sandbox)?;
         let image = m.image.as_ref().filter(|img| !img.image.is_empty());
         let source = match image {
+            _ if idmapped => input.resolved.idmapped_mounts.get(&i).cloned().ok_or_else(|| {
+                SpecError::precondition(field("uid_mappings"), "the idmapped copy of the host path is not prepared")
+            })?,
             Some(img) => {
                 let root = input.resolved.image_volumes.get(&img.image).ok_or_else(|| {
                     SpecError::precondition(field("image"), format!("image volume {:?} is not prepared", img.image))
@@ -694,18 +715,99 @@ fn namespaces(
             list.push(ns(LinuxNamespaceType::Pid, Some(path)));
         }
     }
-    if let Some(userns) = &options.userns_options {
-        if userns.mode == model::NamespaceMode::Pod as i32 {
-            return Err(SpecError::precondition(
-                format!("{field}.userns_options"),
-                "user namespaces (hostUsers: false) are not supported by lockstep yet",
-            ));
-        }
+    if let Some((path, _)) = user_namespace(&options, input.sandbox, &field)? {
+        // First: the pod's other namespaces belong to it.
+        list.insert(0, ns(LinuxNamespaceType::User, Some(path)));
     }
     if input.runtime.cgroup_namespace {
         list.push(ns(LinuxNamespaceType::Cgroup, None));
     }
     Ok(list)
+}
+
+/// Whether mount `i` asks to be idmapped (the kubelet's volumes of a `hostUsers: false` pod):
+/// only by the pod's own mapping, which lockstepd idmaps it with (the pod's user namespace).
+pub fn idmapped_mount(m: &model::Mount, i: usize, sandbox: &SandboxView) -> Result<bool, SpecError> {
+    if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+        return Ok(false);
+    }
+    let field = |name: &str| format!("config.mounts[{i}].{name}");
+    let Some((_, pod)) = &sandbox.user else {
+        return Err(SpecError::precondition(
+            field("uid_mappings"),
+            "an idmapped mount needs a pod with a user namespace of its own (hostUsers: false)",
+        ));
+    };
+    if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
+        return Err(SpecError::invalid(
+            field("uid_mappings"),
+            "an image volume is idmapped with the pod already; it takes no mappings of its own",
+        ));
+    }
+    for (name, given, ours) in
+        [("uid_mappings", &m.uid_mappings, &pod.uids), ("gid_mappings", &m.gid_mappings, &pod.gids)]
+    {
+        let same = matches!(given.as_slice(), [only] if only.container_id == ours.container_id
+            && only.host_id == ours.host_id && only.length == ours.length);
+        if !same {
+            return Err(SpecError::invalid(
+                field(name),
+                format!(
+                    "must be the pod's own mapping ({} {} {}), as the kubelet sends it; got {} ranges",
+                    ours.container_id,
+                    ours.host_id,
+                    ours.length,
+                    given.len()
+                ),
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// The pod's user namespace, which every container of the pod shares: a container's own
+/// userns_options (the kubelet repeats the pod's) must agree with the pod's.
+fn user_namespace<'s>(
+    options: &model::NamespaceOption,
+    sandbox: &'s SandboxView,
+    field: &str,
+) -> Result<Option<&'s (PathBuf, IdMappings)>, SpecError> {
+    let field = format!("{field}.userns_options");
+    let Some(asked) = &options.userns_options else { return Ok(sandbox.user.as_ref()) };
+    match (model::NamespaceMode::try_from(asked.mode), &sandbox.user) {
+        (Ok(model::NamespaceMode::Node), None) => Ok(None),
+        (Ok(model::NamespaceMode::Node), Some(_)) => Err(SpecError::invalid(
+            format!("{field}.mode"),
+            "is NODE but the pod has a user namespace of its own (POD); its containers share it",
+        )),
+        (Ok(model::NamespaceMode::Pod), None) => Err(SpecError::precondition(
+            format!("{field}.mode"),
+            "is POD but the pod sandbox was made without a user namespace",
+        )),
+        (Ok(model::NamespaceMode::Pod), Some(pod)) => {
+            let same = |given: &[model::IdMapping], ours: &IdMapping| {
+                given.is_empty()
+                    || (given.len() == 1
+                        && given[0].container_id == ours.container_id
+                        && given[0].host_id == ours.host_id
+                        && given[0].length == ours.length)
+            };
+            if !same(&asked.uids, &pod.1.uids) || !same(&asked.gids, &pod.1.gids) {
+                return Err(SpecError::invalid(
+                    format!("{field}.uids"),
+                    "the mappings differ from the pod sandbox's: a pod's containers share its user namespace",
+                ));
+            }
+            Ok(Some(pod))
+        }
+        (Ok(mode), _) => Err(SpecError::invalid(
+            format!("{field}.mode"),
+            format!("{} is not supported for a user namespace (POD or NODE)", mode.as_str_name()),
+        )),
+        (Err(_), _) => {
+            Err(SpecError::invalid(format!("{field}.mode"), format!("{} is not a NamespaceMode", asked.mode)))
+        }
+    }
 }
 
 /// The container's cgroup under the pod's: `<parent>/lockstep-<id>` for cgroupfs,

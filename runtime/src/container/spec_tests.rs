@@ -23,8 +23,11 @@ fn host() -> HostFacts {
 }
 
 fn runtime() -> RuntimeSettings {
-    let mut settings =
-        RuntimeSettings::new(CgroupDriver::Cgroupfs, HandlerFeatures { recursive_read_only_mounts: true }, host());
+    let mut settings = RuntimeSettings::new(
+        CgroupDriver::Cgroupfs,
+        HandlerFeatures { recursive_read_only_mounts: true, user_namespaces: false },
+        host(),
+    );
     settings.arch = "x86_64".into();
     settings
 }
@@ -40,6 +43,7 @@ fn sandbox() -> SandboxView {
         ipc: NamespaceSource::Join("/run/lockstep/ns/ipc/sb1".into()),
         uts: NamespaceSource::Join("/run/lockstep/ns/uts/sb1".into()),
         pod_pid: None,
+        user: None,
         resolv_conf: Some("/run/lockstep/sandboxes/sb1/resolv.conf".into()),
         hosts: Some("/run/lockstep/sandboxes/sb1/hosts".into()),
         hostname_file: Some("/run/lockstep/sandboxes/sb1/hostname".into()),
@@ -389,7 +393,10 @@ fn mount_rules() {
     let err = error(&with_mount(model::Mount { recursive_read_only: true, ..base.clone() }));
     assert_eq!(err.field, "config.mounts[0].recursive_read_only");
     let rro = model::Mount { recursive_read_only: true, readonly: true, ..base.clone() };
-    let no_rro = RuntimeSettings { features: HandlerFeatures { recursive_read_only_mounts: false }, ..runtime() };
+    let no_rro = RuntimeSettings {
+        features: HandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false },
+        ..runtime()
+    };
     let err = build_with(&with_mount(rro.clone()), &sandbox(), &image(), &no_rro, &resolved()).unwrap_err();
     assert_eq!(err.kind, ErrorKind::FailedPrecondition);
     let options = built(&with_mount(rro)).spec.mounts().clone().unwrap().last().unwrap().options().clone().unwrap();
@@ -611,4 +618,53 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn a_container_of_a_user_namespace_pod_joins_it_first_with_its_mappings() {
+    use crate::host::idmap::{IdMapping, IdMappings};
+    let range = IdMapping { container_id: 0, host_id: 65536, length: 65536 };
+    let userns = Some((PathBuf::from("/run/l/sb1/ns/user"), IdMappings { uids: range, gids: range }));
+    let pod = SandboxView { user: userns, ..sandbox() };
+    let with_userns = |mode: model::NamespaceMode, ids: Vec<model::IdMapping>| {
+        let mut config = config();
+        security(&mut config).namespace_options = Some(model::NamespaceOption {
+            pid: model::NamespaceMode::Container as i32,
+            userns_options: Some(model::UserNamespace { mode: mode as i32, uids: ids.clone(), gids: ids }),
+            ..Default::default()
+        });
+        config
+    };
+    let kubelet = vec![model::IdMapping { container_id: 0, host_id: 65536, length: 65536 }];
+    for config in [config(), with_userns(model::NamespaceMode::Pod, kubelet.clone())] {
+        let spec = build_with(&config, &pod, &image(), &runtime(), &resolved()).unwrap().spec;
+        let linux = spec.linux().as_ref().unwrap();
+        let first = &linux.namespaces().as_ref().unwrap()[0];
+        assert_eq!(first.typ(), LinuxNamespaceType::User);
+        assert_eq!(first.path().as_deref(), Some(std::path::Path::new("/run/l/sb1/ns/user")));
+        for mappings in [linux.uid_mappings(), linux.gid_mappings()] {
+            let m = &mappings.as_ref().unwrap()[0];
+            assert_eq!((m.container_id(), m.host_id(), m.size()), (0, 65536, 65536));
+        }
+    }
+    let field = "config.linux.security_context.namespace_options.userns_options";
+    let refused = |config: &model::ContainerConfig, sandbox: &SandboxView| {
+        build_with(config, sandbox, &image(), &runtime(), &resolved()).unwrap_err()
+    };
+    let other = vec![model::IdMapping { container_id: 0, host_id: 131072, length: 65536 }];
+    let e = refused(&with_userns(model::NamespaceMode::Pod, other), &pod);
+    assert_eq!((e.kind, e.field.as_str()), (ErrorKind::InvalidArgument, format!("{field}.uids").as_str()));
+    let e = refused(&with_userns(model::NamespaceMode::Node, vec![]), &pod);
+    assert_eq!((e.kind, e.field.as_str()), (ErrorKind::InvalidArgument, format!("{field}.mode").as_str()));
+    let e = refused(&with_userns(model::NamespaceMode::Pod, kubelet), &sandbox());
+    assert_eq!((e.kind, e.field.as_str()), (ErrorKind::FailedPrecondition, format!("{field}.mode").as_str()));
+    let mut privileged = config();
+    security(&mut privileged).privileged = true;
+    let e = refused(&privileged, &SandboxView { privileged: true, ..pod.clone() });
+    assert_eq!(e.field, "config.linux.security_context.privileged");
+    // Without a user namespace, no user entry and no mappings.
+    let spec = built(&config()).spec;
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux.namespaces().as_ref().unwrap().iter().all(|n| n.typ() != LinuxNamespaceType::User));
+    assert!(linux.uid_mappings().is_none());
 }

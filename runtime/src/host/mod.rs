@@ -2,5 +2,6 @@
 //! sandboxes, containers and CNI all look at. Imports nothing above it.
 
 pub mod cgroups;
+pub mod idmap;
 pub mod mounts;
 pub mod namespaces;

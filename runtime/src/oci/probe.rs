@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::command::{CommandRuntime, RuntimeCommand};
 use super::OciRuntime;
 use crate::config::{CgroupDriver, Config, RuntimeSection};
+use crate::host::idmap::{IdMapping, IdMappings, MappedChild};
 
 /// The static binary the probe container runs (Debian's busybox-static).
 pub const PROBE_BINARY: &str = "/bin/busybox";
@@ -26,6 +27,10 @@ pub struct HandlerFeatures {
     /// The runtime honours the `rro` mount option: a probe container found a submount of an
     /// `rro` bind mount read-only (a runtime's own feature list is not taken on trust).
     pub recursive_read_only_mounts: bool,
+    /// The runtime runs a container in a user namespace that lockstepd made and pinned (a
+    /// pod's with `hostUsers: false`), on a rootfs idmapped by that namespace: a probe
+    /// container saw the mapping in /proc/self/uid_map and its root owning the rootfs.
+    pub user_namespaces: bool,
 }
 
 /// What a probe container checks.
@@ -35,7 +40,13 @@ enum Probe {
     Runs,
     /// That a bind mount with `rro` is read-only in its submounts too.
     RecursiveReadOnly,
+    /// That the runtime joins a pinned user namespace and the idmapped rootfs looks right.
+    UserNamespace,
 }
+
+/// The mapping of the user namespace probe: container root is this host uid and gid (far
+/// from any a kubelet hands out: it allocates multiples of 65536 from 65536 up).
+const PROBE_USERNS_HOST_ID: u32 = 3_000_000_000;
 
 /// One configured handler and what the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,17 +224,18 @@ pub fn probe_one(
             format!("--version only: {} (busybox-static) is missing, so no probe container ran", busybox.display());
     }
     if probed.works() && busybox.is_file() {
-        probed.features = HandlerFeatures {
-            recursive_read_only_mounts: run_probe_container(
-                &runtime,
-                oci_dir,
-                busybox,
-                systemd,
-                Probe::RecursiveReadOnly,
-            )
-            .inspect_err(|problem| tracing::info!(handler = name, %problem, "no recursive read-only mounts"))
-            .is_ok(),
+        let feature = |probe: Probe, missing: &'static str| {
+            run_probe_container(&runtime, oci_dir, busybox, systemd, probe)
+                .inspect_err(|problem| tracing::info!(handler = name, %problem, "{missing}"))
+                .is_ok()
         };
+        // The two feature probes at once: each is a container start (tens of ms).
+        let (rro, userns) = std::thread::scope(|scope| {
+            let userns = scope.spawn(|| feature(Probe::UserNamespace, "no user namespaces"));
+            let rro = feature(Probe::RecursiveReadOnly, "no recursive read-only mounts");
+            (rro, userns.join().unwrap_or(false))
+        });
+        probed.features = HandlerFeatures { recursive_read_only_mounts: rro, user_namespaces: userns };
     }
     probed.took = started.elapsed();
     probed
@@ -250,10 +262,19 @@ fn run_probe_container(
     let result = (|| {
         write_probe_bundle(&bundle, busybox, &cgroup, probe)
             .map_err(|e| format!("cannot write the probe bundle: {e}"))?;
+        if probe == Probe::UserNamespace {
+            prepare_user_namespace(&bundle).map_err(|e| format!("cannot prepare the user namespace probe: {e}"))?;
+        }
         match runtime.run(&id, &bundle) {
             Ok(PROBE_EXIT) => Ok(()),
             Ok(code) if probe == Probe::RecursiveReadOnly => {
                 Err(format!("a submount of an rro bind mount was writable (the probe exited with {code})"))
+            }
+            Ok(3) if probe == Probe::UserNamespace => {
+                Err("the container's root did not own its idmapped rootfs (the probe exited with 3)".into())
+            }
+            Ok(code) if probe == Probe::UserNamespace => {
+                Err(format!("the container did not see the user namespace's mapping (the probe exited with {code})"))
             }
             Ok(code) => Err(format!(
                 "the probe container exited with {code} instead of {PROBE_EXIT}: {} does not run containers",
@@ -269,11 +290,43 @@ fn run_probe_container(
     if probe == Probe::RecursiveReadOnly {
         let _ = nix::mount::umount2(&bundle.join(RRO_SUBMOUNT), nix::mount::MntFlags::MNT_DETACH);
     }
+    if probe == Probe::UserNamespace {
+        for pinned in [USERNS_PIN, "rootfs"] {
+            let _ = nix::mount::umount2(&bundle.join(pinned), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
     let _ = std::fs::remove_dir_all(&bundle);
     if !systemd {
         remove_cgroup_dirs(cgroup.trim_start_matches('/'));
     }
     result
+}
+
+/// Where the user namespace probe pins its user namespace, in the bundle.
+const USERNS_PIN: &str = "userns";
+
+/// The probe's mappings: 65536 IDs from PROBE_USERNS_HOST_ID.
+fn probe_mappings() -> IdMappings {
+    let range = IdMapping { container_id: 0, host_id: PROBE_USERNS_HOST_ID, length: 65536 };
+    IdMappings { uids: range, gids: range }
+}
+
+/// Makes and pins a user namespace at `<bundle>/userns` and idmaps the rootfs by it, as
+/// RunPodSandbox and CreateContainer do for a pod with `hostUsers: false`.
+fn prepare_user_namespace(bundle: &Path) -> Result<(), String> {
+    let child = MappedChild::spawn(nix::sched::CloneFlags::empty(), &probe_mappings()).map_err(|e| e.to_string())?;
+    let pin = bundle.join(USERNS_PIN);
+    std::fs::write(&pin, b"").map_err(|e| format!("cannot create {}: {e}", pin.display()))?;
+    let bind = |source: &Path, target: &Path| {
+        nix::mount::mount(Some(source), target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("cannot bind-mount {} onto {}: {e}", source.display(), target.display()))
+    };
+    bind(&child.namespace("user"), &pin)?;
+    child.finish();
+    let rootfs = bundle.join("rootfs");
+    crate::host::idmap::make_traversable(bundle).map_err(|e| e.to_string())?;
+    bind(&rootfs, &rootfs)?;
+    crate::host::idmap::idmap_in_place(&rootfs, &pin).map_err(|e| e.to_string())
 }
 
 /// Where the recursive read-only probe's bind mount has its submount (a tmpfs), in the bundle.
@@ -288,11 +341,20 @@ fn write_probe_bundle(bundle: &Path, busybox: &Path, cgroup: &str, probe: Probe)
         std::fs::create_dir_all(rootfs.join(dir))?;
     }
     std::fs::write(rootfs.join("bin/sh"), b"")?;
+    std::fs::write(rootfs.join("bin/busybox"), b"")?;
     let mut mounts = vec![
         serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755", "size=64k"]}),
         serde_json::json!({"destination": "/bin/sh", "type": "bind", "source": busybox, "options": ["rbind", "ro", "nosuid", "nodev"]}),
+        serde_json::json!({"destination": "/bin/busybox", "type": "bind", "source": busybox, "options": ["rbind", "ro", "nosuid", "nodev"]}),
     ];
+    let mut namespaces = vec![
+        serde_json::json!({"type": "pid"}),
+        serde_json::json!({"type": "ipc"}),
+        serde_json::json!({"type": "uts"}),
+        serde_json::json!({"type": "mount"}),
+    ];
+    let mut id_mappings = None;
     let script = match probe {
         Probe::Runs => format!("exit {PROBE_EXIT}"),
         Probe::RecursiveReadOnly => {
@@ -313,6 +375,19 @@ fn write_probe_bundle(bundle: &Path, busybox: &Path, cgroup: &str, probe: Probe)
             // Both writes must fail: the bind mount itself and its submount.
             format!("echo > /rro/sub/probe && exit 1; echo > /rro/probe && exit 2; exit {PROBE_EXIT}")
         }
+        Probe::UserNamespace => {
+            namespaces.insert(0, serde_json::json!({"type": "user", "path": bundle.join(USERNS_PIN)}));
+            let m = probe_mappings().uids;
+            let range = serde_json::json!([{"containerID": m.container_id, "hostID": m.host_id, "size": m.length}]);
+            id_mappings = Some(range);
+            // Root of the namespace owns the (on disk root-owned) rootfs only through the
+            // idmapped mount; the kernel shows the mapping lockstepd wrote.
+            format!(
+                "[ \"$(/bin/busybox stat -c %u:%g /bin)\" = 0:0 ] || exit 3; read -r c h l < /proc/self/uid_map; \
+                 [ \"$c $h $l\" = \"0 {} {}\" ] || exit 4; exit {PROBE_EXIT}",
+                m.host_id, m.length
+            )
+        }
     };
     let spec = serde_json::json!({
         "ociVersion": "1.0.2",
@@ -328,11 +403,16 @@ fn write_probe_bundle(bundle: &Path, busybox: &Path, cgroup: &str, probe: Probe)
         "mounts": mounts,
         "linux": {
             "cgroupsPath": cgroup,
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "namespaces": namespaces,
             "maskedPaths": ["/proc/kcore"],
             "readonlyPaths": ["/proc/sys"]
         }
     });
+    let mut spec = spec;
+    if let Some(range) = id_mappings {
+        spec["linux"]["uidMappings"] = range.clone();
+        spec["linux"]["gidMappings"] = range;
+    }
     std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)
 }
 

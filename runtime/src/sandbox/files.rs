@@ -75,15 +75,31 @@ pub fn copy_node_hosts(path: &Path) -> Result<(), FilesError> {
 }
 
 /// Mounts a private tmpfs for the pod's /dev/shm at `path` (created).
-pub fn mount_shm(path: &Path) -> Result<(), FilesError> {
+pub fn mount_shm(path: &Path, owner: Option<(u32, u32)>) -> Result<(), FilesError> {
     std::fs::create_dir_all(path).map_err(|source| FilesError::Io { what: "create", path: path.into(), source })?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let data = format!("mode=1777,size={SHM_SIZE}");
+    let mut data = format!("mode=1777,size={SHM_SIZE}");
+    if let Some((uid, gid)) = owner {
+        data.push_str(&format!(",uid={uid},gid={gid}"));
+    }
     mount(Some("shm"), path, Some("tmpfs"), flags, Some(data.as_str())).map_err(|source| FilesError::Mount {
         what: "mount a tmpfs on",
         path: path.into(),
         source,
     })
+}
+
+/// Gives `paths` to the host uid and gid of a user namespace's root (a pod with `hostUsers:
+/// false`), so that its containers' root owns them.
+pub fn give_to(paths: &[&Path], (uid, gid): (u32, u32)) -> Result<(), FilesError> {
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| FilesError::Io {
+            what: "change the owner of",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

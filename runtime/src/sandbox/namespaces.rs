@@ -2,7 +2,9 @@
 //! UTS namespaces (these are per thread) and bind-mounts them onto files under the sandbox's
 //! directory; later throwaway threads enter them to set the hostname, bring `lo` up and write
 //! sysctls. Touches only those files, their mounts, and the namespaces of its own threads —
-//! the daemon's threads never change namespace.
+//! the daemon's threads never change namespace. A pod with a user namespace (`hostUsers:
+//! false`) has it made first, by a short-lived forked child (a threaded process cannot
+//! unshare one), so that the pod's other namespaces belong to it.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use serde::{Deserialize, Serialize};
+
+use crate::host::idmap::{IdMappings, MappedChild};
 
 /// A namespace kind that a pod can own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,6 +50,8 @@ pub enum NsError {
     Sys { what: String, source: nix::Error },
     #[error("the namespace thread panicked")]
     Panicked,
+    #[error(transparent)]
+    UserNamespace(#[from] crate::host::idmap::IdmapError),
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> NsError {
@@ -88,12 +94,58 @@ pub fn pin(dir: &Path, kinds: &[NsKind]) -> Result<BTreeMap<NsKind, PathBuf>, Ns
     })
 }
 
+/// Where the user namespace of a pod is pinned, in its namespace directory.
+pub const USER_PIN: &str = "user";
+
+/// Creates a user namespace with `mappings` and fresh namespaces of `kinds` owned by it, and
+/// pins them at `<dir>/user` and `<dir>/<kind>`. A forked child unshares them all at once (the
+/// user namespace is created first and owns the rest), lockstepd writes its uid_map and
+/// gid_map, pins its namespaces and lets it exit. On failure nothing stays pinned.
+pub fn pin_with_user_namespace(
+    dir: &Path,
+    kinds: &[NsKind],
+    mappings: &IdMappings,
+) -> Result<(PathBuf, BTreeMap<NsKind, PathBuf>), NsError> {
+    std::fs::create_dir_all(dir).map_err(|source| NsError::Io { what: "create", path: dir.into(), source })?;
+    let flags = kinds.iter().fold(CloneFlags::empty(), |f, k| f | k.flag());
+    let child = MappedChild::spawn(flags, mappings)?;
+    let mut pinned: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        let mut pin_one = |name: &str| -> Result<PathBuf, NsError> {
+            let target = dir.join(name);
+            pinned.push(target.clone());
+            pin_path(&child.namespace(name), &target)?;
+            Ok(target)
+        };
+        let user = pin_one(USER_PIN)?;
+        let mut by_kind = BTreeMap::new();
+        for &kind in kinds {
+            by_kind.insert(kind, pin_one(kind.name())?);
+        }
+        Ok((user, by_kind))
+    })();
+    child.finish();
+    if result.is_err() {
+        for path in &pinned {
+            let _ = unpin(path);
+        }
+    }
+    result
+}
+
+/// Bind-mounts the namespace file `source` onto `target` (created empty).
+pub fn pin_path(source: &Path, target: &Path) -> Result<(), NsError> {
+    std::fs::File::create(target).map_err(|source| NsError::Io { what: "create", path: target.into(), source })?;
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys(format!(
+        "bind-mount {} onto {}",
+        source.display(),
+        target.display()
+    )))
+}
+
 /// Bind-mounts the calling thread's namespace of `kind` onto `target` (created empty).
 fn pin_current(kind: NsKind, target: &Path) -> Result<(), NsError> {
-    std::fs::File::create(target).map_err(|source| NsError::Io { what: "create", path: target.into(), source })?;
-    let source = format!("/proc/thread-self/ns/{}", kind.name());
-    mount(Some(source.as_str()), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(sys(format!("bind-mount {source} onto {}", target.display())))
+    pin_path(&Path::new("/proc/thread-self/ns").join(kind.name()), target)
 }
 
 /// Unpins a namespace: detaches the bind mount and removes the file. Absent is fine.

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use lockstep_cri::model;
 use serde::{Deserialize, Serialize};
 
+use crate::host::idmap::IdMappings;
+
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +98,17 @@ pub struct Namespaces {
     /// The pause process (PID 1 of the pod's PID namespace) when `pid_mode` is Pod. Its PID
     /// namespace is `/proc/<pid>/ns/pid`.
     pub pause: Option<PauseProcess>,
+    /// The pod's own user namespace (`hostUsers: false`), which owns the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<PodUserNamespace>,
+}
+
+/// A pod's user namespace: where it is pinned and how it maps IDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodUserNamespace {
+    /// `<runroot>/sandboxes/<id>/ns/user`.
+    pub path: PathBuf,
+    pub mappings: IdMappings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,7 +281,18 @@ impl SandboxRecord {
                         pid: modes.pid,
                         ipc: modes.ipc,
                         target_id: modes.target_id.clone(),
-                        userns_options: None,
+                        userns_options: self.namespaces.user.as_ref().map(|u| {
+                            let cri = |m: &crate::host::idmap::IdMapping| model::IdMapping {
+                                host_id: m.host_id,
+                                container_id: m.container_id,
+                                length: m.length,
+                            };
+                            model::UserNamespace {
+                                mode: model::NamespaceMode::Pod as i32,
+                                uids: vec![cri(&u.mappings.uids)],
+                                gids: vec![cri(&u.mappings.gids)],
+                            }
+                        }),
                     }),
                 }),
             }),

@@ -112,7 +112,8 @@ fn release_orphan_attachments(sandboxes: &SandboxManager, kept: &BTreeMap<String
 /// Why a ready sandbox is not ready any more, if it is not.
 fn check_ready(record: &SandboxRecord) -> Option<String> {
     let ns = &record.namespaces;
-    for path in [&ns.network, &ns.ipc, &ns.uts].into_iter().flatten() {
+    let user = ns.user.as_ref().map(|u| u.path.clone());
+    for path in [&ns.network, &ns.ipc, &ns.uts, &user].into_iter().flatten() {
         if !crate::host::namespaces::is_pinned(path) {
             return Some(format!("namespace {} is no longer pinned (a reboot?)", path.display()));
         }

@@ -38,7 +38,8 @@ pub fn remove_pod_sandbox(sandboxes: &SandboxManager, id: &str) -> Result<(), Sa
     // The recorded pins by their own paths first: they are known even when mountinfo's
     // resolved paths would not match.
     let ns = &record.namespaces;
-    for pin in [&ns.network, &ns.ipc, &ns.uts].into_iter().flatten() {
+    let user = ns.user.as_ref().map(|u| u.path.clone());
+    for pin in [&ns.network, &ns.ipc, &ns.uts, &user].into_iter().flatten() {
         namespaces::unpin(pin).map_err(SandboxError::namespaces(id, "unpin a namespace"))?;
     }
     remove_sandbox_dir(&sandboxes.cni_cache, id, &record.files.dir).map_err(SandboxError::dir(id))?;

@@ -51,7 +51,14 @@ fn held(sandboxes: &SandboxManager, tmp: &Path, state: SandboxState) -> SandboxR
         sysctls: BTreeMap::new(),
         security: Default::default(),
         namespace_modes: NamespaceModes::default(),
-        namespaces: Namespaces { network: None, ipc: None, uts: None, pid_mode: PidMode::Node, pause: None },
+        namespaces: Namespaces {
+            network: None,
+            ipc: None,
+            uts: None,
+            pid_mode: PidMode::Node,
+            pause: None,
+            user: None,
+        },
         files: SandboxFiles {
             hostname: dir.join("hostname"),
             resolv_conf: dir.join("resolv.conf"),

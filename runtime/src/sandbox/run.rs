@@ -14,7 +14,8 @@ use super::error::SandboxError;
 use super::manager::SandboxManager;
 use super::namespaces::{self, NsKind};
 use super::record::{
-    HostOrPod, NamespaceModes, Namespaces, NetworkState, PidMode, SandboxFiles, SandboxRecord, SandboxState,
+    HostOrPod, NamespaceModes, Namespaces, NetworkState, PidMode, PodUserNamespace, SandboxFiles, SandboxRecord,
+    SandboxState,
 };
 use super::remove::remove_sandbox_dir;
 use super::status::live_state;
@@ -124,6 +125,7 @@ fn create(
             uts: own(plan.uts, NsKind::Uts),
             pid_mode: plan.pid,
             pause: None,
+            user: None,
         },
         files: SandboxFiles {
             hostname: dir.join("hostname"),
@@ -221,8 +223,19 @@ fn build(
         .filter(|(mode, _)| *mode == HostOrPod::Pod)
         .map(|(_, k)| k)
         .collect();
-    let pinned = namespaces::pin(&ns_dir, &kinds).map_err(SandboxError::namespaces(&id, "create the namespaces"))?;
-    let unpinned: Vec<PathBuf> = pinned.values().cloned().collect();
+    let (pinned, user) = match &plan.userns {
+        None => {
+            (namespaces::pin(&ns_dir, &kinds).map_err(SandboxError::namespaces(&id, "create the namespaces"))?, None)
+        }
+        Some(mappings) => {
+            let (user, pinned) = namespaces::pin_with_user_namespace(&ns_dir, &kinds, mappings)
+                .map_err(SandboxError::namespaces(&id, "create the user namespace and the namespaces it owns"))?;
+            (pinned, Some(PodUserNamespace { path: user, mappings: *mappings }))
+        }
+    };
+    let mut unpinned: Vec<PathBuf> = pinned.values().cloned().collect();
+    unpinned.extend(user.as_ref().map(|u| u.path.clone()));
+    record.namespaces.user = user;
     undo.push("unpin the namespaces", move || unpinned.iter().try_for_each(|p| namespaces::unpin(p)));
     timer.mark("pin");
 
@@ -236,9 +249,11 @@ fn build(
     configure_namespaces(record, plan, &other_sysctls)?;
     timer.mark("configure");
 
-    // 5. /dev/shm and the files containers mount.
+    // 5. /dev/shm and the files containers mount, owned by the container's root when the pod
+    //    has a user namespace (host root is nobody there).
+    let owner = plan.userns.as_ref().map(|m| m.root());
     if plan.ipc == HostOrPod::Pod {
-        files::mount_shm(&record.files.shm).map_err(SandboxError::files(&id, "make /dev/shm"))?;
+        files::mount_shm(&record.files.shm, owner).map_err(SandboxError::files(&id, "make /dev/shm"))?;
         let shm = record.files.shm.clone();
         undo.push("unmount /dev/shm", move || crate::host::mounts::unmount(&shm));
     }
@@ -254,11 +269,18 @@ fn build(
     } else {
         files::copy_node_hosts(&record.files.hosts).map_err(SandboxError::files(&id, "write hosts"))?;
     }
+    if let Some(owner) = owner {
+        let f = &record.files;
+        files::give_to(&[&f.hostname, &f.resolv_conf, &f.hosts], owner)
+            .map_err(SandboxError::files(&id, "give the pod's files to its root"))?;
+    }
     timer.mark("files");
 
     // 6. The pause process, only for a shared PID namespace.
     if plan.pid == PidMode::Pod {
         let joins: Vec<(&str, &Path)> = [
+            // The user namespace first: the others belong to it.
+            ("user", record.namespaces.user.as_ref().map(|u| u.path.as_path())),
             ("net", record.namespaces.network.as_deref()),
             ("ipc", record.namespaces.ipc.as_deref()),
             ("uts", record.namespaces.uts.as_deref()),

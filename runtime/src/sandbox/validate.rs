@@ -14,6 +14,7 @@ use super::record::{
     profile_string, DnsSettings, HostOrPod, Metadata, PidMode, PortMapping, Protocol, SecuritySettings,
 };
 use crate::config::CgroupDriver;
+use crate::host::idmap::{IdMapping, IdMappings};
 
 /// A request field that is wrong, and why. Becomes InvalidArgument naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct PodPlan {
     pub pid: PidMode,
     pub sysctls: BTreeMap<String, String>,
     pub namespace_options: model::NamespaceOption,
+    /// The pod's own user namespace (`hostUsers: false`), by its mappings; None: the node's.
+    pub userns: Option<IdMappings>,
     /// The kubelet's bandwidth annotations, for the CNI bandwidth capability.
     pub bandwidth: Option<Bandwidth>,
     pub security: SecuritySettings,
@@ -104,12 +107,6 @@ pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Resu
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let options = security.namespace_options.clone().unwrap_or_default();
-    if options.userns_options.as_ref().is_some_and(|u| u.mode != model::NamespaceMode::Node as i32) {
-        return Err(bad(
-            "config.linux.security_context.namespace_options.userns_options",
-            "user namespaces are not supported (Status reports user_namespaces=false)",
-        ));
-    }
     let network = host_or_pod(options.network, "network")?;
     let ipc = host_or_pod(options.ipc, "ipc")?;
     let pid = match model::NamespaceMode::try_from(options.pid) {
@@ -130,6 +127,7 @@ pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Resu
         }
     };
     let uts = network;
+    let userns = user_namespace(options.userns_options.as_ref(), network, ipc, pid)?;
 
     if !config.hostname.is_empty() {
         let h = &config.hostname;
@@ -190,9 +188,86 @@ pub fn plan(request: &model::RunPodSandboxRequest, driver: CgroupDriver) -> Resu
         pid,
         sysctls,
         namespace_options: options,
+        userns,
         bandwidth,
         security,
     })
+}
+
+const USERNS: &str = "config.linux.security_context.namespace_options.userns_options";
+
+/// The pod's user namespace: NODE (or nothing) is the node's; POD is one of its own with
+/// exactly one range of uids and one of gids, each mapping container ID 0, as the kubelet
+/// sends for `hostUsers: false`. CONTAINER and TARGET have no meaning for a pod's user
+/// namespace. A pod with a user namespace owns its network, IPC and PID namespaces
+/// (Status reports user_namespaces_host_network=false).
+fn user_namespace(
+    options: Option<&model::UserNamespace>,
+    network: HostOrPod,
+    ipc: HostOrPod,
+    pid: PidMode,
+) -> Result<Option<IdMappings>, BadField> {
+    let Some(options) = options else { return Ok(None) };
+    let mode = model::NamespaceMode::try_from(options.mode)
+        .map_err(|_| bad(format!("{USERNS}.mode"), format!("{} is not a NamespaceMode", options.mode)))?;
+    match mode {
+        model::NamespaceMode::Node => {
+            if !options.uids.is_empty() || !options.gids.is_empty() {
+                return Err(bad(
+                    format!("{USERNS}.uids"),
+                    "mappings are only for mode POD: with NODE the pod uses the node's user namespace",
+                ));
+            }
+            return Ok(None);
+        }
+        model::NamespaceMode::Container | model::NamespaceMode::Target => {
+            return Err(bad(
+                format!("{USERNS}.mode"),
+                format!("{} is not supported for a pod's user namespace (POD or NODE)", mode.as_str_name()),
+            ));
+        }
+        model::NamespaceMode::Pod => {}
+    }
+    let uids = one_mapping(&options.uids, "uids")?;
+    let gids = one_mapping(&options.gids, "gids")?;
+    for (kind, shared) in
+        [("network", network == HostOrPod::Host), ("ipc", ipc == HostOrPod::Host), ("pid", pid == PidMode::Node)]
+    {
+        if shared {
+            return Err(bad(
+                format!("config.linux.security_context.namespace_options.{kind}"),
+                "NODE cannot be combined with a user namespace of the pod's own (userns_options.mode POD)",
+            ));
+        }
+    }
+    Ok(Some(IdMappings { uids, gids }))
+}
+
+fn one_mapping(given: &[model::IdMapping], kind: &str) -> Result<IdMapping, BadField> {
+    let field = format!("{USERNS}.{kind}");
+    let [only] = given else {
+        return Err(bad(field, format!("mode POD takes exactly one mapping, got {}", given.len())));
+    };
+    if only.container_id != 0 {
+        return Err(bad(
+            format!("{field}[0].container_id"),
+            format!("is {}: the mapping must map container ID 0 (the container's root)", only.container_id),
+        ));
+    }
+    if only.length == 0 {
+        return Err(bad(format!("{field}[0].length"), "is 0: the mapping maps nothing"));
+    }
+    if u64::from(only.host_id) + u64::from(only.length) > u64::from(u32::MAX) {
+        return Err(bad(
+            format!("{field}[0]"),
+            format!(
+                "host IDs {}..{} go past the last ID",
+                only.host_id,
+                u64::from(only.host_id) + u64::from(only.length)
+            ),
+        ));
+    }
+    Ok(IdMapping { container_id: only.container_id, host_id: only.host_id, length: only.length })
 }
 
 fn security_settings(sc: &model::LinuxSandboxSecurityContext) -> SecuritySettings {
@@ -430,6 +505,56 @@ pub(super) mod tests {
         r.config.as_mut().unwrap().dns_config =
             Some(model::DnsConfig { servers: vec!["dns.example".into()], ..Default::default() });
         assert_eq!(field_of(r), "config.dns_config.servers[0]");
+    }
+
+    fn with_userns(
+        mode: model::NamespaceMode,
+        uids: &[(u32, u32, u32)],
+        gids: &[(u32, u32, u32)],
+    ) -> model::RunPodSandboxRequest {
+        let ids = |list: &[(u32, u32, u32)]| {
+            list.iter()
+                .map(|&(container_id, host_id, length)| model::IdMapping { container_id, host_id, length })
+                .collect()
+        };
+        let mut r = request();
+        let linux = r.config.as_mut().unwrap().linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(model::LinuxSandboxSecurityContext {
+            namespace_options: Some(model::NamespaceOption {
+                userns_options: Some(model::UserNamespace { mode: mode as i32, uids: ids(uids), gids: ids(gids) }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn a_pod_user_namespace_takes_one_range_mapping_container_root() {
+        use model::NamespaceMode::{Container, Node, Pod, Target};
+        let kubelet = [(0, 65536, 65536)];
+        let p = plan(&with_userns(Pod, &kubelet, &kubelet), CgroupDriver::Cgroupfs).unwrap();
+        let range = IdMapping { container_id: 0, host_id: 65536, length: 65536 };
+        assert_eq!(p.userns, Some(IdMappings { uids: range, gids: range }));
+        assert_eq!(plan(&with_userns(Node, &[], &[]), CgroupDriver::Cgroupfs).unwrap().userns, None);
+        assert_eq!(plan(&request(), CgroupDriver::Cgroupfs).unwrap().userns, None);
+
+        // critest's refusals, and the rest of what cannot be a pod's user namespace.
+        let field = |r| field_of(r);
+        let two = [(0, 1000, 100000), (0, 2000, 100000)];
+        assert_eq!(field(with_userns(Pod, &two, &two)), format!("{USERNS}.uids"));
+        assert_eq!(field(with_userns(Pod, &kubelet, &[])), format!("{USERNS}.gids"));
+        let no_root = [(1, 1000, 100000)];
+        assert_eq!(field(with_userns(Pod, &no_root, &no_root)), format!("{USERNS}.uids[0].container_id"));
+        assert_eq!(field(with_userns(Pod, &[(0, 1000, 0)], &kubelet)), format!("{USERNS}.uids[0].length"));
+        assert_eq!(field(with_userns(Pod, &kubelet, &[(0, u32::MAX - 5, 10)])), format!("{USERNS}.gids[0]"));
+        assert_eq!(field(with_userns(Container, &[], &[])), format!("{USERNS}.mode"));
+        assert_eq!(field(with_userns(Target, &[], &[])), format!("{USERNS}.mode"));
+        assert_eq!(field(with_userns(Node, &kubelet, &kubelet)), format!("{USERNS}.uids"));
+        let mut host_network = with_userns(Pod, &kubelet, &kubelet);
+        let sc = host_network.config.as_mut().unwrap().linux.as_mut().unwrap().security_context.as_mut().unwrap();
+        sc.namespace_options.as_mut().unwrap().network = Node as i32;
+        assert_eq!(field(host_network), "config.linux.security_context.namespace_options.network");
     }
 
     #[test]

@@ -44,7 +44,10 @@ impl Lab {
         let binary = lockstep_runtime::oci::resolve(Path::new(handler)).expect("the OCI runtime is installed");
         let command = RuntimeCommand::under(&tmp.path().join("oci"), handler, &binary, false);
         let runtime = CommandRuntime::new(command.hiding_cgroup2(cgroup2));
-        let features = lockstep_runtime::oci::HandlerFeatures { recursive_read_only_mounts: handler == "runc" };
+        let features = lockstep_runtime::oci::HandlerFeatures {
+            recursive_read_only_mounts: handler == "runc",
+            user_namespaces: false,
+        };
         let settings = RuntimeSettings::new(CgroupDriver::Cgroupfs, features, HostFacts::read().unwrap());
         let suffix = tmp.path().file_name().unwrap().to_string_lossy().replace('.', "");
         Lab {
@@ -87,6 +90,7 @@ impl Lab {
             ipc: NamespaceSource::New,
             uts: NamespaceSource::New,
             pod_pid: None,
+            user: None,
             resolv_conf: None,
             hosts: None,
             hostname_file: None,
