@@ -45,6 +45,55 @@ async fn ready_pods_survive_a_kill_and_restart() {
     assert_no_leaks(&daemon, &stopped_traces);
 }
 
+/// A pod with a user namespace of its own (hostUsers: false) and a shared PID namespace:
+/// after a kill and restart it is READY with its pause; the pinned user namespace still has
+/// the pod's mapping and owns the network namespace; removed, it leaves nothing.
+#[tokio::test]
+async fn a_user_namespace_pod_survives_a_kill_and_leaves_nothing() {
+    let mut daemon = start().await;
+    let mut kubelet = daemon.kubelet().await;
+    let mut config = pod(&unique("userns"));
+    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    options.pid = model::NamespaceMode::Pod as i32;
+    let range = || vec![model::IdMapping { container_id: 0, host_id: 65536 * 31, length: 65536 }];
+    options.userns_options =
+        Some(model::UserNamespace { mode: model::NamespaceMode::Pod as i32, uids: range(), gids: range() });
+    let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    let before = traces(&mut kubelet, &id).await;
+    let pause = before.pause_pid.expect("a pause process");
+    let pause_status = std::fs::read_to_string(format!("/proc/{pause}/status")).unwrap();
+    assert!(
+        pause_status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().skip(1).all(|u| u == "2031616")),
+        "the pause runs as the pod's root (host uid 2031616): {pause_status}"
+    );
+
+    daemon.kill();
+    daemon.spawn().await.unwrap();
+    let mut kubelet = daemon.kubelet().await;
+    let status = kubelet
+        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.state(), model::PodSandboxState::SandboxReady, "{}", daemon.log());
+    let userns = status.linux.unwrap().namespaces.unwrap().options.unwrap().userns_options.expect("userns_options");
+    assert_eq!(userns.uids, range(), "PodSandboxStatus reports the pod's mapping");
+    let user = ns_path(&daemon, &id, "user");
+    let map = nsenter(&[format!("--user={}", user.display())], &["cat", "/proc/self/uid_map"]);
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "2031616", "65536"], "{map}");
+    // The pod's network namespace still works from inside its user namespace.
+    let addr = nsenter(
+        &[format!("--user={}", user.display()), format!("--net={}", ns_path(&daemon, &id, "net").display())],
+        &["ip", "-o", "addr"],
+    );
+    assert!(addr.contains(&format!("inet {}/", before.ip)), "the namespace still works: {addr}");
+
+    kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
+    kubelet.remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
+    assert_no_leaks(&daemon, &before);
+}
+
 /// A plugin directory whose `plugin` announces its ADD (the sandbox id in `marker`) and then
 /// takes 3 s before running the real plugin.
 fn slow_plugin_dir(tmp: &Path, plugin: &str) -> (PathBuf, PathBuf) {
