@@ -25,22 +25,22 @@ pub fn benches() -> Vec<Bench> {
 
 /// One pod of the benchmark.
 #[derive(Debug, Clone)]
-struct Started {
+pub(super) struct Started {
     pod: String,
     container: String,
 }
 
 /// Latencies of the steps inside each pod start.
 #[derive(Default)]
-struct Steps {
+pub(super) struct Steps {
     run_pod: Vec<Duration>,
     create: Vec<Duration>,
     start: Vec<Duration>,
     create_start: Vec<Duration>,
-    pods: Vec<Started>,
+    pub(super) pods: Vec<Started>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -51,7 +51,7 @@ async fn pod_start(bench: BenchCtx) -> anyhow::Result<BenchResult> {
     let logs = tempfile::Builder::new().prefix("lockstep-bench-logs-").tempdir().context("cannot make a temp dir")?;
     let steps = Arc::new(Mutex::new(Steps::default()));
     let started = measure(&bench, "pod start (to RUNNING)", |i| {
-        start_one(client.clone(), image.clone(), logs.path().join(format!("pod-{i}")), steps.clone())
+        start_one(client.clone(), image.clone(), logs.path().join(format!("pod-{i}")), None, steps.clone())
     })
     .await;
     let pods: Vec<Started> = lock(&steps).pods.clone();
@@ -131,11 +131,19 @@ fn first_line(e: &anyhow::Error) -> String {
     text.lines().next().unwrap_or_default().chars().take(160).collect()
 }
 
-/// RunPodSandbox, CreateContainer, StartContainer, ContainerStatus until RUNNING.
-async fn start_one(mut c: CriClient, image: String, log_dir: PathBuf, steps: Arc<Mutex<Steps>>) -> anyhow::Result<()> {
+/// RunPodSandbox (with `userns`, the pod's user namespace), CreateContainer, StartContainer,
+/// ContainerStatus until RUNNING.
+pub(super) async fn start_one(
+    mut c: CriClient,
+    image: String,
+    log_dir: PathBuf,
+    userns: Option<model::UserNamespace>,
+    steps: Arc<Mutex<Steps>>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(log_dir.join("sleeper")).with_context(|| format!("cannot make {}", log_dir.display()))?;
     let mut config = podkit::pod_config("bench-pod");
     config.log_directory = log_dir.display().to_string();
+    podkit::namespace_options(&mut config).userns_options = userns;
     let t = Instant::now();
     let pod = c
         .run_pod_sandbox(model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
@@ -191,7 +199,7 @@ pub(super) fn container_config(pod: &model::PodSandboxConfig, image: &str) -> mo
     lockstep_testkit::requests::container(pod, "sleeper", image, &["sleep", "3600"])
 }
 
-async fn tear_down(mut c: CriClient, started: Option<Started>) -> anyhow::Result<()> {
+pub(super) async fn tear_down(mut c: CriClient, started: Option<Started>) -> anyhow::Result<()> {
     let Some(started) = started else { return Ok(()) };
     if !started.container.is_empty() {
         c.stop_container(model::StopContainerRequest { container_id: started.container.clone(), timeout: 0 }).await?;

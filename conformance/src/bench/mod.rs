@@ -12,6 +12,7 @@ mod runtime_info;
 mod stats;
 pub mod streaming;
 pub mod streaming_io;
+pub mod userns;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +79,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(events::benches());
     benches.extend(streaming::benches());
     benches.extend(streaming_io::benches());
+    benches.extend(userns::benches());
     benches
 }
 
