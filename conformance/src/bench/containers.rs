@@ -33,9 +33,9 @@ pub(super) struct Started {
 /// Latencies of the steps inside each pod start.
 #[derive(Default)]
 pub(super) struct Steps {
-    run_pod: Vec<Duration>,
-    create: Vec<Duration>,
-    start: Vec<Duration>,
+    pub(super) run_pod: Vec<Duration>,
+    pub(super) create: Vec<Duration>,
+    pub(super) start: Vec<Duration>,
     create_start: Vec<Duration>,
     pub(super) pods: Vec<Started>,
 }

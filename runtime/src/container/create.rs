@@ -155,8 +155,9 @@ fn create_steps(
         rootfs::remove_dir(&swept_run).map_err(|e| e.to_string())?;
         rootfs::remove_dir(&swept_layer).map_err(|e| e.to_string())
     });
-    // A pod with its own user namespace: the layers idmapped by it, and the way to the rootfs,
-    // the volumes and the pod's files open to the runtime working from inside it.
+    // A pod with its own user namespace: the image's layers idmapped by it, and the way to
+    // the rootfs, the volumes and the pod's files open for search (not listing) to the OCI
+    // runtime, which resolves them from inside the namespace (as CRI-O's makeAccessible).
     let staging = run_dir.join("idmapped");
     let idmap = sandbox.namespaces.user.as_ref().map(|u| rootfs::Idmap {
         userns: &u.path,
@@ -164,17 +165,17 @@ fn create_steps(
         staging: &staging,
     });
     if idmap.is_some() {
-        std::fs::create_dir_all(&run_dir).map_err(|source| {
-            ContainerError::rootfs(id, "create")(rootfs::RootfsError::Io {
-                what: "create",
-                path: run_dir.clone(),
-                source,
-            })
-        })?;
-        for dir in [&run_dir, &sandbox.files.dir] {
-            crate::host::idmap::make_traversable(dir)
-                .map_err(|e| ContainerError::rootfs(id, "open the way to the rootfs")(e.into()))?;
-        }
+        let made = std::fs::create_dir_all(&run_dir).map_err(|source| rootfs::RootfsError::Io {
+            what: "create",
+            path: run_dir.clone(),
+            source,
+        });
+        made.and_then(|()| {
+            [&run_dir, &sandbox.files.dir]
+                .into_iter()
+                .try_for_each(|dir| crate::host::idmap::make_traversable(dir).map_err(rootfs::RootfsError::from))
+        })
+        .map_err(ContainerError::rootfs(id, "open the way to the rootfs"))?;
     }
     rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs(), idmap.as_ref())
         .map_err(ContainerError::rootfs(id, "mount the rootfs"))?;

@@ -256,7 +256,13 @@ fn run_probe_container(
     let handler = &runtime.command().handler;
     let suffix = format!("{handler}-{}-{n}", std::process::id());
     let id = format!("lockstep-probe-{suffix}");
-    let bundle = oci_dir.join(format!("probe-{suffix}"));
+    // The user namespace probe's runtime resolves the bundle from inside the namespace, so the
+    // way to it is opened for search (not listing): outside `oci/`, whose runtime logs and
+    // exec processes stay lockstepd's alone.
+    let bundle = match probe {
+        Probe::UserNamespace => oci_dir.with_file_name("userns-probe").join(format!("probe-{suffix}")),
+        _ => oci_dir.join(format!("probe-{suffix}")),
+    };
     let cgroup =
         if systemd { format!("system.slice:lockstep-probe:{suffix}") } else { format!("/lockstep-probe-{suffix}") };
     let result = (|| {
