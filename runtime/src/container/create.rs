@@ -164,18 +164,14 @@ fn create_steps(
         root: u.mappings.root(),
         staging: &staging,
     });
+    // The run directory is lockstepd's alone (0700: a mounted rootfs holds setuid binaries),
+    // whatever `containers/` allows once a user namespace pod opened it for search.
+    crate::persist::restrict_dir(&run_dir, 0o700).map_err(ContainerError::record(id, "create the run directory of"))?;
     if idmap.is_some() {
-        let made = std::fs::create_dir_all(&run_dir).map_err(|source| rootfs::RootfsError::Io {
-            what: "create",
-            path: run_dir.clone(),
-            source,
-        });
-        made.and_then(|()| {
-            [&run_dir, &sandbox.files.dir]
-                .into_iter()
-                .try_for_each(|dir| crate::host::idmap::make_traversable(dir).map_err(rootfs::RootfsError::from))
-        })
-        .map_err(ContainerError::rootfs(id, "open the way to the rootfs"))?;
+        [&run_dir, &sandbox.files.dir]
+            .into_iter()
+            .try_for_each(|dir| crate::host::idmap::make_traversable(dir).map_err(rootfs::RootfsError::from))
+            .map_err(ContainerError::rootfs(id, "open the way to the rootfs"))?;
     }
     rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs(), idmap.as_ref())
         .map_err(ContainerError::rootfs(id, "mount the rootfs"))?;

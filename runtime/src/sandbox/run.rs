@@ -207,7 +207,10 @@ fn build(
     undo.push("remove the sandbox record", move || records.remove(&record_id));
     timer.mark("record");
 
-    // 2. The sandbox directory; its sweep unmounts anything left under it.
+    // 2. The sandbox directory; its sweep unmounts anything left under it. lockstepd's alone
+    //    (0700): its shm is a 1777 tmpfs, and a pod with a user namespace opens `sandboxes/`
+    //    for search to its containers' runtime.
+    crate::persist::restrict_dir(&dir, 0o700).map_err(SandboxError::record(&id, "create the directory of"))?;
     std::fs::create_dir_all(&ns_dir).map_err(|source| SandboxError::Io {
         action: "create",
         path: ns_dir.clone(),
