@@ -164,11 +164,7 @@ async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let not_ready = loop {
-        let status = kubelet
-            .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
-            .await
-            .unwrap();
-        if status.status.unwrap().state() == model::PodSandboxState::SandboxNotready {
+        if pod_status(&mut kubelet, &id).await.state() == model::PodSandboxState::SandboxNotready {
             break true;
         }
         if std::time::Instant::now() > deadline {

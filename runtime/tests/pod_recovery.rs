@@ -70,12 +70,7 @@ async fn a_user_namespace_pod_survives_a_kill_and_leaves_nothing() {
     daemon.kill();
     daemon.spawn().await.unwrap();
     let mut kubelet = daemon.kubelet().await;
-    let status = kubelet
-        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = pod_status(&mut kubelet, &id).await;
     assert_eq!(status.state(), model::PodSandboxState::SandboxReady, "{}", daemon.log());
     let userns = status.linux.unwrap().namespaces.unwrap().options.unwrap().userns_options.expect("userns_options");
     assert_eq!(userns.uids, range(), "PodSandboxStatus reports the pod's mapping");

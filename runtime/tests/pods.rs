@@ -276,12 +276,7 @@ async fn a_host_network_pod_has_no_network_of_its_own() {
     assert_eq!(pod_traces.ip, "", "a host-network pod reports no IP of its own");
     assert!(!ns_path(&daemon, &id, "net").exists() && !ns_path(&daemon, &id, "uts").exists());
     assert!(ns_path(&daemon, &id, "ipc").exists(), "IPC stays the pod's own");
-    let status = kubelet
-        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = pod_status(&mut kubelet, &id).await;
     let options = status.linux.unwrap().namespaces.unwrap().options.unwrap();
     assert_eq!(options.network(), model::NamespaceMode::Node);
     stop_and_remove(&mut kubelet, &id).await;

@@ -70,6 +70,16 @@ pub fn pod(name: &str) -> model::PodSandboxConfig {
     requests::pod(NAMESPACE, name)
 }
 
+/// PodSandboxStatus of a pod that exists (not verbose), as the kubelet reads it.
+pub async fn pod_status(kubelet: &mut lockstep_cri::CriClient, id: &str) -> model::PodSandboxStatus {
+    kubelet
+        .pod_sandbox_status(model::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false })
+        .await
+        .expect("PodSandboxStatus of an existing pod")
+        .status
+        .expect("a status")
+}
+
 /// The pinned path of one of the pod's namespaces.
 pub fn ns_path(daemon: &Lockstepd, id: &str, kind: &str) -> PathBuf {
     daemon.runroot().join("sandboxes").join(id).join("ns").join(kind)
