@@ -60,6 +60,11 @@ async fn a_user_namespace_pod_survives_a_kill_and_leaves_nothing() {
         Some(model::UserNamespace { mode: model::NamespaceMode::Pod as i32, uids: range(), gids: range() });
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
     let before = traces(&mut kubelet, &id).await;
+    // The pod's directory is lockstepd's alone: its shm is a 1777 tmpfs, and the way to it
+    // may be opened for search to a user namespace pod's runtime.
+    let dir = daemon.runroot().join("sandboxes").join(&id);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
     let pause = before.pause_pid.expect("a pause process");
     let pause_status = std::fs::read_to_string(format!("/proc/{pause}/status")).unwrap();
     assert!(
