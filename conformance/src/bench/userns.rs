@@ -1,10 +1,11 @@
 //! Pod start with `hostUsers: false` beside the same start without: RunPodSandbox,
-//! CreateContainer, StartContainer until RUNNING, N pods each way in one run (the kubelet's
+//! CreateContainer, StartContainer until RUNNING, N pods each way in one run, interleaved (the kubelet's
 //! mapping: 65536 IDs from a multiple of 65536, a new range per pod), then the teardown of
 //! all. What a user namespace costs: making and pinning it, and idmapping the image's layers.
 //! A runtime whose default handler does not report user namespaces gets the plain start only.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lockstep_cri::{model, Minor};
 
@@ -34,29 +35,59 @@ async fn userns(bench: BenchCtx) -> anyhow::Result<BenchResult> {
     let image = super::pull_shell(&bench, &mut client).await?;
     let logs = tempfile::Builder::new().prefix("lockstep-bench-logs-").tempdir()?;
     let plain_steps = Arc::new(Mutex::new(Steps::default()));
-    let plain = measure(&bench, "pod start (to RUNNING), node's user namespace", |i| {
-        start_one(client.clone(), image.clone(), logs.path().join(format!("plain-{i}")), None, plain_steps.clone())
+    let mapped_steps = Arc::new(Mutex::new(Steps::default()));
+    let totals: Arc<Mutex<[Vec<Duration>; 2]>> = Arc::default();
+    // Each iteration starts one pod of each kind, the order alternating, so that a machine
+    // getting busier or quieter weighs on both alike.
+    let pairs = measure(&bench, "a pod of each kind", |i| {
+        let (client, image, logs) = (client.clone(), image.clone(), logs.path().to_path_buf());
+        let (plain_steps, mapped_steps, totals) = (plain_steps.clone(), mapped_steps.clone(), totals.clone());
+        async move {
+            let kinds: &[usize] = match (supported, i % 2) {
+                (false, _) => &[0],
+                (true, 0) => &[0, 1],
+                (true, _) => &[1, 0],
+            };
+            for &kind in kinds {
+                let t = Instant::now();
+                if kind == 0 {
+                    start_one(
+                        client.clone(),
+                        image.clone(),
+                        logs.join(format!("plain-{i}")),
+                        None,
+                        plain_steps.clone(),
+                    )
+                    .await?;
+                } else {
+                    let log_dir = logs.join(format!("userns-{i}"));
+                    start_one(client.clone(), image.clone(), log_dir, Some(kubelet_range(i)), mapped_steps.clone())
+                        .await?;
+                }
+                lock(&totals)[kind].push(t.elapsed());
+            }
+            Ok(())
+        }
     })
     .await;
-    let mapped_steps = Arc::new(Mutex::new(Steps::default()));
-    let mapped = if supported {
-        Some(
-            measure(&bench, "pod start (to RUNNING), hostUsers: false", |i| {
-                let log_dir = logs.path().join(format!("userns-{i}"));
-                start_one(client.clone(), image.clone(), log_dir, Some(kubelet_range(i)), mapped_steps.clone())
-            })
-            .await,
-        )
-    } else {
-        None
-    };
     let pods: Vec<_> = lock(&plain_steps).pods.iter().chain(&lock(&mapped_steps).pods).cloned().collect();
-    let teardown = measure(&bench, "pod teardown", |i| tear_down(client.clone(), pods.get(i).cloned())).await;
-    let mut series = vec![plain?];
+    // Two pods an iteration: each iteration tears down two.
+    let teardown = measure(&bench, "pod teardown (two pods)", |i| {
+        let (client, first, second) = (client.clone(), pods.get(2 * i).cloned(), pods.get(2 * i + 1).cloned());
+        async move {
+            tear_down(client.clone(), first).await?;
+            tear_down(client, second).await
+        }
+    })
+    .await;
+    pairs?;
+    let [plain, mapped] = std::mem::take(&mut *lock(&totals));
+    let mut series = vec![Series { op: "pod start (to RUNNING), node's user namespace".into(), samples: plain }];
     let mut readings = Vec::new();
-    match mapped {
-        Some(m) => series.push(m?),
-        None => readings.push(("hostUsers: false".to_string(), "not reported by the default handler".to_string())),
+    if supported {
+        series.push(Series { op: "pod start (to RUNNING), hostUsers: false".into(), samples: mapped });
+    } else {
+        readings.push(("hostUsers: false".to_string(), "not reported by the default handler".to_string()));
     }
     // Where the difference is: each step of the start, both ways.
     for (way, steps) in [("node's user namespace", &plain_steps), ("hostUsers: false", &mapped_steps)] {
