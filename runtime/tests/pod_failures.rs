@@ -156,7 +156,7 @@ async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() 
     let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("pause-killed"));
-    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    let options = namespace_options(&mut config);
     options.pid = model::NamespaceMode::Pod as i32;
     let id = kubelet.run_pod_sandbox(run_request(config.clone())).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
@@ -318,7 +318,7 @@ async fn after_a_reboot_pods_are_not_ready_and_their_network_is_released() {
     let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("reboot"));
-    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    let options = namespace_options(&mut config);
     options.pid = model::NamespaceMode::Pod as i32;
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;

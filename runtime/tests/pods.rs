@@ -242,7 +242,7 @@ async fn a_shared_pid_namespace_has_a_pause_process_and_loses_it_on_stop() {
     let daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("pidns"));
-    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    let options = namespace_options(&mut config);
     options.pid = model::NamespaceMode::Pod as i32;
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
@@ -269,7 +269,7 @@ async fn a_host_network_pod_has_no_network_of_its_own() {
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("hostnet"));
     config.hostname.clear();
-    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    let options = namespace_options(&mut config);
     options.network = model::NamespaceMode::Node as i32;
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
@@ -440,8 +440,7 @@ async fn the_pause_process_lives_in_the_pod_s_cgroup_and_what_lockstepd_made_goe
     for parent in [format!("/{kept}"), format!("/lockstep-test-{name}/pod")] {
         let mut config = pod(&unique(&name));
         config.linux.as_mut().unwrap().cgroup_parent = parent.clone();
-        let options =
-            config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+        let options = namespace_options(&mut config);
         options.pid = model::NamespaceMode::Pod as i32;
         let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
         let pod_traces = traces(&mut kubelet, &id).await;

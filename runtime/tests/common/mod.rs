@@ -9,7 +9,7 @@ use lockstep_cri::{model, Minor};
 pub use lockstep_testkit::cni::{FaultyPlugin, CNI_BIN};
 pub use lockstep_testkit::host::{in_netns, iptables_rules_of, nsenter};
 pub use lockstep_testkit::leaks::{assert_no_pod_leaks as assert_no_leaks, traces, verbose_info, PodTraces};
-pub use lockstep_testkit::requests::{run_pod as run_request, unique};
+pub use lockstep_testkit::requests::{namespace_options, run_pod as run_request, unique};
 pub use lockstep_testkit::Lockstepd;
 use lockstep_testkit::{cni, requests, Launch, Program};
 
