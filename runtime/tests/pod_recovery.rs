@@ -15,9 +15,12 @@ async fn ready_pods_survive_a_kill_and_restart() {
     let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("survivor"));
-    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    let options = namespace_options(&mut config);
     options.pid = model::NamespaceMode::Pod as i32;
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
+    // The pod's directory is lockstepd's alone: its shm is a 1777 tmpfs, and `sandboxes/` may
+    // be open for search once a user namespace pod runs.
+    assert_eq!(sandbox_dir_mode(&daemon, &id), 0o700);
     let stopped_id = kubelet.run_pod_sandbox(run_request(pod(&unique("stopped")))).await.unwrap().pod_sandbox_id;
     let stopped_traces = traces(&mut kubelet, &stopped_id).await;
     kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: stopped_id.clone() }).await.unwrap();
@@ -45,6 +48,12 @@ async fn ready_pods_survive_a_kill_and_restart() {
     assert_no_leaks(&daemon, &stopped_traces);
 }
 
+/// The permission bits of a sandbox's directory.
+fn sandbox_dir_mode(daemon: &lockstep_testkit::Lockstepd, id: &str) -> u32 {
+    let dir = daemon.runroot().join("sandboxes").join(id);
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).unwrap().permissions()) & 0o777
+}
+
 /// A pod with a user namespace of its own (hostUsers: false) and a shared PID namespace:
 /// after a kill and restart it is READY with its pause; the pinned user namespace still has
 /// the pod's mapping and owns the network namespace; removed, it leaves nothing.
@@ -53,18 +62,16 @@ async fn a_user_namespace_pod_survives_a_kill_and_leaves_nothing() {
     let mut daemon = start().await;
     let mut kubelet = daemon.kubelet().await;
     let mut config = pod(&unique("userns"));
-    let options = config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap();
+    let options = namespace_options(&mut config);
     options.pid = model::NamespaceMode::Pod as i32;
     let range = || vec![model::IdMapping { container_id: 0, host_id: 65536 * 31, length: 65536 }];
     options.userns_options =
         Some(model::UserNamespace { mode: model::NamespaceMode::Pod as i32, uids: range(), gids: range() });
     let id = kubelet.run_pod_sandbox(run_request(config)).await.unwrap().pod_sandbox_id;
     let before = traces(&mut kubelet, &id).await;
-    // The pod's directory is lockstepd's alone: its shm is a 1777 tmpfs, and the way to it
-    // may be opened for search to a user namespace pod's runtime.
-    let dir = daemon.runroot().join("sandboxes").join(&id);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    // Others may search the pod's directory (its OCI runtime works from inside the user
+    // namespace), never list or change it.
+    assert_eq!(sandbox_dir_mode(&daemon, &id), 0o701);
     let pause = before.pause_pid.expect("a pause process");
     let pause_status = std::fs::read_to_string(format!("/proc/{pause}/status")).unwrap();
     assert!(

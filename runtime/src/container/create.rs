@@ -156,8 +156,9 @@ fn create_steps(
         rootfs::remove_dir(&swept_layer).map_err(|e| e.to_string())
     });
     // A pod with its own user namespace: the image's layers idmapped by it, and the way to
-    // the rootfs, the volumes and the pod's files open for search (not listing) to the OCI
-    // runtime, which resolves them from inside the namespace (as CRI-O's makeAccessible).
+    // the rootfs and the volumes open for search (not listing) to the OCI runtime, which
+    // resolves them from inside the namespace (as CRI-O's makeAccessible; RunPodSandbox opened
+    // the way to the pod's files).
     let staging = run_dir.join("idmapped");
     let idmap = sandbox.namespaces.user.as_ref().map(|u| rootfs::Idmap {
         userns: &u.path,
@@ -168,10 +169,8 @@ fn create_steps(
     // whatever `containers/` allows once a user namespace pod opened it for search.
     crate::persist::restrict_dir(&run_dir, 0o700).map_err(ContainerError::record(id, "create the run directory of"))?;
     if idmap.is_some() {
-        [&run_dir, &sandbox.files.dir]
-            .into_iter()
-            .try_for_each(|dir| crate::host::idmap::make_traversable(dir).map_err(rootfs::RootfsError::from))
-            .map_err(ContainerError::rootfs(id, "open the way to the rootfs"))?;
+        crate::host::idmap::make_traversable(&run_dir)
+            .map_err(|e| ContainerError::rootfs(id, "open the way to the rootfs")(e.into()))?;
     }
     rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs(), idmap.as_ref())
         .map_err(ContainerError::rootfs(id, "mount the rootfs"))?;

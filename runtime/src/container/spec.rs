@@ -747,9 +747,7 @@ pub fn idmapped_mount(m: &model::Mount, i: usize, sandbox: &SandboxView) -> Resu
     for (name, given, ours) in
         [("uid_mappings", &m.uid_mappings, &pod.uids), ("gid_mappings", &m.gid_mappings, &pod.gids)]
     {
-        let same = matches!(given.as_slice(), [only] if only.container_id == ours.container_id
-            && only.host_id == ours.host_id && only.length == ours.length);
-        if !same {
+        if !is_the_range(given, ours) {
             return Err(SpecError::invalid(
                 field(name),
                 format!(
@@ -763,6 +761,12 @@ pub fn idmapped_mount(m: &model::Mount, i: usize, sandbox: &SandboxView) -> Resu
         }
     }
     Ok(true)
+}
+
+/// Whether `given` is exactly the one range `ours`.
+fn is_the_range(given: &[model::IdMapping], ours: &IdMapping) -> bool {
+    matches!(given, [only] if only.container_id == ours.container_id
+        && only.host_id == ours.host_id && only.length == ours.length)
 }
 
 /// The pod's user namespace, which every container of the pod shares: a container's own
@@ -785,13 +789,8 @@ fn user_namespace<'s>(
             "is POD but the pod sandbox was made without a user namespace",
         )),
         (Ok(model::NamespaceMode::Pod), Some(pod)) => {
-            let same = |given: &[model::IdMapping], ours: &IdMapping| {
-                given.is_empty()
-                    || (given.len() == 1
-                        && given[0].container_id == ours.container_id
-                        && given[0].host_id == ours.host_id
-                        && given[0].length == ours.length)
-            };
+            // The kubelet repeats the pod's mappings; none at all means the pod's too.
+            let same = |given: &[model::IdMapping], ours: &IdMapping| given.is_empty() || is_the_range(given, ours);
             if !same(&asked.uids, &pod.1.uids) || !same(&asked.gids, &pod.1.gids) {
                 return Err(SpecError::invalid(
                     format!("{field}.uids"),

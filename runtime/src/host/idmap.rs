@@ -23,12 +23,6 @@ impl IdMapping {
     pub fn map_line(&self) -> String {
         format!("{} {} {}\n", self.container_id, self.host_id, self.length)
     }
-
-    /// The host ID of a container ID, if the range maps it.
-    pub fn to_host(&self, container_id: u32) -> Option<u32> {
-        let offset = container_id.checked_sub(self.container_id)?;
-        (offset < self.length).then(|| self.host_id + offset)
-    }
 }
 
 /// A pod's user namespace mappings: one range of user IDs and one of group IDs, each mapping
@@ -74,8 +68,8 @@ impl MappedChild {
         let bits = (flags | nix::sched::CloneFlags::CLONE_NEWUSER).bits();
         let ready_fd = ready_write.as_raw_fd();
         // SAFETY: fork from a threaded process is sound when the child calls only
-        // async-signal-safe functions: it calls prctl, unshare, write, pause and _exit on
-        // memory it owns (a stack byte, errno), allocates nothing and takes no lock.
+        // async-signal-safe functions: it calls prctl, unshare, write and pause on memory it
+        // owns (a stack byte, errno), allocates nothing and takes no lock.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(IdmapError::Sys { what: "fork a child for a user namespace", source: nix::Error::last() });
@@ -251,15 +245,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_map_container_ids_to_host_ids() {
+    fn a_range_is_one_line_of_uid_map() {
         let m = IdMapping { container_id: 0, host_id: 65536, length: 65536 };
-        assert_eq!(m.to_host(0), Some(65536));
-        assert_eq!(m.to_host(65535), Some(131071));
-        assert_eq!(m.to_host(65536), None);
-        let shifted = IdMapping { container_id: 10, host_id: 1000, length: 5 };
-        assert_eq!(shifted.to_host(9), None);
-        assert_eq!(shifted.to_host(12), Some(1002));
         assert_eq!(m.map_line(), "0 65536 65536\n");
+        let mappings = IdMappings { uids: m, gids: IdMapping { host_id: 131072, ..m } };
+        assert_eq!(mappings.root(), (65536, 131072));
     }
 
     #[test]

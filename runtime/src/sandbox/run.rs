@@ -211,6 +211,12 @@ fn build(
     //    (0700): its shm is a 1777 tmpfs, and a pod with a user namespace opens `sandboxes/`
     //    for search to its containers' runtime.
     crate::persist::restrict_dir(&dir, 0o700).map_err(SandboxError::record(&id, "create the directory of"))?;
+    if plan.userns.is_some() {
+        // The OCI runtime finds the pod's files (hostname, hosts, resolv.conf, shm) from inside
+        // the pod's user namespace: the way there is opened for search, not listing.
+        crate::host::idmap::make_traversable(&dir)
+            .map_err(|e| SandboxError::namespaces(&id, "open the way to the pod's files")(e.into()))?;
+    }
     std::fs::create_dir_all(&ns_dir).map_err(|source| SandboxError::Io {
         action: "create",
         path: ns_dir.clone(),
