@@ -99,8 +99,22 @@ impl Node {
     }
 
     async fn pod_of(&mut self, config: model::PodSandboxConfig) -> (String, model::PodSandboxConfig) {
-        let request = model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        self.pod_on(config, "").await
+    }
+
+    /// A pod run by the OCI runtime `handler` ("": the default one).
+    async fn pod_on(&mut self, config: model::PodSandboxConfig, handler: &str) -> (String, model::PodSandboxConfig) {
+        let request = model::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
         (self.kubelet().run_pod_sandbox(request).await.unwrap().pod_sandbox_id, config)
+    }
+
+    async fn checkpoint(&mut self, id: &str, location: &Path) -> Result<(), tonic::Status> {
+        let request = model::CheckpointContainerRequest {
+            container_id: id.into(),
+            location: location.display().to_string(),
+            timeout: 0,
+        };
+        self.kubelet().checkpoint_container(request).await.map(drop)
     }
 
     async fn create(
@@ -1167,4 +1181,120 @@ async fn no_state_file_is_readable_by_other_users() {
     assert!(open.is_empty(), "readable by any local user: {open:#?}");
 
     node.remove_pod(&pod.0).await;
+}
+
+/// The numbers a counter container printed ("stdout F tick N"), in order.
+fn ticks(log: &Path) -> Vec<u64> {
+    log_entries(log).iter().filter_map(|e| e.strip_prefix("stdout F tick ").and_then(|n| n.parse().ok())).collect()
+}
+
+const COUNTER: &str = "echo before > /tmp/marker; exec 3>/tmp/held; i=0; \
+    while :; do i=$((i+1)); echo $i > /tmp/count; echo tick $i; sleep 0.05; done";
+
+#[tokio::test]
+async fn a_checkpoint_restores_in_a_new_pod_where_its_counter_goes_on() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let first = node.pod_on(pod_config("original", &node.dir().join("logs/original"), false), "runc").await;
+    let id = node.run(&first, container("counter", &image_id, COUNTER)).await;
+    let log = node.dir().join("logs/original/counter/0.log");
+    wait_for("a few ticks", || ticks(&log).len() >= 5).await;
+
+    let archive = node.dir().join("counter.tar");
+    node.checkpoint(&id, &archive).await.unwrap();
+    let at_checkpoint = *ticks(&log).last().unwrap();
+    // The original runs on (the kubelet's forensic checkpoint leaves it be).
+    assert_eq!(node.status(&id).await.state(), model::ContainerState::ContainerRunning);
+    wait_for("ticks after the checkpoint", || ticks(&log).last().is_some_and(|&t| t > at_checkpoint + 3)).await;
+    let listed = std::process::Command::new("tar").arg("tf").arg(&archive).output().unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    for name in ["config.dump", "spec.dump", "checkpoint/inventory.img", "rootfs-diff.tar", "deleted.files"] {
+        assert!(names.lines().any(|l| l.trim_end_matches('/') == name), "{name} is not in the archive:\n{names}");
+    }
+
+    // Restored in another pod: created from the archive, its processes back at StartContainer.
+    let second = node.pod_on(pod_config("restored", &node.dir().join("logs/restored"), false), "runc").await;
+    let mut restored = container("counter", &archive.display().to_string(), "");
+    restored.command.clear();
+    let restored_id = node.create(&second, restored).await.unwrap();
+    let status = node.status(&restored_id).await;
+    assert_eq!(status.state(), model::ContainerState::ContainerCreated);
+    assert_eq!(status.image_id, image_id, "the checkpointed container's image");
+    node.kubelet().start_container(model::StartContainerRequest { container_id: restored_id.clone() }).await.unwrap();
+    assert_eq!(node.status(&restored_id).await.state(), model::ContainerState::ContainerRunning);
+    let restored_log = node.dir().join("logs/restored/counter/0.log");
+    wait_for("the restored counter's ticks", || ticks(&restored_log).len() >= 3).await;
+    let after = ticks(&restored_log);
+    // It goes on from where the checkpoint took it (not from 1), one by one.
+    assert!(
+        after[0] > 1 && after[0] <= at_checkpoint + 1,
+        "restored at {} after a checkpoint at {at_checkpoint}",
+        after[0]
+    );
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    // The writable layer and the open file came along.
+    let out = node.exec(&restored_id, &["cat", "/tmp/marker"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\n");
+    let out =
+        node.exec(&restored_id, &["sh", "-c", "for fd in /proc/[0-9]*/fd/3; do readlink $fd; done"], 10).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/tmp/held"), "{:?}", String::from_utf8_lossy(&out.stdout));
+
+    // Both go like any container.
+    node.stop(&restored_id, 0).await.unwrap();
+    assert_eq!(node.status(&restored_id).await.state(), model::ContainerState::ContainerExited);
+    node.remove_pod(&second.0).await;
+    node.remove_pod(&first.0).await;
+    node.assert_no_container_leaks();
+}
+
+#[tokio::test]
+async fn checkpoints_that_cannot_be_and_broken_archives_are_refused_leaving_nothing() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod_on(pod_config("refusals", &node.dir().join("logs/refusals"), false), "runc").await;
+    let archive = node.dir().join("refused.tar");
+
+    // An exited container has no processes to dump.
+    let done = node.run(&pod, container("done", &image_id, "exit 0")).await;
+    node.wait_state(&done, model::ContainerState::ContainerExited).await;
+    let err = node.checkpoint(&done, &archive).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(!archive.exists(), "no archive for a refused checkpoint");
+    // Nor does a created one.
+    let created = node.create(&pod, container("created", &image_id, "sleep 1000")).await.unwrap();
+    let err = node.checkpoint(&created, &archive).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    node.remove(&created).await;
+    node.remove(&done).await;
+    // A handler without CRIU (Debian 12's crun) says so.
+    let crun_pod = node.pod_on(pod_config("on-crun", &node.dir().join("logs/on-crun"), false), "crun").await;
+    let on_crun = node.run(&crun_pod, container("sleeper", &image_id, "sleep 1000")).await;
+    let err = node.checkpoint(&on_crun, &archive).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("CRIU"), "{}", err.message());
+    node.remove_pod(&crun_pod.0).await;
+
+    // Archives a restore cannot use: not a tar, a tar without the dumps, a cut-off one.
+    let not_tar = node.dir().join("words.tar");
+    std::fs::write(&not_tar, "just some words, no archive").unwrap();
+    let plain = node.dir().join("plain.tar");
+    let status = std::process::Command::new("tar").arg("cf").arg(&plain).arg("-C").arg("/etc").arg("hostname").status();
+    assert!(status.unwrap().success());
+    let running = node.run(&pod, container("counter", &image_id, COUNTER)).await;
+    let good = node.dir().join("good.tar");
+    node.checkpoint(&running, &good).await.unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = node.dir().join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for (i, broken) in [&not_tar, &plain, &cut].into_iter().enumerate() {
+        let mut config = container(&format!("broken-{i}"), &broken.display().to_string(), "");
+        config.command.clear();
+        let err = node.create(&pod, config).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}: {}", broken.display(), err.message());
+        assert!(err.message().contains("config.image.image"), "{}", err.message());
+        let listed = node.list(None).await;
+        assert_eq!(listed.len(), 1, "only the counter is listed: {listed:?}");
+    }
+    node.remove_pod(&pod.0).await;
+    node.assert_no_container_leaks();
 }

@@ -150,16 +150,25 @@ async fn runtime_config_and_pod_cidr() {
 }
 
 #[tokio::test]
-async fn rpcs_not_built_yet_say_which() {
+async fn checkpoint_requests_are_checked_field_by_field() {
     let daemon = Daemon::start(Minor::V1_36).await;
     let mut kubelet = daemon.kubelet(Minor::V1_36).await;
     let err = kubelet.checkpoint_container(Default::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("CheckpointContainer"), "{}", err.message());
-    // Built RPCs check their input instead.
-    let err = kubelet.create_container(Default::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("config"), "{}", err.message());
+    assert!(err.message().contains("container_id"), "{}", err.message());
+    let request = |location: &str| model::CheckpointContainerRequest {
+        container_id: "0".repeat(64),
+        location: location.into(),
+        timeout: 0,
+    };
+    let err = kubelet.checkpoint_container(request("relative/checkpoint.tar")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("location"), "{}", err.message());
+    let err = kubelet.checkpoint_container(request("/nonexistent-dir/checkpoint.tar")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("location"), "{}", err.message());
+    let err = kubelet.checkpoint_container(request("/tmp/checkpoint.tar")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
     daemon.stop().await;
 }
 

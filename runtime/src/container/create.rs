@@ -17,7 +17,7 @@ use super::remove::remove_container;
 use super::runtime::CreateRequest;
 use super::signal::SIGKILL;
 use super::spec::{self, ImageView, NamespaceSource, RuntimeSettings, SandboxView, SpecInput};
-use super::{rootfs, signal};
+use super::{restore, rootfs, signal};
 use crate::image::reference;
 use crate::image::store::records::ImageRecord;
 use crate::monitor::{ContainerDir, MonitorState};
@@ -62,13 +62,30 @@ pub fn create_container(
         return Ok(found.id);
     }
 
-    let image = resolve(containers, "config.image.image", image_name)?;
     let id = crate::ids::random_id().map_err(|source| ContainerError::Io {
         action: "make a container id from",
         path: PathBuf::from("/dev/urandom"),
         source,
     })?;
-    let record = create_steps(containers, &id, config, &sandbox, &image, image_name)?;
+    let record = match restore::archive_named(image_name) {
+        // CRI-O's way of restoring: the image is a checkpoint archive (CheckpointContainer's).
+        Some(archive) => {
+            let restored = restore::prepare(containers, &id, config, &archive);
+            let (config, image, pending) = match restored {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    let _ = rootfs::remove_dir(&containers.run_root.join(&id));
+                    return Err(e);
+                }
+            };
+            let shown = image.id.to_string();
+            create_steps(containers, &id, &config, &sandbox, &image, &shown, Some(pending))?
+        }
+        None => {
+            let image = resolve(containers, "config.image.image", image_name)?;
+            create_steps(containers, &id, config, &sandbox, &image, image_name, None)?
+        }
+    };
     containers.store.insert(record.clone());
     // A StopPodSandbox or RemovePodSandbox that began meanwhile may have gone through the
     // pod's containers before this one was listed: it is taken back, not left in a stopped pod.
@@ -86,7 +103,7 @@ pub fn create_container(
 }
 
 /// The image `name` (field `field` of the request) names in the store.
-fn resolve(containers: &ContainerManager, field: &str, name: &str) -> Result<ImageRecord, ContainerError> {
+pub(super) fn resolve(containers: &ContainerManager, field: &str, name: &str) -> Result<ImageRecord, ContainerError> {
     containers
         .images
         .resolve(name)
@@ -101,6 +118,7 @@ fn create_steps(
     sandbox: &SandboxRecord,
     image: &ImageRecord,
     image_name: &str,
+    restore: Option<restore::Prepared>,
 ) -> Result<ContainerRecord, ContainerError> {
     let metadata = config.metadata.clone().unwrap_or_default();
     let run_dir = containers.run_root.join(id);
@@ -133,6 +151,7 @@ fn create_steps(
             .map(|(i, _)| volume_holder(id, i))
             .collect(),
         status_template: String::new(),
+        restore: None,
     };
 
     let mut undo = Undo::new();
@@ -171,6 +190,10 @@ fn create_steps(
     if idmap.is_some() {
         crate::host::idmap::make_traversable(&run_dir)
             .map_err(|e| ContainerError::rootfs(id, "open the way to the rootfs")(e.into()))?;
+    }
+    if let Some(restore) = &restore {
+        // The checkpointed container's writable layer, before the overlay is mounted on it.
+        restore::fill_writable_layer(restore, &layer_dir.join("upper"))?;
     }
     rootfs::mount_rootfs(&held.layer_dirs, &layer_dir, &record.rootfs(), idmap.as_ref())
         .map_err(ContainerError::rootfs(id, "mount the rootfs"))?;
@@ -253,7 +276,16 @@ fn create_steps(
     record.set_template(&status_template(config, image, image_name, &built, log_path.as_deref()));
     timer.mark("spec");
 
-    // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes.
+    // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes. A
+    // restore has none until StartContainer: its processes come back only then.
+    if let Some(restore) = restore {
+        record.restore = Some(restore.pending);
+        record.state = RecordState::Created;
+        containers.store.write(&record)?;
+        undo.disarm();
+        tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, "container created from a checkpoint");
+        return Ok(record);
+    }
     let dir = ContainerDir::new(&run_dir);
     let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
     undo.push("kill and delete the container", move || {
@@ -270,6 +302,7 @@ fn create_steps(
         tty: config.tty,
         stdin: config.stdin,
         stdin_once: config.stdin_once,
+        restore: None,
     };
     let spawned = runtime.create(&dir, &request).map_err(ContainerError::monitor(id, "create"))?;
     timer.mark("monitor");

@@ -70,6 +70,12 @@ pub enum ContainerError {
     Sandbox(Box<crate::sandbox::SandboxError>),
     #[error("cannot {action} {}: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    /// The container or its runtime handler cannot be checkpointed here (no CRIU, a terminal).
+    #[error("container {id} cannot be checkpointed: {problem}")]
+    CannotCheckpoint { id: String, problem: String },
+    /// A checkpoint archive could not be written, or read for a restore.
+    #[error("{action}: {source}")]
+    Archive { action: &'static str, source: Box<super::checkpoint_archive::ArchiveError> },
 }
 
 fn for_id(id: &str) -> String {
@@ -110,6 +116,13 @@ impl ContainerError {
     pub fn rootfs(id: &str, action: &'static str) -> impl FnOnce(RootfsError) -> ContainerError {
         let id = id.to_string();
         move |source| ContainerError::Rootfs { id, action, source: Box::new(source) }
+    }
+}
+
+impl ContainerError {
+    /// For `map_err`: a checkpoint archive being written or read.
+    pub fn archive(action: &'static str) -> impl FnOnce(super::checkpoint_archive::ArchiveError) -> ContainerError {
+        move |source| ContainerError::Archive { action, source: Box::new(source) }
     }
 }
 

@@ -37,6 +37,8 @@ pub fn observe(record: &ContainerRecord, runtime: &dyn ContainerRuntime) -> Obse
     match runtime.watch(&ContainerDir::new(&record.run_dir)) {
         Ok(MonitorState::Running { .. }) => Observed::Unchanged,
         Ok(MonitorState::Exited(exit)) => Observed::Exited(exit_info(&exit)),
+        // A checkpoint waiting for its StartContainer has no monitor yet.
+        Ok(MonitorState::Lost) if record.restore.is_some() => Observed::Unchanged,
         Ok(MonitorState::Lost) if runtime_says_stopped(runtime, &record.id) => {
             Observed::Exited(lost_exit(UNKNOWN_EXIT))
         }
@@ -84,6 +86,7 @@ pub fn recover(record: &ContainerRecord, runtime: &dyn ContainerRuntime) -> Reco
                 }
             }
             Ok(MonitorState::Exited(exit)) => Recovery::Exited(exit_info(&exit)),
+            Ok(MonitorState::Lost) if record.restore.is_some() => Recovery::Keep,
             Ok(MonitorState::Lost) | Err(_) => {
                 if runtime_says_stopped(runtime, &record.id) {
                     Recovery::Exited(lost_exit(UNKNOWN_EXIT))

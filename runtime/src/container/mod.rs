@@ -12,6 +12,8 @@
 //! pressure only metrics need), `error` what can go wrong.
 
 pub mod capabilities;
+pub mod checkpoint;
+pub mod checkpoint_archive;
 pub mod create;
 pub mod error;
 pub mod events;
@@ -30,6 +32,7 @@ pub mod record;
 mod recovery;
 pub mod remove;
 pub mod resources;
+mod restore;
 pub mod rootfs;
 pub mod runtime;
 pub mod runtimes;

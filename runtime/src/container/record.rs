@@ -74,6 +74,20 @@ pub struct ContainerRecord {
     /// The status fields fixed at creation (and the resources, as updated): an encoded
     /// ContainerStatus, base64.
     pub status_template: String,
+    /// Created from a checkpoint archive: StartContainer restores its processes (until then
+    /// it has no monitor and no process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<PendingRestore>,
+}
+
+/// A checkpoint's processes, waiting for StartContainer to restore them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRestore {
+    /// The CRIU images, unpacked from the archive under the container's run directory.
+    pub images: PathBuf,
+    /// The container's stdin, as CreateContainer asked (CRI stdin, stdin_once).
+    pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 impl ContainerRecord {
@@ -99,6 +113,7 @@ impl ContainerRecord {
             log_path: None,
             volume_holds: Vec::new(),
             status_template: String::new(),
+            restore: None,
         }
     }
 
@@ -201,6 +216,7 @@ mod tests {
             log_path: None,
             volume_holds: vec![],
             status_template: String::new(),
+            restore: None,
         };
         r.set_template(&model::ContainerStatus {
             metadata: Some(model::ContainerMetadata { name: "web".into(), attempt: 2 }),

@@ -24,6 +24,8 @@ pub struct CreateRequest {
     pub tty: bool,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// A checkpoint's processes to restore, instead of a create (the container then runs).
+    pub restore: Option<monitor::RestoreFrom>,
 }
 
 /// One container's process as lockstepd drives it. Calls block (a runtime is a process to
@@ -57,6 +59,15 @@ pub trait ContainerRuntime: Send + Sync {
         Err(OciError::Unavailable { handler: self.handler().to_string(), problem: "has no interactive exec".into() })
     }
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError>;
+    /// Whether the runtime can checkpoint here; Err says what is missing.
+    fn checkpoint_support(&self) -> Result<(), String> {
+        Err(format!("runtime handler {:?} cannot checkpoint", self.handler()))
+    }
+    /// Dumps the running container into `images` with CRIU, leaving it running.
+    fn checkpoint(&self, id: &str, images: &Path, work: &Path, timeout: Duration) -> Result<(), OciError> {
+        let _ = (id, images, work, timeout);
+        Err(OciError::Unavailable { handler: self.handler().to_string(), problem: "cannot checkpoint".into() })
+    }
     /// Asks the monitor to reopen the container's log.
     fn reopen_log(&self, dir: &ContainerDir) -> Result<(), MonitorError>;
 }
@@ -111,6 +122,7 @@ impl ContainerRuntime for Monitored {
             stdin_once: request.stdin_once,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: self.monitor_cgroups.clone(),
+            restore: request.restore.clone(),
         };
         monitor::spawn(binary, dir, &config, CREATE_TIMEOUT)
     }
@@ -165,6 +177,14 @@ impl ContainerRuntime for Monitored {
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError> {
         self.oci()?.update(id, resources)
+    }
+
+    fn checkpoint_support(&self) -> Result<(), String> {
+        self.runtime.as_ref().map_err(Clone::clone)?.checkpoint_support()
+    }
+
+    fn checkpoint(&self, id: &str, images: &Path, work: &Path, timeout: Duration) -> Result<(), OciError> {
+        self.oci()?.checkpoint(id, images, work, timeout)
     }
 
     fn reopen_log(&self, dir: &ContainerDir) -> Result<(), MonitorError> {

@@ -34,6 +34,17 @@ pub struct MonitorConfig {
     /// hierarchy hidden from its runtime before the create, the others once it reported.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// Restore the processes of a checkpoint instead of creating the container: they run as
+    /// soon as the monitor reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreFrom>,
+}
+
+/// Where a restore reads the CRIU images, and where CRIU writes its logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    pub images: PathBuf,
+    pub work: PathBuf,
 }
 
 /// The monitor's own identity, to find it again after a lockstepd restart without mistaking

@@ -18,7 +18,7 @@ mod sys;
 pub use sys::receive_fd;
 
 pub use client::{find_all, reopen_log, spawn, state, wait_exit, MonitorError, MonitorState, Spawned};
-pub use files::{ContainerDir, ExitRecord, MonitorConfig};
+pub use files::{ContainerDir, ExitRecord, MonitorConfig, RestoreFrom};
 
 /// The monitor's binary name, found with `helpers::find_helper`.
 pub const BINARY: &str = "lockstep-monitor";

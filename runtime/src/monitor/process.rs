@@ -169,17 +169,17 @@ impl Monitor {
             // With a terminal the runtime's own stdio stays ours (it prints nothing on success).
             None => (Stdio::null(), Stdio::null(), None),
         };
-        let created = runtime.create(
-            &config.container_id,
-            &config.bundle,
-            CreateOptions {
-                pid_file: &pid_file,
-                console_socket: console_path.as_deref(),
-                stdin: stdin_for_container,
-                stdout,
-                stderr,
-            },
-        );
+        let options = CreateOptions {
+            pid_file: &pid_file,
+            console_socket: console_path.as_deref(),
+            stdin: stdin_for_container,
+            stdout,
+            stderr,
+        };
+        let created = match &config.restore {
+            Some(from) => runtime.restore(&config.container_id, &config.bundle, &from.images, &from.work, options),
+            None => runtime.create(&config.container_id, &config.bundle, options),
+        };
         if let Err(e) = created {
             let _ = std::fs::remove_file(ContainerDir::CONSOLE);
             return Err(match e {

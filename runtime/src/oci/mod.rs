@@ -130,4 +130,21 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     fn exec(&self, id: &str, process: &Process, options: ExecOptions) -> Result<ExecOutcome, OciError>;
     /// Changes the container's cgroup limits.
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), OciError>;
+    /// Whether this runtime can checkpoint and restore here (CRIU on the PATH, a runtime built
+    /// with it); Err says what is missing.
+    fn checkpoint_support(&self) -> Result<(), String>;
+    /// Dumps the running container's processes with CRIU into `images` (`work` gets CRIU's
+    /// logs), leaving them running; killed past `timeout`.
+    fn checkpoint(&self, id: &str, images: &Path, work: &Path, timeout: Duration) -> Result<(), OciError>;
+    /// Restores the processes dumped in `images` as container `id` of `bundle`, detached: they
+    /// run once this returns, their stdio (pipes at the checkpoint) those of `options`. The
+    /// caller (lockstep-monitor) is the subreaper that inherits them.
+    fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        images: &Path,
+        work: &Path,
+        options: CreateOptions<'_>,
+    ) -> Result<(), OciError>;
 }

@@ -31,7 +31,13 @@ impl From<ContainerError> for Status {
             | ContainerError::ImageNotPresent { .. }
             | ContainerError::ImageRemoved { .. }
             | ContainerError::NoSuchTarget { .. } => Status::not_found(message),
+            ContainerError::Archive { ref source, .. }
+                if matches!(**source, crate::container::checkpoint_archive::ArchiveError::Invalid { .. }) =>
+            {
+                Status::invalid_argument(message)
+            }
             ContainerError::WrongState { .. }
+            | ContainerError::CannotCheckpoint { .. }
             | ContainerError::SandboxNotReady { .. }
             | ContainerError::HandlerUnavailable(_) => Status::failed_precondition(message),
             ContainerError::ExecTimedOut { .. } => Status::deadline_exceeded(message),
@@ -46,6 +52,7 @@ impl From<ContainerError> for Status {
             | ContainerError::Record { .. }
             | ContainerError::Rootfs { .. }
             | ContainerError::Sandbox(_)
+            | ContainerError::Archive { .. }
             | ContainerError::Io { .. } => Status::internal(message),
         }
     }
@@ -78,6 +85,15 @@ pub async fn start(
     let containers = containers.clone();
     blocking(move || noted(&containers, container::start::start_container(&containers, &request.container_id))).await?;
     Ok(model::StartContainerResponse {})
+}
+
+pub async fn checkpoint(
+    containers: &Arc<Containers>,
+    request: model::CheckpointContainerRequest,
+) -> Result<model::CheckpointContainerResponse, Status> {
+    let containers = containers.clone();
+    blocking(move || container::checkpoint::checkpoint_container(&containers, &request)).await?;
+    Ok(model::CheckpointContainerResponse {})
 }
 
 pub async fn stop(

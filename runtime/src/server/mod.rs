@@ -46,10 +46,6 @@ where
         .map_err(Into::into)
 }
 
-fn unimplemented<T>(rpc: &str) -> Reply<T> {
-    Err(Status::unimplemented(format!("lockstep does not implement {rpc} yet")))
-}
-
 #[tonic::async_trait]
 impl RuntimeService for Cri {
     async fn version(&self, _: Request<model::VersionRequest>) -> Reply<model::VersionResponse> {
@@ -181,9 +177,9 @@ impl RuntimeService for Cri {
     }
     async fn checkpoint_container(
         &self,
-        _: Request<model::CheckpointContainerRequest>,
+        request: Request<model::CheckpointContainerRequest>,
     ) -> Reply<model::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        container::checkpoint(&self.containers, request.into_inner()).await.map(Response::new)
     }
     type GetContainerEventsStream = StreamOf<model::ContainerEventResponse>;
     async fn get_container_events(
