@@ -1,5 +1,6 @@
 //! The conformance suites, one module per area.
 
+mod checkpoint;
 pub(crate) mod conkit;
 mod container_logs;
 mod container_resources;
@@ -44,5 +45,6 @@ pub fn all() -> Vec<Test> {
     tests.extend(mounts::tests());
     tests.extend(multi_container::tests());
     tests.extend(user_namespaces::tests());
+    tests.extend(checkpoint::tests());
     tests
 }
