@@ -470,7 +470,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         || selected(crate::bench::streaming::STREAMING_BENCH)
         || selected(crate::bench::streaming_io::STREAMING_IO_BENCH)
         || selected(crate::bench::events::EVENTS_BENCH)
-        || selected(crate::bench::userns::USERNS_BENCH);
+        || selected(crate::bench::userns::USERNS_BENCH)
+        || selected(crate::bench::checkpoint::CHECKPOINT_BENCH);
     let measured = async {
         let registry = if pulls || containers {
             eprintln!("bench: building the fixture images and pushing them to a private registry");

@@ -3,6 +3,7 @@
 //! in the same run, with the ratios between them. A benchmark is written once against the
 //! model, like a test, and sent through the run's minor. Progress goes to stderr.
 
+pub mod checkpoint;
 pub mod containers;
 pub mod events;
 pub mod images;
@@ -78,6 +79,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(containers::benches());
     benches.extend(events::benches());
     benches.extend(streaming::benches());
+    benches.extend(checkpoint::benches());
     benches.extend(streaming_io::benches());
     benches.extend(userns::benches());
     benches

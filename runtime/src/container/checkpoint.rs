@@ -110,7 +110,9 @@ fn write_archive(
         })?;
     }
     let runtime = containers.runtime_of(record);
+    let mut timer = crate::timing::StepTimer::new();
     runtime.checkpoint(id, &images, &work, timeout).map_err(ContainerError::runtime(id, "checkpoint"))?;
+    timer.mark("dump");
     // CRIU's own figures (freezing and dump times), which checkpointctl shows.
     let _ = std::fs::copy(work.join(archive::STATS_DUMP), content.join(archive::STATS_DUMP));
     if let Some(log) = &record.log_path {
@@ -121,7 +123,11 @@ fn write_archive(
         .map_err(ContainerError::archive("write the config dump"))?;
     archive::write_rootfs_diff(&record.layer_dir.join("upper"), &content)
         .map_err(ContainerError::archive("archive the writable layer"))?;
-    archive::pack(&content, location).map_err(ContainerError::archive("write the checkpoint archive"))
+    timer.mark("layer");
+    let size = archive::pack(&content, location).map_err(ContainerError::archive("write the checkpoint archive"))?;
+    timer.mark("pack");
+    tracing::debug!(container = %id, steps = %timer, "CheckpointContainer step times");
+    Ok(size)
 }
 
 fn config_dump(record: &ContainerRecord) -> ConfigDump {
