@@ -3,7 +3,7 @@
 //! seccomp, users and groups, cgroup resources, stop signals — plus `host`, which reads what
 //! the pure part needs from the host (the image's passwd, device nodes, mount sources).
 //! Around them the container RPCs, one file per family (`create`, `start`, `stop`, `remove`,
-//! `status`, `stats`, `pod_stats`, `metric_descriptors`, `pod_metrics`, `update`, `exec`, `logs`, `pod`, `recovery`), over the `store` of
+//! `status`, `stats`, `pod_stats`, `metric_descriptors`, `pod_metrics`, `update`, `exec`, `logs`, `checkpoint`, `pod`, `recovery`), over the `store` of
 //! crash-safe `record`s and the `manager` they share; `runtimes` (the handler registry) gives
 //! each container its `runtime` (the seam: its monitor and OCI runtime behind one trait);
 //! `lifecycle` holds the rules of what a container has come to, pure but for that seam;
