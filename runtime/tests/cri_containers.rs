@@ -1239,6 +1239,19 @@ async fn a_checkpoint_restores_in_a_new_pod_where_its_counter_goes_on() {
         node.exec(&restored_id, &["sh", "-c", "for fd in /proc/[0-9]*/fd/3; do readlink $fd; done"], 10).await.unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("/tmp/held"), "{:?}", String::from_utf8_lossy(&out.stdout));
 
+    // A lockstepd crash loses neither the restored container nor one waiting for its start.
+    let pid = node.verbose(&restored_id).await["pid"].as_i64().unwrap();
+    let mut waiting = container("waiting", &archive.display().to_string(), "");
+    waiting.command.clear();
+    let waiting_id = node.create(&second, waiting).await.unwrap();
+    node.kill();
+    node.spawn().await;
+    assert_eq!(node.status(&restored_id).await.state(), model::ContainerState::ContainerRunning);
+    assert_eq!(node.verbose(&restored_id).await["pid"].as_i64().unwrap(), pid, "the same process");
+    assert_eq!(node.status(&waiting_id).await.state(), model::ContainerState::ContainerCreated);
+    node.kubelet().start_container(model::StartContainerRequest { container_id: waiting_id.clone() }).await.unwrap();
+    wait_for("the second restore's ticks", || ticks(&node.dir().join("logs/restored/waiting/0.log")).len() >= 2).await;
+
     // Both go like any container.
     node.stop(&restored_id, 0).await.unwrap();
     assert_eq!(node.status(&restored_id).await.state(), model::ContainerState::ContainerExited);

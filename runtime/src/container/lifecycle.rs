@@ -338,6 +338,26 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_waiting_for_its_start_has_no_monitor_and_is_not_lost() {
+        let pending = ContainerRecord {
+            restore: Some(crate::container::record::PendingRestore {
+                images: "/nonexistent/run/c1/restore/checkpoint".into(),
+                stdin: false,
+                stdin_once: false,
+            }),
+            init_pid: 0,
+            ..record(RecordState::Created)
+        };
+        // No monitor, and the runtime knows no such container: still created.
+        let fake = Fake::new(MonitorState::Lost, None);
+        assert_eq!(observe(&pending, &fake), Observed::Unchanged);
+        assert_eq!(recover(&pending, &fake), Recovery::Keep);
+        // A crash after StartContainer restored it, before the record said so: running.
+        let fake = Fake::new(RUNNING, Some(OciStatus::Running));
+        assert_eq!(recover(&pending, &fake), Recovery::Started);
+    }
+
+    #[test]
     fn recovery_after_a_crash_at_each_step() {
         // Crashed while creating or removing: torn down, whatever runs.
         let fake = Fake::new(RUNNING, Some(OciStatus::Created));

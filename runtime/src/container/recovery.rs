@@ -92,6 +92,11 @@ fn reconcile(containers: &ContainerManager, record: &mut ContainerRecord) -> boo
             tracing::info!(container = %record.id, "a start that a crash cut short had run: the container is running");
             record.state = RecordState::Running;
             record.started_at = now_nanos();
+            // A restore's init was not recorded yet: the runtime knows it.
+            if record.restore.take().is_some() {
+                let state = containers.runtime_of(record).oci_state(&record.id);
+                record.init_pid = state.ok().flatten().map(|s| s.pid).unwrap_or_default();
+            }
             false
         }
     };
