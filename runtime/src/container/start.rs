@@ -56,7 +56,15 @@ fn restore(
         restore: Some(RestoreFrom { images: pending.images.clone(), work }),
     };
     match runtime.create(&ContainerDir::new(&record.run_dir), &request) {
-        Ok(spawned) => Ok(spawned.init_pid),
+        Ok(spawned) => {
+            // The images (as big as the process's memory) have served.
+            if let Some(unpacked) = pending.images.parent() {
+                if let Err(e) = crate::fstree::remove_tree(unpacked) {
+                    tracing::warn!(container = %id, error = %e, "cannot remove the unpacked checkpoint");
+                }
+            }
+            Ok(spawned.init_pid)
+        }
         Err(e) => {
             // Whatever the runtime kept of a restore that failed half way.
             let _ = runtime.signal(id, SIGKILL, true);
