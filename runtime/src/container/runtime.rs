@@ -119,6 +119,7 @@ impl ContainerRuntime for Monitored {
             stdin_once: request.stdin_once,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: self.monitor_cgroups.clone(),
+            cgroup_mounts: crate::host::cgroups::cgroup_mountinfo().map(|lines| lines.to_string()),
         };
         monitor::spawn(binary, dir, &config, CREATE_TIMEOUT)
     }

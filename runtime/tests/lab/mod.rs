@@ -148,6 +148,7 @@ impl Lab {
             stdin_once: false,
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: Vec::new(),
+            cgroup_mounts: None,
         }
     }
 
