@@ -214,6 +214,27 @@ struct BenchArgs {
     /// its default handler.
     #[arg(long, value_name = "FILE")]
     lockstepd_config: Option<PathBuf>,
+    /// Pods in the burst benchmark.
+    #[arg(long, default_value_t = 50)]
+    burst_pods: usize,
+    /// Pods started and torn down at once (the burst, and filling the node for density).
+    #[arg(long, default_value_t = 10)]
+    burst_concurrency: usize,
+    /// Pods kept running in the density benchmark.
+    #[arg(long, default_value_t = 250)]
+    density_pods: usize,
+    /// Seconds of the density benchmark's 1 s relist loop.
+    #[arg(long, default_value_t = 60)]
+    relist_secs: u64,
+    /// Seconds the density benchmark leaves the daemon idle while counting its CPU time.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Containers created (one in ten started) for the ListContainers benchmark.
+    #[arg(long, default_value_t = 1000)]
+    listed_containers: usize,
+    /// Restarts of an embedded lockstepd with the density pods (start-up time).
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
 }
 
 pub fn main() -> ExitCode {
@@ -462,6 +483,15 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         iterations: args.iterations.max(1),
         concurrency: args.concurrency.max(1),
         focus: regex("--focus", &args.focus)?,
+        sizes: crate::bench::Sizes {
+            burst_pods: args.burst_pods.max(1),
+            burst_concurrency: args.burst_concurrency.max(1),
+            density_pods: args.density_pods.max(1),
+            relist_secs: args.relist_secs.max(1),
+            idle_secs: args.idle_secs.max(1),
+            listed_containers: args.listed_containers.max(1),
+            restarts: args.restarts,
+        },
     };
     let target = Target::open(minor, args.endpoint.clone(), args.pid, args.lockstepd_config.as_deref()).await?;
     let selected = |name: &str| options.focus.as_ref().is_none_or(|f| f.is_match(name));
@@ -471,7 +501,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         || selected(crate::bench::streaming_io::STREAMING_IO_BENCH)
         || selected(crate::bench::events::EVENTS_BENCH)
         || selected(crate::bench::userns::USERNS_BENCH)
-        || selected(crate::bench::checkpoint::CHECKPOINT_BENCH);
+        || selected(crate::bench::checkpoint::CHECKPOINT_BENCH)
+        || crate::bench::density::NAMES.iter().any(|name| selected(name));
     let measured = async {
         let registry = if pulls || containers {
             eprintln!("bench: building the fixture images and pushing them to a private registry");
@@ -482,7 +513,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             None
         };
         let mut runtimes = vec![];
-        let ctx = connect(minor, &target.endpoint).await?.with_registry(registry.clone());
+        let mut ctx = connect(minor, &target.endpoint).await?.with_registry(registry.clone());
+        if let Some(restarter) = target.restarter() {
+            ctx = ctx.with_restarter(restarter);
+        }
         runtimes.push(Runtime { label: ctx.runtime.name.clone(), ctx, daemon_pid: target.pid });
         if let Some(vs) = &args.vs {
             let ctx = connect(minor, vs).await?.with_registry(registry.clone());

@@ -74,6 +74,8 @@ pub trait Restarter: Send + Sync {
     fn kill(&self) -> BoxedResult<'_>;
     /// Starts the runtime that `kill` ended, on the same state.
     fn start(&self) -> BoxedResult<'_>;
+    /// The runtime's process id now (a restart changes it), while it runs.
+    fn pid(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u32>> + Send + '_>>;
 }
 
 /// The embedded lockstepd, shared between the run and the tests that restart it.
@@ -88,6 +90,9 @@ impl Restarter for SharedEmbedded {
     }
     fn start(&self) -> BoxedResult<'_> {
         Box::pin(async move { self.0.lock().await.start_again().await })
+    }
+    fn pid(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u32>> + Send + '_>> {
+        Box::pin(async move { self.0.lock().await.pid() })
     }
 }
 

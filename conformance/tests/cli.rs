@@ -143,6 +143,54 @@ fn bench_prints_percentiles_for_each_operation() {
     assert!(text(&out.stderr).contains("5/5"), "progress on stderr");
 }
 
+/// The density and concurrency benchmarks (issue 19) at a small size, against an embedded
+/// lockstepd: each scenario reports its series with the sizes asked for, the burst its rate, the
+/// density its idle CPU and the restarted daemon's start-up.
+#[test]
+fn density_benchmarks_run_at_the_sizes_asked_for() {
+    let out = conformance(&[
+        "bench",
+        "--focus",
+        "^burst|^density|ListContainers with",
+        "--iterations",
+        "3",
+        "--burst-pods",
+        "3",
+        "--burst-concurrency",
+        "2",
+        "--density-pods",
+        "2",
+        "--relist-secs",
+        "2",
+        "--idle-secs",
+        "1",
+        "--listed-containers",
+        "4",
+        "--restarts",
+        "1",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    // The columns after an operation's name: runtime, n, p50, …
+    let after = |op: &str| -> Vec<String> {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(op)).unwrap_or_else(|| panic!("{op}: {stdout}"));
+        line.trim_start()[op.len()..].split_whitespace().map(str::to_string).collect()
+    };
+    for (op, n) in [
+        ("pod start (to RUNNING) in the burst", "3"),
+        ("pod teardown in the burst", "3"),
+        ("ListContainers (4 containers, 1 running)", "3"),
+        ("ListContainers (2 pods, 1 s relist)", "2"),
+        ("ListPodSandbox (2 pods, 1 s relist)", "2"),
+        ("start-up until the lists answer (2 pods)", "1"),
+    ] {
+        let columns = after(op);
+        assert_eq!((columns[0].as_str(), columns[1].as_str()), ("lockstep", n), "{op}: {columns:?}");
+    }
+    assert!(after("burst start, 3 pods at 2").join(" ").contains("pods/s"), "{stdout}");
+    assert!(after("daemon CPU idle with 2 pods").join(" ").contains("ms per minute"), "{stdout}");
+}
+
 #[test]
 fn the_kubelet_emulation_refuses_bad_input_with_exit_code_2() {
     let tmp = tempfile::tempdir().unwrap();

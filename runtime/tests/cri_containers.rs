@@ -682,6 +682,46 @@ async fn a_pod_of_several_containers_stops_and_goes_with_its_sandbox() {
     node.assert_no_container_leaks();
 }
 
+/// The lists learn of exits from a pidfd per monitor (one poll for all) instead of reading each
+/// monitor's files (issue 19): a container that exits by itself is listed EXITED by lists alone,
+/// no ContainerStatus between, with its exit code, while the others stay as they were.
+#[tokio::test]
+async fn lists_alone_see_a_container_exit_by_itself_while_the_others_stay() {
+    let mut node = Node::start().await;
+    let image_id = node.pull(fixtures::SHELL).await;
+    let pod = node.pod("lists", false).await;
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 7";
+    let quitter = node.run(&pod, container("quitter", &image_id, script)).await;
+    let sleeper = node.run(&pod, container("sleeper", &image_id, "sleep 1000")).await;
+    let waiting = node.create(&pod, container("waiting", &image_id, "sleep 1000")).await.unwrap();
+    let states = |listed: Vec<model::Container>| -> std::collections::HashMap<String, model::ContainerState> {
+        listed.into_iter().map(|c| (c.id.clone(), c.state())).collect()
+    };
+    // The first list takes a watch on every monitor.
+    let before = states(node.list(None).await);
+    assert_eq!(before[&quitter], model::ContainerState::ContainerRunning);
+    node.exec(&quitter, &["touch", "/tmp/go"], 10).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = states(node.list(None).await);
+        if now[&quitter] == model::ContainerState::ContainerExited {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "ListContainers never listed the exit: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(after[&sleeper], model::ContainerState::ContainerRunning);
+    assert_eq!(after[&waiting], model::ContainerState::ContainerCreated);
+    let running = Some(model::ContainerStateValue { state: model::ContainerState::ContainerRunning as i32 });
+    let listed = node.list(Some(model::ContainerFilter { state: running, ..Default::default() })).await;
+    assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![sleeper.as_str()]);
+    assert_eq!(node.status(&quitter).await.exit_code, 7, "the exit the monitor recorded");
+
+    node.remove_pod(&pod.0).await;
+    assert!(node.list(None).await.is_empty());
+    node.assert_no_container_leaks();
+}
+
 #[tokio::test]
 async fn containers_survive_a_lockstepd_crash_with_their_real_exits() {
     let mut node = Node::start().await;

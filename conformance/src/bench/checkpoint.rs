@@ -75,7 +75,7 @@ async fn checkpoint(bench: BenchCtx) -> anyhow::Result<BenchResult> {
                 client.remove_container(model::RemoveContainerRequest { container_id: gone }).await?;
             }
             let _ = std::fs::remove_file(&archive);
-            bench.progress(CHECKPOINT_BENCH, i + 1);
+            eprintln!("bench {}: {CHECKPOINT_BENCH} {}/{}", bench.label, i + 1, bench.iterations);
         }
         Ok(())
     }

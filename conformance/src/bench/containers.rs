@@ -126,7 +126,7 @@ async fn pod_start(bench: BenchCtx) -> anyhow::Result<BenchResult> {
 }
 
 /// The first line of an error's chain, for a reading.
-fn first_line(e: &anyhow::Error) -> String {
+pub(super) fn first_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
     text.lines().next().unwrap_or_default().chars().take(160).collect()
 }
@@ -240,11 +240,11 @@ pub fn memory_of(pid: u32) -> Option<Memory> {
     Some(Memory { rss, pss: field("Pss:"), uss: field("Private_Clean:") + field("Private_Dirty:") })
 }
 
-fn mib(kib: u64) -> String {
+pub(super) fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-async fn memory_readings(bench: &BenchCtx, idle: Option<u64>, pods: &[Started]) -> Vec<(String, String)> {
+pub(super) async fn memory_readings(bench: &BenchCtx, idle: Option<u64>, pods: &[Started]) -> Vec<(String, String)> {
     let mut readings = Vec::new();
     let n = pods.len();
     let daemon = bench.daemon_pid.and_then(memory_of);
@@ -281,7 +281,7 @@ async fn memory_readings(bench: &BenchCtx, idle: Option<u64>, pods: &[Started]) 
 }
 
 /// The helper processes of the runtime under test, and what they are.
-async fn helper_processes(bench: &BenchCtx) -> (String, Vec<u32>) {
+pub(super) async fn helper_processes(bench: &BenchCtx) -> (String, Vec<u32>) {
     let socket = lockstep_cri::socket_path(&bench.ctx.endpoint).ok();
     let mut shims = Vec::new();
     let mut monitors = Vec::new();

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod containers;
+pub mod density;
 pub mod events;
 pub mod images;
 mod pods;
@@ -35,14 +36,40 @@ pub struct BenchCtx {
     pub daemon_pid: Option<u32>,
     /// The label of the runtime in progress lines.
     pub label: String,
+    /// The sizes of the density and concurrency benchmarks.
+    pub sizes: Sizes,
 }
 
-impl BenchCtx {
-    /// Progress on stderr: one line per tenth of the iterations.
-    pub fn progress(&self, bench: &str, done: usize) {
-        let step = (self.iterations / 10).max(1);
-        if done.is_multiple_of(step) || done == self.iterations {
-            eprintln!("bench {}: {bench} {done}/{}", self.label, self.iterations);
+/// How big the density and concurrency benchmarks are (issue 19's sizes by default; tests
+/// and CI run small ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Pods in the burst.
+    pub burst_pods: usize,
+    /// Pods started (and torn down) at once, in the burst and when filling the node.
+    pub burst_concurrency: usize,
+    /// Pods kept running for the density benchmark.
+    pub density_pods: usize,
+    /// How long the 1 s relist loop runs, in seconds (one sample of each list a second).
+    pub relist_secs: u64,
+    /// How long the daemon is left idle while its CPU time is counted, in seconds.
+    pub idle_secs: u64,
+    /// Containers created (one in ten started) for the ListContainers benchmark.
+    pub listed_containers: usize,
+    /// How many times lockstepd is restarted with the density pods (embedded only).
+    pub restarts: usize,
+}
+
+impl Default for Sizes {
+    fn default() -> Sizes {
+        Sizes {
+            burst_pods: 50,
+            burst_concurrency: 10,
+            density_pods: 250,
+            relist_secs: 60,
+            idle_secs: 60,
+            listed_containers: 1000,
+            restarts: 3,
         }
     }
 }
@@ -82,6 +109,7 @@ pub fn all() -> Vec<Bench> {
     benches.extend(checkpoint::benches());
     benches.extend(streaming_io::benches());
     benches.extend(userns::benches());
+    benches.extend(density::benches());
     benches
 }
 
@@ -110,9 +138,24 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    measure_n(bench, name, bench.iterations, bench.concurrency, op).await
+}
+
+/// As `measure`, `n` times with `concurrency` calls in flight (the run's own counts aside).
+pub async fn measure_n<F, Fut>(
+    bench: &BenchCtx,
+    name: &str,
+    n: usize,
+    concurrency: usize,
+    op: F,
+) -> anyhow::Result<Series>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     use futures::StreamExt;
-    let mut samples = Vec::with_capacity(bench.iterations);
-    let mut timed = futures::stream::iter(0..bench.iterations)
+    let mut samples = Vec::with_capacity(n);
+    let mut timed = futures::stream::iter(0..n)
         .map(|i| {
             let call = op(i);
             async move {
@@ -120,10 +163,13 @@ where
                 call.await.map(|()| started.elapsed())
             }
         })
-        .buffer_unordered(bench.concurrency.max(1));
+        .buffer_unordered(concurrency.max(1));
+    let step = (n / 10).max(1);
     while let Some(sample) = timed.next().await {
         samples.push(sample?);
-        bench.progress(name, samples.len());
+        if samples.len().is_multiple_of(step) || samples.len() == n {
+            eprintln!("bench {}: {name} {}/{n}", bench.label, samples.len());
+        }
     }
     Ok(Series { op: name.to_string(), samples })
 }

@@ -19,6 +19,7 @@ pub struct Options {
     pub iterations: usize,
     pub concurrency: usize,
     pub focus: Option<Regex>,
+    pub sizes: super::Sizes,
 }
 
 /// Each benchmark's result on each runtime (same order as `runtimes`).
@@ -41,12 +42,18 @@ pub async fn run(benches: &[Bench], runtimes: &[Runtime], options: &Options) -> 
                 per_runtime.push(Err(format!("needs Kubernetes {} or later", bench.since)));
                 continue;
             }
+            // A daemon the run restarts (an embedded lockstepd) has a new pid after each restart.
+            let daemon_pid = match runtime.ctx.can_restart() {
+                true => runtime.ctx.restartable_pid().await,
+                false => runtime.daemon_pid,
+            };
             let ctx = BenchCtx {
                 ctx: runtime.ctx.clone(),
                 iterations: options.iterations,
                 concurrency: options.concurrency,
-                daemon_pid: runtime.daemon_pid,
+                daemon_pid,
                 label: runtime.label.clone(),
+                sizes: options.sizes,
             };
             eprintln!(
                 "bench {}: {} ({} iterations, concurrency {})",
@@ -75,7 +82,7 @@ pub fn to_table(report: &BenchReport) -> String {
         let _ = writeln!(s, "\n{name}");
         let _ = writeln!(
             s,
-            "  {:<34} {:<12} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "  {:<50} {:<12} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "operation", "runtime", "n", "p50", "p95", "p99", "min", "max"
         );
         let ops: Vec<String> = per_runtime
@@ -95,7 +102,7 @@ pub fn to_table(report: &BenchReport) -> String {
                 if let Some(p) = series.and_then(|s| percentiles(&s.samples)) {
                     let _ = writeln!(
                         s,
-                        "  {op:<34} {label:<12} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                        "  {op:<50} {label:<12} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
                         p.n,
                         ms(p.p50),
                         ms(p.p95),
@@ -108,14 +115,14 @@ pub fn to_table(report: &BenchReport) -> String {
             }
             if p50s.len() == 2 && !p50s[1].is_zero() {
                 let ratio = p50s[0].as_secs_f64() / p50s[1].as_secs_f64();
-                let _ = writeln!(s, "  {:<34} p50 {} / {} = {ratio:.2}", "", report.labels[0], report.labels[1]);
+                let _ = writeln!(s, "  {:<50} p50 {} / {} = {ratio:.2}", "", report.labels[0], report.labels[1]);
             }
         }
         for (label, result) in report.labels.iter().zip(per_runtime) {
             match result {
                 Ok(r) => {
                     for (key, value) in &r.readings {
-                        let _ = writeln!(s, "  {key:<34} {label:<12} {value}");
+                        let _ = writeln!(s, "  {key:<50} {label:<12} {value}");
                     }
                 }
                 Err(e) => {

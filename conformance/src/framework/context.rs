@@ -82,6 +82,15 @@ impl Ctx {
         restarter.restart().await.map_err(|e| Failure::fail(format!("restarting the runtime failed: {e:#}")))
     }
 
+    /// The pid of a runtime this run can restart (it changes with each restart); None for a
+    /// given endpoint.
+    pub async fn restartable_pid(&self) -> Option<u32> {
+        match &self.restarter {
+            Some(restarter) => restarter.pid().await,
+            None => None,
+        }
+    }
+
     /// Kills the runtime (SIGKILL) and leaves it down until `start_runtime`.
     pub async fn kill_runtime(&self) -> Result<(), Failure> {
         let restarter = self.restarter.as_ref().ok_or_else(|| Failure::skip("the runtime cannot be restarted"))?;

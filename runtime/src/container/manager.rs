@@ -20,6 +20,8 @@ use super::runtimes::{Handlers, Runtimes};
 use super::store::{ContainerStore, Entry};
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
+use crate::monitor::watch::{MonitorWatch, WatchBudget};
+use crate::monitor::{self, ContainerDir};
 use crate::oci::OciError;
 use crate::persist::RecordDir;
 use crate::sandbox::SandboxManager;
@@ -38,6 +40,8 @@ pub struct ContainerManager {
     pub(super) events: Events,
     /// lockstepd's own metrics, once the daemon hands them over (OOM kills are counted here).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// How many monitors may be watched by pidfd (`refresh_live`).
+    watches: Arc<WatchBudget>,
 }
 
 impl ContainerManager {
@@ -79,6 +83,7 @@ impl ContainerManager {
             images,
             events: Events::default(),
             metrics: std::sync::OnceLock::new(),
+            watches: WatchBudget::from_nofile(),
         })
     }
 
@@ -97,6 +102,48 @@ impl ContainerManager {
             Observed::Unchanged => record,
             Observed::Exited(exit) => self.record_exit(entry, exit),
         }
+    }
+
+    /// Brings every live container of `entries` up to date as `refresh` does, asking the kernel
+    /// once for all those whose monitor is watched (one poll of their pidfds): only a container
+    /// whose monitor has exited, or that has no watch, is looked at on disk. What the lists use:
+    /// a monitor writes the exit record just before it exits, so an exit is seen as soon.
+    pub(super) fn refresh_live(&self, entries: &[Arc<Entry>]) {
+        let mut watched = Vec::new();
+        for entry in entries {
+            if !entry.is_live() {
+                if entry.watch().is_some() {
+                    entry.set_watch(None);
+                }
+                continue;
+            }
+            match self.watch_of(entry) {
+                Some(watch) => watched.push((entry, watch)),
+                None => {
+                    self.refresh(entry);
+                }
+            }
+        }
+        let exited = monitor::watch::exited(&watched.iter().map(|(_, w)| w.as_ref()).collect::<Vec<_>>());
+        for ((entry, _), exited) in watched.iter().zip(exited) {
+            if exited {
+                self.refresh(entry);
+            }
+        }
+    }
+
+    /// The watch on a live container's monitor: the one held, or a new one while the budget
+    /// allows.
+    fn watch_of(&self, entry: &Entry) -> Option<Arc<MonitorWatch>> {
+        if let Some(watch) = entry.watch() {
+            return Some(watch);
+        }
+        if !self.watches.available() {
+            return None;
+        }
+        let record = entry.read();
+        let watch = self.runtime_of(&record).open_watch(&ContainerDir::new(&record.run_dir), &self.watches)?;
+        entry.set_watch(Some(watch))
     }
 
     /// The record, refreshed, when its state is one of `allowed`; WrongState naming the
@@ -219,9 +266,7 @@ fn watch_exits(containers: std::sync::Weak<ContainerManager>) {
         std::thread::sleep(EXIT_WATCH);
         let Some(containers) = containers.upgrade() else { return };
         if containers.events.has_subscribers() {
-            for entry in containers.store.all() {
-                containers.refresh(&entry);
-            }
+            containers.refresh_live(&containers.store.all());
         }
     });
     if let Err(e) = spawned {

@@ -64,13 +64,9 @@ pub(super) struct PodReading {
 }
 
 pub(super) fn read_pod(containers: &ContainerManager, sandbox: &SandboxRecord, now: i64) -> PodReading {
-    let running: Vec<_> = containers
-        .store
-        .of_sandbox(&sandbox.id)
-        .iter()
-        .map(|e| containers.refresh(e))
-        .filter(|r| r.state == RecordState::Running)
-        .collect();
+    let entries = containers.store.of_sandbox(&sandbox.id);
+    containers.refresh_live(&entries);
+    let running: Vec<_> = entries.iter().map(|e| e.read()).filter(|r| r.state == RecordState::Running).collect();
     let driver = containers.info.config().cgroup_driver;
     let cgroup = (!sandbox.cgroup_parent.is_empty()).then(|| cgroups::parent_path(driver, &sandbox.cgroup_parent));
     let reading = cgroup

@@ -54,8 +54,9 @@ pub(super) fn tear_down(containers: &ContainerManager, record: &ContainerRecord)
         Ok(()) | Err(OciError::Unavailable { .. }) => {}
         Err(e) => return Err(ContainerError::runtime(id, "delete")(e)),
     }
-    rootfs::remove_dir(&record.run_dir).map_err(ContainerError::rootfs(id, "remove the files"))?;
-    rootfs::remove_dir(&record.layer_dir).map_err(ContainerError::rootfs(id, "remove the writable layer"))?;
+    let rootfs = record.rootfs();
+    rootfs::remove_dirs(&[&record.run_dir, &record.layer_dir], &[&rootfs])
+        .map_err(ContainerError::rootfs(id, "remove the files and the writable layer"))?;
     for holder in std::iter::once(id).chain(record.volume_holds.iter().map(String::as_str)) {
         containers.release(holder)?;
     }

@@ -5,10 +5,12 @@
 //! command line (crun, runc). May touch: the container's directory, its monitor, the runtime.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oci_spec::runtime::{LinuxResources, Process};
 
+use crate::monitor::watch::{MonitorWatch, WatchBudget};
 use crate::monitor::{self, ContainerDir, ExitRecord, MonitorConfig, MonitorError, MonitorState, Spawned};
 use crate::oci::{
     CommandRuntime, ExecOptions, ExecOutcome, OciError, OciRuntime, OciState, PreparedExec, DEFAULT_EXEC_OUTPUT_CAP,
@@ -44,6 +46,12 @@ pub trait ContainerRuntime: Send + Sync {
     fn signal(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError>;
     /// What the container's monitor says now: running, exited (recorded), or lost.
     fn watch(&self, dir: &ContainerDir) -> Result<MonitorState, MonitorError>;
+    /// A pidfd on the container's running monitor, within `budget`, for lists to learn of its
+    /// exit in one poll (`monitor::watch`); None: each look goes through `watch`.
+    fn open_watch(&self, dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<MonitorWatch> {
+        let _ = (dir, budget);
+        None
+    }
     /// Waits at most `timeout` for the monitor to record the exit.
     fn wait_exit(&self, dir: &ContainerDir, id: &str, timeout: Duration) -> Result<ExitRecord, MonitorError>;
     /// The OCI runtime's own word on the container; None when it does not know it.
@@ -123,6 +131,7 @@ impl ContainerRuntime for Monitored {
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: self.monitor_cgroups.clone(),
             restore: request.restore.clone(),
+            cgroup_mounts: crate::host::cgroups::cgroup_mountinfo().map(|lines| lines.to_string()),
         };
         monitor::spawn(binary, dir, &config, CREATE_TIMEOUT)
     }
@@ -137,6 +146,10 @@ impl ContainerRuntime for Monitored {
 
     fn watch(&self, dir: &ContainerDir) -> Result<MonitorState, MonitorError> {
         monitor::state(dir)
+    }
+
+    fn open_watch(&self, dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<MonitorWatch> {
+        MonitorWatch::open(dir, budget)
     }
 
     fn wait_exit(&self, dir: &ContainerDir, id: &str, timeout: Duration) -> Result<ExitRecord, MonitorError> {

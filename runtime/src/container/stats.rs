@@ -20,12 +20,12 @@ pub fn list_container_stats(
     containers: &ContainerManager,
     filter: Option<&model::ContainerStatsFilter>,
 ) -> Vec<model::ContainerStats> {
-    containers
-        .store
-        .all()
+    let entries = containers.store.all();
+    containers.refresh_live(&entries);
+    entries
         .iter()
-        .map(|e| containers.refresh(e))
-        .filter(|r| r.state == RecordState::Running)
+        .filter(|e| e.view(|r| r.state == RecordState::Running))
+        .map(|e| e.read())
         .filter(|r| {
             filter.is_none_or(|f| {
                 (f.id.is_empty() || f.id == r.id)

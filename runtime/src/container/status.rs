@@ -45,11 +45,6 @@ pub fn list_containers(
         Some(id) => containers.store.get(id).into_iter().collect(),
         None => containers.store.all(),
     };
-    entries
-        .iter()
-        .map(|e| containers.refresh(e))
-        .filter(|r| r.state != RecordState::Removing)
-        .map(|r| r.to_container())
-        .filter(|c| crate::filter::container_matches(c, filter))
-        .collect()
+    containers.refresh_live(&entries);
+    entries.iter().filter_map(|e| e.listed()).filter(|c| crate::filter::container_matches(c, filter)).collect()
 }

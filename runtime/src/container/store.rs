@@ -6,25 +6,75 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use lockstep_cri::model;
+
 use super::error::ContainerError;
 use super::record::{ContainerRecord, ExitInfo, RecordState};
 use super::usage::CgroupSample;
+use crate::monitor::watch::MonitorWatch;
 use crate::persist::{Loaded, PersistError, RecordDir};
 
 /// One container held in memory: `op` serialises the calls that change it, `record` is what
-/// readers see.
+/// readers see (with its ListContainers item, made once per change, not once per list), and
+/// `watch` a pidfd on its monitor while it runs (lists poll it instead of reading files).
 pub struct Entry {
     pub op: Mutex<()>,
-    record: RwLock<ContainerRecord>,
+    record: RwLock<Held>,
+    watch: Mutex<Option<Arc<MonitorWatch>>>,
+}
+
+/// A record and what ListContainers shows of it.
+struct Held {
+    record: ContainerRecord,
+    listed: model::Container,
+}
+
+impl Held {
+    fn new(record: ContainerRecord) -> Held {
+        Held { listed: record.to_container(), record }
+    }
 }
 
 impl Entry {
     pub fn new(record: ContainerRecord) -> Arc<Entry> {
-        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(record) })
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(Held::new(record)), watch: Mutex::new(None) })
     }
 
     pub fn read(&self) -> ContainerRecord {
-        self.record.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.record.read().unwrap_or_else(|p| p.into_inner()).record.clone()
+    }
+
+    /// What `look` finds in the record, without a copy of it.
+    pub fn view<T>(&self, look: impl FnOnce(&ContainerRecord) -> T) -> T {
+        look(&self.record.read().unwrap_or_else(|p| p.into_inner()).record)
+    }
+
+    /// The container as ListContainers shows it; None while it is being removed.
+    pub fn listed(&self) -> Option<model::Container> {
+        let held = self.record.read().unwrap_or_else(|p| p.into_inner());
+        (held.record.state != RecordState::Removing).then(|| held.listed.clone())
+    }
+
+    /// Whether the container is created or running (its monitor has something to say).
+    pub fn is_live(&self) -> bool {
+        let held = self.record.read().unwrap_or_else(|p| p.into_inner());
+        matches!(held.record.state, RecordState::Created | RecordState::Running)
+    }
+
+    /// The watch on its monitor, if one is held.
+    pub fn watch(&self) -> Option<Arc<MonitorWatch>> {
+        lock(&self.watch).clone()
+    }
+
+    /// Holds `watch` (or lets go of the one held, with None).
+    pub fn set_watch(&self, watch: Option<MonitorWatch>) -> Option<Arc<MonitorWatch>> {
+        let watch = watch.map(Arc::new);
+        *lock(&self.watch) = watch.clone();
+        watch
+    }
+
+    fn replace(&self, record: ContainerRecord) {
+        *self.record.write().unwrap_or_else(|p| p.into_inner()) = Held::new(record);
     }
 }
 
@@ -92,7 +142,7 @@ impl ContainerStore {
 
     pub fn of_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Entry>> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        index.values().filter(|e| e.read().sandbox_id == sandbox_id).cloned().collect()
+        index.values().filter(|e| e.view(|r| r.sandbox_id == sandbox_id)).cloned().collect()
     }
 
     /// The lock that serialises CreateContainer calls for one name and attempt. Its entry
@@ -106,9 +156,14 @@ impl ContainerStore {
     /// The container already made for a name and attempt (not one being removed).
     pub fn named(&self, key: &NameKey) -> Option<ContainerRecord> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        index.values().map(|e| e.read()).find(|r| {
-            r.sandbox_id == key.0 && r.name == key.1 && r.attempt == key.2 && r.state != RecordState::Removing
-        })
+        index
+            .values()
+            .find(|e| {
+                e.view(|r| {
+                    r.sandbox_id == key.0 && r.name == key.1 && r.attempt == key.2 && r.state != RecordState::Removing
+                })
+            })
+            .map(|e| e.read())
     }
 
     /// Writes a record on disk (crash-safely) without holding it in memory yet.
@@ -125,7 +180,7 @@ impl ContainerStore {
     /// Writes `record` on disk, then makes it what readers see.
     pub fn save(&self, entry: &Entry, record: ContainerRecord) -> Result<(), ContainerError> {
         self.write(&record)?;
-        *entry.record.write().unwrap_or_else(|p| p.into_inner()) = record;
+        entry.replace(record);
         Ok(())
     }
 
@@ -133,16 +188,18 @@ impl ContainerStore {
     /// record that cannot be written is warned about; the exit is read again from the monitor.
     /// Returns the record and whether this call recorded the exit.
     pub fn mark_exited(&self, entry: &Entry, exit: ExitInfo) -> (ContainerRecord, bool) {
-        let mut record = entry.record.write().unwrap_or_else(|p| p.into_inner());
-        let first = matches!(record.state, RecordState::Created | RecordState::Running);
+        let mut held = entry.record.write().unwrap_or_else(|p| p.into_inner());
+        let first = matches!(held.record.state, RecordState::Created | RecordState::Running);
         if first {
+            let mut record = held.record.clone();
             record.state = RecordState::Exited;
             record.exit = Some(exit);
-            if let Err(e) = self.records.put(&record.id, &*record) {
+            if let Err(e) = self.records.put(&record.id, &record) {
                 tracing::warn!(container = %record.id, error = %e, "cannot persist the exit; it is read again later");
             }
+            *held = Held::new(record);
         }
-        (record.clone(), first)
+        (held.record.clone(), first)
     }
 
     /// Forgets a removed container: its record, its entry, its reservation, its last reading.

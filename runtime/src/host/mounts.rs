@@ -62,18 +62,30 @@ pub fn unmount(path: &Path) -> Result<(), MountError> {
 /// Every mount point at or under `dir`, deepest first (from /proc/self/mountinfo, whose paths
 /// are resolved: `dir` is resolved too, so a path through a symlink finds its mounts).
 pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, MountError> {
+    Ok(mounts_under_each(&[dir])?.pop().unwrap_or_default())
+}
+
+/// As `mounts_under`, for each of `dirs`, from one read of the mount table.
+pub fn mounts_under_each(dirs: &[&Path]) -> Result<Vec<Vec<PathBuf>>, MountError> {
     let mountinfo = Path::new("/proc/self/mountinfo");
     let text = std::fs::read_to_string(mountinfo).map_err(|source| MountError::Io {
         what: "read",
         path: mountinfo.into(),
         source,
     })?;
-    let dir = match std::fs::canonicalize(dir) {
-        Ok(resolved) => resolved,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(MountError::Io { what: "resolve", path: dir.into(), source }),
-    };
-    Ok(mount_points_under(&text, &dir))
+    let mut found = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let resolved = match std::fs::canonicalize(dir) {
+            Ok(resolved) => resolved,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                found.push(Vec::new());
+                continue;
+            }
+            Err(source) => return Err(MountError::Io { what: "resolve", path: dir.into(), source }),
+        };
+        found.push(mount_points_under(&text, &resolved));
+    }
+    Ok(found)
 }
 
 fn mount_points_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {

@@ -34,6 +34,11 @@ pub struct MonitorConfig {
     /// hierarchy hidden from its runtime before the create, the others once it reported.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// The cgroup lines of lockstepd's /proc/self/mountinfo (the monitor's mount table too),
+    /// so that the monitor need not read the whole table, every container's overlay mount
+    /// included, to find the memory cgroup (issue 19); None: it reads the table itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_mounts: Option<String>,
     /// Restore the processes of a checkpoint instead of creating the container: they run as
     /// soon as the monitor reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,7 @@ pub mod log;
 pub mod oom;
 pub mod process;
 mod sys;
+pub mod watch;
 
 /// The pty master an OCI runtime sends over a console socket (exec with a terminal uses it too).
 pub use sys::receive_fd;

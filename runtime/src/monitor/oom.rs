@@ -13,10 +13,14 @@ pub struct OomWatch {
 }
 
 impl OomWatch {
-    /// Watches the memory cgroup that `pid` is in; None when no memory controller is found.
-    pub fn for_pid(pid: i32) -> Option<OomWatch> {
+    /// Watches the memory cgroup that `pid` is in, found through `cgroup_mounts` (mountinfo's
+    /// cgroup lines) or else /proc/self/mountinfo; None when no memory controller is found.
+    pub fn for_pid(pid: i32, cgroup_mounts: Option<&str>) -> Option<OomWatch> {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mountinfo = match cgroup_mounts {
+            Some(lines) => lines.to_string(),
+            None => std::fs::read_to_string("/proc/self/mountinfo").ok()?,
+        };
         let counter_file = memory_counter_file(&cgroups, &mountinfo)?;
         let baseline = read_oom_kills(&counter_file)?;
         Some(OomWatch { counter_file, baseline })
@@ -89,7 +93,11 @@ mod tests {
 
     #[test]
     fn this_process_has_a_readable_counter() {
-        let watch = OomWatch::for_pid(std::process::id() as i32).expect("a memory cgroup");
+        let watch = OomWatch::for_pid(std::process::id() as i32, None).expect("a memory cgroup");
         assert!(!watch.oom_killed());
+        // lockstepd hands its monitors the cgroup lines of its mount table: the same counter.
+        let lines = crate::host::cgroups::cgroup_mountinfo().expect("cgroup mounts");
+        let given = OomWatch::for_pid(std::process::id() as i32, Some(&lines)).expect("a memory cgroup");
+        assert_eq!(given.counter_file(), watch.counter_file());
     }
 }

@@ -205,7 +205,7 @@ impl Monitor {
             stdin: stdin_kept,
             log: Arc::new(log),
             control,
-            oom: OomWatch::for_pid(init.as_raw()),
+            oom: OomWatch::for_pid(init.as_raw(), config.cgroup_mounts.as_deref()),
         })
     }
 

@@ -1,11 +1,12 @@
-//! The two places the monitor needs `unsafe`: forking itself away from lockstepd, and taking
-//! ownership of the pty master that the OCI runtime passes over the console socket.
+//! The three places the monitor needs `unsafe`: forking itself away from lockstepd, taking
+//! ownership of the pty master that the OCI runtime passes over the console socket, and
+//! lockstepd's pidfd on a monitor (pidfd_open, which libc does not wrap).
 //! Nothing else in the crate forks or adopts raw descriptors.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
@@ -41,4 +42,18 @@ pub fn receive_fd(stream: &UnixStream) -> std::io::Result<File> {
         return Err(std::io::Error::other("the console socket carried no file descriptor"));
     }
     Ok(files.swap_remove(0))
+}
+
+/// A pidfd of `pid` (pidfd_open(2), Linux 5.3), close-on-exec: readable once that process has
+/// exited, and never another process's, whatever pid is reused later.
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1; it reads and
+    // writes none of this process's memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just made this descriptor for this process and nothing else refers to
+    // it; the OwnedFd closes it once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

@@ -149,6 +149,7 @@ impl Lab {
             max_log_line: monitor::log::DEFAULT_MAX_LINE,
             cgroups: Vec::new(),
             restore: None,
+            cgroup_mounts: None,
         }
     }
 
