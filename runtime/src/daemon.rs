@@ -89,6 +89,11 @@ pub async fn run(
         persist::restrict_dir(&dir, 0o700)?;
     }
     let _lock = lock_root(&config.root)?;
+    // What a daemon killed in the middle of an OCI runtime call left of that call.
+    let swept = crate::oci::sweep_call_files(&config.runroot.join("oci"));
+    if swept > 0 {
+        tracing::info!(files = swept, "removed the OCI runtime call files of a daemon killed mid-call");
+    }
     check_signature_policy(&config)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);

@@ -217,6 +217,7 @@ pub async fn chaos(load: Arc<Load>, daemon: &mut Daemon, mut scope: Scope, runti
     let (_, accounting) = settle(&scope, &before, &load).await;
     let mut report = super::report(runtime, &load, accounting, started);
     report.cycles = 0;
+    report.interrupted = false;
     report.chaos = Some(found);
     report
 }

@@ -201,6 +201,7 @@ impl Load {
     /// Runs the cycles, `concurrency` at a time, until all ran or `stop`.
     pub async fn run_cycles(&self) {
         futures::stream::iter(0..self.shape.cycles)
+            .take_while(|_| std::future::ready(!self.stopped()))
             .map(|i| async move {
                 if self.stopped() {
                     return;
