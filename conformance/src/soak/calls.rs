@@ -13,7 +13,8 @@ const RETRY_WINDOW: Duration = Duration::from_secs(90);
 /// Whether an error says the runtime was not there (killed, restarting), not that it refused.
 pub fn transient(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)
-        || (status.code() == Code::Unknown && status.message().contains("transport"))
+        || (status.code() == Code::Unknown
+            && ["transport", "h2 protocol error", "connection"].iter().any(|m| status.message().contains(m)))
 }
 
 /// The outcome of a call, and whether an earlier try of it failed while the runtime was down
@@ -56,6 +57,7 @@ mod tests {
     fn a_runtime_that_is_down_is_transient_and_a_refusal_is_not() {
         assert!(transient(&tonic::Status::unavailable("connection refused")));
         assert!(transient(&tonic::Status::unknown("transport error")));
+        assert!(transient(&tonic::Status::unknown("h2 protocol error: error reading a body from connection")));
         assert!(!transient(&tonic::Status::not_found("no such container")));
         assert!(!transient(&tonic::Status::invalid_argument("bad")));
     }
