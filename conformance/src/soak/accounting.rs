@@ -305,6 +305,62 @@ fn cgroups_of(ids: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+    /// Pins a new network namespace at `path` (a bind mount, as runtimes pin a pod's).
+    fn pin_new_netns(path: &Path) {
+        std::fs::write(path, "").unwrap();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            mount(Some("/proc/thread-self/ns/net"), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_mount_a_namespace_pin_and_a_file_left_in_the_state_dirs_are_leaks_and_others_are_not() {
+        let state = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(state.path().join("containers/c1/rootfs")).unwrap();
+        let scope = Scope { daemon_pid: None, state_dirs: vec![state.path().to_path_buf()], helper_marks: vec![] };
+        let before = scope.snapshot();
+        let rootfs = state.path().join("containers/c1/rootfs");
+        mount(Some("tmpfs"), &rootfs, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        let pin = state.path().join("netns-pod1");
+        pin_new_netns(&pin);
+        std::fs::write(state.path().join("containers/c1/config.json"), "{}").unwrap();
+        // What another runtime leaves outside the scope is not this one's leak.
+        mount(Some("tmpfs"), elsewhere.path(), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        let after = scope.snapshot();
+        let accounting = scope.account(&before, &after, &[], &[]);
+        for path in [&rootfs, &pin, &elsewhere.path().to_path_buf()] {
+            let _ = umount2(path.as_path(), MntFlags::MNT_DETACH);
+        }
+        let leaked = |resource: &str| accounting.lines.iter().find(|l| l.resource == resource).unwrap().leaked.clone();
+        assert_eq!(leaked("mounts"), [rootfs.display().to_string()]);
+        assert_eq!(leaked("network/IPC/UTS namespace pins"), [pin.display().to_string()]);
+        let files = leaked("files under the state dirs");
+        assert_eq!(files.len(), 2, "the pin's file and config.json: {files:?}");
+        assert_eq!(accounting.leaks(), 4);
+    }
+
+    #[test]
+    fn a_leftover_naming_a_pod_of_the_run_is_found_anywhere_on_the_host() {
+        let elsewhere = tempfile::tempdir().unwrap();
+        let id = format!("soakleaktest{}", std::process::id());
+        let point = elsewhere.path().join(&id);
+        std::fs::create_dir_all(&point).unwrap();
+        let scope = Scope::default();
+        let before = scope.snapshot();
+        mount(Some("tmpfs"), &point, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        let accounting = scope.account(&before, &scope.snapshot(), std::slice::from_ref(&id), &[]);
+        let _ = umount2(point.as_path(), MntFlags::MNT_DETACH);
+        let mounts = accounting.lines.iter().find(|l| l.resource == "mounts").unwrap();
+        assert_eq!(mounts.leaked, [point.display().to_string()]);
+    }
+
     #[test]
     fn mountinfo_escapes_are_read_back() {
         assert_eq!(unescape(r"/tmp/a\040b"), "/tmp/a b");

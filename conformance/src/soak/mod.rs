@@ -35,6 +35,8 @@ pub struct Report {
     pub finding_count: usize,
     /// The daemon's RSS (KiB) after each hundred cycles.
     pub rss: Vec<(usize, u64)>,
+    /// Optional calls the runtime did not answer: RPC → (times, first error).
+    pub unanswered: std::collections::BTreeMap<String, (usize, String)>,
     pub accounting: Accounting,
     pub interrupted: bool,
     pub duration: Duration,
@@ -81,6 +83,9 @@ async fn warm_up(load: &Load) {
         ledger.finding(format!("warm-up: {finding}"));
     }
     ledger.pods.extend(warm_ledger.pods);
+    for (rpc, (times, first)) in warm_ledger.unanswered {
+        ledger.unanswered.entry(rpc).or_insert((0, first)).0 += times;
+    }
 }
 
 /// Waits (at most SETTLE) until the accounting finds nothing, and returns the last one.
@@ -115,6 +120,7 @@ fn report(runtime: String, load: &Load, accounting: Accounting, started: Instant
         findings: ledger.findings,
         finding_count: ledger.finding_count,
         rss: ledger.rss,
+        unanswered: ledger.unanswered,
         accounting,
         interrupted: load.stopped() && ledger.cycles_done < shape.cycles,
         duration: started.elapsed(),
@@ -138,7 +144,10 @@ pub async fn soak(load: Arc<Load>, scope: Scope, runtime: String) -> Report {
         })
     };
     match load.start_steady().await {
-        Ok(()) => load.run_cycles().await,
+        Ok(()) => {
+            eprintln!("soak: {} steady pods up; cycling", load.shape().pods);
+            load.run_cycles().await
+        }
         Err(e) => lock(&load.ledger).finding(format!("steady pods: {e}")),
     }
     load.tear_down_all().await;

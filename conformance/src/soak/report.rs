@@ -69,6 +69,9 @@ pub fn to_table(report: &Report) -> String {
         let series: Vec<String> = report.rss.iter().map(|(n, kib)| format!("{n}: {}", mib(*kib))).collect();
         let _ = writeln!(out, "daemon RSS by cycles: {}", series.join(", "));
     }
+    for (rpc, (times, first)) in &report.unanswered {
+        let _ = writeln!(out, "not answered (optional, not counted as a failure): {rpc} {times} times; first: {first}");
+    }
     if report.finding_count > 0 {
         let _ = writeln!(out, "findings ({}):", report.finding_count);
         for finding in &report.findings {
@@ -107,6 +110,7 @@ pub fn to_json(report: &Report) -> serde_json::Value {
         "rss_after_kib": report.accounting.rss_after_kib,
         "rss_growth_kib_per_100_cycles": rss_growth_per_100(report),
         "rss_by_cycles": report.rss,
+        "unanswered": report.unanswered.iter().map(|(rpc, (times, first))| serde_json::json!({"rpc": rpc, "times": times, "first": first})).collect::<Vec<_>>(),
         "finding_count": report.finding_count,
         "findings": report.findings,
         "chaos": report.chaos,
