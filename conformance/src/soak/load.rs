@@ -216,6 +216,10 @@ impl Load {
                     return;
                 }
                 let outcome = self.cycle(i).await;
+                if outcome.is_err() {
+                    // As the kubelet backs off: a runtime failing every cycle is not hammered.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 let mut ledger = lock(&self.ledger);
                 ledger.cycles_done += 1;
                 if let Err(e) = outcome {
