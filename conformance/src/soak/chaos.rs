@@ -203,7 +203,12 @@ pub async fn chaos(load: Arc<Load>, daemon: &mut Daemon, mut scope: Scope, runti
         tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_millis(500))).await;
         if let Err(e) = daemon.start().await {
             lock(&load.ledger).finding(format!("kill {k}: the daemon did not start again: {e:#}"));
-            break;
+            // Once more a moment later, so the run still ends with the pods removed and counted.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if let Err(e) = daemon.start().await {
+                lock(&load.ledger).finding(format!("kill {k}: nor 2 s later: {e:#}"));
+                break;
+            }
         }
         found.kills = k;
         verify(&load, k, &mut found, &mut reported_duplicates).await;
