@@ -14,7 +14,9 @@ const RETRY_WINDOW: Duration = Duration::from_secs(90);
 pub fn transient(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)
         || (status.code() == Code::Unknown
-            && ["transport", "h2 protocol error", "connection"].iter().any(|m| status.message().contains(m)))
+            && ["transport", "h2 protocol error", "connection", "server is not initialized yet"]
+                .iter()
+                .any(|m| status.message().contains(m)))
 }
 
 /// The outcome of a call, and whether an earlier try of it failed while the runtime was down
@@ -58,6 +60,8 @@ mod tests {
         assert!(transient(&tonic::Status::unavailable("connection refused")));
         assert!(transient(&tonic::Status::unknown("transport error")));
         assert!(transient(&tonic::Status::unknown("h2 protocol error: error reading a body from connection")));
+        // containerd answers so while its CRI plugin starts.
+        assert!(transient(&tonic::Status::unknown("server is not initialized yet")));
         assert!(!transient(&tonic::Status::not_found("no such container")));
         assert!(!transient(&tonic::Status::invalid_argument("bad")));
     }
