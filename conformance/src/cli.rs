@@ -1,6 +1,7 @@
 //! The command line: `run` (one minor's profile against an endpoint, or an embedded lockstepd),
 //! `skew` (every minor's profile), `bench`, `list`, `critest` (a critest report judged by an
-//! expected list), and the hidden `daemon` that the embedded lockstepd runs as.
+//! expected list), `soak` and `chaos` (a kubelet-like load, daemon kills, leak accounting), and
+//! the hidden `daemon` that the embedded lockstepd runs as.
 //! Exit codes: 0 all passed, 1 some failed, 2 the run could not happen.
 
 use std::ffi::OsString;
@@ -35,6 +36,13 @@ enum Command {
     Run(RunArgs),
     /// Measure per-operation latency percentiles, optionally against a second runtime.
     Bench(BenchArgs),
+    /// Run a kubelet-like load for many cycles, then account for what the runtime left on the
+    /// host (mounts, namespaces, veths, IPs, iptables rules, cgroups, helper processes, zombies,
+    /// fds, files, RSS). Exit 1 on any leak.
+    Soak(SoakArgs),
+    /// The soak's load on a daemon this command starts, SIGKILLed at seeded random moments and
+    /// started again; every pod checked after each restart, leaks accounted at the end.
+    Chaos(ChaosArgs),
     /// Run every minor's profile against one endpoint and print the matrix.
     Skew(SkewArgs),
     /// Run one Pod manifest through the CRI calls a kubelet of the minor makes, and report them.
@@ -237,6 +245,71 @@ struct BenchArgs {
     restarts: usize,
 }
 
+/// The load of `soak` and `chaos`.
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The Kubernetes minor whose kubelet to speak as.
+    #[arg(long, default_value = "1.36")]
+    kube: String,
+    /// Steady pods, up for the whole run (an app that runs, a container that exited).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pods: usize,
+    /// Pod cycles at once.
+    #[arg(long, default_value_t = 5, value_name = "C")]
+    concurrency: usize,
+    /// Every this many cycles, an image is pulled and removed (0: never).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    image_every: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// A registry holding the fixtures (`lockstep-conformance fixtures`). Without it, a private
+    /// docker-registry with them is started for the run.
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// A lockstep.toml for the embedded lockstepd.
+    #[arg(long, value_name = "FILE")]
+    lockstepd_config: Option<PathBuf>,
+    /// The runtime's state directories (repeatable), e.g. containerd's root and state: mounts,
+    /// namespace pins and files under them are accounted. Known for an embedded lockstepd.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The runtime to soak. Without it, an embedded lockstepd for the minor.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The pid of the --endpoint daemon, for its fds and RSS (known for an embedded one).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Pod cycles to run.
+    #[arg(long, default_value_t = 100, value_name = "M")]
+    cycles: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// A daemon to start, kill and start again (run as `sh -c "exec CMD"`), serving --endpoint.
+    /// Without both, an embedded lockstepd.
+    #[arg(long, value_name = "CMD")]
+    daemon_cmd: Option<String>,
+    /// The CRI endpoint of --daemon-cmd.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// How many times the daemon is SIGKILLed and started again.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    kills: usize,
+    /// The seed of the kill moments (printed; give it again to replay a run). Default: the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -255,6 +328,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Bench(args) => tokio_runtime().and_then(|rt| rt.block_on(bench(args))),
         Command::Skew(args) => tokio_runtime().and_then(|rt| rt.block_on(skew(args))),
+        Command::Soak(args) => tokio_runtime().and_then(|rt| rt.block_on(soak(args))),
+        Command::Chaos(args) => tokio_runtime().and_then(|rt| rt.block_on(chaos(args))),
         Command::Kubelet(args) => tokio_runtime().and_then(|rt| rt.block_on(kubelet(args))),
     };
     result.unwrap_or_else(|e| {
@@ -563,4 +638,126 @@ async fn run_against(
         tests,
         duration: started.elapsed(),
     })
+}
+
+/// The registry of a soak or chaos run: the user's, or a private one with the fixtures.
+async fn load_registry(given: Option<&str>) -> anyhow::Result<lockstep_testkit::fixtures::env::RegistryEnv> {
+    use lockstep_testkit::fixtures::env::RegistryEnv;
+    match given {
+        Some(host) => RegistryEnv::existing(host),
+        None => {
+            eprintln!("soak: starting a private registry with the fixture images");
+            RegistryEnv::standard_only().await.context("cannot start the fixture registry")
+        }
+    }
+}
+
+/// Prints a soak or chaos report, writes its JSON, and picks the exit code.
+fn finish_soak(report: &crate::soak::Report, json: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    print!("{}", crate::soak::report::to_table(report));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&crate::soak::report::to_json(report))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if report.failed() {
+        ExitCode::from(1)
+    } else if report.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn shape(load: &LoadArgs, cycles: usize, retry: bool) -> crate::soak::load::Shape {
+    crate::soak::load::Shape {
+        pods: load.pods,
+        cycles,
+        concurrency: load.concurrency.max(1),
+        image_every: load.image_every,
+        retry,
+    }
+}
+
+async fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
+    use crate::soak::{accounting::Scope, load::Load, Images};
+    let minor = parse_minor(&args.load.kube)?;
+    let target = Target::open(minor, args.endpoint.clone(), args.pid, args.load.lockstepd_config.as_deref()).await?;
+    let scope = match target.embedded_state_dirs().await {
+        Some(dirs) => {
+            let runroot = dirs.last().map(|d| d.display().to_string()).unwrap_or_default();
+            Scope { daemon_pid: target.pid, state_dirs: dirs, helper_marks: vec![runroot] }
+        }
+        None => {
+            let socket = lockstep_cri::socket_path(&target.endpoint)?.display().to_string();
+            Scope { daemon_pid: args.pid, state_dirs: args.load.state_dir.clone(), helper_marks: vec![socket] }
+        }
+    };
+    let result = async {
+        let registry = load_registry(args.load.registry.as_deref()).await?;
+        let ctx = connect(minor, &target.endpoint).await?;
+        let mut client = ctx.kubelet();
+        let images = Images::pull(&mut client, &registry).await?;
+        let logs =
+            tempfile::Builder::new().prefix("lockstep-soak-logs-").tempdir().context("cannot make a temp dir")?;
+        let shape = shape(&args.load, args.cycles, false);
+        let load =
+            std::sync::Arc::new(Load::new(client, images.image, images.churn, logs.path(), shape, scope.daemon_pid));
+        let runtime = format!("{} {}", ctx.runtime.name, ctx.runtime.version);
+        anyhow::Ok(crate::soak::soak(load, scope, runtime).await)
+    }
+    .await;
+    let report = target.close(result).await?;
+    finish_soak(&report, args.load.json.as_deref())
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    use crate::soak::chaos::{self as chaos_run, CommandDaemon, Daemon, Faults};
+    use crate::soak::{accounting::Scope, load::Load, Images};
+    let minor = parse_minor(&args.load.kube)?;
+    let scratch = tempfile::Builder::new().prefix("lockstep-chaos-").tempdir().context("cannot make a temp dir")?;
+    let (mut daemon, endpoint, scope) = match (&args.daemon_cmd, &args.endpoint) {
+        (None, Some(endpoint)) => anyhow::bail!(
+            "chaos must kill and restart the runtime, and it can only restart a daemon it starts itself: \
+             {endpoint} alone is a runtime it cannot restart. Give the daemon's command line with \
+             --daemon-cmd 'CMD' (and --endpoint for its socket), or neither for an embedded lockstepd"
+        ),
+        (Some(_), None) => anyhow::bail!("--daemon-cmd needs --endpoint: the socket the daemon serves"),
+        (Some(command), Some(endpoint)) => {
+            let log = scratch.path().join("daemon.log");
+            let daemon = CommandDaemon::start(command.clone(), endpoint.clone(), log, minor).await?;
+            let socket = lockstep_cri::socket_path(endpoint)?.display().to_string();
+            let scope = Scope { daemon_pid: None, state_dirs: args.load.state_dir.clone(), helper_marks: vec![socket] };
+            (Daemon::Command(daemon), endpoint.clone(), scope)
+        }
+        (None, None) => {
+            let embedded = crate::target::Embedded::start(minor, args.load.lockstepd_config.as_deref()).await?;
+            let dirs = embedded.state_dirs();
+            let runroot = dirs.last().map(|d| d.display().to_string()).unwrap_or_default();
+            let endpoint = embedded.endpoint.clone();
+            let scope = Scope { daemon_pid: None, state_dirs: dirs, helper_marks: vec![runroot] };
+            (Daemon::Embedded(embedded), endpoint, scope)
+        }
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    eprintln!("chaos: seed {seed} (replay with --seed {seed}), {} kills", args.kills);
+    let result = async {
+        let registry = load_registry(args.load.registry.as_deref()).await?;
+        let ctx = connect(minor, &endpoint).await?;
+        let mut client = ctx.kubelet();
+        let images = Images::pull(&mut client, &registry).await?;
+        let logs =
+            tempfile::Builder::new().prefix("lockstep-soak-logs-").tempdir().context("cannot make a temp dir")?;
+        let shape = shape(&args.load, usize::MAX, true);
+        let load = std::sync::Arc::new(Load::new(client, images.image, images.churn, logs.path(), shape, None));
+        let runtime = format!("{} {}", ctx.runtime.name, ctx.runtime.version);
+        let mut scope = scope;
+        scope.daemon_pid = daemon.pid();
+        let faults = Faults { kills: args.kills, seed };
+        anyhow::Ok(chaos_run::chaos(load, &mut daemon, scope, runtime, faults).await)
+    }
+    .await;
+    daemon.stop().await;
+    finish_soak(&result?, args.load.json.as_deref())
 }

@@ -10,6 +10,7 @@ pub mod framework;
 pub mod kubelet;
 pub mod report;
 pub mod skew;
+pub mod soak;
 pub mod suites;
 pub mod surface;
 pub mod target;

@@ -49,6 +49,11 @@ impl Embedded {
         self.daemon.pid()
     }
 
+    /// Its state directories: --root and --runroot.
+    pub fn state_dirs(&self) -> Vec<std::path::PathBuf> {
+        vec![self.daemon.root(), self.daemon.runroot()]
+    }
+
     /// The last lines of the daemon's log, for error messages.
     pub fn log_tail(&self) -> String {
         self.daemon.log_tail()
@@ -126,6 +131,14 @@ impl Target {
     /// What lets tests restart the runtime: only an embedded lockstepd has one.
     pub fn restarter(&self) -> Option<std::sync::Arc<dyn Restarter>> {
         self.embedded.clone().map(|e| std::sync::Arc::new(SharedEmbedded(e)) as std::sync::Arc<dyn Restarter>)
+    }
+
+    /// The embedded daemon's state directories (--root, --runroot); None for an endpoint.
+    pub async fn embedded_state_dirs(&self) -> Option<Vec<std::path::PathBuf>> {
+        match &self.embedded {
+            Some(embedded) => Some(embedded.lock().await.state_dirs()),
+            None => None,
+        }
     }
 
     /// Stops the embedded daemon, if any. The work's own error wins over a failed stop.

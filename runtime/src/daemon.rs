@@ -89,6 +89,11 @@ pub async fn run(
         persist::restrict_dir(&dir, 0o700)?;
     }
     let _lock = lock_root(&config.root)?;
+    // What a daemon killed in the middle of an OCI runtime call left of that call.
+    let swept = crate::oci::sweep_call_files(&config.runroot.join("oci"));
+    if swept > 0 {
+        tracing::info!(files = swept, "removed the OCI runtime call files of a daemon killed mid-call");
+    }
     check_signature_policy(&config)?;
     let socket_path = config.socket_path();
     let images = Arc::new(ImageService::open(&config)?);
@@ -193,12 +198,24 @@ fn lock_root(root: &Path) -> Result<File, DaemonError> {
         .mode(0o600)
         .open(&path)
         .map_err(|source| DaemonError::StateDir { path: path.clone(), source })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::RootInUse(root.to_path_buf())),
-        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::StateDir { path, source }),
+    // A daemon killed a moment ago may still hold the lock for a little while (its open file
+    // lives on in a child it forked that has not exec'd yet, or in its last exiting thread):
+    // asked again for up to ROOT_LOCK_PATIENCE before the root is taken for another daemon's.
+    let deadline = std::time::Instant::now() + ROOT_LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(DaemonError::RootInUse(root.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => return Err(DaemonError::StateDir { path, source }),
+        }
     }
 }
+
+/// How long a starting lockstepd waits for the root's lock before it says another daemon has it.
+const ROOT_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn log_handlers(info: &RuntimeInfo) {
     let handlers = info.handlers();
@@ -234,5 +251,30 @@ pub async fn stop_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_lock_let_go_a_moment_later_is_taken_and_one_kept_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        // The lock of a daemon that is going away: released 300 ms after the new one asks.
+        let held =
+            File::options().create(true).truncate(false).write(true).open(root.path().join("lockstepd.lock")).unwrap();
+        held.try_lock().unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let taken = lock_root(root.path()).expect("the lock, once let go");
+        releaser.join().unwrap();
+        // A daemon that keeps it: refused once the patience is spent.
+        let started = std::time::Instant::now();
+        assert!(matches!(lock_root(root.path()), Err(DaemonError::RootInUse(_))));
+        assert!(started.elapsed() >= ROOT_LOCK_PATIENCE);
+        drop(taken);
     }
 }

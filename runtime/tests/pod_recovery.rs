@@ -200,3 +200,52 @@ async fn a_failing_del_keeps_the_pod_attached_until_a_retry_succeeds() {
     kubelet.remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
     assert_no_leaks(&daemon, &pod_traces);
 }
+
+/// Found by `lockstep-conformance chaos`: lockstepd killed during the bridge plugin's DEL left
+/// the pod's masquerade rules behind for good (the plugin, killed with lockstepd, had deleted
+/// the pod's interface; the retried DEL found no address to tear the rules down by). Now the
+/// DEL runs to its end and the retry after the restart starts only then.
+#[tokio::test]
+async fn a_kill_during_the_bridge_s_del_lets_it_finish_and_the_retry_waits_for_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("slow-del-plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (slow, calls) = (scratch.path().join("slow"), scratch.path().join("calls"));
+    let script = format!(
+        "#!/bin/sh\n[ \"$CNI_COMMAND\" = DEL ] || exec {CNI_BIN}/bridge \"$@\"\necho \"begin $$\" >>{calls}\n[ -e {slow} ] && sleep 2\n{CNI_BIN}/bridge \"$@\"\nrc=$?\necho \"end $$\" >>{calls}\nexit $rc\n",
+        calls = calls.display(),
+        slow = slow.display()
+    );
+    std::fs::write(dir.join("bridge"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.join("bridge"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut daemon = start_with_plugins(vec![dir, PathBuf::from(CNI_BIN)]).await;
+    let mut kubelet = daemon.kubelet().await;
+    let id = kubelet.run_pod_sandbox(run_request(pod(&unique("killed-del")))).await.unwrap().pod_sandbox_id;
+    let pod_traces = traces(&mut kubelet, &id).await;
+    assert!(!iptables_rules_of(&id).is_empty(), "the bridge made the pod's masquerade rules");
+
+    std::fs::write(&slow, "").unwrap();
+    let stopping = tokio::spawn({
+        let mut k = kubelet.clone();
+        let pod_sandbox_id = id.clone();
+        async move { k.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id }).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&calls).unwrap_or_default().contains("begin") {
+        assert!(Instant::now() < deadline, "the DEL never started: {}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    daemon.kill();
+    assert!(stopping.await.unwrap().is_err(), "the caller saw the crash");
+    std::fs::remove_file(&slow).unwrap();
+
+    daemon.spawn().await.unwrap();
+    let mut kubelet = daemon.kubelet().await;
+    kubelet.stop_pod_sandbox(model::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
+    kubelet.remove_pod_sandbox(model::RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
+    let calls: Vec<String> =
+        std::fs::read_to_string(&calls).unwrap().lines().map(|l| l[..l.find(' ').unwrap()].to_string()).collect();
+    assert_eq!(calls, ["begin", "end", "begin", "end"], "the first DEL ended before the retry began");
+    assert_no_leaks(&daemon, &pod_traces);
+}

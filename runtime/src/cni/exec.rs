@@ -1,12 +1,15 @@
 //! Runs one CNI plugin by the CNI spec: the binary found in the plugin directories, the
 //! CNI_* variables in its environment, its network configuration on stdin, its result (or its
 //! error object) on stdout. The config is written by a thread of its own (a plugin may write
-//! before it reads), and a plugin still running at the deadline is killed. The plugin dies
-//! with the thread that ran it (PDEATHSIG), so a killed lockstepd leaves no plugin half-way;
-//! recovery DELs what it may have done.
+//! before it reads), and a plugin still running at the deadline is killed. An ADD dies with the
+//! thread that ran it (PDEATHSIG): recovery DELs what it may have done. A DEL is left to finish
+//! when lockstepd dies, and the next DEL of that sandbox waits for it: a DEL cut short cannot
+//! always be redone (the bridge plugin finds the pod's addresses, hence its masquerade rules,
+//! on the interface that its first DEL already deleted).
 #![allow(unsafe_code)]
 
 use std::io::{Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -91,15 +94,8 @@ pub fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent;
-    // it is all that runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if invocation.command != "DEL" {
+        die_with_parent(&mut command);
     }
     let output = run_to_end(command, &path, invocation, config)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -129,6 +125,64 @@ pub fn run(
         command: command_name,
         output: stdout.chars().take(300).collect(),
     })
+}
+
+/// The plugin is killed when the thread that runs it ends (lockstepd killed, say).
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent;
+    // it is all that runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Plugin processes (a binary of `dirs`, or a script there run by its interpreter) running a
+/// DEL for `container_id`: one that a killed lockstepd left to finish, and its IPAM child.
+fn dels_running_for(container_id: &str, dirs: &[PathBuf]) -> Vec<i32> {
+    let wanted_id = format!("CNI_CONTAINERID={container_id}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let a_plugin = cmdline
+            .split(|b| *b == 0)
+            .take(2)
+            .any(|arg| dirs.iter().any(|d| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(d)));
+        if !a_plugin {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if vars.contains(&wanted_id.as_bytes()) && vars.contains(&b"CNI_COMMAND=DEL".as_slice()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits until no DEL of `container_id` that an earlier lockstepd started still runs (killed
+/// at the plugins' deadline), so that this DEL starts where that one ended.
+pub fn wait_for_earlier_del(container_id: &str, plugins: &Plugins) {
+    let deadline = Instant::now() + plugins.timeout;
+    loop {
+        let running = dels_running_for(container_id, &plugins.dirs);
+        if running.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            for pid in running {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            return;
+        }
+        tracing::debug!(sandbox = %container_id, pids = ?running, "waiting for the CNI DEL a killed lockstepd started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Spawns the plugin, feeds it `config` from a thread of its own, collects stdout and stderr,

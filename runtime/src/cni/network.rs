@@ -155,6 +155,8 @@ pub fn add(attachment: &mut Attachment, plugins: &Plugins) -> Result<(), CniErro
 pub fn del(attachment: &Attachment, plugins: &Plugins) -> Result<(), CniError> {
     let netns =
         if crate::host::namespaces::is_pinned(&attachment.netns) { attachment.netns.clone() } else { PathBuf::new() };
+    // A DEL that a killed lockstepd started runs on: this one starts where it ends.
+    exec::wait_for_earlier_del(&attachment.container_id, plugins);
     for plugin in attachment.plugins().iter().rev() {
         let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("");
         let stdin = attachment.plugin_stdin(plugin, attachment.result.as_ref());

@@ -668,6 +668,29 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(255)
 }
 
+/// Removes the per-call files (`<op>-<pid>-<n>.json`, `.process.json`, `.pid`) that a killed
+/// lockstepd left in each handler's log directory under `oci_dir`: every call removes its own
+/// when it ends, so a file of another pid is one whose daemon died mid-call. Called at start,
+/// with the root locked (no other daemon writes there). Returns how many went.
+pub fn sweep_call_files(oci_dir: &Path) -> usize {
+    let me = std::process::id().to_string();
+    let mut removed = 0;
+    let log_dirs = std::fs::read_dir(oci_dir).into_iter().flatten().flatten();
+    for dir in log_dirs.filter(|d| d.file_name().to_string_lossy().ends_with(".log")) {
+        for file in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let stem = name.split('.').next().unwrap_or_default();
+            let mut parts = stem.rsplitn(3, '-');
+            let (Some(n), Some(pid), Some(_op)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let ours = n.parse::<u64>().is_ok() && pid.parse::<u32>().is_ok();
+            if ours && pid != me && std::fs::remove_file(file.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Reads and removes a call's log file.
 fn take_log(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -726,6 +749,28 @@ mod tests {
         assert_eq!((kept.len(), cut), (1000, true));
         let (kept, cut) = read(100);
         assert_eq!((kept.len(), cut), (100, false));
+    }
+
+    #[test]
+    fn a_restart_removes_the_call_files_of_the_daemon_killed_mid_call_and_keeps_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("crun.log");
+        std::fs::create_dir_all(&logs).unwrap();
+        let me = std::process::id();
+        let left = ["start-1-54.json", "exec-1-7.process.json", "exec-1-7.pid"];
+        let kept = [format!("kill-{me}-3.json"), "notes.txt".to_string()];
+        for name in left.iter().map(|s| s.to_string()).chain(kept.clone()) {
+            std::fs::write(logs.join(name), "x").unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join("crun/c1")).unwrap();
+        assert_eq!(sweep_call_files(tmp.path()), 3);
+        let mut remaining: Vec<String> =
+            std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        remaining.sort();
+        let mut expected = kept.to_vec();
+        expected.sort();
+        assert_eq!(remaining, expected);
+        assert!(tmp.path().join("crun/c1").exists(), "the runtime's own state is not touched");
     }
 
     #[test]

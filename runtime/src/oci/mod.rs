@@ -13,7 +13,7 @@ use std::time::Duration;
 use oci_spec::runtime::{LinuxResources, Process};
 use serde::{Deserialize, Serialize};
 
-pub use command::{CommandRuntime, PreparedExec, RuntimeCommand};
+pub use command::{sweep_call_files, CommandRuntime, PreparedExec, RuntimeCommand};
 pub use probe::{probe_handlers, probe_one, resolve, HandlerFeatures, HandlerSet, ProbedHandler, PROBE_BINARY};
 
 #[derive(Debug, thiserror::Error)]
