@@ -138,7 +138,7 @@ async fn checkpoint_and_restore(ctx: Ctx) -> TestResult {
             check!(seen.windows(2).all(|w| w[1] == w[0] + 1), "the restored counter skips: {seen:?}");
             let marker = other.exec_ok(&restored, &["cat", "/tmp/marker"]).await?;
             check!(marker == "before\n", "the writable layer's /tmp/marker is {marker:?} after the restore");
-            let held = other.sh(&restored, "for fd in /proc/[0-9]*/fd/3; do readlink $fd; done").await?;
+            let held = other.sh(&restored, "for fd in /proc/[0-9]*/fd/3; do readlink $fd || true; done").await?;
             check!(held.contains("/tmp/held"), "no restored process holds /tmp/held open (fd 3 links: {held:?})");
             Ok(())
         })
