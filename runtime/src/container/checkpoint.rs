@@ -61,7 +61,7 @@ pub fn checkpoint_container(
 
     let scratch = record.run_dir.join(SCRATCH);
     let _ = crate::fstree::remove_tree(&scratch);
-    let made = write_archive(containers, &record, &spec, &scratch, &location, timeout);
+    let made = write_archive(containers, &record, &template, &spec, &scratch, &location, timeout);
     if let Err(e) = crate::fstree::remove_tree(&scratch) {
         tracing::warn!(container = %id, error = %e, "cannot remove the checkpoint's scratch directory");
     }
@@ -93,6 +93,7 @@ fn archive_location(location: &str) -> Result<PathBuf, ContainerError> {
 fn write_archive(
     containers: &ContainerManager,
     record: &ContainerRecord,
+    template: &model::ContainerStatus,
     spec: &oci_spec::runtime::Spec,
     scratch: &Path,
     location: &Path,
@@ -119,7 +120,7 @@ fn write_archive(
         let _ = std::fs::copy(log, content.join(archive::CONTAINER_LOG));
     }
     archive::write_json(&content, archive::SPEC_DUMP, spec).map_err(ContainerError::archive("write the spec dump"))?;
-    archive::write_json(&content, archive::CONFIG_DUMP, &config_dump(record))
+    archive::write_json(&content, archive::CONFIG_DUMP, &config_dump(record, template))
         .map_err(ContainerError::archive("write the config dump"))?;
     archive::write_rootfs_diff(&record.layer_dir.join("upper"), &content)
         .map_err(ContainerError::archive("archive the writable layer"))?;
@@ -130,8 +131,7 @@ fn write_archive(
     Ok(size)
 }
 
-fn config_dump(record: &ContainerRecord) -> ConfigDump {
-    let template = record.template();
+fn config_dump(record: &ContainerRecord, template: &model::ContainerStatus) -> ConfigDump {
     let at = |nanos: i64| rfc3339_nano(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64));
     ConfigDump {
         id: record.id.clone(),

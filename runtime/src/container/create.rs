@@ -278,44 +278,41 @@ fn create_steps(
 
     // 6. The monitor, which runs the runtime's create. Its undo kills, waits, deletes. A
     // restore has none until StartContainer: its processes come back only then.
-    if let Some(restore) = restore {
-        record.restore = Some(restore.pending);
-        record.state = RecordState::Created;
-        containers.store.write(&record)?;
-        undo.disarm();
-        tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, "container created from a checkpoint");
-        return Ok(record);
-    }
-    let dir = ContainerDir::new(&run_dir);
-    let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
-    undo.push("kill and delete the container", move || {
-        let _ = undo_runtime.signal(&undo_id, SIGKILL, true);
-        if matches!(undo_runtime.watch(&undo_dir), Ok(MonitorState::Running { .. })) {
-            let _ = undo_runtime.wait_exit(&undo_dir, &undo_id, lifecycle::KILL_WAIT);
+    match restore {
+        Some(restore) => record.restore = Some(restore.pending),
+        None => {
+            let dir = ContainerDir::new(&run_dir);
+            let (undo_runtime, undo_dir, undo_id) = (runtime.clone(), dir.clone(), id.to_string());
+            undo.push("kill and delete the container", move || {
+                let _ = undo_runtime.signal(&undo_id, SIGKILL, true);
+                if matches!(undo_runtime.watch(&undo_dir), Ok(MonitorState::Running { .. })) {
+                    let _ = undo_runtime.wait_exit(&undo_dir, &undo_id, lifecycle::KILL_WAIT);
+                }
+                undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
+            });
+            let request = CreateRequest {
+                container_id: id.to_string(),
+                bundle,
+                log_path,
+                tty: config.tty,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                restore: None,
+            };
+            let spawned = runtime.create(&dir, &request).map_err(ContainerError::monitor(id, "create"))?;
+            record.init_pid = spawned.init_pid;
+            timer.mark("monitor");
         }
-        undo_runtime.delete(&undo_id).map_err(|e| e.to_string())
-    });
-    let request = CreateRequest {
-        container_id: id.to_string(),
-        bundle,
-        log_path,
-        tty: config.tty,
-        stdin: config.stdin,
-        stdin_once: config.stdin_once,
-        restore: None,
-    };
-    let spawned = runtime.create(&dir, &request).map_err(ContainerError::monitor(id, "create"))?;
-    timer.mark("monitor");
+    }
 
     // 7. Created, on disk before the answer.
-    record.init_pid = spawned.init_pid;
     record.state = RecordState::Created;
     containers.store.write(&record)?;
     undo.disarm();
     timer.mark("created");
     tracing::debug!(container = %id, steps = %timer, "CreateContainer step times");
     tracing::info!(container = %id, sandbox = %sandbox.id, name = %record.name, attempt = record.attempt,
-        "container created");
+        from_checkpoint = record.restore.is_some(), "container created");
     Ok(record)
 }
 
