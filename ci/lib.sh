@@ -5,8 +5,15 @@
 # The script's own name, for messages ("setup: ...", "containerd: ...").
 LOG_NAME=${LOG_NAME:-$(basename "$0")}
 
+# Seconds since the first script of this run started (shared with the scripts it calls), so
+# every log line says where the time goes: "test [14m05s]: ...".
+export LOCKSTEP_CI_START=${LOCKSTEP_CI_START:-$(date +%s)}
+
 # log MSG...: one line on stderr, so stdout stays free for results.
-log() { printf '%s: %s\n' "$LOG_NAME" "$*" >&2; }
+log() {
+  local elapsed=$(($(date +%s) - LOCKSTEP_CI_START))
+  printf '%s [%dm%02ds]: %s\n' "$LOG_NAME" $((elapsed / 60)) $((elapsed % 60)) "$*" >&2
+}
 
 # die MSG...: log and exit 1.
 die() { log "error: $*"; exit 1; }

@@ -114,6 +114,7 @@ pub async fn run(
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
     let served = tonic::transport::Server::builder()
         .layer(MetricsLayer::new(metrics))
+        .layer(crate::server::deadline::DeadlineLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -4,6 +4,7 @@
 //! kubelet would send. Outcomes: Passed, Failed(reason) or Skipped(reason).
 
 mod context;
+pub mod raw_grpc;
 mod runner;
 
 use std::future::Future;

@@ -69,6 +69,9 @@ pub fn tests() -> Vec<Test> {
         }),
         test("zstd-compressed and uncompressed layers are pulled", v30, REGISTRY, |c| Box::pin(zstd_and_plain(c))),
         test("concurrent pulls of one image all return the same ID", v30, REGISTRY, |c| Box::pin(concurrent_pulls(c))),
+        test("a pull that outlives the client's deadline answers DEADLINE_EXCEEDED", v30, REGISTRY, |c| {
+            Box::pin(pull_past_deadline(c))
+        }),
         test("a pull the kubelet gave up on does not answer a later pull after RemoveImage", v30, REGISTRY, |c| {
             Box::pin(abandoned_pull(c))
         }),
@@ -491,6 +494,34 @@ async fn concurrent_pulls(ctx: Ctx) -> TestResult {
     }
     let listed = list(&mut c).await?.into_iter().filter(|i| i.id == whiteout.id()).count();
     check!(listed == 1, "ListImages shows the image {listed} times");
+    Ok(())
+}
+
+/// critest's "should timeout if requested": a pull whose deadline (grpc-timeout) passes is
+/// answered DEADLINE_EXCEEDED. When the client's own timer fires late (a loaded machine), the
+/// runtime's answer is what it sees, so CANCELLED (tonic's default) fails critest.
+async fn pull_past_deadline(ctx: Ctx) -> TestResult {
+    let env = env(&ctx)?;
+    let mut c = ctx.kubelet();
+    let own = env.fixture(fixtures::OWN_CANCELLED);
+    absent(&mut c, own).await?;
+    // Sent past tonic's channel, whose own timer would answer CANCELLED before the runtime.
+    let request = model::PullImageRequest { image: spec(&own.reference(&env.host)), ..Default::default() };
+    let path = "/runtime.v1.ImageService/PullImage";
+    let answer = crate::framework::raw_grpc::unary_status(&ctx.endpoint, path, &request, Duration::from_millis(5))
+        .await
+        .map_err(|e| Failure::Fail(format!("PullImage over a raw HTTP/2 connection: {e:#}")));
+    // A runtime that goes on with the pull may finish it: the next test starts from nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    absent(&mut c, own).await?;
+    let status = answer?;
+    check!(status.code() != tonic::Code::Ok, "PullImage with a 5 ms deadline succeeded: no pull is that fast");
+    check!(
+        status.code() == tonic::Code::DeadlineExceeded,
+        "PullImage past a 5 ms deadline answered {:?} ({}), expected DeadlineExceeded",
+        status.code(),
+        status.message()
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! An RPC that is not built yet answers UNIMPLEMENTED with a message that names it.
 
 mod container;
+pub mod deadline;
 pub mod image;
 pub mod metrics;
 mod runtime_info;
