@@ -1,7 +1,8 @@
 //! The command line: `run` (one minor's profile against an endpoint, or an embedded lockstepd),
 //! `skew` (every minor's profile), `bench`, `list`, `critest` (a critest report judged by an
-//! expected list), `soak` and `chaos` (a kubelet-like load, daemon kills, leak accounting), and
-//! the hidden `daemon` that the embedded lockstepd runs as.
+//! expected list), `soak` and `chaos` (a kubelet-like load, daemon kills, leak accounting),
+//! `report --html` (one page from their JSON results), and the hidden `daemon` that the embedded
+//! lockstepd runs as.
 //! Exit codes: 0 all passed, 1 some failed, 2 the run could not happen.
 
 use std::ffi::OsString;
@@ -66,6 +67,18 @@ enum Command {
         /// The runtime's expected critest outcomes.
         #[arg(long, value_name = "FILE")]
         expected: PathBuf,
+    },
+    /// Write one self-contained HTML page (no network fetches) from JSON results of run, skew,
+    /// bench, soak and chaos: the skew matrix as a grid, each suite with its failures shown,
+    /// latency plots runtime beside runtime, reliability figures. Exit 2 on a file that does not
+    /// parse or comes from a newer harness.
+    Report {
+        /// Where to write the page.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+        /// The results (`--json` files of run, skew, bench, soak, chaos), in the page's order.
+        #[arg(required = true, value_name = "JSON")]
+        results: Vec<PathBuf>,
     },
     /// List the tests (`area/name  (since 1.NN)`) of one minor's profile, or without --kube of
     /// every minor: what --focus, --skip and the expected-failure lists match against.
@@ -322,6 +335,7 @@ pub fn main() -> ExitCode {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
         Command::List { kube } => list(kube.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Critest { report, expected } => critest(&report, &expected),
+        Command::Report { html, results } => report_html(&html, &results).map(|()| ExitCode::SUCCESS),
         Command::Fixtures { registry, without_large } => {
             tokio_runtime().and_then(|rt| rt.block_on(fixtures(&registry, !without_large))).map(|()| ExitCode::SUCCESS)
         }
@@ -383,6 +397,14 @@ fn critest(report: &std::path::Path, expected: &std::path::Path) -> anyhow::Resu
         }
     );
     Ok(if verdict.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn report_html(html: &std::path::Path, results: &[PathBuf]) -> anyhow::Result<()> {
+    let inputs = results.iter().map(|path| crate::html::read(path)).collect::<Result<Vec<_>, _>>()?;
+    let page = crate::html::render(&inputs)?;
+    std::fs::write(html, page).with_context(|| format!("cannot write {}", html.display()))?;
+    eprintln!("report: wrote {} from {} results", html.display(), inputs.len());
+    Ok(())
 }
 
 async fn fixtures(registry: &str, with_large: bool) -> anyhow::Result<()> {

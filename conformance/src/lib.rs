@@ -7,6 +7,7 @@ pub mod cli;
 pub mod critest;
 pub mod expected;
 pub mod framework;
+pub mod html;
 pub mod kubelet;
 pub mod report;
 pub mod skew;

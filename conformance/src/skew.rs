@@ -72,5 +72,5 @@ pub fn to_json(rows: &[Row]) -> serde_json::Value {
         })
         .collect();
     let runtime = rows.first().map(|r| json!(r.report.runtime)).unwrap_or(json!(null));
-    json!({ "runtime": runtime, "matrix": matrix })
+    json!({ "harness_version": crate::html::HARNESS_VERSION, "kind": "skew", "runtime": runtime, "matrix": matrix })
 }

@@ -155,5 +155,5 @@ pub fn to_json(report: &BenchReport) -> serde_json::Value {
             json!({"bench": name, "runtimes": runtimes})
         })
         .collect();
-    json!({"iterations": report.iterations, "concurrency": report.concurrency, "benches": benches})
+    json!({"harness_version": crate::html::HARNESS_VERSION, "kind": "bench", "iterations": report.iterations, "concurrency": report.concurrency, "benches": benches})
 }

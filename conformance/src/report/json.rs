@@ -1,4 +1,5 @@
-//! The report as JSON, for tools.
+//! The report as JSON, for tools (and `report --html`): stamped with the harness version and
+//! its kind, so that a reader can refuse a file from a newer harness.
 
 use serde_json::json;
 
@@ -20,6 +21,8 @@ pub fn to_json(report: &RunReport) -> serde_json::Value {
         })
         .collect();
     json!({
+        "harness_version": crate::html::HARNESS_VERSION,
+        "kind": "run",
         "kubernetes": report.kube,
         "endpoint": report.endpoint,
         "runtime": report.runtime,

@@ -95,6 +95,8 @@ pub fn to_table(report: &Report) -> String {
 
 pub fn to_json(report: &Report) -> serde_json::Value {
     serde_json::json!({
+        "harness_version": crate::html::HARNESS_VERSION,
+        "kind": if report.chaos.is_some() { "chaos" } else { "soak" },
         "runtime": report.runtime,
         "cycles": report.cycles,
         "cycles_done": report.cycles_done,
