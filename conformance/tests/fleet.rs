@@ -1,6 +1,7 @@
 //! `lockstep-conformance fleet` against an in-process fake API server (tests/fleet/fake.rs):
 //! a node that passes, one whose Job fails and one that times out; a kubeconfig that does not
-//! parse, a cluster that refuses and one that is not there (exit 2 with the reason).
+//! parse, a cluster that refuses and one that is not there (exit 2 with the reason), Ctrl-C;
+//! and, as root, that what `run --json -` prints is what fleet reads from a pod's log.
 
 #[path = "fleet/fake.rs"]
 mod fake;
@@ -44,17 +45,9 @@ async fn fleet(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// What `run --kube 1.36 --json -` prints in the pod: the table on stderr, then the JSON report
-/// on stdout, both in the pod's log; written by the harness's own report module.
-fn passing_log() -> String {
-    let test = |area, name, outcome| TestReport {
-        area,
-        name,
-        since: Minor::V1_30,
-        outcome,
-        duration: Duration::from_millis(40),
-    };
-    let report = RunReport {
+/// A report of the 1.36 profile with these tests, as the harness writes it.
+fn report_with(tests: Vec<TestReport>) -> RunReport {
+    RunReport {
         kube: "1.36".into(),
         endpoint: "unix:///host-cri.sock".into(),
         runtime: RuntimeIdentity {
@@ -64,16 +57,30 @@ fn passing_log() -> String {
             pinned_minor: None,
         },
         surface: Surface { probes: vec![], summary: "serves every RPC of Kubernetes 1.36".into() },
-        tests: vec![
-            test("runtime-info", "Version answers what the kubelet requires", Outcome::Passed),
-            test("pods", "RunPodSandbox makes a ready pod", Outcome::Passed),
-            test("user-namespaces", "hostUsers false", Outcome::Skipped("the runtime reports none".into())),
-        ],
+        tests,
         duration: Duration::from_secs(3),
-    };
-    let table = report::to_table(&report, false);
-    let json = serde_json::to_string_pretty(&report::to_json(&report)).unwrap();
+    }
+}
+
+fn test(area: &'static str, name: &'static str, outcome: Outcome) -> TestReport {
+    TestReport { area, name, since: Minor::V1_30, outcome, duration: Duration::from_millis(40) }
+}
+
+/// The pod's log: the table (stderr), then the JSON report (stdout).
+fn log_of(report: &RunReport) -> String {
+    let table = report::to_table(report, false);
+    let json = serde_json::to_string_pretty(&report::to_json(report)).unwrap();
     format!("{table}{json}\n")
+}
+
+/// What `run --kube 1.36 --json -` prints in the pod: the table on stderr, then the JSON report
+/// on stdout, both in the pod's log; written by the harness's own report module.
+fn passing_log() -> String {
+    log_of(&report_with(vec![
+        test("runtime-info", "Version answers what the kubelet requires", Outcome::Passed),
+        test("pods", "RunPodSandbox makes a ready pod", Outcome::Passed),
+        test("user-namespaces", "hostUsers false", Outcome::Skipped("the runtime reports none".into())),
+    ]))
 }
 
 fn nodes() -> Vec<FakeNode> {
@@ -231,4 +238,95 @@ async fn a_selector_that_matches_nothing_is_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no node matches the selector \"zone=c\""), "{stderr}");
     assert!(fake.seen.lock().unwrap().created.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_fails_with_a_report_is_judged_by_its_failed_tests() {
+    // `run` exits 1 when a test fails, so the Job fails, but its log holds the report.
+    let failing = log_of(&report_with(vec![
+        test("pods", "RunPodSandbox makes a ready pod", Outcome::Passed),
+        test("exec", "ExecSync honours its timeout", Outcome::Failed("returned after 9 s".into())),
+    ]));
+    let node = FakeNode { name: "node-red", labels: &[], behaviour: Behaviour::Fail(failing) };
+    let (_fake, address) = Fake::start(vec![node], None).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = kubeconfig(tmp.path(), &format!("http://{address}"), TOKEN);
+    let junit = tmp.path().join("fleet.xml");
+    let out = fleet(&[
+        "--kubeconfig",
+        config.to_str().unwrap(),
+        "--image",
+        "x",
+        "--poll-interval",
+        "100ms",
+        "--junit",
+        junit.to_str().unwrap(),
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("FAIL 1  failed: 1 test(s): 1.36 exec/ExecSync honours its timeout"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testcase classname=\"node-red\" name=\"job\"/>"), "{xml}");
+    assert!(xml.contains("<failure message=\"returned after 9 s\">"), "{xml}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_deletes_the_jobs_and_exits_130() {
+    let nodes = vec![
+        FakeNode { name: "node-a", labels: &[], behaviour: Behaviour::Hang },
+        FakeNode { name: "node-b", labels: &[], behaviour: Behaviour::Hang },
+    ];
+    let (fake, address) = Fake::start(nodes, None).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = kubeconfig(tmp.path(), &format!("http://{address}"), TOKEN);
+    let child = tokio::process::Command::new(BIN)
+        .args(["fleet", "--kubeconfig", config.to_str().unwrap(), "--image", "x", "--poll-interval", "100ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    // Once both Jobs exist and are being polled, the operator presses Ctrl-C.
+    for _ in 0..100 {
+        let polled = fake.seen.lock().unwrap().requests.iter().any(|r| r.starts_with("GET /apis/batch/v1/"));
+        if polled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted (Ctrl-C); the run's Jobs were deleted"), "{stderr}");
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen.created.len(), 2);
+    assert_eq!(seen.deleted.keys().collect::<Vec<_>>(), seen.created.keys().collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_run_json_dash_prints_in_a_pod_is_what_fleet_reads() {
+    // The embedded lockstepd needs root; the fake-server tests above need nothing.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the embedded lockstepd needs root");
+        return;
+    }
+    let out = tokio::process::Command::new(BIN)
+        .args(["run", "--kube", "1.36", "--focus", "runtime-info/Version", "--json", "-"])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    // stdout is the JSON alone; the table went to stderr.
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["kubernetes"], "1.36");
+    assert!(stderr.contains("CRI conformance for Kubernetes 1.36"), "{stderr}");
+    // A pod's log holds both streams.
+    let profile = lockstep_conformance::fleet::Profile::Run { kube: "1.36".into() };
+    let rows = lockstep_conformance::fleet::collect::rows(&profile, &format!("{stderr}{stdout}")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].report.counts().passed, 1);
+    assert_eq!(rows[0].report.runtime.name, "lockstep");
 }
