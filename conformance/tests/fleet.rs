@@ -134,6 +134,7 @@ async fn a_passing_a_failing_and_a_stuck_node_are_judged_and_every_job_is_delete
     assert!(line("node-broken").contains("failed: BackoffLimitExceeded: Job has reached the specified backoff limit"));
     assert!(line("node-broken").contains("cannot connect to unix:///host-cri.sock"), "{stdout}");
     assert!(line("node-stuck").contains("timed out: no result within 2 s, Job deleted"), "{stdout}");
+    assert!(line("node-stuck").contains("its pod was waiting: ImagePullBackOff: Back-off pulling image"), "{stdout}");
     assert!(!stdout.contains("node-other"), "{stdout}");
     assert!(stdout.contains("1 of 3 node(s) passed"), "{stdout}");
     // Progress on stderr, node by node.

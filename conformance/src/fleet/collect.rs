@@ -35,6 +35,32 @@ pub async fn job_log(pods: &Api<Pod>, job: &str) -> Result<Option<String>, kube:
     }
 }
 
+/// What the Job's pod is waiting for, when its container says (`ImagePullBackOff: …`,
+/// `ContainerCreating`), or its phase and reason when it has no container status yet.
+pub async fn waiting(pods: &Api<Pod>, job: &str) -> Result<Option<String>, kube::Error> {
+    let list = pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await?;
+    let newest = list.items.into_iter().max_by_key(|p| p.metadata.creation_timestamp.clone());
+    Ok(newest.and_then(|p| p.status).and_then(|status| {
+        let container = status.container_statuses.iter().flatten().find_map(|c| c.state.as_ref()?.waiting.clone());
+        match container {
+            Some(w) => {
+                let reason = w.reason.unwrap_or_default();
+                Some(match w.message {
+                    Some(message) if !message.is_empty() => format!("{reason}: {message}"),
+                    _ => reason,
+                })
+            }
+            None => {
+                let phase = status.phase?;
+                Some(match status.reason {
+                    Some(reason) => format!("{phase} ({reason})"),
+                    None => phase,
+                })
+            }
+        }
+    }))
+}
+
 /// The last JSON object in a log whose other lines are the harness's table and progress: it
 /// starts at a line that is exactly `{` (serde_json's pretty printing) and is read to its end.
 pub fn last_json(log: &str) -> Option<serde_json::Value> {

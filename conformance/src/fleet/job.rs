@@ -128,7 +128,7 @@ pub fn manifest(template: &JobTemplate, index: usize, node: &str) -> Job {
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(template.timeout.as_secs().max(1) as i64),
+            active_deadline_seconds: Some(i64::try_from(template.timeout.as_secs().max(1)).unwrap_or(i64::MAX)),
             // A safety net when the run itself dies before its clean-up: gone an hour later.
             ttl_seconds_after_finished: Some(3600),
             template: PodTemplateSpec {

@@ -208,7 +208,9 @@ async fn supervise(
             };
             let end = match end {
                 Some(end) => end,
-                None if started.elapsed() > template.timeout + options.poll => JobEnd::TimedOut(template.timeout),
+                None if started.elapsed() > template.timeout + options.poll => {
+                    JobEnd::TimedOut(template.timeout, String::new())
+                }
                 None => continue,
             };
             pending.remove(&name);
@@ -231,7 +233,7 @@ fn ended(job: &Job, timeout: Duration) -> Option<JobEnd> {
     let failed = met("Failed")?;
     let reason = failed.reason.clone().unwrap_or_default();
     if reason == "DeadlineExceeded" {
-        return Some(JobEnd::TimedOut(timeout));
+        return Some(JobEnd::TimedOut(timeout, String::new()));
     }
     let message = failed.message.clone().unwrap_or_default();
     Some(JobEnd::Failed(if message.is_empty() { reason } else { format!("{reason}: {message}") }))
@@ -247,7 +249,11 @@ async fn finish(
     end: JobEnd,
 ) -> NodeResult {
     let mut result = NodeResult { node, job: name.clone(), end, rows: Vec::new(), unreadable: None };
-    if matches!(result.end, JobEnd::TimedOut(_)) {
+    if let JobEnd::TimedOut(_, waiting) = &mut result.end {
+        // What the pod was stuck on says more than the timeout (an image that does not pull).
+        if let Ok(Some(reason)) = collect::waiting(pods, &name).await {
+            *waiting = reason;
+        }
         delete_jobs(jobs, std::slice::from_ref(&name)).await;
         return result;
     }

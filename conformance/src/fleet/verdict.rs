@@ -19,8 +19,9 @@ pub enum JobEnd {
     Succeeded,
     /// The Job failed, with Kubernetes' reason and the log's last lines.
     Failed(String),
-    /// No result within the per-node timeout; the Job was deleted.
-    TimedOut(Duration),
+    /// No result within the per-node timeout; the Job was deleted. With what its pod was
+    /// waiting for, when it said (e.g. "ImagePullBackOff: …"), else empty.
+    TimedOut(Duration, String),
 }
 
 /// One node's result.
@@ -58,7 +59,13 @@ impl NodeResult {
             })
             .collect();
         match &self.end {
-            JobEnd::TimedOut(after) => format!("timed out: no result within {} s, Job deleted", after.as_secs()),
+            JobEnd::TimedOut(after, waiting) => {
+                let mut text = format!("timed out: no result within {} s, Job deleted", after.as_secs());
+                if !waiting.is_empty() {
+                    let _ = write!(text, "; its pod was waiting: {waiting}");
+                }
+                text
+            }
             _ if !failed.is_empty() => format!("failed: {} test(s): {}", failed.len(), shorten(&failed, 5)),
             JobEnd::Failed(reason) => format!("failed: {reason}"),
             JobEnd::Succeeded => {
@@ -248,7 +255,7 @@ mod tests {
         vec![
             node("a", JobEnd::Succeeded, vec![row(Minor::V1_36, Outcome::Passed)]),
             node("b", JobEnd::Failed("BackoffLimitExceeded: <boom>".into()), vec![]),
-            node("c", JobEnd::TimedOut(Duration::from_secs(2)), vec![]),
+            node("c", JobEnd::TimedOut(Duration::from_secs(2), String::new()), vec![]),
             node("d", JobEnd::Failed("exit 1".into()), vec![row(Minor::V1_36, Outcome::Failed("bad".into()))]),
         ]
     }

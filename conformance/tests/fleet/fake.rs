@@ -146,8 +146,17 @@ impl Fake {
                 let job = wanted.iter().find(|(k, _)| k == "job-name").map(|(_, v)| v.clone()).unwrap_or_default();
                 let exists = self.seen.lock().unwrap().created.contains_key(&job);
                 let items = if exists {
+                    // A Job that never ends has a pod that never got its image.
+                    let status = match self.behaviour(&job) {
+                        Some(Behaviour::Hang) => json!({"phase": "Pending", "containerStatuses": [{
+                            "name": "conformance", "image": "x", "imageID": "", "ready": false,
+                            "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                            "message": "Back-off pulling image \"x\""}}}]}),
+                        _ => json!({"phase": "Succeeded"}),
+                    };
                     vec![json!({"metadata": {"name": format!("{job}-pod"), "labels": {"job-name": job},
-                                             "creationTimestamp": "2026-01-01T00:00:01Z"}})]
+                                             "creationTimestamp": "2026-01-01T00:00:01Z"},
+                                "status": status})]
                 } else {
                     vec![]
                 };
