@@ -129,6 +129,37 @@ mod tests {
     }
 
     #[test]
+    fn a_skew_log_gives_a_row_per_minor() {
+        use crate::framework::{Outcome, RuntimeIdentity, TestReport};
+        use crate::report::RunReport;
+        use crate::surface::Surface;
+        let row = |minor: Minor, outcome: Outcome| Row {
+            minor,
+            report: RunReport {
+                kube: minor.to_string(),
+                endpoint: "unix:///host-cri.sock".into(),
+                runtime: RuntimeIdentity::default(),
+                surface: Surface { probes: vec![], summary: "s".into() },
+                tests: vec![TestReport {
+                    area: "pods",
+                    name: "run",
+                    since: Minor::V1_30,
+                    outcome,
+                    duration: std::time::Duration::ZERO,
+                }],
+                duration: std::time::Duration::ZERO,
+            },
+        };
+        let written = [row(Minor::V1_35, Outcome::Passed), row(Minor::V1_36, Outcome::Failed("no".into()))];
+        let json = serde_json::to_string_pretty(&crate::skew::to_json(&written)).unwrap_or_default();
+        let log = format!("skew: Kubernetes 1.35\nskew: Kubernetes 1.36\n{json}\n");
+        let read = rows(&Profile::Skew, &log).expect("the matrix reads back");
+        let minors: Vec<Minor> = read.iter().map(|r| r.minor).collect();
+        assert_eq!(minors, [Minor::V1_35, Minor::V1_36]);
+        assert!(read[0].serves() && !read[1].serves());
+    }
+
+    #[test]
     fn a_log_without_a_report_says_so_and_its_tail_is_kept() {
         let err = rows(&Profile::Skew, "lockstep-conformance: cannot connect\n").expect_err("no report");
         assert!(matches!(err, CollectError::NoReport));
