@@ -166,7 +166,8 @@ struct FleetArgs {
     /// Write JUnit XML here: one testsuite per node.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Write every node's verdict and reports as JSON here.
+    /// Write every node's verdict and reports as JSON here; `-` for stdout (the table then goes
+    /// to stderr).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// How often the Jobs are listed.
@@ -578,7 +579,11 @@ async fn fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(e.exit_code()));
         }
     };
-    print!("{}", fleet::verdict::to_table(&results, &minors));
+    if json_to_stdout(&args.json) {
+        eprint!("{}", fleet::verdict::to_table(&results, &minors));
+    } else {
+        print!("{}", fleet::verdict::to_table(&results, &minors));
+    }
     if let Some(path) = &args.junit {
         std::fs::write(path, fleet::verdict::to_junit(&results))
             .with_context(|| format!("cannot write {}", path.display()))?;
