@@ -307,7 +307,7 @@ async fn ctrl_c_deletes_the_jobs_and_exits_130() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn what_run_json_dash_prints_in_a_pod_is_what_fleet_reads() {
+async fn what_run_and_skew_json_dash_print_in_a_pod_is_what_fleet_reads() {
     // The embedded lockstepd needs root; the fake-server tests above need nothing.
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: the embedded lockstepd needs root");
@@ -330,4 +330,19 @@ async fn what_run_json_dash_prints_in_a_pod_is_what_fleet_reads() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].report.counts().passed, 1);
     assert_eq!(rows[0].report.runtime.name, "lockstep");
+
+    // The same for skew: every minor's row.
+    let out = tokio::process::Command::new(BIN)
+        .args(["skew", "--kube", "1.35", "--focus", "^runtime-info/Version", "--json", "-"])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let rows = lockstep_conformance::fleet::collect::rows(
+        &lockstep_conformance::fleet::Profile::Skew,
+        &format!("{stderr}{stdout}"),
+    )
+    .unwrap();
+    assert_eq!(rows.iter().map(|r| r.minor).collect::<Vec<_>>(), Minor::ALL);
 }
