@@ -142,6 +142,7 @@ async fn a_passing_a_failing_and_a_stuck_node_are_judged_and_every_job_is_delete
         assert!(stderr.contains(&format!("fleet: {node}: started (Job ")), "{stderr}");
     }
     assert!(stderr.contains("fleet: node-ok: passed"), "{stderr}");
+    assert!(stderr.contains("fleet: node-stuck: pod active (pending or running)"), "{stderr}");
 
     // JUnit: a suite per node, the failures where they belong.
     let xml = std::fs::read_to_string(&junit).unwrap();

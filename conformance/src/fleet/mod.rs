@@ -179,6 +179,7 @@ async fn supervise(
     let mut results = Vec::new();
     let selector = format!("{}={}", job::RUN_LABEL, template.run_id);
     let mut errors_in_a_row = 0;
+    let mut announced = std::collections::BTreeSet::new();
     while !pending.is_empty() {
         tokio::time::sleep(options.poll).await;
         let listed = match jobs.list(&ListParams::default().labels(&selector)).await {
@@ -202,6 +203,10 @@ async fn supervise(
         let names: Vec<String> = pending.keys().cloned().collect();
         for name in names {
             let Some((node, started)) = pending.get(&name).cloned() else { continue };
+            let active = by_name.get(&name).and_then(|j| j.status.as_ref()).and_then(|s| s.active).unwrap_or(0);
+            if active > 0 && announced.insert(name.clone()) {
+                eprintln!("fleet: {node}: pod active (pending or running)");
+            }
             let end = match by_name.get(&name) {
                 Some(job) => ended(job, template.timeout),
                 None => Some(JobEnd::Failed("the Job disappeared (deleted by someone else?)".into())),
