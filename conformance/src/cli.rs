@@ -1,8 +1,8 @@
 //! The command line: `run` (one minor's profile against an endpoint, or an embedded lockstepd),
-//! `skew` (every minor's profile), `bench`, `list`, `critest` (a critest report judged by an
-//! expected list), `soak` and `chaos` (a kubelet-like load, daemon kills, leak accounting),
-//! `report --html` (one page from their JSON results), and the hidden `daemon` that the embedded
-//! lockstepd runs as.
+//! `skew` (every minor's profile), `fleet` (either on every node of a cluster, as Jobs), `bench`,
+//! `list`, `critest` (a critest report judged by an expected list), `soak` and `chaos` (a
+//! kubelet-like load, daemon kills, leak accounting), `report --html` (one page from their JSON
+//! results), and the hidden `daemon` that the embedded lockstepd runs as.
 //! Exit codes: 0 all passed, 1 some failed, 2 the run could not happen.
 
 use std::ffi::OsString;
@@ -46,6 +46,9 @@ enum Command {
     Chaos(ChaosArgs),
     /// Run every minor's profile against one endpoint and print the matrix.
     Skew(SkewArgs),
+    /// Run the conformance or skew profile on every selected node of a cluster, each as a Job
+    /// with the node's CRI socket; print node × minor verdicts, write one JUnit file.
+    Fleet(FleetArgs),
     /// Run one Pod manifest through the CRI calls a kubelet of the minor makes, and report them.
     Kubelet(KubeletArgs),
     /// Build the test images from busybox-static and push them to a registry (for air-gapped
@@ -110,7 +113,7 @@ struct RunArgs {
     /// Write JUnit XML here.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Write the JSON report here.
+    /// Write the JSON report here; `-` for stdout (the table then goes to stderr).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Run only tests whose area/name matches this regex.
@@ -134,6 +137,55 @@ struct RunArgs {
     /// its default handler.
     #[arg(long, value_name = "FILE")]
     lockstepd_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FleetProfile {
+    /// One minor's profile (`run --kube`).
+    Run,
+    /// Every minor's profile (`skew`).
+    Skew,
+}
+
+#[derive(Debug, clap::Args)]
+struct FleetArgs {
+    /// The kubeconfig. Default: KUBECONFIG, then ~/.kube/config, then the pod's service account.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Only nodes with these labels, `key=value,...` (any label selector). Default: every node.
+    #[arg(long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// What each node runs.
+    #[arg(long, value_enum, default_value = "run")]
+    profile: FleetProfile,
+    /// The Kubernetes minor of the run profile, e.g. 1.36.
+    #[arg(long, default_value = "1.36")]
+    kube: String,
+    /// The harness image each Job runs (lockstep-conformance on its PATH; docs/fleet.md).
+    #[arg(long)]
+    image: String,
+    /// The CRI socket's path on the nodes.
+    #[arg(long, default_value = "/run/containerd/containerd.sock", value_name = "PATH")]
+    socket: String,
+    /// The namespace of the Jobs (it must exist; conformance/deploy/fleet-rbac.yaml makes it).
+    #[arg(long, default_value = "lockstep-conformance")]
+    namespace: String,
+    /// Per node: a Job without a result by then is ended (activeDeadlineSeconds) and deleted.
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = crate::fleet::parse_duration)]
+    timeout: Duration,
+    /// A registry holding the fixtures, reachable from the nodes (as for `run`).
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// Write JUnit XML here: one testsuite per node.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write every node's verdict and reports as JSON here; `-` for stdout (the table then goes
+    /// to stderr).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// How often the Jobs are listed.
+    #[arg(long, default_value = "2s", value_parser = crate::fleet::parse_duration_ms, hide = true)]
+    poll_interval: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,7 +233,8 @@ struct SkewArgs {
     /// The minor of the embedded lockstepd (ignored with --endpoint).
     #[arg(long, default_value = "1.36")]
     kube: String,
-    /// Write the matrix, with every run's report, as JSON here.
+    /// Write the matrix, with every run's report, as JSON here; `-` for stdout (the table then
+    /// goes to stderr).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// The runtime's expected failures (as for `run`).
@@ -345,6 +398,7 @@ pub fn main() -> ExitCode {
         Command::Soak(args) => tokio_runtime().and_then(|rt| rt.block_on(soak(args))),
         Command::Chaos(args) => tokio_runtime().and_then(|rt| rt.block_on(chaos(args))),
         Command::Kubelet(args) => tokio_runtime().and_then(|rt| rt.block_on(kubelet(args))),
+        Command::Fleet(args) => tokio_runtime().and_then(|rt| rt.block_on(fleet(args))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("lockstep-conformance: {e:#}");
@@ -455,13 +509,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let result = target.close(result).await;
     let mut report = result?;
     expected.apply(&mut report.tests);
-    print!("{}", report::to_table(&report, std::io::stdout().is_terminal()));
+    if json_to_stdout(&args.json) {
+        eprint!("{}", report::to_table(&report, std::io::stderr().is_terminal()));
+    } else {
+        print!("{}", report::to_table(&report, std::io::stdout().is_terminal()));
+    }
     if let Some(path) = &args.junit {
         std::fs::write(path, report::to_junit(&report)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report::to_json(&report))?;
-        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        write_json(path, &report::to_json(&report))?;
     }
     Ok(if report.counts().failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
@@ -487,12 +544,76 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
     }
     .await;
     let rows = target.close(rows).await?;
-    print!("{}", crate::skew::to_table(&rows));
+    if json_to_stdout(&args.json) {
+        eprint!("{}", crate::skew::to_table(&rows));
+    } else {
+        print!("{}", crate::skew::to_table(&rows));
+    }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&crate::skew::to_json(&rows))?;
-        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        write_json(path, &crate::skew::to_json(&rows))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--json -`: the JSON report goes to stdout (a fleet Job's log), so the table goes to stderr.
+fn json_to_stdout(json: &Option<PathBuf>) -> bool {
+    json.as_deref() == Some(std::path::Path::new("-"))
+}
+
+/// Writes a JSON report to the file, or to stdout for `-` (in one write, after everything else).
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    if path == std::path::Path::new("-") {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        return out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("cannot write to stdout");
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
+    use crate::fleet::{self, FleetOptions, JobTemplate, Profile};
+    let (profile, minors) = match args.profile {
+        FleetProfile::Run => {
+            let minor = parse_minor(&args.kube)?;
+            (Profile::Run { kube: minor.to_string() }, vec![minor])
+        }
+        FleetProfile::Skew => (Profile::Skew, Minor::ALL.to_vec()),
+    };
+    let options = FleetOptions {
+        kubeconfig: args.kubeconfig,
+        selector: args.selector,
+        template: JobTemplate {
+            run_id: String::new(),
+            namespace: args.namespace,
+            image: args.image,
+            socket: args.socket,
+            profile,
+            timeout: args.timeout,
+            registry: args.registry,
+        },
+        poll: args.poll_interval,
+    };
+    let results = match fleet::run(options).await {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("lockstep-conformance: fleet: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+    };
+    if json_to_stdout(&args.json) {
+        eprint!("{}", fleet::verdict::to_table(&results, &minors));
+    } else {
+        print!("{}", fleet::verdict::to_table(&results, &minors));
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, fleet::verdict::to_junit(&results))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &fleet::verdict::to_json(&results))?;
+    }
+    Ok(if results.iter().all(|r| r.passed()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn kubelet(args: KubeletArgs) -> anyhow::Result<ExitCode> {

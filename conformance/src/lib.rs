@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod critest;
 pub mod expected;
+pub mod fleet;
 pub mod framework;
 pub mod html;
 pub mod kubelet;

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::report::{Counts, RunReport};
 
 /// One row: a minor and its run.
+#[derive(Debug)]
 pub struct Row {
     pub minor: Minor,
     pub report: RunReport,

@@ -79,7 +79,7 @@ pub fn to_junit(report: &RunReport) -> String {
 }
 
 /// Escapes text for XML attributes and content; drops characters XML 1.0 cannot carry.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

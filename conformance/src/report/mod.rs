@@ -2,7 +2,7 @@
 //! systems, JSON for tools.
 
 mod json;
-mod junit;
+pub(crate) mod junit;
 mod table;
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::framework::{Outcome, RuntimeIdentity, TestReport};
 use crate::surface::Surface;
 
-pub use json::to_json;
+pub use json::{from_json, to_json, ReadError};
 pub use junit::to_junit;
 pub use table::to_table;
 
