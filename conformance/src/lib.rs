@@ -8,6 +8,7 @@ pub mod critest;
 pub mod expected;
 pub mod framework;
 pub mod kubelet;
+pub mod progress;
 pub mod report;
 pub mod skew;
 pub mod soak;
