@@ -93,7 +93,8 @@ impl Progress {
     /// A line that stays above the bar (or one plain line): a phase, a kill, a finished step.
     pub fn note(&self, message: &str) {
         match &self.sink {
-            Sink::Bar(bar) => bar.println(format!("{}: {message}", self.task)),
+            // Above the bar while it runs; a plain line once it is finished.
+            Sink::Bar(bar) => bar.suspend(|| eprintln!("{}: {message}", self.task)),
             Sink::Lines(out) => self.write_line(out, message),
         }
     }
