@@ -49,6 +49,10 @@ impl Progress {
                 indicatif::ProgressBar::with_draw_target(Some(total), target),
                 "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
             ),
+            // Without a unit (one step, as fixtures' push), no count: the spinner and the time.
+            None if unit.is_empty() => {
+                (indicatif::ProgressBar::with_draw_target(None, target), "{prefix} {spinner} ({elapsed})")
+            }
             None => {
                 (indicatif::ProgressBar::with_draw_target(None, target), "{prefix} {spinner} {pos} {msg} ({elapsed})")
             }
