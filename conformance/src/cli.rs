@@ -17,6 +17,7 @@ use lockstep_cri::Minor;
 use regex::Regex;
 
 use crate::framework::{self, Ctx, RunOptions, RuntimeIdentity, Selection};
+use crate::progress::Progress;
 use crate::report::{self, RunReport};
 use crate::target::Target;
 
@@ -24,7 +25,19 @@ use crate::target::Target;
 #[command(
     name = "lockstep-conformance",
     version,
-    about = "CRI conformance per Kubernetes minor, against any CRI endpoint"
+    about = "CRI conformance per Kubernetes minor, against any CRI endpoint",
+    long_about = "lockstep-conformance drives the CRI calls that a kubelet of a given Kubernetes minor \
+makes (and those critest makes) against any CRI endpoint: lockstepd, containerd, CRI-O. Without \
+--endpoint it starts an embedded lockstepd pinned to the minor in a temporary directory.\n\n\
+Results go to stdout as tables and, with --json and --junit, to files; progress goes to stderr \
+(a progress bar on a terminal, plain lines otherwise).\n\n\
+Exit status: 0 all passed, 1 some test failed (or a leak was found), 2 the run could not happen.",
+    after_help = "Examples:\n  \
+lockstep-conformance run --kube 1.36\n  \
+lockstep-conformance run --kube 1.33 --endpoint unix:///run/containerd/containerd.sock --junit out.xml\n  \
+lockstep-conformance skew --endpoint unix:///run/crio/crio.sock --json skew.json\n  \
+lockstep-conformance list --kube 1.30\n\n\
+Run `lockstep-conformance help COMMAND` for a command's flags and examples."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,25 +47,87 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one minor's profile and report.
+    #[command(
+        long_about = "Run the tests of one Kubernetes minor's profile (the CRI calls its kubelet makes) \
+against an endpoint, or against an embedded lockstepd pinned to that minor, then print one line per \
+test. Tests listed in --expected may fail without failing the run.",
+        after_help = "Examples:\n  \
+lockstep-conformance run --kube 1.36\n  \
+lockstep-conformance run --kube 1.36 --endpoint unix:///run/containerd/containerd.sock \\\n      \
+--expected conformance/expected/containerd.toml --junit containerd.xml --json containerd.json\n  \
+lockstep-conformance run --kube 1.33 --focus '^images/' --parallel 4\n  \
+lockstep-conformance run --kube 1.36 --registry 127.0.0.1:5000   # fixtures pushed by `fixtures`"
+    )]
     Run(RunArgs),
     /// Measure per-operation latency percentiles, optionally against a second runtime.
+    #[command(
+        long_about = "Measure the latency of CRI operations (p50, p90, p99 and max per operation), the \
+daemon's memory, pod bursts and density, against one runtime or two side by side (--vs): the \
+ratios are printed.",
+        after_help = "Examples:\n  \
+lockstep-conformance bench --iterations 50\n  \
+lockstep-conformance bench --focus 'pod|container' --json bench.json\n  \
+lockstep-conformance bench --endpoint unix:///run/lockstep/lockstep.sock --pid \"$(pidof lockstepd)\" \\\n      \
+--vs unix:///run/containerd/containerd.sock --vs-pid \"$(pidof containerd)\""
+    )]
     Bench(BenchArgs),
-    /// Run a kubelet-like load for many cycles, then account for what the runtime left on the
-    /// host (mounts, namespaces, veths, IPs, iptables rules, cgroups, helper processes, zombies,
-    /// fds, files, RSS). Exit 1 on any leak.
+    /// Run a kubelet-like load for many pod cycles, then account for what the runtime left.
+    #[command(
+        long_about = "Run a kubelet-like load for many pod cycles, then account for what the runtime \
+left on the host (mounts, namespaces, veths, IPs, iptables rules, cgroups, helper processes, \
+zombies, fds, files, RSS). Exit 1 on any leak. SIGINT finishes the cycles under way, removes \
+every pod the run made and still reports.",
+        after_help = "Examples:\n  \
+lockstep-conformance soak --cycles 50 --concurrency 5\n  \
+lockstep-conformance soak --endpoint unix:///run/containerd/containerd.sock --pid \"$(pidof containerd)\" \\\n      \
+--state-dir /var/lib/containerd --state-dir /run/containerd --cycles 1000 --json soak.json"
+    )]
     Soak(SoakArgs),
-    /// The soak's load on a daemon this command starts, SIGKILLed at seeded random moments and
-    /// started again; every pod checked after each restart, leaks accounted at the end.
+    /// The soak's load on a daemon that is SIGKILLed at random moments and started again.
+    #[command(
+        long_about = "The soak's load on a daemon this command starts, SIGKILLed at seeded random \
+moments and started again; every pod is checked after each restart and leaks are accounted at \
+the end. The seed is printed: give it again to replay the same kill moments.",
+        after_help = "Examples:\n  \
+lockstep-conformance chaos --kills 10 --seed 15\n  \
+lockstep-conformance chaos --daemon-cmd 'containerd --config /tmp/ctd/config.toml' \\\n      \
+--endpoint unix:///tmp/ctd/containerd.sock --state-dir /tmp/ctd/root --kills 5"
+    )]
     Chaos(ChaosArgs),
     /// Run every minor's profile against one endpoint and print the matrix.
+    #[command(
+        long_about = "Run the profile of every Kubernetes minor (1.30 to 1.37) against one endpoint and \
+print the version-skew matrix: which kubelet minors the runtime serves correctly.",
+        after_help = "Examples:\n  \
+lockstep-conformance skew                      # an embedded lockstepd pinned to 1.36\n  \
+lockstep-conformance skew --kube 1.33 --json skew-1.33.json\n  \
+lockstep-conformance skew --endpoint unix:///run/containerd/containerd.sock \\\n      \
+--expected conformance/expected/containerd.toml"
+    )]
     Skew(SkewArgs),
-    /// Run the conformance or skew profile on every selected node of a cluster, each as a Job
-    /// with the node's CRI socket; print node × minor verdicts, write one JUnit file.
+    /// Run the conformance or skew profile on every node of a cluster, as Jobs.
+    #[command(
+        long_about = "Run the conformance or skew profile on every selected node of a cluster, each as a \
+privileged Job with the node's CRI socket mounted; print node × minor verdicts and write one JUnit file. \
+The RBAC it needs: conformance/deploy/fleet-rbac.yaml; how to run it: docs/fleet.md. Exit 1 when a node \
+fails or times out, 2 when the cluster cannot be reached or refuses.",
+        after_help = "Examples:\n  \
+lockstep-conformance fleet --image registry.example/lockstep-conformance:0.1 --selector pool=canary \\\n      \
+--kube 1.36 --junit fleet.xml\n  \
+lockstep-conformance fleet --image IMAGE --profile skew --socket /run/lockstep/lockstep.sock --json fleet.json"
+    )]
     Fleet(FleetArgs),
     /// Run one Pod manifest through the CRI calls a kubelet of the minor makes, and report them.
+    #[command(after_help = "Examples:\n  \
+lockstep-conformance kubelet --kube 1.36 --pod conformance/examples/init-and-app.yaml\n  \
+lockstep-conformance kubelet --kube 1.36 --pod pod.yaml --endpoint unix:///run/containerd/containerd.sock --hold 30")]
     Kubelet(KubeletArgs),
-    /// Build the test images from busybox-static and push them to a registry (for air-gapped
-    /// CI): then `run --registry HOST:PORT` pulls from it.
+    /// Build the test images and push them to a registry, for air-gapped CI.
+    #[command(
+        long_about = "Build the test images from busybox-static and push them to a registry (for \
+air-gapped CI): then `run --registry HOST:PORT` pulls from it. Prints each pushed reference.",
+        after_help = "Example:\n  lockstep-conformance fixtures --registry 127.0.0.1:5000 --without-large"
+    )]
     Fixtures {
         /// The registry, HOST:PORT, reached over plain HTTP.
         #[arg(long)]
@@ -61,8 +136,13 @@ enum Command {
         #[arg(long)]
         without_large: bool,
     },
-    /// Judge a critest run (its Ginkgo JSON report) by a runtime's expected failures and skips
-    /// (conformance/expected/critest-<runtime>.toml): exit 1 on any difference from the list.
+    /// Judge a critest run by a runtime's expected failures and skips.
+    #[command(
+        long_about = "Judge a critest run (its Ginkgo JSON report) by a runtime's expected failures and \
+skips (conformance/expected/critest-<runtime>.toml): exit 1 on any difference from the list.",
+        after_help = "Example:\n  \
+lockstep-conformance critest --report critest.json --expected conformance/expected/critest-lockstep.toml"
+    )]
     Critest {
         /// critest's JSON report (`critest -ginkgo.json-report FILE`, `critest-env run --report FILE`).
         #[arg(long, value_name = "FILE")]
@@ -71,10 +151,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         expected: PathBuf,
     },
-    /// Write one self-contained HTML page (no network fetches) from JSON results of run, skew,
-    /// bench, soak and chaos: the skew matrix as a grid, each suite with its failures shown,
-    /// latency plots runtime beside runtime, reliability figures. Exit 2 on a file that does not
-    /// parse or comes from a newer harness.
+    /// Write one self-contained HTML page from the JSON results of other commands.
+    #[command(
+        long_about = "Write one self-contained HTML page (no network fetches) from JSON results of run, skew, \
+bench, soak and chaos: the skew matrix as a grid, each suite with its failures shown, latency plots runtime \
+beside runtime, reliability figures. Exit 2 on a file that does not parse or comes from a newer harness.",
+        after_help = "Examples:\n  lockstep-conformance skew --json skew.json && lockstep-conformance bench --vs \
+unix:///run/containerd/containerd.sock --json bench.json\n  lockstep-conformance report --html report.html \
+skew.json bench.json"
+    )]
     Report {
         /// Where to write the page.
         #[arg(long, value_name = "FILE")]
@@ -83,12 +168,23 @@ enum Command {
         #[arg(required = true, value_name = "JSON")]
         results: Vec<PathBuf>,
     },
-    /// List the tests (`area/name  (since 1.NN)`) of one minor's profile, or without --kube of
-    /// every minor: what --focus, --skip and the expected-failure lists match against.
+    /// List the tests of one minor's profile, or of every minor.
+    #[command(
+        long_about = "List the tests (`area/name  (since 1.NN)`) of one minor's profile, or without --kube \
+of every minor: what --focus, --skip and the expected-failure lists match against.",
+        after_help = "Examples:\n  lockstep-conformance list --kube 1.30\n  lockstep-conformance list | grep '^images/'"
+    )]
     List {
         /// The Kubernetes minor, e.g. 1.36.
         #[arg(long)]
         kube: Option<String>,
+    },
+    /// Write the man pages (lockstep-conformance.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory for the pages (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Run lockstepd pinned to a minor (what `run` starts when no --endpoint is given).
     #[command(hide = true)]
@@ -243,10 +339,13 @@ struct SkewArgs {
     /// A registry holding the fixtures (as for `run`).
     #[arg(long, value_name = "HOST:PORT")]
     registry: Option<String>,
+    /// Run only tests whose area/name matches this regex.
     #[arg(long, value_name = "REGEX")]
     focus: Option<String>,
+    /// Leave out tests whose area/name matches this regex.
     #[arg(long, value_name = "REGEX")]
     skip: Option<String>,
+    /// How many tests run at once.
     #[arg(long, default_value_t = 1, value_name = "N")]
     parallel: usize,
     /// A lockstep.toml for the embedded lockstepd (ignored with --endpoint), e.g. one naming
@@ -386,6 +485,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Daemon { kube, args } => daemon(&kube, args).map(|()| ExitCode::SUCCESS),
+        Command::Man { dir } => man(&dir).map(|()| ExitCode::SUCCESS),
         Command::List { kube } => list(kube.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Critest { report, expected } => critest(&report, &expected),
         Command::Report { html, results } => report_html(&html, &results).map(|()| ExitCode::SUCCESS),
@@ -419,6 +519,18 @@ fn daemon(kube: &str, args: Vec<OsString>) -> anyhow::Result<()> {
     let argv = std::iter::once(OsString::from("lockstepd")).chain(args);
     let cli = <lockstep_runtime::cli::Cli as Parser>::try_parse_from(argv)?;
     lockstep_runtime::cli::run(minor, cli)
+}
+
+/// lockstep-conformance's command line as clap sees it: for man pages and help checks.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn man(dir: &std::path::Path) -> anyhow::Result<()> {
+    for page in lockstep_runtime::manpages::write_all(command(), "1", dir)? {
+        println!("{}", page.display());
+    }
+    Ok(())
 }
 
 fn list(kube: Option<&str>) -> anyhow::Result<()> {
@@ -462,7 +574,13 @@ fn report_html(html: &std::path::Path, results: &[PathBuf]) -> anyhow::Result<()
 }
 
 async fn fixtures(registry: &str, with_large: bool) -> anyhow::Result<()> {
-    let pushed = lockstep_testkit::fixtures::env::push_everything(registry, with_large).await?;
+    // One step without a count (the testkit pushes them all at once): a spinner, or two lines.
+    let progress = Progress::start("fixtures", None, "");
+    progress.note(&format!("building the test images and pushing them to {registry}"));
+    let pushed = lockstep_testkit::fixtures::env::push_everything(registry, with_large).await;
+    progress.finish();
+    let pushed = pushed?;
+    progress.note(&format!("{} references pushed", pushed.len()));
     for line in pushed {
         println!("{line}");
     }
@@ -533,13 +651,18 @@ async fn skew(args: SkewArgs) -> anyhow::Result<ExitCode> {
         // One set of registries for every minor: the newest profile holds every test that pulls.
         let registry = registry_env(Minor::MODEL, &options, args.registry.as_deref()).await?;
         let mut rows = Vec::new();
+        let progress = Progress::start("skew", Some(Minor::ALL.len() as u64), "minors");
         for minor in Minor::ALL {
-            eprintln!("skew: Kubernetes {minor}");
+            progress.note(&format!("Kubernetes {minor}"));
             let mut report =
                 run_against(minor, &target.endpoint, &options, target.restarter(), registry.clone()).await?;
             expected.apply(&mut report.tests);
+            let counts = report.counts();
+            progress.note(&format!("Kubernetes {minor}: {} passed, {} failed", counts.passed, counts.failed));
             rows.push(crate::skew::Row { minor, report });
+            progress.inc(1);
         }
+        progress.finish();
         anyhow::Ok(rows)
     }
     .await;

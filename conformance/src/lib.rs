@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod framework;
 pub mod html;
 pub mod kubelet;
+pub mod progress;
 pub mod report;
 pub mod skew;
 pub mod soak;

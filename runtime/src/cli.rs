@@ -11,6 +11,18 @@ use crate::config::{CgroupDriver, Config, Overrides};
 #[command(
     name = "lockstepd",
     about = "A CRI container runtime pinned to one Kubernetes minor",
+    long_about = "lockstepd serves the Container Runtime Interface (CRI v1) to a kubelet on a Unix socket, \
+running pods and containers with an OCI runtime (crun or runc) and CNI plugins. Each build serves \
+exactly one Kubernetes minor: `lockstepd --version` names it.\n\n\
+Without a subcommand, lockstepd runs the daemon in the foreground until SIGTERM or SIGINT. Settings \
+come from /etc/lockstep/lockstep.toml, its drop-in directory /etc/lockstep/lockstep.toml.d, then \
+the flags below.",
+    after_help = "Examples:\n  \
+lockstepd --version                      the version and the Kubernetes minor it serves\n  \
+lockstepd config > lockstep.toml         the effective configuration, commented\n  \
+lockstepd --log-level debug              run the daemon with the default configuration\n  \
+lockstepd --root /tmp/ls/root --runroot /tmp/ls/run --listen /tmp/ls/cri.sock\n  \
+crictl --runtime-endpoint unix:///run/lockstep/lockstep.sock version",
     disable_version_flag = true
 )]
 pub struct Cli {
@@ -45,7 +57,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the effective configuration, as a commented TOML file.
+    #[command(
+        long_about = "Print the effective configuration (defaults, then the config file and its drop-ins, \
+then the flags) as a commented TOML file: a starting point for /etc/lockstep/lockstep.toml.",
+        after_help = "Examples:\n  lockstepd config\n  lockstepd --cgroup-driver systemd config > /etc/lockstep/lockstep.toml"
+    )]
     Config,
+    /// Write lockstepd's man pages (lockstepd.8 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory for the pages (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// lockstepd's command line as clap sees it: for man pages and help checks.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 fn parse_driver(text: &str) -> Result<CgroupDriver, String> {
@@ -80,6 +109,12 @@ pub fn run(minor: Minor, cli: Cli) -> anyhow::Result<()> {
     use anyhow::Context as _;
     if cli.version {
         println!("lockstepd {} (Kubernetes {minor}, CRI v1)", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    if let Some(Command::Man { dir }) = &cli.command {
+        for page in crate::manpages::write_all(command(), "8", dir)? {
+            println!("{}", page.display());
+        }
         return Ok(());
     }
     let config = Config::load(&cli.overrides())?;

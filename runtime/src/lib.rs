@@ -16,6 +16,7 @@ pub mod host;
 pub mod ids;
 pub mod image;
 pub mod info;
+pub mod manpages;
 pub mod metrics;
 pub mod monitor;
 pub mod oci;

@@ -164,13 +164,12 @@ where
             }
         })
         .buffer_unordered(concurrency.max(1));
-    let step = (n / 10).max(1);
+    let progress = crate::progress::Progress::start(&format!("bench {}", bench.label), Some(n as u64), name);
     while let Some(sample) = timed.next().await {
         samples.push(sample?);
-        if samples.len().is_multiple_of(step) || samples.len() == n {
-            eprintln!("bench {}: {name} {}/{n}", bench.label, samples.len());
-        }
+        progress.inc(1);
     }
+    progress.finish();
     Ok(Series { op: name.to_string(), samples })
 }
 

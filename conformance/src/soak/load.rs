@@ -209,6 +209,10 @@ impl Load {
 
     /// Runs the cycles, `concurrency` at a time, until all ran or `stop`.
     pub async fn run_cycles(&self) {
+        // chaos runs cycles without end (usize::MAX) until it stops them.
+        let total = (self.shape.cycles != usize::MAX).then_some(self.shape.cycles as u64);
+        let progress = crate::progress::Progress::start("soak", total, "cycles");
+        let progress = &progress;
         futures::stream::iter(0..self.shape.cycles)
             .take_while(|_| std::future::ready(!self.stopped()))
             .map(|i| async move {
@@ -233,13 +237,12 @@ impl Load {
                         lock(&self.ledger).rss.push((done, rss));
                     }
                 }
-                if done.is_multiple_of(50) {
-                    eprintln!("soak: {done} cycles");
-                }
+                progress.inc(1);
             })
             .buffer_unordered(self.shape.concurrency.max(1))
             .collect::<()>()
             .await;
+        progress.finish();
     }
 
     fn pod_config(&self, purpose: &str) -> Result<model::PodSandboxConfig, String> {
