@@ -108,7 +108,7 @@ lockstep-conformance skew --endpoint unix:///run/containerd/containerd.sock \\\n
     /// Run the conformance or skew profile on every node of a cluster, as Jobs.
     #[command(
         long_about = "Run the conformance or skew profile on every selected node of a cluster, each as a \
-privileged Job with the node's CRI socket mounted; print node × minor verdicts and write one JUnit file. \
+privileged Job with the node's CRI socket mounted; print a verdict per node and minor and write one JUnit file. \
 The RBAC it needs: conformance/deploy/fleet-rbac.yaml; how to run it: docs/fleet.md. Exit 1 when a node \
 fails or times out, 2 when the cluster cannot be reached or refuses.",
         after_help = "Examples:\n  \
