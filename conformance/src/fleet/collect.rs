@@ -16,6 +16,8 @@ pub enum CollectError {
     NoReport,
     #[error("its JSON report: {0}")]
     Report(#[from] ReadError),
+    #[error("{0}")]
+    Version(#[from] crate::html::InputError),
     #[error("its JSON report: field `{field}`: {problem}")]
     Field { field: String, problem: String },
 }
@@ -79,6 +81,8 @@ pub fn last_json(log: &str) -> Option<serde_json::Value> {
 /// The rows (minor and report) of a node's log: one for `run`, one per minor for `skew`.
 pub fn rows(profile: &Profile, log: &str) -> Result<Vec<Row>, CollectError> {
     let value = last_json(log).ok_or(CollectError::NoReport)?;
+    // The image's harness may be newer than this one: its report would be misread.
+    crate::html::check_version("its JSON report", &value)?;
     match profile {
         Profile::Run { .. } => {
             let report = report::from_json(&value)?;
@@ -157,6 +161,13 @@ mod tests {
         let minors: Vec<Minor> = read.iter().map(|r| r.minor).collect();
         assert_eq!(minors, [Minor::V1_35, Minor::V1_36]);
         assert!(read[0].serves() && !read[1].serves());
+    }
+
+    #[test]
+    fn a_report_of_a_newer_harness_is_refused_naming_both_versions() {
+        let log = "progress\n{\n  \"harness_version\": \"99.0.0\",\n  \"kind\": \"run\",\n  \"tests\": []\n}\n";
+        let error = rows(&Profile::Skew, log).expect_err("a newer harness's report").to_string();
+        assert!(error.contains("99.0.0") && error.contains(crate::html::HARNESS_VERSION), "{error}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub enum Error {
     Parse { path: String, source: serde_json::Error },
     #[error(
         "{path} was written by lockstep-conformance {theirs}, newer than this one ({ours}): \
-         render it with lockstep-conformance {theirs} or later"
+         read it with lockstep-conformance {theirs} or later"
     )]
     Newer { path: String, theirs: String, ours: String },
     #[error("{path}: harness_version {value} is not a version (MAJOR.MINOR.PATCH)")]
@@ -91,8 +91,9 @@ pub fn parse(source: &str, text: &str) -> Result<Input, Error> {
     Ok(Input { source: source.to_string(), kind, doc })
 }
 
-/// A file without `harness_version` is from before the field: older, accepted.
-fn check_version(source: &str, value: &serde_json::Value) -> Result<(), Error> {
+/// A file without `harness_version` is from before the field: older, accepted. (`fleet` checks
+/// each node's report with it too.)
+pub fn check_version(source: &str, value: &serde_json::Value) -> Result<(), Error> {
     let Some(field) = value.get("harness_version") else { return Ok(()) };
     let bad = || Error::BadVersion { path: source.to_string(), value: field.to_string() };
     let theirs = field.as_str().ok_or_else(bad)?;

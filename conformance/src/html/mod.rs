@@ -10,7 +10,7 @@ mod reliability;
 mod schema;
 mod suites;
 
-pub use input::{parse, read, Doc, Error as InputError, Input, Kind, HARNESS_VERSION};
+pub use input::{check_version, parse, read, Doc, Error as InputError, Input, Kind, HARNESS_VERSION};
 pub use page::{render, Error as RenderError};
 
 #[cfg(test)]
