@@ -151,7 +151,8 @@ pub struct SoakDoc {
     pub unanswered: Vec<Unanswered>,
     pub finding_count: usize,
     pub findings: Vec<String>,
-    pub chaos: Option<ChaosDoc>,
+    /// Read with the type `chaos` writes it with.
+    pub chaos: Option<crate::soak::chaos::ChaosReport>,
     pub passed: bool,
 }
 
@@ -170,15 +171,4 @@ pub struct Unanswered {
     pub rpc: String,
     pub times: usize,
     pub first: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ChaosDoc {
-    pub seed: u64,
-    pub kills: usize,
-    pub verified: usize,
-    pub pods_lost: usize,
-    pub containers_wrong: usize,
-    pub duplicates: usize,
 }

@@ -19,8 +19,10 @@ use crate::target::Embedded;
 /// How long a restarted daemon may take to answer Version.
 const SERVE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// What the faults did and what was found after them.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// What the faults did and what was found after them (read back by the HTML report; a field a
+/// file lacks reads as 0).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ChaosReport {
     pub seed: u64,
     pub kills: usize,

@@ -64,11 +64,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let timeout = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let Some(timeout) = timeout else {
+            return Box::pin(self.inner.call(request));
+        };
         let method = request.uri().path().to_string();
         let answer = self.inner.call(request);
-        let Some(timeout) = timeout else {
-            return Box::pin(answer);
-        };
         Box::pin(async move {
             match tokio::time::timeout(timeout.saturating_sub(AHEAD), answer).await {
                 Ok(response) => response,
