@@ -201,12 +201,7 @@ impl Scope {
         });
         let present: Vec<String> =
             veths.iter().filter(|v| Path::new("/sys/class/net").join(v).exists()).cloned().collect();
-        lines.push(Line {
-            resource: "veths of the run's pods",
-            before: veths.len(),
-            after: present.len(),
-            leaked: present,
-        });
+        lines.push(Line { resource: "veths of the run's pods", before: 0, after: present.len(), leaked: present });
         let ips = host_local_of(ids);
         lines.push(Line { resource: "host-local IPs of the run's pods", before: 0, after: ips.len(), leaked: ips });
         let rules = iptables_of(ids);

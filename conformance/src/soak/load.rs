@@ -153,9 +153,10 @@ impl Load {
         }
     }
 
-    /// A load of one cycle on the same runtime, images and run (a warm-up).
+    /// A warm-up on the same runtime, images and run: one round of cycles at the concurrency.
     pub fn new_like(other: &Load) -> Load {
-        let shape = Shape { pods: 0, cycles: 1, image_every: 1, ..other.shape.clone() };
+        let round = other.shape.concurrency.max(1);
+        let shape = Shape { pods: 0, cycles: round, image_every: round, ..other.shape.clone() };
         let mut load =
             Load::new(other.client.clone(), other.image.clone(), other.churn_image.clone(), &other.logs, shape, None);
         load.run_id = other.run_id.clone();

@@ -72,8 +72,10 @@ impl Images {
     }
 }
 
-/// Runs one cycle before the first snapshot, so that what a runtime makes once (its image
-/// store, caches, lazily made directories) is not counted as a leak.
+/// Runs one round of cycles at the load's concurrency (one of them pulling and removing an
+/// image) before the first snapshot, so that what a runtime makes once (its image store,
+/// caches, lazily made directories) and what the concurrency itself needs (threads, their
+/// stacks and allocator arenas) is not counted as a leak or as RSS growth.
 async fn warm_up(load: &Load) {
     let warm = Load::new_like(load);
     warm.run_cycles().await;
