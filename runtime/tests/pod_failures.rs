@@ -161,10 +161,17 @@ async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() 
     let id = kubelet.run_pod_sandbox(run_request(config.clone())).await.unwrap().pod_sandbox_id;
     let pod_traces = traces(&mut kubelet, &id).await;
     let pid = pod_traces.pause_pid.expect("a pause process");
+    // Listed READY first: the list then holds a pidfd on the pause process, which must tell.
+    let listed = |items: Vec<model::PodSandbox>| items.iter().find(|p| p.id == id).map(|p| p.state());
+    let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+    assert_eq!(listed(items), Some(model::PodSandboxState::SandboxReady));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let not_ready = loop {
-        if pod_status(&mut kubelet, &id).await.state() == model::PodSandboxState::SandboxNotready {
+        let items = kubelet.list_pod_sandbox(Default::default()).await.unwrap().items;
+        if pod_status(&mut kubelet, &id).await.state() == model::PodSandboxState::SandboxNotready
+            && listed(items) == Some(model::PodSandboxState::SandboxNotready)
+        {
             break true;
         }
         if std::time::Instant::now() > deadline {
@@ -172,7 +179,7 @@ async fn a_pause_process_killed_from_outside_makes_the_pod_not_ready_for_good() 
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
-    assert!(not_ready, "a pod whose pause process died is not ready");
+    assert!(not_ready, "a pod whose pause process died is not ready, in its status and in the list");
 
     // The kubelet's retry with the same metadata is not handed the dead sandbox.
     let err = kubelet.run_pod_sandbox(run_request(config)).await.unwrap_err();

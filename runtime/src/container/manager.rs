@@ -20,7 +20,7 @@ use super::runtimes::{Handlers, Runtimes};
 use super::store::{ContainerStore, Entry};
 use crate::image::service::ImageService;
 use crate::info::RuntimeInfo;
-use crate::monitor::watch::{MonitorWatch, WatchBudget};
+use crate::monitor::watch::{ProcessWatch, WatchBudget};
 use crate::monitor::{self, ContainerDir};
 use crate::oci::OciError;
 use crate::persist::RecordDir;
@@ -72,6 +72,7 @@ impl ContainerManager {
             path: PathBuf::from("/proc and /sys"),
             source,
         })?;
+        let watches = sandboxes.watch_budget();
         Ok(ContainerManager {
             store: ContainerStore::new(RecordDir::new(config.root.join("containers"))),
             runtimes,
@@ -83,7 +84,7 @@ impl ContainerManager {
             images,
             events: Events::default(),
             metrics: std::sync::OnceLock::new(),
-            watches: WatchBudget::from_nofile(),
+            watches,
         })
     }
 
@@ -134,7 +135,7 @@ impl ContainerManager {
 
     /// The watch on a live container's monitor: the one held, or a new one while the budget
     /// allows.
-    fn watch_of(&self, entry: &Entry) -> Option<Arc<MonitorWatch>> {
+    fn watch_of(&self, entry: &Entry) -> Option<Arc<ProcessWatch>> {
         if let Some(watch) = entry.watch() {
             return Some(watch);
         }

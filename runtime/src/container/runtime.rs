@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use oci_spec::runtime::{LinuxResources, Process};
 
-use crate::monitor::watch::{MonitorWatch, WatchBudget};
+use crate::monitor::watch::{ProcessWatch, WatchBudget};
 use crate::monitor::{self, ContainerDir, ExitRecord, MonitorConfig, MonitorError, MonitorState, Spawned};
 use crate::oci::{
     CommandRuntime, ExecOptions, ExecOutcome, OciError, OciRuntime, OciState, PreparedExec, DEFAULT_EXEC_OUTPUT_CAP,
@@ -48,7 +48,7 @@ pub trait ContainerRuntime: Send + Sync {
     fn watch(&self, dir: &ContainerDir) -> Result<MonitorState, MonitorError>;
     /// A pidfd on the container's running monitor, within `budget`, for lists to learn of its
     /// exit in one poll (`monitor::watch`); None: each look goes through `watch`.
-    fn open_watch(&self, dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<MonitorWatch> {
+    fn open_watch(&self, dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<ProcessWatch> {
         let _ = (dir, budget);
         None
     }
@@ -148,8 +148,8 @@ impl ContainerRuntime for Monitored {
         monitor::state(dir)
     }
 
-    fn open_watch(&self, dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<MonitorWatch> {
-        MonitorWatch::open(dir, budget)
+    fn open_watch(&self, dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<ProcessWatch> {
+        ProcessWatch::open(dir, budget)
     }
 
     fn wait_exit(&self, dir: &ContainerDir, id: &str, timeout: Duration) -> Result<ExitRecord, MonitorError> {

@@ -11,7 +11,7 @@ use lockstep_cri::model;
 use super::error::ContainerError;
 use super::record::{ContainerRecord, ExitInfo, RecordState};
 use super::usage::CgroupSample;
-use crate::monitor::watch::MonitorWatch;
+use crate::monitor::watch::ProcessWatch;
 use crate::persist::{Loaded, PersistError, RecordDir};
 
 /// One container held in memory: `op` serialises the calls that change it, `record` is what
@@ -20,7 +20,7 @@ use crate::persist::{Loaded, PersistError, RecordDir};
 pub struct Entry {
     pub op: Mutex<()>,
     record: RwLock<Held>,
-    watch: Mutex<Option<Arc<MonitorWatch>>>,
+    watch: Mutex<Option<Arc<ProcessWatch>>>,
 }
 
 /// A record and what ListContainers shows of it.
@@ -62,12 +62,12 @@ impl Entry {
     }
 
     /// The watch on its monitor, if one is held.
-    pub fn watch(&self) -> Option<Arc<MonitorWatch>> {
+    pub fn watch(&self) -> Option<Arc<ProcessWatch>> {
         lock(&self.watch).clone()
     }
 
     /// Holds `watch` (or lets go of the one held, with None).
-    pub fn set_watch(&self, watch: Option<MonitorWatch>) -> Option<Arc<MonitorWatch>> {
+    pub fn set_watch(&self, watch: Option<ProcessWatch>) -> Option<Arc<ProcessWatch>> {
         let watch = watch.map(Arc::new);
         *lock(&self.watch) = watch.clone();
         watch

@@ -1,6 +1,6 @@
-//! lockstepd's pidfds on running monitors: one poll(2) tells which of many monitors have
-//! exited, so a list of a thousand containers asks the kernel once instead of reading three
-//! files per container. Bounded by a share of lockstepd's open-file limit. Touches /proc only.
+//! lockstepd's pidfds on running monitors and pause processes: one poll(2) tells which of many
+//! have exited, so a list of a thousand containers or pods asks the kernel once instead of
+//! reading files per item. Bounded by a share of lockstepd's open-file limit. Touches /proc only.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +10,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::files::{self, ContainerDir};
 
-/// How many monitors may be watched at once: a quarter of the open-file limit, so that the
+/// How many processes may be watched at once: a quarter of the open-file limit, so that the
 /// watches never starve sockets, logs and streams of descriptors.
 #[derive(Debug)]
 pub struct WatchBudget {
@@ -43,44 +43,50 @@ impl WatchBudget {
     }
 }
 
-/// A pidfd on one running monitor, its share of the budget given back when dropped.
+/// A pidfd on one running process (a monitor, a pause process), its share of the budget given back when dropped.
 #[derive(Debug)]
-pub struct MonitorWatch {
+pub struct ProcessWatch {
     pidfd: OwnedFd,
     budget: Arc<WatchBudget>,
 }
 
-impl Drop for MonitorWatch {
+impl Drop for ProcessWatch {
     fn drop(&mut self) {
         self.budget.left.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-impl MonitorWatch {
+impl ProcessWatch {
     /// A watch on the monitor of `dir`, if it runs (its identity file names a live process
     /// started when the monitor was) and the budget allows one. A monitor that exits after
     /// this makes the watch readable; one that had exited before gives no watch.
-    pub fn open(dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<MonitorWatch> {
+    pub fn open(dir: &ContainerDir, budget: &Arc<WatchBudget>) -> Option<ProcessWatch> {
         let identity = dir.read_identity().ok()??;
+        ProcessWatch::of(identity.pid, identity.start_ticks, budget)
+    }
+
+    /// A watch on the process `pid` if it runs and started at `start_ticks` (clock ticks since
+    /// boot, /proc/PID/stat's field 22): a pod's pause process, a monitor.
+    pub fn of(pid: i32, start_ticks: u64, budget: &Arc<WatchBudget>) -> Option<ProcessWatch> {
         if !budget.take() {
             return None;
         }
-        let pidfd = match super::sys::pidfd_open(identity.pid) {
+        let pidfd = match super::sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(_) => {
                 budget.left.fetch_add(1, Ordering::AcqRel);
                 return None;
             }
         };
-        let watch = MonitorWatch { pidfd, budget: budget.clone() };
+        let watch = ProcessWatch { pidfd, budget: budget.clone() };
         // Checked after the pidfd exists: a pid reused before pidfd_open has another start time.
-        (files::start_ticks(identity.pid) == Some(identity.start_ticks)).then_some(watch)
+        (files::start_ticks(pid) == Some(start_ticks)).then_some(watch)
     }
 }
 
-/// For each watch, whether its monitor may have exited: one poll(2) for all. A poll that fails
+/// For each watch, whether its process may have exited: one poll(2) for all. A poll that fails
 /// says yes for every watch (the caller then looks at each on disk).
-pub fn exited(watches: &[&MonitorWatch]) -> Vec<bool> {
+pub fn exited(watches: &[&ProcessWatch]) -> Vec<bool> {
     let mut fds: Vec<PollFd<'_>> = watches.iter().map(|w| PollFd::new(w.pidfd.as_fd(), PollFlags::POLLIN)).collect();
     if fds.is_empty() {
         return Vec::new();
@@ -109,11 +115,11 @@ mod tests {
         let budget = WatchBudget::new(4);
         let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         identify(&dir, child.id());
-        let watch = MonitorWatch::open(&dir, &budget).expect("a live process is watched");
+        let watch = ProcessWatch::open(&dir, &budget).expect("a live process is watched");
         let me = tempfile::tempdir().unwrap();
         let mine = ContainerDir::new(me.path());
         identify(&mine, std::process::id());
-        let alive = MonitorWatch::open(&mine, &budget).unwrap();
+        let alive = ProcessWatch::open(&mine, &budget).unwrap();
         assert_eq!(exited(&[&watch, &alive]), vec![false, false]);
         child.kill().unwrap();
         child.wait().unwrap();
@@ -125,16 +131,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = ContainerDir::new(tmp.path());
         let budget = WatchBudget::new(1);
-        assert!(MonitorWatch::open(&dir, &budget).is_none(), "no identity file");
+        assert!(ProcessWatch::open(&dir, &budget).is_none(), "no identity file");
         let me = std::process::id() as i32;
         let stale = files::MonitorIdentity { pid: me, start_ticks: files::start_ticks(me).unwrap() + 1 };
         files::write_json(&dir.monitor(), &stale).unwrap();
-        assert!(MonitorWatch::open(&dir, &budget).is_none(), "the pid belongs to another process now");
+        assert!(ProcessWatch::open(&dir, &budget).is_none(), "the pid belongs to another process now");
         assert!(budget.available(), "a refused watch gives its share back");
         identify(&dir, std::process::id());
-        let first = MonitorWatch::open(&dir, &budget).unwrap();
-        assert!(MonitorWatch::open(&dir, &budget).is_none(), "the budget is spent");
+        let first = ProcessWatch::open(&dir, &budget).unwrap();
+        assert!(ProcessWatch::open(&dir, &budget).is_none(), "the budget is spent");
         drop(first);
-        assert!(MonitorWatch::open(&dir, &budget).is_some(), "a dropped watch gives its share back");
+        assert!(ProcessWatch::open(&dir, &budget).is_some(), "a dropped watch gives its share back");
     }
 }

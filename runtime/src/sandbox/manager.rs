@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use super::error::SandboxError;
-use super::record::SandboxRecord;
-use super::store::SandboxStore;
+use super::pause;
+use super::record::{PauseProcess, SandboxRecord, SandboxState};
+use super::store::{Entry, SandboxStore};
 use crate::cni::exec::Plugins;
 use crate::cni::network::AttachmentCache;
 use crate::info::RuntimeInfo;
+use crate::monitor::watch::WatchBudget;
 use crate::persist::RecordDir;
 
 /// What a sandbox's containers must go through before the sandbox stops or goes; containers
@@ -50,6 +52,9 @@ pub struct SandboxManager {
     /// `<runroot>/sandboxes`: one directory per sandbox (pins, files, shm).
     pub(super) runroot_sandboxes: PathBuf,
     containers: RwLock<Arc<dyn PodContainers>>,
+    /// The pidfds lockstepd may hold on pause processes and monitors, shared with the
+    /// containers (a share of the open-file limit).
+    watches: Arc<WatchBudget>,
 }
 
 impl SandboxManager {
@@ -63,9 +68,46 @@ impl SandboxManager {
             runroot_sandboxes: config.runroot.join("sandboxes"),
             info,
             containers: RwLock::new(Arc::new(NoContainers)),
+            watches: WatchBudget::from_nofile(),
         };
         super::recovery::recover(&manager)?;
         Ok(Arc::new(manager))
+    }
+
+    /// The budget of pidfds, for the containers' monitors to share.
+    pub fn watch_budget(&self) -> Arc<WatchBudget> {
+        self.watches.clone()
+    }
+
+    /// For each of `entries`, whether its pause process (if it has one) still runs, asking the
+    /// kernel once for all those watched (one poll of their pidfds); a pause process that is not
+    /// watched, or whose pidfd turned readable, is looked up in /proc.
+    pub(super) fn pauses_alive(&self, entries: &[Arc<Entry>]) -> Vec<bool> {
+        // Only a READY sandbox's pause process matters: another sandbox is NOTREADY anyway.
+        let pauses: Vec<Option<PauseProcess>> = entries
+            .iter()
+            .map(|e| e.view(|r| r.namespaces.pause.clone().filter(|_| r.state == SandboxState::Ready)))
+            .collect();
+        let mut watched = Vec::new();
+        let mut alive = vec![true; entries.len()];
+        for (i, (entry, pause)) in entries.iter().zip(&pauses).enumerate() {
+            let Some(pause) = pause else { continue };
+            let watch = entry.pause_watch().or_else(|| {
+                let watch = self.watches.available().then(|| pause::watch(pause, &self.watches)).flatten()?;
+                Some(entry.set_pause_watch(watch))
+            });
+            match watch {
+                Some(watch) => watched.push((i, watch)),
+                None => alive[i] = pause::alive(pause),
+            }
+        }
+        let exited = crate::monitor::watch::exited(&watched.iter().map(|(_, w)| w.as_ref()).collect::<Vec<_>>());
+        for ((i, _), exited) in watched.iter().zip(exited) {
+            if exited {
+                alive[*i] = pauses[*i].as_ref().is_none_or(pause::alive);
+            }
+        }
+        alive
     }
 
     /// Installs what stops and removes a sandbox's containers.

@@ -8,10 +8,11 @@
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::record::PauseProcess;
+use crate::monitor::watch::{ProcessWatch, WatchBudget};
 
 pub const PAUSE_BINARY: &str = "lockstep-pause";
 pub const PID_FILE: &str = "pause.pid";
@@ -126,6 +127,15 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// start time).
 pub fn alive(pause: &PauseProcess) -> bool {
     (pause.boot_id.is_empty() || pause.boot_id == boot_id()) && start_time(pause.pid) == Some(pause.start_time)
+}
+
+/// A pidfd on the recorded pause process while it runs (same boot, same start time), within
+/// `budget`.
+pub fn watch(pause: &PauseProcess, budget: &Arc<WatchBudget>) -> Option<ProcessWatch> {
+    if !pause.boot_id.is_empty() && pause.boot_id != boot_id() {
+        return None;
+    }
+    ProcessWatch::of(pause.pid, pause.start_time, budget)
 }
 
 /// Kills the pause process and waits until it is gone. Already gone is fine.

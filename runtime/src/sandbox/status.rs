@@ -36,15 +36,17 @@ pub fn list_pod_sandboxes(
     sandboxes: &SandboxManager,
     filter: Option<&model::PodSandboxFilter>,
 ) -> Vec<model::PodSandbox> {
-    sandboxes
-        .store
-        .all()
+    let entries = sandboxes.store.all();
+    let alive = sandboxes.pauses_alive(&entries);
+    entries
         .iter()
-        .map(|e| {
-            let record = e.read();
-            let mut s = record.to_pod_sandbox();
-            s.state = live_state(&record) as i32;
-            s
+        .zip(alive)
+        .map(|(e, pause_alive)| {
+            e.view(|record| {
+                let mut s = record.to_pod_sandbox();
+                s.state = state_with(record, pause_alive) as i32;
+                s
+            })
         })
         .filter(|s| sandbox_matches(s, filter))
         .collect()
@@ -64,8 +66,12 @@ fn live_status(record: &SandboxRecord) -> model::PodSandboxStatus {
 
 /// READY only while the record says so and the pause process (if any) lives.
 pub(super) fn live_state(record: &SandboxRecord) -> model::PodSandboxState {
-    let pause_ok = record.namespaces.pause.as_ref().is_none_or(pause::alive);
-    if record.state == SandboxState::Ready && pause_ok {
+    state_with(record, record.namespaces.pause.as_ref().is_none_or(pause::alive))
+}
+
+/// READY only while the record says so and `pause_alive` (the pause process, if any, lives).
+fn state_with(record: &SandboxRecord, pause_alive: bool) -> model::PodSandboxState {
+    if record.state == SandboxState::Ready && pause_alive {
         model::PodSandboxState::SandboxReady
     } else {
         model::PodSandboxState::SandboxNotready

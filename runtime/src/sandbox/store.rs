@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::error::SandboxError;
 use super::record::{Metadata, SandboxRecord};
 use super::reservations::Reservations;
+use crate::monitor::watch::ProcessWatch;
 use crate::persist::{Loaded, PersistError, RecordDir};
 
 /// One sandbox held in memory.
@@ -23,6 +24,8 @@ pub struct Entry {
     /// Set (for good) when StopPodSandbox or RemovePodSandbox begins: a CreateContainer that
     /// races them sees it after adding its container, and takes the container back.
     closing: AtomicBool,
+    /// A pidfd on its pause process while one is held (lists poll it instead of reading /proc).
+    pause_watch: Mutex<Option<Arc<ProcessWatch>>>,
 }
 
 impl Entry {
@@ -32,7 +35,25 @@ impl Entry {
             record: RwLock::new(record),
             removed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            pause_watch: Mutex::new(None),
         })
+    }
+
+    /// `f` of the record as readers see it, without copying it.
+    pub fn view<R>(&self, f: impl FnOnce(&SandboxRecord) -> R) -> R {
+        f(&self.record.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The watch on its pause process, if one is held.
+    pub fn pause_watch(&self) -> Option<Arc<ProcessWatch>> {
+        lock(&self.pause_watch).clone()
+    }
+
+    /// Holds `watch` on its pause process; returns it as held.
+    pub fn set_pause_watch(&self, watch: ProcessWatch) -> Arc<ProcessWatch> {
+        let watch = Arc::new(watch);
+        *lock(&self.pause_watch) = Some(watch.clone());
+        watch
     }
 
     pub fn read(&self) -> SandboxRecord {
