@@ -141,6 +141,9 @@ pub struct Load {
 #[derive(Debug, Default)]
 pub struct FaultMarks {
     pods: Mutex<std::collections::BTreeSet<String>>,
+    /// Ids a killed process named that the ledger did not know yet (a container whose
+    /// CreateContainer was under way): a cycle failing with one in its error was hit.
+    ids: Mutex<std::collections::BTreeSet<String>>,
     windows: std::sync::atomic::AtomicU64,
     open: AtomicBool,
 }
@@ -149,6 +152,14 @@ impl FaultMarks {
     /// A fault hit this pod.
     pub fn hit(&self, pod: &str) {
         lock(&self.pods).insert(pod.to_string());
+    }
+    /// A fault hit the container or pod of this id, not known to the ledger yet.
+    pub fn hit_id(&self, id: &str) {
+        lock(&self.ids).insert(id.to_string());
+    }
+    /// Whether a cycle's error names an id a fault hit.
+    pub fn names_hit(&self, error: &str) -> bool {
+        lock(&self.ids).iter().any(|id| error.contains(id.as_str()))
     }
     /// A fault that may break any cycle begins.
     pub fn open_window(&self) {
@@ -293,7 +304,9 @@ impl Load {
                         ledger.cycles_failed += 1;
                         ledger.finding(format!("cycle {i}: {e}"));
                     }
-                    (Err(e), Ok(())) if excused => ledger.fault_effect(format!("cycle {i}: {e}")),
+                    (Err(e), Ok(())) if excused || self.marks.names_hit(&e) => {
+                        ledger.fault_effect(format!("cycle {i}: {e}"))
+                    }
                     (Err(e), Ok(())) => {
                         ledger.cycles_failed += 1;
                         ledger.finding(format!("cycle {i}: {e}"));

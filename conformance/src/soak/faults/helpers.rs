@@ -143,8 +143,18 @@ pub async fn kill_oci_runtime(load: &Load, scope: &Scope) -> Round {
     round
 }
 
+/// The container and pod ids (64 hex digits) a command line names.
+fn ids_in(command: &str) -> impl Iterator<Item = &str> {
+    command
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The program and the OCI runtime's operation, without the long paths.
 fn brief_command(command: &str) -> String {
+    if command.trim().is_empty() {
+        return "its command line was gone: it had just ended".to_string();
+    }
     let words: Vec<&str> = command.split_whitespace().collect();
     let program = words.first().map(|w| w.rsplit('/').next().unwrap_or(w)).unwrap_or_default();
     let op = words.iter().skip(1).find(|w| {
@@ -160,6 +170,10 @@ fn brief_command(command: &str) -> String {
 fn kill(load: &Load, victim: &Victim) {
     if let Some(pod) = &victim.pod {
         load.marks.hit(pod);
+    }
+    // A container the ledger does not know yet (its CreateContainer is under way).
+    for id in ids_in(&victim.command) {
+        load.marks.hit_id(id);
     }
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim.pid), nix::sys::signal::Signal::SIGKILL);
 }
@@ -313,6 +327,10 @@ mod tests {
         let crun = "/usr/bin/crun --root /tmp/x/run/oci/crun --log /tmp/x/run/oci/crun.log/start-1-2.json start abc";
         assert_eq!(brief_command(crun), "crun start");
         assert_eq!(brief_command("/usr/lib/lockstep/lockstep-monitor /tmp/x/run/containers/abc"), "lockstep-monitor");
+        let id = "a".repeat(64);
+        let create = format!("crun --root /r/oci/crun create --bundle /r/containers/{id}/bundle {id}");
+        assert_eq!(ids_in(&create).collect::<Vec<_>>(), [id.as_str(), id.as_str()]);
+        assert_eq!(ids_in("crun state abc").count(), 0);
     }
 
     #[test]
