@@ -338,6 +338,13 @@ fn round_image(registry: &lockstep_testkit::fixtures::env::RegistryEnv, n: usize
     registry.fixture(repo).reference(&registry.host)
 }
 
+/// An outcome seen while checking the steady pods (kept with the faults' outcomes).
+fn note(found: &mut ChaosReport, what: String) {
+    if found.outcomes.len() < MAX_OUTCOMES {
+        found.outcomes.push(what);
+    }
+}
+
 fn missing(what: &str) -> faults::Round {
     let mut round = faults::Round::new(what);
     round.wrong(what);
@@ -374,7 +381,12 @@ async fn verify(load: &Load, kill: usize, found: &mut ChaosReport, reported: &mu
             }
             Ok(s) => {
                 let ready = s.status.is_some_and(|s| s.state == model::PodSandboxState::SandboxReady as i32);
-                if !ready {
+                if !ready && load.marks.was_hit(&pod.pod) {
+                    // Its shim (or pause) was killed: NOTREADY is the truth, said once.
+                    if reported.insert(format!("not ready: {}", pod.pod)) {
+                        note(found, format!("{kill}: steady pod {short}, whose helper a fault killed, is NOTREADY"));
+                    }
+                } else if !ready {
                     found.pods_lost += 1;
                     findings.push(format!("kill {kill}: steady pod {short} is not READY"));
                 }
@@ -391,6 +403,22 @@ async fn verify(load: &Load, kill: usize, found: &mut ChaosReport, reported: &mu
                         "kill {kill}: steady pod {short}: the app's pid was {:?}, now {pid:?}",
                         pod.app_pid
                     ));
+                }
+            }
+            // A fault killed its helper and the app's process with it: EXITED is the truth.
+            Ok(s)
+                if s.state == model::ContainerState::ContainerExited as i32
+                    && load.marks.was_hit(&pod.pod)
+                    && !pod.app_pid.is_some_and(faults::helpers::alive) =>
+            {
+                if reported.insert(format!("app exited: {}", pod.pod)) {
+                    note(
+                        found,
+                        format!(
+                            "{kill}: steady pod {short}, whose helper a fault killed: its app's process is gone and it is EXITED with code {}",
+                            s.exit_code
+                        ),
+                    );
                 }
             }
             Ok(s) => {

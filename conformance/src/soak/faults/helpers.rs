@@ -49,7 +49,7 @@ fn stat(pid: i32) -> Option<(String, char, i32)> {
 }
 
 /// Whether a process runs (exists and is not a zombie).
-fn alive(pid: i64) -> bool {
+pub fn alive(pid: i64) -> bool {
     i32::try_from(pid).ok().and_then(stat).is_some_and(|(_, state, _)| !matches!(state, 'Z' | 'X'))
 }
 
@@ -184,7 +184,14 @@ async fn after_kill(load: &Load, scope: &Scope, victim: &Victim, process: Option
     match &victim.container {
         Some(container) => truthful(load, container, process, round).await,
         None => match &victim.pod {
-            Some(pod) => round.saw(format!("it served pod {}", short(pod))),
+            // A shim serves a whole pod: each of its containers is judged.
+            Some(pod) => {
+                round.saw(format!("it served pod {}", short(pod)));
+                let containers = lock(&load.ledger).pods.get(pod).map(|p| p.containers.clone()).unwrap_or_default();
+                for container in containers {
+                    truthful(load, &container, None, round).await;
+                }
+            }
             None => round.saw("it served none of the run's pods"),
         },
     }

@@ -211,7 +211,20 @@ async fn downward(
                         (false, None) => State::Raw,
                         (false, Some(length)) => {
                             let blob = request.and_then(|r| r.blob).filter(|_| code == 200 || code == 206);
-                            let cut_after = blob.filter(|d| length > 1 && control.cut(d)).map(|_| length / 2);
+                            // A whole blob is cut halfway; a resumed one (206, a Range) where it
+                            // starts, so a runtime that resumes without end still fails.
+                            let cut_after = blob.filter(|d| length > 1 && control.cut(d)).map(|_| {
+                                if code == 206 {
+                                    0
+                                } else {
+                                    length / 2
+                                }
+                            });
+                            if cut_after == Some(0) {
+                                let _ = client.flush().await;
+                                control.cuts.fetch_add(1, Ordering::SeqCst);
+                                return Err(());
+                            }
                             if length == 0 {
                                 State::Head(Vec::new())
                             } else {
@@ -410,10 +423,16 @@ mod tests {
                         }
                         buffer.extend_from_slice(&chunk[..n]);
                         while let Some(end) = find(&buffer, b"\r\n\r\n") {
+                            let request = String::from_utf8_lossy(&buffer[..end]).into_owned();
                             buffer.drain(..end + 4);
-                            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                            if socket.write_all(head.as_bytes()).await.is_err()
-                                || socket.write_all(&body).await.is_err()
+                            // `Range: bytes=N-` is answered 206 with the rest.
+                            let from: usize = header(&request, "range")
+                                .and_then(|r| r.strip_prefix("bytes=")?.trim_end_matches('-').parse().ok())
+                                .unwrap_or(0);
+                            let status = if from > 0 { "206 Partial Content" } else { "200 OK" };
+                            let rest = &body[from.min(body.len())..];
+                            let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n", rest.len());
+                            if socket.write_all(head.as_bytes()).await.is_err() || socket.write_all(rest).await.is_err()
                             {
                                 return;
                             }
@@ -428,8 +447,14 @@ mod tests {
     /// Sends one GET on a fresh connection and reads until the body is whole or the
     /// connection ends: the body bytes received, and the Content-Length.
     async fn get(host: &str, path: &str) -> (usize, usize) {
+        get_from(host, path, 0).await
+    }
+
+    /// As `get`, resuming at byte `from` (a Range request).
+    async fn get_from(host: &str, path: &str, from: usize) -> (usize, usize) {
         let mut socket = TcpStream::connect(host).await.unwrap();
-        socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let range = if from > 0 { format!("Range: bytes={from}-\r\n") } else { String::new() };
+        socket.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{range}\r\n").as_bytes()).await.unwrap();
         let mut received = Vec::new();
         let mut chunk = [0u8; 16384];
         loop {
@@ -466,13 +491,15 @@ mod tests {
         assert_eq!((got, length), (50_000, 100_000));
         let (got, _) = get(&proxy.host, "/v2/x/blobs/sha256:0123").await;
         assert_eq!(got, 50_000, "cut every time");
+        // A resume (206) is cut where it starts: no progress for a runtime that resumes forever.
+        assert_eq!(get_from(&proxy.host, "/v2/x/blobs/sha256:0123", 50_000).await, (0, 50_000));
         let (got, _) = get(&proxy.host, "/v2/x/blobs/sha256:other").await;
         assert_eq!(got, 100_000, "another blob passes");
-        assert_eq!(proxy.cuts(), 2);
+        assert_eq!(proxy.cuts(), 3);
         proxy.cut(std::slice::from_ref(&digest), false);
         assert_eq!(get(&proxy.host, "/v2/x/blobs/sha256:0123").await.0, 50_000);
         assert_eq!(get(&proxy.host, "/v2/x/blobs/sha256:0123").await.0, 100_000, "cut once only");
         proxy.pass();
-        assert_eq!(proxy.cuts(), 3);
+        assert_eq!(proxy.cuts(), 4);
     }
 }
