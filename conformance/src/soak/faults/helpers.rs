@@ -138,8 +138,17 @@ pub async fn kill_oci_runtime(load: &Load, scope: &Scope) -> Round {
     let (container, pod) = served(load, &command);
     let victim = Victim { pid, command, container, pod };
     let mut round = Round::new(format!("oci-runtime: SIGKILL pid {} ({})", pid, brief_command(&victim.command)));
+    // A pod or container still being made is not in the ledger, and the error of its
+    // RunPodSandbox may not name it: every cycle under way meanwhile may be the one hit.
+    let unknown = victim.pod.is_none() && ids_in(&victim.command).next().is_some();
+    if unknown {
+        load.marks.open_window();
+    }
     kill(load, &victim);
     after_kill(load, scope, &victim, None, &mut round).await;
+    if unknown {
+        load.marks.close_window();
+    }
     round
 }
 

@@ -339,7 +339,10 @@ pub async fn round(
         Err(e) if clear(e) => round.saw(format!("cut every time ({cut_times} cuts): PullImage {}", line(e))),
         Err(e) => round.wrong(format!("cut every time ({cut_times} cuts): PullImage answered unclearly: {}", line(e))),
     }
-    if cut.is_err() {
+    if cut.is_ok() {
+        // So that the next pulls fetch the layers again.
+        remove(load, &reference, &mut round).await;
+    } else {
         match listed(load, &prefix).await {
             Ok(names) if names.is_empty() => round.saw("no image listed after the failed pull"),
             Ok(names) => round.wrong(format!("the failed pull left {} listed", names.join(", "))),
