@@ -87,9 +87,15 @@ lockstep-conformance soak --endpoint unix:///run/containerd/containerd.sock --pi
     #[command(
         long_about = "The soak's load on a daemon this command starts, SIGKILLed at seeded random \
 moments and started again; every pod is checked after each restart and leaks are accounted at \
-the end. The seed is printed: give it again to replay the same kill moments.",
+the end. The seed is printed: give it again to replay the same kill moments. With --fault, each \
+fault is drawn from the kinds given: daemon (the kill above), monitor (a helper of the runtime \
+SIGKILLed: a lockstep-monitor, a shim), oci-runtime (a crun/runc call SIGKILLed mid-call), \
+disk-full (the runtime's disk filled, then freed), registry-drop (a pull whose connection is cut \
+mid-layer).",
         after_help = "Examples:\n  \
 lockstep-conformance chaos --kills 10 --seed 15\n  \
+lockstep-conformance chaos --kills 20 --seed 15 --fault monitor,oci-runtime,daemon\n  \
+lockstep-conformance chaos --kills 4 --seed 15 --fault disk-full,registry-drop --disk-mib 256\n  \
 lockstep-conformance chaos --daemon-cmd 'containerd --config /tmp/ctd/config.toml' \\\n      \
 --endpoint unix:///tmp/ctd/containerd.sock --state-dir /tmp/ctd/root --kills 5"
     )]
@@ -467,9 +473,21 @@ struct ChaosArgs {
     /// The CRI endpoint of --daemon-cmd.
     #[arg(long)]
     endpoint: Option<String>,
-    /// How many times the daemon is SIGKILLed and started again.
+    /// How many faults are made (with the default --fault daemon: how many times the daemon is
+    /// SIGKILLed and started again).
     #[arg(long, default_value_t = 10, value_name = "K")]
     kills: usize,
+    /// The kinds of fault each one is drawn from, by the seed (repeatable, or comma-separated):
+    /// daemon, monitor, oci-runtime, disk-full, registry-drop. Default: daemon.
+    #[arg(long = "fault", value_name = "KIND", value_delimiter = ',')]
+    faults: Vec<String>,
+    /// disk-full with the embedded lockstepd: its --root is a tmpfs of this many MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    disk_mib: u64,
+    /// disk-full with --daemon-cmd: a directory on the daemon's size-limited filesystem (the
+    /// operator mounts one, e.g. a tmpfs as its root), which the harness fills with a file.
+    #[arg(long, value_name = "DIR")]
+    disk_dir: Option<PathBuf>,
     /// The seed of the kill moments (printed; give it again to replay a run). Default: the clock.
     #[arg(long)]
     seed: Option<u64>,
@@ -977,11 +995,20 @@ async fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
-    use crate::soak::chaos::{self as chaos_run, CommandDaemon, Daemon, Faults};
+    use crate::soak::chaos::{self as chaos_run, CommandDaemon, Daemon, FaultSupport, Faults};
+    use crate::soak::faults::{registry::Proxy, FaultKind};
     use crate::soak::{accounting::Scope, load::Load, Images};
     let minor = parse_minor(&args.load.kube)?;
+    let mut kinds = Vec::new();
+    for name in &args.faults {
+        let kind = FaultKind::parse(name.trim()).map_err(anyhow::Error::msg)?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    let disk_full = kinds.contains(&FaultKind::DiskFull);
     let scratch = tempfile::Builder::new().prefix("lockstep-chaos-").tempdir().context("cannot make a temp dir")?;
-    let (mut daemon, endpoint, scope) = match (&args.daemon_cmd, &args.endpoint) {
+    let (mut daemon, endpoint, scope, disk_dir) = match (&args.daemon_cmd, &args.endpoint) {
         (None, Some(endpoint)) => anyhow::bail!(
             "chaos must kill and restart the runtime, and it can only restart a daemon it starts itself: \
              {endpoint} alone is a runtime it cannot restart. Give the daemon's command line with \
@@ -989,27 +1016,42 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         ),
         (Some(_), None) => anyhow::bail!("--daemon-cmd needs --endpoint: the socket the daemon serves"),
         (Some(command), Some(endpoint)) => {
+            if disk_full && args.disk_dir.is_none() {
+                anyhow::bail!(
+                    "--fault disk-full with --daemon-cmd needs --disk-dir: a directory on the daemon's \
+                     size-limited filesystem (mount one, e.g. a tmpfs as its root, before the run)"
+                );
+            }
             let log = scratch.path().join("daemon.log");
             let daemon = CommandDaemon::start(command.clone(), endpoint.clone(), log, minor).await?;
             let socket = lockstep_cri::socket_path(endpoint)?.display().to_string();
             let scope = Scope { daemon_pid: None, state_dirs: args.load.state_dir.clone(), helper_marks: vec![socket] };
-            (Daemon::Command(daemon), endpoint.clone(), scope)
+            (Daemon::Command(daemon), endpoint.clone(), scope, args.disk_dir.clone())
         }
         (None, None) => {
-            let embedded = crate::target::Embedded::start(minor, args.load.lockstepd_config.as_deref()).await?;
+            let disk = disk_full.then_some(args.disk_mib);
+            let embedded =
+                crate::target::Embedded::start_on(minor, args.load.lockstepd_config.as_deref(), disk).await?;
             let dirs = embedded.state_dirs();
+            let root = dirs.first().cloned();
             let runroot = dirs.last().map(|d| d.display().to_string()).unwrap_or_default();
             let endpoint = embedded.endpoint.clone();
             let scope = Scope { daemon_pid: None, state_dirs: dirs, helper_marks: vec![runroot] };
-            (Daemon::Embedded(embedded), endpoint, scope)
+            (Daemon::Embedded(embedded), endpoint, scope, if disk_full { root } else { None })
         }
     };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     });
-    eprintln!("chaos: seed {seed} (replay with --seed {seed}), {} kills", args.kills);
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    let what = if names.is_empty() { "daemon".to_string() } else { names.join(", ") };
+    eprintln!("chaos: seed {seed} (replay with --seed {seed}), {} faults ({what})", args.kills);
     let result = async {
         let registry = load_registry(args.load.registry.as_deref()).await?;
+        let proxy = match kinds.contains(&FaultKind::RegistryDrop) {
+            true => Some(Proxy::start(&registry.host).await?),
+            false => None,
+        };
         let ctx = connect(minor, &endpoint).await?;
         let mut client = ctx.kubelet();
         let images = Images::pull(&mut client, &registry).await?;
@@ -1020,8 +1062,9 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         let runtime = format!("{} {}", ctx.runtime.name, ctx.runtime.version);
         let mut scope = scope;
         scope.daemon_pid = daemon.pid();
-        let faults = Faults { kills: args.kills, seed };
-        anyhow::Ok(chaos_run::chaos(load, &mut daemon, scope, runtime, faults).await)
+        let faults = Faults { kills: args.kills, seed, kinds, disk_dir };
+        let support = FaultSupport { registry: &registry, proxy };
+        anyhow::Ok(chaos_run::chaos(load, &mut daemon, scope, runtime, faults, support).await)
     }
     .await;
     daemon.stop().await;

@@ -11,21 +11,38 @@ use lockstep_testkit::{Launch, Lockstepd, Program};
 pub struct Embedded {
     daemon: Lockstepd,
     pub endpoint: String,
+    /// A size-limited tmpfs as its --root (chaos's disk-full), unmounted after the daemon's
+    /// own sweep (fields drop in order).
+    _disk: Option<crate::soak::faults::disk::Tmpfs>,
 }
 
 impl Embedded {
     /// Starts lockstepd for `minor` in a fresh temporary directory, on its defaults or on
     /// `config` (a lockstep.toml, copied there so that restarts read the same).
     pub async fn start(minor: Minor, config: Option<&std::path::Path>) -> anyhow::Result<Embedded> {
+        Embedded::start_on(minor, config, None).await
+    }
+
+    /// As `start`, with --root on a tmpfs of `disk_mib` MiB when given (a disk that fills).
+    pub async fn start_on(
+        minor: Minor,
+        config: Option<&std::path::Path>,
+        disk_mib: Option<u64>,
+    ) -> anyhow::Result<Embedded> {
         let text = match config {
             Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
             None => "# empty: lockstepd's defaults\n".to_string(),
         };
         let exe = std::env::current_exe().context("cannot find this executable")?;
-        let daemon = Lockstepd::start(Program::conformance_daemon(exe, minor), Launch::default(), &text)
-            .await
-            .context("cannot start the embedded lockstepd")?;
-        Ok(Embedded { endpoint: daemon.endpoint(), daemon })
+        let mut daemon = Lockstepd::prepare(Program::conformance_daemon(exe, minor), Launch::default())
+            .context("cannot prepare the embedded lockstepd")?;
+        let disk = match disk_mib {
+            Some(mib) => Some(crate::soak::faults::disk::Tmpfs::mount(&daemon.root(), mib)?),
+            None => None,
+        };
+        std::fs::write(daemon.config_path(), &text).context("cannot write lockstep.toml")?;
+        daemon.spawn().await.context("cannot start the embedded lockstepd")?;
+        Ok(Embedded { endpoint: daemon.endpoint(), daemon, _disk: disk })
     }
 
     /// Kills lockstepd with SIGKILL, as a crash, and starts it again on the same state.

@@ -1,7 +1,8 @@
 //! `soak` and `chaos` as a user runs them: a short soak of an embedded lockstepd finds no leak
 //! and says so in its table and JSON, Ctrl-C ends a soak with every pod removed and the counts
-//! printed, a short chaos run checks every restart, and chaos refuses a runtime it cannot
-//! restart.
+//! printed, a short chaos run checks every restart, chaos refuses a runtime it cannot restart,
+//! and each of chaos's other faults (monitors and crun killed, a full disk, a registry dropped
+//! mid-layer) is made for real against an embedded lockstepd, whose answers are judged.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -101,4 +102,100 @@ fn chaos_refuses_an_endpoint_it_cannot_restart() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot restart") && stderr.contains("--daemon-cmd"), "{stderr}");
+}
+
+/// A chaos run of `faults` against an embedded lockstepd: its exit code, JSON report, stderr.
+fn chaos_with(faults: &str, kills: &str, seed: &str) -> (Option<i32>, serde_json::Value, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("chaos.json");
+    let out = Command::new(BIN)
+        .args(["chaos", "--kills", kills, "--seed", seed, "--fault", faults])
+        .args(["--pods", "1", "--concurrency", "2", "--image-every", "0", "--json"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let json = std::fs::read_to_string(&report).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or_default();
+    (out.status.code(), json, format!("{table}\n{stderr}"))
+}
+
+fn outcomes(report: &serde_json::Value) -> Vec<String> {
+    report["chaos"]["outcomes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn chaos_kills_monitors_and_crun_mid_call_and_lockstepd_reports_every_container_truthfully() {
+    let (code, report, output) = chaos_with("monitor,oci-runtime", "4", "15");
+    assert_eq!(code, Some(0), "{output}");
+    let chaos = &report["chaos"];
+    assert_eq!(chaos["monitor_kills"].as_u64().unwrap() + chaos["oci_runtime_kills"].as_u64().unwrap(), 4, "{chaos}");
+    assert_eq!(chaos["kills"], 0, "no daemon kill was drawn");
+    assert_eq!(chaos["fault_findings"], 0, "{output}");
+    assert_eq!(report["leaks"], 0, "{output}");
+    let outcomes = outcomes(&report);
+    let killed = outcomes.iter().filter(|o| o.contains("SIGKILL pid")).count();
+    assert!(killed >= 2, "most faults found a process to kill: {outcomes:?}");
+    // Each victim that served a container was judged by what the runtime said of it.
+    assert!(outcomes.iter().any(|o| o.contains("container ")), "{outcomes:?}");
+}
+
+#[test]
+fn chaos_fills_lockstepd_s_disk_and_every_call_says_so_and_all_works_once_it_is_freed() {
+    let (code, report, output) = chaos_with("disk-full", "1", "15");
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(report["chaos"]["disk_full_rounds"], 1);
+    assert_eq!(report["chaos"]["fault_findings"], 0, "{output}");
+    assert_eq!(report["leaks"], 0, "{output}");
+    let outcomes = outcomes(&report).join("\n");
+    // The regression of lockstepd's DATA_LOSS for a pull onto a full disk.
+    assert!(outcomes.contains("PullImage: ResourceExhausted"), "{outcomes}");
+    for seen in ["no image listed after the failed pull", "after: PullImage succeeded", "after: the app's log goes on"]
+    {
+        assert!(outcomes.contains(seen), "{seen}: {outcomes}");
+    }
+    // The tmpfs the harness mounted as lockstepd's root is gone with the run.
+    let root = outcomes.split("disk-full: ").nth(2).and_then(|t| t.split(" filled").next()).unwrap_or_default();
+    assert!(root.ends_with("/root"), "{outcomes}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(root), "{root} is still mounted");
+}
+
+#[test]
+fn chaos_drops_the_registry_mid_layer_and_the_pull_fails_clean_then_resumes_or_succeeds() {
+    let (code, report, output) = chaos_with("registry-drop", "1", "15");
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(report["chaos"]["registry_drops"], 1);
+    assert_eq!(report["chaos"]["fault_findings"], 0, "{output}");
+    assert_eq!(report["leaks"], 0, "{output}");
+    let outcomes = outcomes(&report).join("\n");
+    for seen in [
+        "PullImage Unavailable",
+        "no image listed after the failed pull",
+        "no partial download left",
+        "cut once: the pull went on and succeeded",
+        "not cut: pulled",
+    ] {
+        assert!(outcomes.contains(seen), "{seen}: {outcomes}");
+    }
+}
+
+#[test]
+fn chaos_refuses_an_unknown_fault_and_a_disk_full_it_cannot_make() {
+    let out = Command::new(BIN).args(["chaos", "--fault", "daemon,power-cut"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("power-cut") && stderr.contains("registry-drop"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["chaos", "--fault", "disk-full", "--daemon-cmd", "true", "--endpoint", "unix:///tmp/none.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--disk-dir"), "{stderr}");
 }

@@ -89,6 +89,16 @@ fn one(source: &str, kind: Kind, doc: &SoakDoc) -> Reliability {
             figure("containers wrongly reported", chaos.containers_wrong.to_string(), chaos.containers_wrong > 0),
             figure("duplicate sandboxes", chaos.duplicates.to_string(), chaos.duplicates > 0),
         ]);
+        if chaos.rounds > chaos.kills {
+            let other = format!(
+                "{} helper, {} OCI runtime kills; {} disk-full, {} registry-drop rounds",
+                chaos.monitor_kills, chaos.oci_runtime_kills, chaos.disk_full_rounds, chaos.registry_drops
+            );
+            figures.extend([
+                figure("other faults", other, false),
+                figure("wrong after them", chaos.fault_findings.to_string(), chaos.fault_findings > 0),
+            ]);
+        }
     }
     if let (Some(before), Some(after)) = (doc.rss_before_kib, doc.rss_after_kib) {
         figures.push(figure("daemon RSS", format!("{} → {}", mib(before), mib(after)), false));

@@ -99,7 +99,7 @@ fn unescape(text: &str) -> String {
 }
 
 /// Every process: pid, parent, state letter, command line.
-fn processes() -> Vec<(i32, i32, char, String)> {
+pub(crate) fn processes() -> Vec<(i32, i32, char, String)> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
@@ -147,17 +147,8 @@ impl Scope {
             }
         }
         let processes = processes();
-        let me = std::process::id() as i32;
         let daemon = self.daemon_pid.map(|p| p as i32);
-        for (pid, _, _, cmdline) in &processes {
-            if *pid != me
-                && Some(*pid) != daemon
-                && !cmdline.contains("lockstep-conformance")
-                && self.helper_marks.iter().any(|m| !m.is_empty() && cmdline.contains(m.as_str()))
-            {
-                snapshot.helpers.insert(*pid);
-            }
-        }
+        snapshot.helpers = self.helpers_among(&processes);
         for (pid, ppid, state, _) in &processes {
             if *state == 'Z' && (Some(*ppid) == daemon || snapshot.helpers.contains(ppid)) {
                 snapshot.zombies.insert(*pid);
@@ -175,6 +166,23 @@ impl Scope {
             }
         }
         snapshot
+    }
+
+    /// The runtime's helpers among `processes` (`processes()`): those whose command line holds
+    /// one of its marks, not the daemon nor this harness.
+    pub(crate) fn helpers_among(&self, processes: &[(i32, i32, char, String)]) -> BTreeSet<i32> {
+        let me = std::process::id() as i32;
+        let daemon = self.daemon_pid.map(|p| p as i32);
+        processes
+            .iter()
+            .filter(|(pid, _, _, cmdline)| {
+                *pid != me
+                    && Some(*pid) != daemon
+                    && !cmdline.contains("lockstep-conformance")
+                    && self.helper_marks.iter().any(|m| !m.is_empty() && cmdline.contains(m.as_str()))
+            })
+            .map(|(pid, ..)| *pid)
+            .collect()
     }
 
     /// What `after` holds that `before` did not, and every trace of `ids` (the run's pods and

@@ -1,7 +1,10 @@
 //! `chaos`: the soak's load on a daemon the harness starts (the embedded lockstepd, or any
-//! command line), SIGKILLed at seeded random moments and started again; after each restart the
-//! steady pods must be there with the same container pid and the real exit codes, and no pod may
-//! be listed twice (a retried RunPodSandbox); at the end, the soak's leak accounting.
+//! command line), with faults at seeded random moments: the daemon SIGKILLed and started again,
+//! and, when selected, the other faults of `faults` (a helper or the OCI runtime killed
+//! mid-call, the disk filled, the registry dropped mid-layer), the kind of each drawn by the same
+//! seed. After each fault the steady pods must be there with the same container pid and the real
+//! exit codes, and no pod may be listed twice (a retried RunPodSandbox); at the end, the soak's
+//! leak accounting.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +15,7 @@ use anyhow::{bail, Context as _};
 use lockstep_cri::{model, CriClient, Minor};
 
 use super::accounting::Scope;
+use super::faults::{self, FaultKind};
 use super::load::{lock, Load, STEADY_EXIT_CODE};
 use super::{settle, warm_up, Report};
 use crate::target::Embedded;
@@ -31,7 +35,22 @@ pub struct ChaosReport {
     pub pods_lost: usize,
     pub containers_wrong: usize,
     pub duplicates: usize,
+    /// The fault kinds the run drew from (`daemon` alone when empty, as before they existed).
+    pub faults: Vec<FaultKind>,
+    /// Faults made, of every kind (`kills` counts the daemon's).
+    pub rounds: usize,
+    pub monitor_kills: usize,
+    pub oci_runtime_kills: usize,
+    pub disk_full_rounds: usize,
+    pub registry_drops: usize,
+    /// What went wrong after the faults other than daemon kills.
+    pub fault_findings: usize,
+    /// What each of those faults did and what the runtime answered (the first MAX_OUTCOMES).
+    pub outcomes: Vec<String>,
 }
+
+/// Outcome lines kept in the report.
+const MAX_OUTCOMES: usize = 400;
 
 /// A seeded generator (splitmix64): the same seed, the same kill moments.
 pub struct Rng(u64);
@@ -178,15 +197,35 @@ impl Daemon {
 /// The shape of the faults.
 #[derive(Debug, Clone)]
 pub struct Faults {
+    /// How many faults are made (daemon kills when `kinds` is `daemon` alone).
     pub kills: usize,
     pub seed: u64,
+    /// The kinds each fault is drawn from.
+    pub kinds: Vec<FaultKind>,
+    /// For disk-full: a directory on the runtime's size-limited filesystem.
+    pub disk_dir: Option<PathBuf>,
+}
+
+/// What the faults other than daemon kills need: the run's registry (for the images a round
+/// pulls) and, for registry-drop, the proxy in front of it.
+pub struct FaultSupport<'a> {
+    pub registry: &'a lockstep_testkit::fixtures::env::RegistryEnv,
+    pub proxy: Option<faults::registry::Proxy>,
 }
 
 /// The chaos run: warm-up, snapshot, steady pods, the cycles while the daemon is killed and
 /// started again `kills` times, the checks after each restart, cleanup, accounting.
-pub async fn chaos(load: Arc<Load>, daemon: &mut Daemon, mut scope: Scope, runtime: String, faults: Faults) -> Report {
+pub async fn chaos(
+    load: Arc<Load>,
+    daemon: &mut Daemon,
+    mut scope: Scope,
+    runtime: String,
+    faults: Faults,
+    support: FaultSupport<'_>,
+) -> Report {
     let started = Instant::now();
-    let mut found = ChaosReport { seed: faults.seed, ..Default::default() };
+    let kinds = if faults.kinds.is_empty() { vec![FaultKind::Daemon] } else { faults.kinds.clone() };
+    let mut found = ChaosReport { seed: faults.seed, faults: kinds.clone(), ..Default::default() };
     warm_up(&load).await;
     let before = scope.snapshot();
     if let Err(e) = load.start_steady().await {
@@ -198,24 +237,88 @@ pub async fn chaos(load: Arc<Load>, daemon: &mut Daemon, mut scope: Scope, runti
     };
     let mut rng = Rng::new(faults.seed);
     let mut reported_duplicates = std::collections::BTreeSet::new();
+    let mut rotation = 0usize;
     for k in 1..=faults.kills {
         tokio::time::sleep(rng.between(Duration::from_millis(200), Duration::from_millis(2500))).await;
+        // One kind alone draws nothing, so a daemon-only seed replays as before the other kinds.
+        let kind = if kinds.len() == 1 { kinds[0] } else { kinds[(rng.next_u64() % kinds.len() as u64) as usize] };
         let at = started.elapsed();
-        daemon.kill().await;
-        tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_millis(500))).await;
-        if let Err(e) = daemon.start().await {
-            lock(&load.ledger).finding(format!("kill {k}: the daemon did not start again: {e:#}"));
-            // Once more a moment later, so the run still ends with the pods removed and counted.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            if let Err(e) = daemon.start().await {
-                lock(&load.ledger).finding(format!("kill {k}: nor 2 s later: {e:#}"));
-                break;
+        scope.daemon_pid = daemon.pid();
+        let round = match kind {
+            FaultKind::Daemon => {
+                daemon.kill().await;
+                tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_millis(500))).await;
+                if let Err(e) = daemon.start().await {
+                    lock(&load.ledger).finding(format!("kill {k}: the daemon did not start again: {e:#}"));
+                    // Once more a moment later, so the run still ends with the pods removed and counted.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if let Err(e) = daemon.start().await {
+                        lock(&load.ledger).finding(format!("kill {k}: nor 2 s later: {e:#}"));
+                        break;
+                    }
+                }
+                found.kills += 1;
+                None
+            }
+            FaultKind::Monitor => {
+                found.monitor_kills += 1;
+                Some(faults::helpers::kill_helper(&load, &scope, &mut rng).await)
+            }
+            FaultKind::OciRuntime => {
+                found.oci_runtime_kills += 1;
+                Some(faults::helpers::kill_oci_runtime(&load, &scope).await)
+            }
+            FaultKind::DiskFull => {
+                found.disk_full_rounds += 1;
+                rotation += 1;
+                match &faults.disk_dir {
+                    Some(dir) => {
+                        let image = round_image(support.registry, rotation);
+                        Some(faults::disk::round(&load, dir, &image, k).await)
+                    }
+                    None => Some(missing("disk-full: no directory on a size-limited filesystem was given")),
+                }
+            }
+            FaultKind::RegistryDrop => {
+                found.registry_drops += 1;
+                rotation += 1;
+                match &support.proxy {
+                    Some(proxy) => {
+                        Some(faults::registry::round(&load, proxy, support.registry, &scope.state_dirs, rotation).await)
+                    }
+                    None => Some(missing("registry-drop: no proxy was started")),
+                }
+            }
+        };
+        found.rounds = k;
+        scope.daemon_pid = daemon.pid();
+        verify(&load, k, &mut found, &mut reported_duplicates).await;
+        match round {
+            None => {
+                found.verified += 1;
+                eprintln!("chaos: fault {k}/{}: daemon killed at {at:.1?}", faults.kills);
+            }
+            Some(round) => {
+                eprintln!("chaos: fault {k}/{} at {at:.1?}: {}", faults.kills, round.what);
+                for outcome in &round.outcomes {
+                    eprintln!("    {outcome}");
+                }
+                let mut ledger = lock(&load.ledger);
+                for finding in &round.findings {
+                    eprintln!("    WRONG: {finding}");
+                    ledger.finding(format!("fault {k} ({}): {finding}", kind.name()));
+                }
+                found.fault_findings += round.findings.len();
+                let mut text = format!("{k} {}: {}", kind.name(), round.what);
+                for outcome in round.outcomes.iter().chain(round.findings.iter().map(|f| f as &String)) {
+                    text.push_str("; ");
+                    text.push_str(outcome);
+                }
+                if found.outcomes.len() < MAX_OUTCOMES {
+                    found.outcomes.push(text);
+                }
             }
         }
-        found.kills = k;
-        verify(&load, k, &mut found, &mut reported_duplicates).await;
-        found.verified += 1;
-        eprintln!("chaos: kill {k}/{} at {at:.1?}", faults.kills);
     }
     load.stop();
     let _ = cycling.await;
@@ -227,6 +330,25 @@ pub async fn chaos(load: Arc<Load>, daemon: &mut Daemon, mut scope: Scope, runti
     report.interrupted = false;
     report.chaos = Some(found);
     report
+}
+
+/// The image a disk or registry round pulls: fixtures the load never pulls, in turn.
+fn round_image(registry: &lockstep_testkit::fixtures::env::RegistryEnv, n: usize) -> String {
+    let repo = faults::registry::ROUND_IMAGES[n % faults::registry::ROUND_IMAGES.len()];
+    registry.fixture(repo).reference(&registry.host)
+}
+
+/// An outcome seen while checking the steady pods (kept with the faults' outcomes).
+fn note(found: &mut ChaosReport, what: String) {
+    if found.outcomes.len() < MAX_OUTCOMES {
+        found.outcomes.push(what);
+    }
+}
+
+fn missing(what: &str) -> faults::Round {
+    let mut round = faults::Round::new(what);
+    round.wrong(what);
+    round
 }
 
 /// After a restart: each steady pod READY, its app RUNNING with the same pid and start time,
@@ -259,7 +381,12 @@ async fn verify(load: &Load, kill: usize, found: &mut ChaosReport, reported: &mu
             }
             Ok(s) => {
                 let ready = s.status.is_some_and(|s| s.state == model::PodSandboxState::SandboxReady as i32);
-                if !ready {
+                if !ready && load.marks.was_hit(&pod.pod) {
+                    // Its shim (or pause) was killed: NOTREADY is the truth, said once.
+                    if reported.insert(format!("not ready: {}", pod.pod)) {
+                        note(found, format!("{kill}: steady pod {short}, whose helper a fault killed, is NOTREADY"));
+                    }
+                } else if !ready {
                     found.pods_lost += 1;
                     findings.push(format!("kill {kill}: steady pod {short} is not READY"));
                 }
@@ -276,6 +403,22 @@ async fn verify(load: &Load, kill: usize, found: &mut ChaosReport, reported: &mu
                         "kill {kill}: steady pod {short}: the app's pid was {:?}, now {pid:?}",
                         pod.app_pid
                     ));
+                }
+            }
+            // A fault killed its helper and the app's process with it: EXITED is the truth.
+            Ok(s)
+                if s.state == model::ContainerState::ContainerExited as i32
+                    && load.marks.was_hit(&pod.pod)
+                    && !pod.app_pid.is_some_and(faults::helpers::alive) =>
+            {
+                if reported.insert(format!("app exited: {}", pod.pod)) {
+                    note(
+                        found,
+                        format!(
+                            "{kill}: steady pod {short}, whose helper a fault killed: its app's process is gone and it is EXITED with code {}",
+                            s.exit_code
+                        ),
+                    );
                 }
             }
             Ok(s) => {

@@ -43,6 +43,12 @@ pub struct Ledger {
     pub pods: BTreeMap<String, PodEntry>,
     pub cycles_done: usize,
     pub cycles_failed: usize,
+    /// Cycles that failed because a fault (other than a daemon kill) hit them: their pod's
+    /// helper or OCI runtime was killed, or they ran while the disk was full or the registry
+    /// dropped (their teardown still had to succeed).
+    pub cycles_faulted: usize,
+    /// How those cycles failed, the first KEPT_FINDINGS of them.
+    pub fault_effects: Vec<String>,
     pub images_cycled: usize,
     /// What went wrong, the first KEPT_FINDINGS of them; `findings` counts them all.
     pub findings: Vec<String>,
@@ -59,6 +65,19 @@ impl Ledger {
         if self.findings.len() < KEPT_FINDINGS {
             self.findings.push(what);
         }
+    }
+
+    /// A cycle failed because a fault hit it: an outcome to report, not a finding.
+    pub fn fault_effect(&mut self, what: String) {
+        self.cycles_faulted += 1;
+        if self.fault_effects.len() < KEPT_FINDINGS {
+            self.fault_effects.push(what);
+        }
+    }
+
+    /// The pod a container of the run belongs to.
+    pub fn pod_of(&self, container: &str) -> Option<String> {
+        self.pods.iter().find(|(_, p)| p.containers.iter().any(|c| c == container)).map(|(id, _)| id.clone())
     }
 
     /// An optional call (stats) failed: counted by RPC, not a finding.
@@ -113,6 +132,56 @@ pub struct Load {
     stop: AtomicBool,
     images: tokio::sync::Mutex<()>,
     pub steady: Mutex<Vec<Steady>>,
+    /// What the faults hit, so that the cycles they broke are told apart from real failures.
+    pub marks: FaultMarks,
+}
+
+/// The pods whose helper or OCI runtime a fault killed, and the windows (disk full, registry
+/// dropping) during which every cycle may fail.
+#[derive(Debug, Default)]
+pub struct FaultMarks {
+    pods: Mutex<std::collections::BTreeSet<String>>,
+    /// Ids a killed process named that the ledger did not know yet (a container whose
+    /// CreateContainer was under way): a cycle failing with one in its error was hit.
+    ids: Mutex<std::collections::BTreeSet<String>>,
+    windows: std::sync::atomic::AtomicU64,
+    open: AtomicBool,
+}
+
+impl FaultMarks {
+    /// A fault hit this pod.
+    pub fn hit(&self, pod: &str) {
+        lock(&self.pods).insert(pod.to_string());
+    }
+    /// A fault hit the container or pod of this id, not known to the ledger yet.
+    pub fn hit_id(&self, id: &str) {
+        lock(&self.ids).insert(id.to_string());
+    }
+    /// Whether a cycle's error names an id a fault hit.
+    pub fn names_hit(&self, error: &str) -> bool {
+        lock(&self.ids).iter().any(|id| error.contains(id.as_str()))
+    }
+    /// A fault that may break any cycle begins.
+    pub fn open_window(&self) {
+        self.windows.fetch_add(1, Ordering::SeqCst);
+        self.open.store(true, Ordering::SeqCst);
+    }
+    pub fn close_window(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+    /// The windows opened so far (a cycle notes it when it starts).
+    pub fn windows(&self) -> u64 {
+        self.windows.load(Ordering::SeqCst)
+    }
+    /// Whether a cycle of `pod`, started when `windows` had been opened, was hit by a fault.
+    pub fn excuses(&self, pod: Option<&str>, windows: u64) -> bool {
+        self.open.load(Ordering::SeqCst)
+            || self.windows() != windows
+            || pod.is_some_and(|p| lock(&self.pods).contains(p))
+    }
+    pub fn was_hit(&self, pod: &str) -> bool {
+        lock(&self.pods).contains(pod)
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,6 +219,7 @@ impl Load {
             stop: AtomicBool::new(false),
             images: tokio::sync::Mutex::new(()),
             steady: Mutex::new(Vec::new()),
+            marks: FaultMarks::default(),
         }
     }
 
@@ -220,16 +290,29 @@ impl Load {
                 if self.stopped() {
                     return;
                 }
-                let outcome = self.cycle(i).await;
-                if outcome.is_err() {
+                let windows = self.marks.windows();
+                let (pod, body, teardown) = self.cycle(i, windows).await;
+                if body.is_err() || teardown.is_err() {
                     // As the kubelet backs off: a runtime failing every cycle is not hammered.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                let excused = self.marks.excuses(pod.as_deref(), windows);
                 let mut ledger = lock(&self.ledger);
                 ledger.cycles_done += 1;
-                if let Err(e) = outcome {
-                    ledger.cycles_failed += 1;
-                    ledger.finding(format!("cycle {i}: {e}"));
+                match (body, teardown) {
+                    // A pod that cannot be torn down is a failure whatever hit it.
+                    (_, Err(e)) => {
+                        ledger.cycles_failed += 1;
+                        ledger.finding(format!("cycle {i}: {e}"));
+                    }
+                    (Err(e), Ok(())) if excused || self.marks.names_hit(&e) => {
+                        ledger.fault_effect(format!("cycle {i}: {e}"))
+                    }
+                    (Err(e), Ok(())) => {
+                        ledger.cycles_failed += 1;
+                        ledger.finding(format!("cycle {i}: {e}"));
+                    }
+                    (Ok(()), Ok(())) => {}
                 }
                 let done = ledger.cycles_done;
                 drop(ledger);
@@ -246,7 +329,7 @@ impl Load {
         progress.finish();
     }
 
-    fn pod_config(&self, purpose: &str) -> Result<model::PodSandboxConfig, String> {
+    pub(crate) fn pod_config(&self, purpose: &str) -> Result<model::PodSandboxConfig, String> {
         let mut config = crate::suites::podkit::pod_config(purpose);
         config.labels.insert(RUN_LABEL.into(), self.run_id.clone());
         let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
@@ -258,7 +341,7 @@ impl Load {
         Ok(config)
     }
 
-    fn container(
+    pub(crate) fn container(
         &self,
         _pod: &str,
         config: &model::PodSandboxConfig,
@@ -268,16 +351,47 @@ impl Load {
         lockstep_testkit::requests::container(config, name, &self.image, command)
     }
 
-    /// One pod through its life, as the kubelet drives it.
-    async fn cycle(&self, i: usize) -> Result<(), String> {
-        let config = self.pod_config("cycle")?;
-        let pod = self.run_pod(&config).await?;
-        let result = self.cycle_body(&pod, &config).await;
-        let teardown = self.remove_pod(&pod).await;
+    /// One pod through its life, as the kubelet drives it: its id (when it was made), how its
+    /// life went, and how its teardown went.
+    async fn cycle(&self, i: usize, windows: u64) -> (Option<String>, Result<(), String>, Result<(), String>) {
+        let config = match self.pod_config("cycle") {
+            Ok(config) => config,
+            Err(e) => return (None, Err(e), Ok(())),
+        };
+        let pod = match self.run_pod(&config).await {
+            Ok(pod) => pod,
+            Err(e) => return (None, Err(e), Ok(())),
+        };
+        let mut result = self.cycle_body(&pod, &config).await;
+        let teardown = self.remove_pod_as_kubelet(&pod, windows).await;
         if self.shape.image_every > 0 && i % self.shape.image_every == self.shape.image_every - 1 {
-            self.cycle_image().await?;
+            result = result.and(self.cycle_image().await);
         }
-        result.and(teardown)
+        (Some(pod), result, teardown)
+    }
+
+    /// `remove_pod`; for a pod a fault hit (its own, or a window opened since `windows`), tried
+    /// again a second apart for up to 30 s, as the kubelet retries a teardown (a disk-full window
+    /// may outlast the first tries); the first error is then an outcome of the fault.
+    pub async fn remove_pod_as_kubelet(&self, pod: &str, windows: u64) -> Result<(), String> {
+        let mut result = self.remove_pod(pod).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut first = true;
+        while let Err(e) = &result {
+            if Instant::now() > deadline || !self.marks.excuses(Some(pod), windows) {
+                break;
+            }
+            if first {
+                let mut ledger = lock(&self.ledger);
+                if ledger.fault_effects.len() < KEPT_FINDINGS {
+                    ledger.fault_effects.push(format!("teardown retried after: {e}"));
+                }
+                first = false;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            result = self.remove_pod(pod).await;
+        }
+        result
     }
 
     async fn cycle_body(&self, pod: &str, config: &model::PodSandboxConfig) -> Result<(), String> {
@@ -292,7 +406,7 @@ impl Load {
         self.wait_state(&app, model::ContainerState::ContainerRunning).await?;
         let log = Path::new(&config.log_directory).join("app/0.log");
         let rotated = Path::new(&config.log_directory).join("app/0.log.1");
-        wait_lines(&log, 2).await.map_err(ctx("log", pod))?;
+        wait_lines(&log, 2, || self.marks.was_hit(pod)).await.map_err(ctx("log", pod))?;
         self.probe(&app).await.map_err(ctx("probe", pod))?;
         // The kubelet's rotation: rename, then ReopenContainerLog makes the runtime write anew.
         std::fs::rename(&log, &rotated).map_err(|e| format!("cannot rotate {}: {e}", log.display()))?;
@@ -303,7 +417,7 @@ impl Load {
         })
         .await;
         reopened.result.map_err(|e| brief("ReopenContainerLog", &e)).map_err(ctx("rotate", pod))?;
-        wait_lines(&log, 2).await.map_err(ctx("log after ReopenContainerLog", pod))?;
+        wait_lines(&log, 2, || self.marks.was_hit(pod)).await.map_err(ctx("log after ReopenContainerLog", pod))?;
         self.relist(pod, &app).await?;
         self.probe(&app).await.map_err(ctx("probe", pod))?;
         let stopped = calls::call(self.shape.retry, || {
@@ -436,7 +550,7 @@ impl Load {
     }
 
     /// RunPodSandbox; after a retry that the runtime refused, the pod the first try made.
-    async fn run_pod(&self, config: &model::PodSandboxConfig) -> Result<String, String> {
+    pub(crate) async fn run_pod(&self, config: &model::PodSandboxConfig) -> Result<String, String> {
         let called = calls::call(self.shape.retry, || {
             let mut c = self.c();
             let request = lockstep_testkit::requests::run_pod(config.clone());
@@ -460,6 +574,12 @@ impl Load {
             entry.veths = veths;
         }
         Ok(id)
+    }
+
+    /// A pod of the run made outside `run_pod` (a fault's probe): the cleanup and the
+    /// accounting know it.
+    pub fn remember_pod(&self, pod: &str) {
+        lock(&self.ledger).pods.entry(pod.to_string()).or_default();
     }
 
     /// The ids of the run's pods with this uid, as the runtime lists them.
@@ -512,7 +632,7 @@ impl Load {
 
     /// CreateContainer then StartContainer; a retried call the runtime refused is checked
     /// against what the first try did.
-    async fn create_start(
+    pub(crate) async fn create_start(
         &self,
         pod: &str,
         sandbox: &model::PodSandboxConfig,
@@ -593,7 +713,11 @@ impl Load {
     }
 
     /// Polls ContainerStatus until `want`; the status then and its exit code.
-    async fn wait_state(&self, id: &str, want: model::ContainerState) -> Result<(model::ContainerStatus, i32), String> {
+    pub(crate) async fn wait_state(
+        &self,
+        id: &str,
+        want: model::ContainerState,
+    ) -> Result<(model::ContainerStatus, i32), String> {
         let deadline = Instant::now() + STATE_DEADLINE;
         loop {
             let s = self.status(id).await.map_err(|e| format!("container {}: {e}", short(id)))?;
@@ -658,7 +782,7 @@ impl Load {
         pods.dedup();
         for pod in pods {
             lock(&self.ledger).pods.entry(pod.clone()).or_default();
-            if let Err(e) = self.remove_pod(&pod).await {
+            if let Err(e) = self.remove_pod_as_kubelet(&pod, self.marks.windows()).await {
                 lock(&self.ledger).finding(format!("cleanup: {e}"));
             }
         }
@@ -683,13 +807,17 @@ fn veth_names(value: &serde_json::Value, names: &mut Vec<String>) {
     }
 }
 
-/// Waits until the CRI log file has `lines` lines.
-async fn wait_lines(path: &Path, lines: usize) -> Result<(), String> {
+/// Waits until the CRI log file has `lines` lines; gives up at once when `hit` says a fault
+/// killed the pod's monitor (its log then stays as it was).
+async fn wait_lines(path: &Path, lines: usize, hit: impl Fn() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + STATE_DEADLINE;
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if text.lines().count() >= lines {
             return Ok(());
+        }
+        if hit() {
+            return Err(format!("{} has fewer than {lines} lines, and a fault hit the pod", path.display()));
         }
         if Instant::now() > deadline {
             return Err(format!("{} has fewer than {lines} lines after {STATE_DEADLINE:?}", path.display()));

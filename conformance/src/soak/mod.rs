@@ -1,10 +1,12 @@
 //! `lockstep-conformance soak` and `chaos`: a kubelet-like load for many cycles (`load`), with
-//! the daemon killed at seeded random moments for `chaos` (`chaos`), then an accounting of what
+//! the daemon killed at seeded random moments for `chaos` (`chaos`) and the other faults
+//! (`faults`: helpers and the OCI runtime killed, a full disk, a registry dropped), then an accounting of what
 //! the runtime left on the host (`accounting`), printed as a table and JSON (`report`).
 
 pub mod accounting;
 pub mod calls;
 pub mod chaos;
+pub mod faults;
 pub mod load;
 pub mod report;
 
@@ -30,6 +32,9 @@ pub struct Report {
     pub steady_pods: usize,
     pub cycles_done: usize,
     pub cycles_failed: usize,
+    /// Cycles a fault (other than a daemon kill) broke, and how (not failures of the runtime).
+    pub cycles_faulted: usize,
+    pub fault_effects: Vec<String>,
     pub images_cycled: usize,
     pub findings: Vec<String>,
     pub finding_count: usize,
@@ -118,6 +123,8 @@ fn report(runtime: String, load: &Load, accounting: Accounting, started: Instant
         steady_pods: shape.pods,
         cycles_done: ledger.cycles_done,
         cycles_failed: ledger.cycles_failed,
+        cycles_faulted: ledger.cycles_faulted,
+        fault_effects: ledger.fault_effects,
         images_cycled: ledger.images_cycled,
         findings: ledger.findings,
         finding_count: ledger.finding_count,

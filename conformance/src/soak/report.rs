@@ -43,6 +43,23 @@ pub fn to_table(report: &Report) -> String {
             chaos.containers_wrong,
             chaos.duplicates
         );
+        if chaos.rounds > chaos.kills {
+            let kinds: Vec<&str> = chaos.faults.iter().map(|k| k.name()).collect();
+            let _ = writeln!(
+                out,
+                "other faults ({}): {} helper kills, {} OCI runtime kills, {} disk-full rounds, {} registry drops; {} wrong after them; {} cycles broken by them (not counted as failures)",
+                kinds.join(", "),
+                chaos.monitor_kills,
+                chaos.oci_runtime_kills,
+                chaos.disk_full_rounds,
+                chaos.registry_drops,
+                chaos.fault_findings,
+                report.cycles_faulted
+            );
+            for outcome in &chaos.outcomes {
+                let _ = writeln!(out, "    {outcome}");
+            }
+        }
     }
     let _ = writeln!(out, "{:<36} {:>7} {:>7} {:>7}", "resource", "before", "after", "leaked");
     for line in &report.accounting.lines {
@@ -101,6 +118,8 @@ pub fn to_json(report: &Report) -> serde_json::Value {
         "cycles": report.cycles,
         "cycles_done": report.cycles_done,
         "cycles_failed": report.cycles_failed,
+        "cycles_faulted": report.cycles_faulted,
+        "fault_effects": report.fault_effects,
         "concurrency": report.concurrency,
         "steady_pods": report.steady_pods,
         "images_cycled": report.images_cycled,

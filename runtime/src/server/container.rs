@@ -19,6 +19,9 @@ pub type Containers = ContainerManager;
 impl From<ContainerError> for Status {
     fn from(e: ContainerError) -> Status {
         let message = e.to_string();
+        if let Some(status) = super::disk_full::exhausted(&e, &message) {
+            return status;
+        }
         match e {
             ContainerError::BadField { .. } => Status::invalid_argument(message),
             ContainerError::Spec(spec) => match spec.kind {

@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 
 fn status(e: &ImageError) -> Status {
     let message = e.to_string();
+    if let Some(status) = super::disk_full::exhausted(e.root(), &message) {
+        return status;
+    }
     match e.root() {
         ImageError::Reference(_) | ImageError::Auth(_) | ImageError::InvalidHolder(_) => {
             Status::invalid_argument(message)
@@ -231,5 +234,27 @@ mod tests {
         assert_eq!((uid(""), to_cri(&record(""), false).username), (None, String::new()));
         let image = to_cri(&record("0"), false);
         assert_eq!(image.spec.unwrap().image, image.id, "the spec names the image by ID, as containerd does");
+    }
+
+    /// chaos --fault disk-full found a pull onto a full disk answered DATA_LOSS ("layer entry
+    /// …: cannot write file: No space left on device"), which says the image is corrupt.
+    #[test]
+    fn a_pull_that_meets_a_full_disk_is_resource_exhausted_and_a_corrupt_layer_stays_data_loss() {
+        use crate::image::unpack::UnpackError;
+        let layer = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
+        let unpack = |source| ImageError::Layer(SnapshotError::Unpack { layer: layer.clone(), source });
+        let full = unpack(UnpackError::Io {
+            entry: "data/kept".into(),
+            what: "write file",
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        let answered = status(&full);
+        assert_eq!(answered.code(), tonic::Code::ResourceExhausted);
+        assert!(answered.message().contains("No space left on device"), "{}", answered.message());
+        // Several sources tried: the code is the last one's.
+        let several = ImageError::Several("mirror: …; registry: …".into(), Box::new(full));
+        assert_eq!(status(&several).code(), tonic::Code::ResourceExhausted);
+        let corrupt = unpack(UnpackError::Corrupt { format: "gzip", detail: "bad header".into() });
+        assert_eq!(status(&corrupt).code(), tonic::Code::DataLoss);
     }
 }

@@ -4,6 +4,7 @@
 
 mod container;
 pub mod deadline;
+pub mod disk_full;
 pub mod image;
 pub mod metrics;
 mod runtime_info;

@@ -19,6 +19,9 @@ pub type Sandboxes = SandboxManager;
 impl From<SandboxError> for Status {
     fn from(e: SandboxError) -> Status {
         let message = e.to_string();
+        if let Some(status) = super::disk_full::exhausted(&e, &message) {
+            return status;
+        }
         match e {
             SandboxError::BadField(_) => Status::invalid_argument(message),
             SandboxError::NoSuchSandbox { .. } => Status::not_found(message),
