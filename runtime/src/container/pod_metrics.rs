@@ -7,7 +7,7 @@ use lockstep_cri::model;
 
 use super::manager::ContainerManager;
 use super::metric_descriptors::{family, BASE_LABELS};
-use super::pod_stats::{interfaces, read_pod, NetDevice};
+use super::pod_stats::{pod_interfaces, read_pod, NetDevice};
 use super::record::ContainerRecord;
 use super::usage::{self, CgroupSample};
 use super::usage_detail::{self, CgroupDetail, Dirs};
@@ -28,7 +28,9 @@ fn metrics_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> mod
     let now = now_nanos();
     let pod = read_pod(containers, sandbox, now);
     let detail = pod.cgroup.as_deref().and_then(Dirs::of_cgroup).map(|d| usage_detail::detail(&d)).unwrap_or_default();
-    let network = sandbox.namespaces.network.as_deref().and_then(interfaces).unwrap_or_default();
+    let network = (sandbox.namespaces.network.as_deref())
+        .and_then(|netns| pod_interfaces(sandbox, &pod.running, netns))
+        .unwrap_or_default();
     let pod_labels = Labels {
         id: &sandbox.id,
         name: "POD",

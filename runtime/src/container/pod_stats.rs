@@ -1,6 +1,6 @@
 //! PodSandboxStats and ListPodSandboxStats: a pod's CPU and memory from its cgroup (its cgroup
 //! parent; a pod without one sums its containers'), its network from its own network namespace
-//! (entered on a throwaway thread), its process count, and its running containers' own stats,
+//! (read through a process in it, or entered on a throwaway thread), its process count, and its running containers' own stats,
 //! as the kubelet's CRI stats provider reads them; PSI from the pod's v2 cgroup where the kernel
 //! has it (1.33+ answers carry it). Reads only.
 
@@ -19,6 +19,7 @@ use crate::host::cgroups;
 use crate::sandbox::namespaces::{self, NsKind};
 use crate::sandbox::SandboxRecord;
 use crate::timing::now_nanos;
+use rustix::fs as rfs;
 
 pub fn pod_sandbox_stats(containers: &ContainerManager, id: &str) -> Result<model::PodSandboxStats, ContainerError> {
     if !crate::ids::is_safe_id(id) {
@@ -113,7 +114,7 @@ fn stats_of_pod(containers: &ContainerManager, sandbox: &SandboxRecord) -> model
         linux: Some(model::LinuxPodSandboxStats {
             cpu,
             memory,
-            network: sandbox.namespaces.network.as_deref().and_then(|netns| network(sandbox, netns, now)),
+            network: sandbox.namespaces.network.as_deref().and_then(|netns| network(sandbox, &running, netns, now)),
             process: process_count.map(|count| model::ProcessUsage {
                 timestamp: now,
                 process_count: Some(model::UInt64Value { value: count }),
@@ -145,9 +146,14 @@ fn sum(readings: impl Iterator<Item = CgroupSample>, timestamp: i64) -> CgroupSa
 }
 
 /// Each interface of the pod's network namespace but loopback, eth0 as the default.
-fn network(sandbox: &SandboxRecord, netns: &Path, timestamp: i64) -> Option<model::NetworkUsage> {
+fn network(
+    sandbox: &SandboxRecord,
+    running: &[ContainerRecord],
+    netns: &Path,
+    timestamp: i64,
+) -> Option<model::NetworkUsage> {
     let value = |v: u64| Some(model::UInt64Value { value: v });
-    let interfaces: Vec<model::NetworkInterfaceUsage> = pod_interfaces(sandbox, netns)?
+    let interfaces: Vec<model::NetworkInterfaceUsage> = pod_interfaces(sandbox, running, netns)?
         .into_iter()
         .map(|d| model::NetworkInterfaceUsage {
             name: d.name,
@@ -164,25 +170,44 @@ fn network(sandbox: &SandboxRecord, netns: &Path, timestamp: i64) -> Option<mode
     })
 }
 
-/// The counters of the pod's interfaces but loopback: through its pause process (which lives
-/// in the pod's network namespace) when it has one, which spares a thread per pod and call;
-/// else as `interfaces` reads them.
-fn pod_interfaces(sandbox: &SandboxRecord, netns: &Path) -> Option<Vec<NetDevice>> {
-    if let Some(pause) = sandbox.namespaces.pause.as_ref() {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/net/dev", pause.pid)) {
-            // Checked after the read: a pause process alive now was the same one during it (its
-            // pid could not have been reused meanwhile).
-            if crate::sandbox::pause::alive(pause) {
-                return Some(net_dev(&text).into_iter().filter(|d| d.name != "lo").collect());
-            }
-        }
+/// The counters of the pod's interfaces but loopback, read through a process that lives in the
+/// pod's network namespace — its pause process, else one of its running containers — which
+/// spares a thread per pod and call; else as `interfaces` reads them.
+pub(super) fn pod_interfaces(
+    sandbox: &SandboxRecord,
+    running: &[ContainerRecord],
+    netns: &Path,
+) -> Option<Vec<NetDevice>> {
+    let pod_netns = std::fs::metadata(netns).ok()?;
+    let members = sandbox.namespaces.pause.iter().map(|p| p.pid).chain(running.iter().map(|r| r.init_pid));
+    match members.filter(|&pid| pid > 0).find_map(|pid| net_dev_through(pid, &pod_netns)) {
+        Some(text) => Some(net_dev(&text).into_iter().filter(|d| d.name != "lo").collect()),
+        None => interfaces(netns),
     }
-    interfaces(netns)
+}
+
+/// /proc/PID/net/dev when process PID is in the network namespace `netns` (the pinned file's
+/// metadata). /proc/PID, once open, stays that process's: what is read through it fails once the
+/// process has exited, whoever takes the pid next, so a reused pid is never read by mistake.
+fn net_dev_through(pid: i32, netns: &std::fs::Metadata) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let cloexec = rfs::OFlags::RDONLY | rfs::OFlags::CLOEXEC;
+    let process = rfs::open(format!("/proc/{pid}"), cloexec | rfs::OFlags::DIRECTORY, rfs::Mode::empty()).ok()?;
+    // Opened first: the file reads the namespace its process was in when it was opened.
+    let dev = rfs::openat(&process, "net/dev", cloexec, rfs::Mode::empty()).ok()?;
+    let ns = rfs::statat(&process, "ns/net", rfs::AtFlags::empty()).ok()?;
+    if ns.st_dev != netns.dev() || ns.st_ino != netns.ino() {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::from(dev).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The counters of each interface of the network namespace `netns` but loopback, read on a
 /// throwaway thread that enters it; None when it cannot be entered or read.
-pub(super) fn interfaces(netns: &Path) -> Option<Vec<NetDevice>> {
+fn interfaces(netns: &Path) -> Option<Vec<NetDevice>> {
     let text = namespaces::within(&[(NsKind::Net, netns)], || {
         // thread-self: this thread's network namespace, which it just entered.
         std::fs::read_to_string("/proc/thread-self/net/dev").map_err(|source| namespaces::NsError::Io {
@@ -248,6 +273,20 @@ mod tests {
         assert_eq!(eth0.name, "eth0");
         assert_eq!((eth0.rx_bytes, eth0.rx_errors, eth0.tx_bytes, eth0.tx_errors), (9001, 3, 4500, 1));
         assert_eq!((eth0.rx_packets, eth0.rx_dropped, eth0.tx_packets, eth0.tx_dropped), (40, 5, 30, 2));
+    }
+
+    #[test]
+    fn net_dev_is_read_through_a_process_only_in_the_pod_s_namespace_and_only_while_it_lives() {
+        let own_netns = std::fs::metadata("/proc/self/ns/net").unwrap();
+        let me = std::process::id() as i32;
+        let text = net_dev_through(me, &own_netns).expect("this process is in its own namespace");
+        assert!(net_dev(&text).iter().any(|d| d.name == "lo"), "{text}");
+        let another_namespace = std::fs::metadata("/proc/self/ns/mnt").unwrap();
+        assert_eq!(net_dev_through(me, &another_namespace), None, "a namespace the process is not in");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id() as i32;
+        child.wait().unwrap();
+        assert_eq!(net_dev_through(gone, &own_netns), None, "an exited process");
     }
 
     #[test]
