@@ -39,6 +39,12 @@ fn a_short_soak_of_lockstepd_accounts_for_everything_and_finds_no_leak() {
         report["accounting"].as_array().unwrap().iter().find(|l| l["resource"] == "veths of the run's pods").unwrap();
     assert!(veths["before"].as_u64().unwrap() >= 7, "{veths}");
     assert_eq!(veths["after"], 0);
+    // The daemon's memory, and the anonymous part of it (what a leak would grow), both ends.
+    for (whole, anon) in [("rss_before_kib", "rss_anon_before_kib"), ("rss_after_kib", "rss_anon_after_kib")] {
+        let (whole, anon) = (report[whole].as_u64().unwrap(), report[anon].as_u64().unwrap());
+        assert!(anon > 0 && anon < whole, "anonymous {anon} KiB of {whole} KiB");
+    }
+    assert!(table.contains("of which anonymous (heap, stacks)"), "{table}");
 }
 
 #[test]

@@ -183,6 +183,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_field_kib(pid, "VmRSS:")
 }
 
+/// The anonymous part of a process's RSS (heap, stacks), KiB: what it allocated, without the
+/// pages of its code and files, which it maps once and pages in as it first uses them.
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    status_field_kib(pid, "RssAnon:")
+}
+
 fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;

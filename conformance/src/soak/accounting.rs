@@ -35,6 +35,7 @@ pub struct Snapshot {
     pub zombies: BTreeSet<i32>,
     pub fds: Option<usize>,
     pub rss_kib: Option<u64>,
+    pub rss_anon_kib: Option<u64>,
     /// Files under each state directory's entries (`<dir>/<entry>` → count).
     pub files: BTreeMap<String, usize>,
 }
@@ -55,6 +56,9 @@ pub struct Accounting {
     pub lines: Vec<Line>,
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
+    /// The anonymous part of those (heap and stacks: what a leak grows).
+    pub rss_anon_before_kib: Option<u64>,
+    pub rss_anon_after_kib: Option<u64>,
 }
 
 impl Accounting {
@@ -157,6 +161,7 @@ impl Scope {
         if let Some(pid) = self.daemon_pid {
             snapshot.fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count());
             snapshot.rss_kib = crate::bench::rss_kib(pid);
+            snapshot.rss_anon_kib = crate::bench::rss_anon_kib(pid);
         }
         for dir in &self.state_dirs {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -253,7 +258,13 @@ impl Scope {
             after: after.files.values().sum(),
             leaked: grown,
         });
-        Accounting { lines, rss_before_kib: before.rss_kib, rss_after_kib: after.rss_kib }
+        Accounting {
+            lines,
+            rss_before_kib: before.rss_kib,
+            rss_after_kib: after.rss_kib,
+            rss_anon_before_kib: before.rss_anon_kib,
+            rss_anon_after_kib: after.rss_anon_kib,
+        }
     }
 }
 

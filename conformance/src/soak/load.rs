@@ -55,6 +55,8 @@ pub struct Ledger {
     pub finding_count: usize,
     /// The daemon's RSS (KiB) after each hundred cycles, with the count of cycles then.
     pub rss: Vec<(usize, u64)>,
+    /// Its anonymous part (heap and stacks) at the same moments.
+    pub rss_anon: Vec<(usize, u64)>,
     /// Optional calls the runtime did not answer: how many times, and the first error.
     pub unanswered: BTreeMap<String, (usize, String)>,
 }
@@ -317,8 +319,10 @@ impl Load {
                 let done = ledger.cycles_done;
                 drop(ledger);
                 if done.is_multiple_of(100) {
-                    if let Some(rss) = self.rss_pid.and_then(crate::bench::rss_kib) {
-                        lock(&self.ledger).rss.push((done, rss));
+                    if let Some(pid) = self.rss_pid {
+                        let mut ledger = lock(&self.ledger);
+                        ledger.rss.extend(crate::bench::rss_kib(pid).map(|kib| (done, kib)));
+                        ledger.rss_anon.extend(crate::bench::rss_anon_kib(pid).map(|kib| (done, kib)));
                     }
                 }
                 progress.inc(1);

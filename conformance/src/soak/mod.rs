@@ -40,6 +40,8 @@ pub struct Report {
     pub finding_count: usize,
     /// The daemon's RSS (KiB) after each hundred cycles.
     pub rss: Vec<(usize, u64)>,
+    /// Its anonymous part (heap and stacks) at the same moments.
+    pub rss_anon: Vec<(usize, u64)>,
     /// Optional calls the runtime did not answer: RPC → (times, first error).
     pub unanswered: std::collections::BTreeMap<String, (usize, String)>,
     pub accounting: Accounting,
@@ -129,6 +131,7 @@ fn report(runtime: String, load: &Load, accounting: Accounting, started: Instant
         findings: ledger.findings,
         finding_count: ledger.finding_count,
         rss: ledger.rss,
+        rss_anon: ledger.rss_anon,
         unanswered: ledger.unanswered,
         accounting,
         interrupted: load.stopped() && ledger.cycles_done < shape.cycles,

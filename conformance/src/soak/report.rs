@@ -82,9 +82,20 @@ pub fn to_table(report: &Report) -> String {
             (after as f64 - before as f64) / 1024.0
         );
     }
-    if !report.rss.is_empty() {
-        let series: Vec<String> = report.rss.iter().map(|(n, kib)| format!("{n}: {}", mib(*kib))).collect();
-        let _ = writeln!(out, "daemon RSS by cycles: {}", series.join(", "));
+    if let (Some(before), Some(after)) = (report.accounting.rss_anon_before_kib, report.accounting.rss_anon_after_kib) {
+        let _ = writeln!(
+            out,
+            "    of which anonymous (heap, stacks): {} at the start, {} at the end ({:+.1} MiB); the rest is code and files paged in",
+            mib(before),
+            mib(after),
+            (after as f64 - before as f64) / 1024.0
+        );
+    }
+    for (what, series) in [("daemon RSS", &report.rss), ("anonymous", &report.rss_anon)] {
+        if !series.is_empty() {
+            let series: Vec<String> = series.iter().map(|(n, kib)| format!("{n}: {}", mib(*kib))).collect();
+            let _ = writeln!(out, "{what} by cycles: {}", series.join(", "));
+        }
     }
     for (rpc, (times, first)) in &report.unanswered {
         let _ = writeln!(out, "not answered (optional, not counted as a failure): {rpc} {times} times; first: {first}");
@@ -131,6 +142,9 @@ pub fn to_json(report: &Report) -> serde_json::Value {
         "rss_after_kib": report.accounting.rss_after_kib,
         "rss_growth_kib_per_100_cycles": rss_growth_per_100(report),
         "rss_by_cycles": report.rss,
+        "rss_anon_before_kib": report.accounting.rss_anon_before_kib,
+        "rss_anon_after_kib": report.accounting.rss_anon_after_kib,
+        "rss_anon_by_cycles": report.rss_anon,
         "unanswered": report.unanswered.iter().map(|(rpc, (times, first))| serde_json::json!({"rpc": rpc, "times": times, "first": first})).collect::<Vec<_>>(),
         "finding_count": report.finding_count,
         "findings": report.findings,
