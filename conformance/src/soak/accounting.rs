@@ -59,6 +59,8 @@ pub struct Accounting {
     /// The anonymous part of those (heap and stacks: what a leak grows).
     pub rss_anon_before_kib: Option<u64>,
     pub rss_anon_after_kib: Option<u64>,
+    /// The host interfaces the run's pods had while up, each checked gone at the end.
+    pub veths_seen: usize,
 }
 
 impl Accounting {
@@ -264,6 +266,7 @@ impl Scope {
             rss_after_kib: after.rss_kib,
             rss_anon_before_kib: before.rss_anon_kib,
             rss_anon_after_kib: after.rss_anon_kib,
+            veths_seen: veths.len(),
         }
     }
 }

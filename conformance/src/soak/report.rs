@@ -138,6 +138,7 @@ pub fn to_json(report: &Report) -> serde_json::Value {
         "duration_seconds": report.duration.as_secs_f64(),
         "leaks": report.accounting.leaks(),
         "accounting": report.accounting.lines,
+        "veths_seen": report.accounting.veths_seen,
         "rss_before_kib": report.accounting.rss_before_kib,
         "rss_after_kib": report.accounting.rss_after_kib,
         "rss_growth_kib_per_100_cycles": rss_growth_per_100(report),
