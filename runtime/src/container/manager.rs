@@ -113,8 +113,8 @@ impl ContainerManager {
         let mut watched = Vec::new();
         for entry in entries {
             if !entry.is_live() {
-                if entry.watch().is_some() {
-                    entry.set_watch(None);
+                if entry.watch().get().is_some() {
+                    entry.watch().set(None);
                 }
                 continue;
             }
@@ -136,7 +136,7 @@ impl ContainerManager {
     /// The watch on a live container's monitor: the one held, or a new one while the budget
     /// allows.
     fn watch_of(&self, entry: &Entry) -> Option<Arc<ProcessWatch>> {
-        if let Some(watch) = entry.watch() {
+        if let Some(watch) = entry.watch().get() {
             return Some(watch);
         }
         if !self.watches.available() {
@@ -144,7 +144,7 @@ impl ContainerManager {
         }
         let record = entry.read();
         let watch = self.runtime_of(&record).open_watch(&ContainerDir::new(&record.run_dir), &self.watches)?;
-        entry.set_watch(Some(watch))
+        entry.watch().set(Some(watch))
     }
 
     /// The record, refreshed, when its state is one of `allowed`; WrongState naming the

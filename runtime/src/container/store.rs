@@ -11,7 +11,7 @@ use lockstep_cri::model;
 use super::error::ContainerError;
 use super::record::{ContainerRecord, ExitInfo, RecordState};
 use super::usage::CgroupSample;
-use crate::monitor::watch::ProcessWatch;
+use crate::monitor::watch::HeldWatch;
 use crate::persist::{Loaded, PersistError, RecordDir};
 
 /// One container held in memory: `op` serialises the calls that change it, `record` is what
@@ -20,7 +20,7 @@ use crate::persist::{Loaded, PersistError, RecordDir};
 pub struct Entry {
     pub op: Mutex<()>,
     record: RwLock<Held>,
-    watch: Mutex<Option<Arc<ProcessWatch>>>,
+    watch: HeldWatch,
 }
 
 /// A record and what ListContainers shows of it.
@@ -37,7 +37,7 @@ impl Held {
 
 impl Entry {
     pub fn new(record: ContainerRecord) -> Arc<Entry> {
-        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(Held::new(record)), watch: Mutex::new(None) })
+        Arc::new(Entry { op: Mutex::new(()), record: RwLock::new(Held::new(record)), watch: HeldWatch::default() })
     }
 
     pub fn read(&self) -> ContainerRecord {
@@ -61,16 +61,9 @@ impl Entry {
         matches!(held.record.state, RecordState::Created | RecordState::Running)
     }
 
-    /// The watch on its monitor, if one is held.
-    pub fn watch(&self) -> Option<Arc<ProcessWatch>> {
-        lock(&self.watch).clone()
-    }
-
-    /// Holds `watch` (or lets go of the one held, with None).
-    pub fn set_watch(&self, watch: Option<ProcessWatch>) -> Option<Arc<ProcessWatch>> {
-        let watch = watch.map(Arc::new);
-        *lock(&self.watch) = watch.clone();
-        watch
+    /// The watch on its monitor, held while it runs.
+    pub fn watch(&self) -> &HeldWatch {
+        &self.watch
     }
 
     fn replace(&self, record: ContainerRecord) {

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -81,6 +81,25 @@ impl ProcessWatch {
         let watch = ProcessWatch { pidfd, budget: budget.clone() };
         // Checked after the pidfd exists: a pid reused before pidfd_open has another start time.
         (files::start_ticks(pid) == Some(start_ticks)).then_some(watch)
+    }
+}
+
+/// The watch one item (a container's monitor, a pod's pause process) holds while it lives,
+/// shared with the lists that poll it.
+#[derive(Debug, Default)]
+pub struct HeldWatch(Mutex<Option<Arc<ProcessWatch>>>);
+
+impl HeldWatch {
+    /// The watch held, if any.
+    pub fn get(&self) -> Option<Arc<ProcessWatch>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Holds `watch` (or lets go of the one held, with None); returns it as held.
+    pub fn set(&self, watch: Option<ProcessWatch>) -> Option<Arc<ProcessWatch>> {
+        let watch = watch.map(Arc::new);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = watch.clone();
+        watch
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use super::error::SandboxError;
 use super::pause;
-use super::record::{PauseProcess, SandboxRecord, SandboxState};
+use super::record::{SandboxRecord, SandboxState};
 use super::store::{Entry, SandboxStore};
 use crate::cni::exec::Plugins;
 use crate::cni::network::AttachmentCache;
@@ -81,30 +81,36 @@ impl SandboxManager {
 
     /// For each of `entries`, whether its pause process (if it has one) still runs, asking the
     /// kernel once for all those watched (one poll of their pidfds); a pause process that is not
-    /// watched, or whose pidfd turned readable, is looked up in /proc.
+    /// watched, or whose pidfd turned readable, is looked up in /proc. A watch no longer needed
+    /// (the sandbox is not READY, or its pause process is gone) is let go, as the containers'.
     pub(super) fn pauses_alive(&self, entries: &[Arc<Entry>]) -> Vec<bool> {
-        // Only a READY sandbox's pause process matters: another sandbox is NOTREADY anyway.
-        let pauses: Vec<Option<PauseProcess>> = entries
-            .iter()
-            .map(|e| e.view(|r| r.namespaces.pause.clone().filter(|_| r.state == SandboxState::Ready)))
-            .collect();
         let mut watched = Vec::new();
         let mut alive = vec![true; entries.len()];
-        for (i, (entry, pause)) in entries.iter().zip(&pauses).enumerate() {
-            let Some(pause) = pause else { continue };
-            let watch = entry.pause_watch().or_else(|| {
-                let watch = self.watches.available().then(|| pause::watch(pause, &self.watches)).flatten()?;
-                Some(entry.set_pause_watch(watch))
+        for (i, entry) in entries.iter().enumerate() {
+            // Only a READY sandbox's pause process matters: another sandbox is NOTREADY anyway.
+            let pause = entry.view(|r| r.namespaces.pause.clone().filter(|_| r.state == SandboxState::Ready));
+            let Some(pause) = pause else {
+                if entry.pause_watch().get().is_some() {
+                    entry.pause_watch().set(None);
+                }
+                continue;
+            };
+            let watch = entry.pause_watch().get().or_else(|| {
+                let watch = self.watches.available().then(|| pause::watch(&pause, &self.watches)).flatten();
+                entry.pause_watch().set(watch)
             });
             match watch {
-                Some(watch) => watched.push((i, watch)),
-                None => alive[i] = pause::alive(pause),
+                Some(watch) => watched.push((i, pause, watch)),
+                None => alive[i] = pause::alive(&pause),
             }
         }
-        let exited = crate::monitor::watch::exited(&watched.iter().map(|(_, w)| w.as_ref()).collect::<Vec<_>>());
-        for ((i, _), exited) in watched.iter().zip(exited) {
+        let exited = crate::monitor::watch::exited(&watched.iter().map(|(.., w)| w.as_ref()).collect::<Vec<_>>());
+        for ((i, pause, _), exited) in watched.iter().zip(exited) {
             if exited {
-                alive[*i] = pauses[*i].as_ref().is_none_or(pause::alive);
+                alive[*i] = pause::alive(pause);
+                if !alive[*i] {
+                    entries[*i].pause_watch().set(None);
+                }
             }
         }
         alive

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::error::SandboxError;
 use super::record::{Metadata, SandboxRecord};
 use super::reservations::Reservations;
-use crate::monitor::watch::ProcessWatch;
+use crate::monitor::watch::HeldWatch;
 use crate::persist::{Loaded, PersistError, RecordDir};
 
 /// One sandbox held in memory.
@@ -24,8 +24,8 @@ pub struct Entry {
     /// Set (for good) when StopPodSandbox or RemovePodSandbox begins: a CreateContainer that
     /// races them sees it after adding its container, and takes the container back.
     closing: AtomicBool,
-    /// A pidfd on its pause process while one is held (lists poll it instead of reading /proc).
-    pause_watch: Mutex<Option<Arc<ProcessWatch>>>,
+    /// A pidfd on its pause process while it runs READY (lists poll it instead of reading /proc).
+    pause_watch: HeldWatch,
 }
 
 impl Entry {
@@ -35,7 +35,7 @@ impl Entry {
             record: RwLock::new(record),
             removed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            pause_watch: Mutex::new(None),
+            pause_watch: HeldWatch::default(),
         })
     }
 
@@ -44,16 +44,9 @@ impl Entry {
         f(&self.record.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The watch on its pause process, if one is held.
-    pub fn pause_watch(&self) -> Option<Arc<ProcessWatch>> {
-        lock(&self.pause_watch).clone()
-    }
-
-    /// Holds `watch` on its pause process; returns it as held.
-    pub fn set_pause_watch(&self, watch: ProcessWatch) -> Arc<ProcessWatch> {
-        let watch = Arc::new(watch);
-        *lock(&self.pause_watch) = Some(watch.clone());
-        watch
+    /// The watch on its pause process, held while the sandbox is READY and the process runs.
+    pub fn pause_watch(&self) -> &HeldWatch {
+        &self.pause_watch
     }
 
     pub fn read(&self) -> SandboxRecord {
