@@ -72,6 +72,11 @@ impl Ledger {
     /// A cycle failed because a fault hit it: an outcome to report, not a finding.
     pub fn fault_effect(&mut self, what: String) {
         self.cycles_faulted += 1;
+        self.note_effect(what);
+    }
+
+    /// What a fault did, kept among the first KEPT_FINDINGS (not counted as a cycle).
+    pub fn note_effect(&mut self, what: String) {
         if self.fault_effects.len() < KEPT_FINDINGS {
             self.fault_effects.push(what);
         }
@@ -386,10 +391,7 @@ impl Load {
                 break;
             }
             if first {
-                let mut ledger = lock(&self.ledger);
-                if ledger.fault_effects.len() < KEPT_FINDINGS {
-                    ledger.fault_effects.push(format!("teardown retried after: {e}"));
-                }
+                lock(&self.ledger).note_effect(format!("teardown retried after: {e}"));
                 first = false;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

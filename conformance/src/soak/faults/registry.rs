@@ -298,6 +298,22 @@ async fn pull(load: &Load, reference: &str) -> Result<String, tonic::Status> {
     client.pull_image(model::PullImageRequest { image, ..Default::default() }).await.map(|r| r.image_ref)
 }
 
+/// A pull of `reference` while the proxy cuts the layers `digests` (every time, or once); what
+/// it answered and how many connections were cut.
+async fn pull_cut(
+    load: &Load,
+    proxy: &Proxy,
+    reference: &str,
+    digests: &[String],
+    always: bool,
+) -> (Result<String, tonic::Status>, usize) {
+    let cuts = proxy.cuts();
+    proxy.cut(digests, always);
+    let pulled = pull(load, reference).await;
+    proxy.pass();
+    (pulled, proxy.cuts() - cuts)
+}
+
 async fn remove(load: &Load, reference: &str, round: &mut Round) {
     let mut client = bounded(load.client());
     let image = Some(model::ImageSpec { image: reference.to_string(), ..Default::default() });
@@ -327,11 +343,7 @@ pub async fn round(
     let before_tmp = entries(&downloads);
 
     // Every try of the layer cut halfway.
-    let cuts = proxy.cuts();
-    proxy.cut(&digests, true);
-    let cut = pull(load, &reference).await;
-    proxy.pass();
-    let cut_times = proxy.cuts() - cuts;
+    let (cut, cut_times) = pull_cut(load, proxy, &reference, &digests, true).await;
     match &cut {
         Ok(_) if cut_times == 0 => {
             round.saw("cut every time: no layer was fetched (already in the store): not exercised")
@@ -367,11 +379,7 @@ pub async fn round(
     }
 
     // One cut: a runtime that resumes (an HTTP Range) finishes the pull.
-    let cuts = proxy.cuts();
-    proxy.cut(&digests, false);
-    let once = pull(load, &reference).await;
-    proxy.pass();
-    let cut_times = proxy.cuts() - cuts;
+    let (once, cut_times) = pull_cut(load, proxy, &reference, &digests, false).await;
     match &once {
         Ok(_) if cut_times == 0 => round.saw("cut once: not exercised (no layer fetched)"),
         Ok(_) => round.saw("cut once: the pull went on and succeeded"),
